@@ -1,0 +1,31 @@
+# The two set-up commands of README.md: `make demo` and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+# CPU installs pin torch to the local CPU wheel; a bare `torch` would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install -q "$(TORCH_SPEC)"
+	$(VPY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: venv
+	$(VENV)/bin/sparseseg demo --out demo-output
+
+test: venv
+	$(VPY) -m pytest -q
+
+bench: venv
+	$(VENV)/bin/sparseseg bench --dataset ../shared/data/hippocampus --annotation central-slice \
+		--methods sparse-only,full --networks 2d,3d --budget paper --out bench-output/hippocampus
+
+clean:
+	rm -rf $(VENV) demo-output bench-output
