@@ -1,0 +1,184 @@
+"""The benchmark harness: split a real data set, simulate sparse annotation, train each method, score
+the test part, and write ``results.json``, ``report.md`` and plots.
+
+Every number it prints comes from :mod:`SparseSegLib.metrics` on held-out cases; the paper's figures
+for the same data set are put next to ours by :mod:`SparseSegLib.report`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .annotation import annotate_case, check_annotation
+from .case import Case
+from .dataset import Dataset, kfold_cases, load_dataset, split_cases
+from .errors import SparseSegError
+from .io import write_image
+from .methods import MethodOptions, get_method
+from .metrics import case_metrics, summarize
+from .progress import TerminalReporter, format_duration
+
+
+@dataclass
+class BenchConfig:
+    """One benchmark: which data, which annotation, which methods on which networks."""
+
+    dataset: Path
+    annotation: str
+    methods: list[str]
+    out: Path
+    networks: list[str] = field(default_factory=lambda: ["2d"])
+    budget: str = "quick"
+    folds: int = 0
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    seed: int = 0
+    device: str = "auto"
+    max_cases: int | None = None
+    iterations: int | None = None
+    save_predictions: bool = True
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["dataset"], data["out"] = str(self.dataset), str(self.out)
+        return data
+
+
+def run_name(method: str, network: str) -> str:
+    """How a run is labelled in tables: ``sparse-only (2D)``."""
+    return f"{method} ({network.upper()})"
+
+
+def _parts(dataset: Dataset, config: BenchConfig) -> list[dict[str, list[str]]]:
+    ids = [ref.case_id for ref in dataset.cases]
+    if config.max_cases:
+        ids = [ids[i] for i in sorted(np.random.default_rng(config.seed).permutation(len(ids))[: config.max_cases])]
+    if config.folds:
+        return kfold_cases(ids, config.folds, config.seed)
+    return [split_cases(ids, config.split, config.seed)]
+
+
+def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None) -> dict:
+    """Run every method x network on every fold and write the results; returns ``results.json``'s content."""
+    from .report import write_plots, write_report  # matplotlib only when a report is written
+
+    reporter = reporter or TerminalReporter()
+    for method in config.methods:
+        get_method(method)  # unknown names fail before any training starts
+    dataset = load_dataset(config.dataset)
+    folds = _parts(dataset, config)
+    config.out.mkdir(parents=True, exist_ok=True)
+    reporter.log(f"benchmark on {dataset.name}: {len(dataset.cases)} cases, annotation {config.annotation}, "
+                 f"{len(folds)} fold(s), runs: {', '.join(run_name(m, n) for m in config.methods for n in config.networks)}")
+    started = time.perf_counter()
+    cache: dict[str, Case] = {}
+
+    def load(case_id: str) -> Case:
+        if case_id not in cache:
+            ref = next(r for r in dataset.cases if r.case_id == case_id)
+            cache[case_id] = dataset.load(ref)
+        return cache[case_id]
+
+    runs: dict[str, dict] = {}
+    for fold_index, part in enumerate(folds):
+        train = [annotate_case(load(c), config.annotation, config.seed) for c in part["train"]]
+        val = [annotate_case(load(c), config.annotation, config.seed) for c in part["val"]]
+        test = [load(c) for c in part["test"]]
+        stats = [check_annotation(case.label, case.annotated) for case in train]
+        reporter.log(f"fold {fold_index + 1}/{len(folds)}: {len(train)} train / {len(val)} val / {len(test)} test cases; "
+                     f"annotated {np.mean([s['fraction'] for s in stats]):.1%} of training voxels on average")
+        for method in config.methods:
+            for network in config.networks:
+                name = run_name(method, network)
+                run = runs.setdefault(name, {"method": method, "network": network, "cases": {}, "folds": []})
+                options = MethodOptions(network=network, budget=config.budget, device=config.device,
+                                        seed=config.seed + fold_index, iterations=config.iterations)
+                options.validate_every = max(1, options.schedule(2 if network == "2d" else 3)["iterations"] // 10) if val else 0
+                tick = time.perf_counter()
+                segmenter = get_method(method).train(train, options, reporter, validation=val or None)
+                train_seconds = time.perf_counter() - tick
+                tick = time.perf_counter()
+                for case in test:
+                    predicted, _ = segmenter.predict(case.image, config.device if config.device != "auto" else _auto())
+                    run["cases"][case.case_id] = case_metrics(predicted, case.label, case.geometry.spacing_kji, dataset.class_names)
+                    if config.save_predictions:
+                        folder = config.out / "predictions" / f"{method}-{network}"
+                        write_image(predicted, case.geometry, folder / f"{case.case_id}.nii.gz")
+                predict_seconds = time.perf_counter() - tick
+                run["folds"].append({"fold": fold_index, "train_seconds": train_seconds,
+                                     "predict_seconds_per_case": predict_seconds / max(1, len(test)),
+                                     "training": segmenter.training})
+                merged = summarize([run["cases"][c.case_id] for c in test]).get(_headline_group(dataset), {})
+                reporter.log(f"{name}: trained in {format_duration(train_seconds)}, test Dice "
+                             f"{merged.get('dice', {}).get('mean', float('nan')):.3f} +- {merged.get('dice', {}).get('sd', float('nan')):.3f}")
+
+    for run in runs.values():
+        run["summary"] = summarize(list(run["cases"].values()))
+        run["train_seconds"] = float(sum(f["train_seconds"] for f in run["folds"]))
+    results = {
+        "sparseseg_version": __version__,
+        "config": config.to_dict(),
+        "dataset": {"name": dataset.name, "root": str(dataset.root), "classes": dataset.class_names, "cases": len(dataset.cases)},
+        "folds": folds,
+        "headline_group": _headline_group(dataset),
+        "runs": runs,
+        "wall_seconds": time.perf_counter() - started,
+        "environment": _environment(config.device),
+    }
+    (config.out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
+    write_report(results, config.out / "report.md")
+    write_plots(results, config.out)
+    reporter.log(f"wrote {config.out / 'results.json'}, {config.out / 'report.md'} and plots in "
+                 f"{format_duration(results['wall_seconds'])}")
+    return results
+
+
+def _headline_group(dataset: Dataset) -> str:
+    """The label the headline figures score: merged foreground for multi-class data, else the class."""
+    if len(dataset.class_names) >= 2:
+        return "merged"
+    return next(iter(dataset.class_names.values()), "mean")
+
+
+def _auto() -> str:
+    from .engine.device import select_device
+
+    return str(select_device("auto"))
+
+
+def _environment(device: str) -> dict:
+    import torch
+
+    from .engine.device import describe_device, select_device
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": describe_device(select_device(device)),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def parse_methods(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise SparseSegError("no method given", "E.g. --methods sparse-only,full.")
+    return names

@@ -1,0 +1,259 @@
+"""The ``sparseseg`` command line: train, predict, evaluate, bench and demo.
+
+Errors the user can fix print as one line (``sparseseg: error: ...``) with exit code 2; nothing the
+user did wrong ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import SparseSegError
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+EPILOG = """examples:
+  sparseseg demo --out demo-output
+  sparseseg train --dataset ../shared/data/hippocampus --annotation central-slice --method sparse-only --out model
+  sparseseg predict --model model --input image.nii.gz --out predictions
+  sparseseg evaluate --pred predictions --ref labelsTr --json scores.json
+  sparseseg bench --dataset ../shared/data/hippocampus --annotation central-slice --methods sparse-only,full --out bench
+
+annotation specs: central-slice[:AXIS] | slices:N[:AXIS] | boxes:N:SIZE | full
+  (AXIS 0 = k, the slice stack, default; 1 = j; 2 = i)
+"""
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--seed", type=int, default=0, help="seed for annotation simulation and training (default 0)")
+
+
+def _add_training(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--budget", default="quick", choices=["quick", "paper"],
+                        help="quick: minutes on a CPU (demo, first look); paper: trains to convergence")
+    parser.add_argument("--iterations", type=int, help="override the budget's number of training iterations")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .methods import METHODS
+
+    parser = argparse.ArgumentParser(
+        prog="sparseseg",
+        description="Segment 3D medical scans from sparse annotation (one slice or a few boxes per volume).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"sparseseg {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    method_help = "method: " + ", ".join(f"{name} ({cls.summary})" for name, cls in sorted(METHODS.items()))
+
+    train = commands.add_parser("train", help="train a model on a dataset folder with simulated sparse annotation",
+                                description="Train a model from an MSD-style dataset folder (dataset.json, imagesTr, labelsTr).")
+    train.add_argument("--dataset", required=True, type=Path, help="folder with dataset.json")
+    train.add_argument("--cases", type=Path, help="text file with the case ids to train on (one per line); default all")
+    train.add_argument("--annotation", default="central-slice", help="sparse annotation spec (see below), default central-slice")
+    train.add_argument("--method", default="sparse-only", help=method_help)
+    train.add_argument("--network", default="2d", choices=["2d", "3d"], help="network (default 2d)")
+    train.add_argument("--out", required=True, type=Path, help="model folder to write (weights + config.json)")
+    _add_training(train)
+    _add_common(train)
+
+    predict = commands.add_parser("predict", help="segment images with a trained model",
+                                  description="Write one label map per image: same file name, format and geometry.")
+    predict.add_argument("--model", required=True, type=Path, help="model folder written by `sparseseg train`")
+    predict.add_argument("--input", required=True, type=Path, help="an image file, or a folder of image files")
+    predict.add_argument("--out", required=True, type=Path, help="output folder")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
+    evaluate = commands.add_parser("evaluate", help="score label maps against reference label maps",
+                                   description="Match files by name in --pred and --ref and print a table per case + mean ± sd.")
+    evaluate.add_argument("--pred", required=True, type=Path, help="folder of predicted label maps")
+    evaluate.add_argument("--ref", required=True, type=Path, help="folder of reference label maps")
+    evaluate.add_argument("--json", type=Path, help="also write all figures to this JSON file")
+    evaluate.add_argument("--classes", help="class names as 1=Anterior,2=Posterior (default: from a dataset.json "
+                                            "next to --ref, else Class N)")
+
+    bench = commands.add_parser("bench", help="benchmark methods on a real dataset (results.json, report.md, plots)",
+                                description="Split the dataset (70/15/15 by default, or K folds), simulate the sparse "
+                                            "annotation, train every method on every network and score the test part.")
+    bench.add_argument("--dataset", required=True, type=Path, help="folder with dataset.json")
+    bench.add_argument("--annotation", default="central-slice", help="sparse annotation spec, default central-slice")
+    bench.add_argument("--methods", default="sparse-only,full", help="comma-separated method names; " + method_help)
+    bench.add_argument("--networks", default="2d", help="comma-separated: 2d, 3d (default 2d)")
+    bench.add_argument("--out", required=True, type=Path, help="output folder")
+    bench.add_argument("--folds", type=int, default=0, help="K-fold cross-validation instead of one split")
+    bench.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions (default 0.7,0.15,0.15)")
+    bench.add_argument("--max-cases", type=int, help="use a random subset of this many cases (quick looks)")
+    _add_training(bench)
+    _add_common(bench)
+
+    demo = commands.add_parser("demo", help="the main job on the bundled sample data (a few minutes on CPU)")
+    demo.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default demo-output)")
+    demo.add_argument("--method", default="sparse-only", help=method_help)
+    demo.add_argument("--network", default="2d", choices=["2d", "3d"])
+    demo.add_argument("--annotation", default="central-slice", help="sparse annotation spec, default central-slice")
+    _add_training(demo)
+    _add_common(demo)
+    return parser
+
+
+def _read_case_list(path: Path) -> list[str]:
+    if not path.is_file():
+        raise SparseSegError(f"case list not found: {path}", "Give a text file with one case id per line.")
+    text = path.read_text().strip()
+    ids = json.loads(text) if text.startswith("[") else [line.strip() for line in text.splitlines()]
+    return [i for i in ids if i and not i.startswith("#")]
+
+
+def _image_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES)
+                       and not p.name.lower().endswith(".seg.nrrd") and not p.name.startswith("."))
+        if not files:
+            raise SparseSegError(f"no image files in {path}", f"Give a folder with {', '.join(IMAGE_SUFFIXES)} files.")
+        return files
+    raise SparseSegError(f"input not found: {path}", "Give an image file or a folder of image files.")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .annotation import annotate_case, check_annotation
+    from .dataset import load_dataset
+    from .methods import MethodOptions, get_method
+    from .progress import TerminalReporter
+
+    method = get_method(args.method)
+    dataset = load_dataset(args.dataset)
+    if args.cases:
+        dataset = dataset.subset(_read_case_list(args.cases))
+    reporter = TerminalReporter()
+    cases = []
+    for ref in dataset.cases:
+        case = annotate_case(dataset.load(ref), args.annotation, args.seed)
+        check_annotation(case.label, case.annotated)
+        cases.append(case)
+    reporter.log(f"training `{args.method}` ({args.network.upper()}) on {len(cases)} cases of {dataset.name}, "
+                 f"annotation `{args.annotation}`")
+    options = MethodOptions(network=args.network, budget=args.budget, device=args.device, seed=args.seed,
+                            iterations=args.iterations)
+    segmenter = method.train(cases, options, reporter)
+    segmenter.training = {**segmenter.training, "dataset": str(dataset.root), "annotation": args.annotation,
+                          "cases": [c.case_id for c in cases], "seed": args.seed}
+    print(f"model written to {segmenter.save(args.out)}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .engine.device import select_device
+    from .engine.model import load_segmenter
+    from .io import output_path_like, read_image, write_image
+
+    segmenter = load_segmenter(args.model)
+    device = select_device(args.device)
+    files = _image_files(args.input)
+    for index, path in enumerate(files, start=1):
+        image, geometry = read_image(path)
+        label, _ = segmenter.predict(image, device)
+        target = write_image(label, geometry, output_path_like(path, args.out))
+        print(f"[{index}/{len(files)}] {path.name} -> {target}")
+    return 0
+
+
+def _parse_classes(text: str | None, ref: Path) -> dict[int, str]:
+    if text:
+        try:
+            return {int(k): v for k, v in (item.split("=", 1) for item in text.split(","))}
+        except ValueError:
+            raise SparseSegError(f"cannot parse --classes {text!r}", "Write it as 1=Anterior,2=Posterior.") from None
+    for candidate in (ref / "dataset.json", ref.parent / "dataset.json"):
+        if candidate.is_file():
+            labels = json.loads(candidate.read_text()).get("labels", {})
+            return {int(k): v for k, v in labels.items() if int(k) != 0}
+    return {}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .io import read_image, read_label
+    from .metrics import case_metrics, format_table, summarize
+
+    refs = {p.name: p for p in _image_files(args.ref)}
+    preds = _image_files(args.pred)
+    pairs = [(p, refs[p.name]) for p in preds if p.name in refs]
+    if not pairs:
+        raise SparseSegError(f"no file in {args.pred} has a namesake in {args.ref}", "Predictions and references are matched by file name.")
+    class_names = _parse_classes(args.classes, args.ref)
+    per_case = {}
+    for pred_path, ref_path in pairs:
+        _, geometry = read_image(ref_path)
+        reference = read_label(ref_path)
+        predicted = read_label(pred_path, geometry)
+        names = class_names or {v: f"Class {v}" for v in range(1, int(max(reference.max(), predicted.max(), 1)) + 1)}
+        per_case[pred_path.name] = case_metrics(predicted, reference, geometry.spacing_kji, names)
+    groups = list(next(iter(per_case.values())))
+    for group in groups:
+        print(f"\n## {group}\n")
+        print(format_table(per_case, group=group))
+    missing = len(preds) - len(pairs)
+    if missing:
+        print(f"\nnote: {missing} prediction(s) without a reference were skipped", file=sys.stderr)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"per_case": per_case, "summary": summarize(list(per_case.values()))}, indent=1))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import BenchConfig, parse_methods, run_benchmark
+
+    try:
+        split = tuple(float(x) for x in args.split.split(","))
+    except ValueError:
+        raise SparseSegError(f"cannot parse --split {args.split!r}", "Write it as 0.7,0.15,0.15.") from None
+    networks = [n.strip().lower() for n in args.networks.split(",") if n.strip()]
+    for network in networks:
+        if network not in ("2d", "3d"):
+            raise SparseSegError(f"unknown network {network!r}", "Use --networks 2d, 3d or 2d,3d.")
+    config = BenchConfig(dataset=args.dataset, annotation=args.annotation, methods=parse_methods(args.methods),
+                         out=args.out, networks=networks, budget=args.budget, folds=args.folds, split=split,
+                         seed=args.seed, device=args.device, max_cases=args.max_cases, iterations=args.iterations)
+    run_benchmark(config)
+    print(f"report: {args.out / 'report.md'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    written = run_demo(args.out, annotation=args.annotation, method=args.method, network=args.network,
+                       budget=args.budget, device=args.device, seed=args.seed)
+    print("demo wrote:")
+    for kind, path in written.items():
+        print(f"  {kind:<14} {path}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "bench": cmd_bench, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SparseSegError as error:
+        print(f"sparseseg: error: {error.one_line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sparseseg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""A trained segmenter and its self-contained model directory (weights + JSON config).
+
+``model.pt`` holds only the state dict and is loaded with ``weights_only=True`` (no pickled code runs);
+``config.json`` says how to rebuild the network and preprocess an image, and which classes it outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..errors import SparseSegError
+from .inference import predict_probabilities
+from .networks import NetworkConfig, build_network
+from .preprocessing import normalize
+
+WEIGHTS_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Segmenter:
+    """A network with everything needed to apply it to a new image."""
+
+    network: torch.nn.Module
+    network_config: NetworkConfig
+    patch_size: tuple[int, ...]
+    class_names: dict[int, str]
+    normalization: str = "zscore"
+    method: str = ""
+    class_colors: dict[int, tuple] = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return max(self.class_names, default=0) + 1
+
+    def predict(self, image: np.ndarray, device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+        """Label map (uint8) and class probabilities ``(C, k, j, i)`` for a raw image ``(k, j, i)``."""
+        device = torch.device(device)
+        probabilities = predict_probabilities(
+            self.network, normalize(image, self.normalization), self.network_config, self.patch_size, device
+        )
+        return probabilities.argmax(0).astype(np.uint8), probabilities
+
+    def config(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "sparseseg_version": __version__,
+            "method": self.method,
+            "network": self.network_config.to_dict(),
+            "patch_size": list(self.patch_size),
+            "preprocessing": {"normalization": self.normalization},
+            "classes": {str(k): v for k, v in sorted(self.class_names.items())},
+            "class_colors": {str(k): list(v) for k, v in sorted(self.class_colors.items())},
+            "training": self.training,
+        }
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``model.pt`` and ``config.json`` into ``directory`` (created if needed)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.network.state_dict().items()}
+        temporary = directory / f".{WEIGHTS_FILE}.tmp"
+        torch.save(state, temporary)
+        os.replace(temporary, directory / WEIGHTS_FILE)
+        (directory / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2))
+        return directory
+
+
+def load_segmenter(directory: str | os.PathLike) -> Segmenter:
+    """Rebuild a :class:`Segmenter` from a model directory written by :meth:`Segmenter.save`."""
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    if not directory.is_dir():
+        raise SparseSegError(f"model folder not found: {directory}", "Give the --out folder of `sparseseg train`.")
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise SparseSegError(f"{directory} is not a SparseSeg model: {path.name} is missing", "Train one with `sparseseg train`.")
+    try:
+        config = json.loads(config_path.read_text())
+        network_config = NetworkConfig.from_dict(config["network"])
+        class_names = {int(k): v for k, v in config["classes"].items()}
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise SparseSegError(f"{config_path} is damaged ({error})", "Train the model again or restore the file.") from None
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise SparseSegError(f"model {directory} was written by a newer SparseSeg", "Upgrade SparseSeg to load it.")
+    network = build_network(network_config, max(class_names, default=0) + 1)
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        network.load_state_dict(state)
+    except Exception as error:  # a truncated or foreign file raises many types
+        raise SparseSegError(f"cannot load weights {weights_path}: {str(error).splitlines()[0][:160]}",
+                             "The file is damaged or from another network; train the model again.") from None
+    return Segmenter(
+        network=network,
+        network_config=network_config,
+        patch_size=tuple(config["patch_size"]),
+        class_names=class_names,
+        normalization=config.get("preprocessing", {}).get("normalization", "zscore"),
+        method=config.get("method", ""),
+        class_colors={int(k): tuple(v) for k, v in config.get("class_colors", {}).items()},
+        training=config.get("training", {}),
+    )

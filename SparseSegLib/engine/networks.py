@@ -1,0 +1,92 @@
+"""Network configurations: MONAI U-Nets in 2D (slice by slice) and 3D.
+
+A 2D network sees one slice of the stack (array axis 0) at a time, optionally with neighbouring
+slices as extra input channels (2.5D); a 3D network sees sub-volumes. Both are MONAI's residual
+``UNet``; the configuration is a plain dataclass so it can be stored in a model directory as JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from monai.networks.nets import UNet
+
+from ..errors import SparseSegError
+
+
+@dataclass
+class NetworkConfig:
+    """What network to build. ``channels`` are the filters per level; each level halves the size."""
+
+    dims: int = 2
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    num_res_units: int = 2
+    dropout: float = 0.0
+    norm: str = "instance"
+    context_slices: int = 0  # 2D only: neighbouring slices on each side given as extra channels
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        if self.dims not in (2, 3):
+            raise SparseSegError(f"network dims must be 2 or 3, not {self.dims}", "Use --network 2d or 3d.")
+        if len(self.channels) < 2:
+            raise SparseSegError("a U-Net needs at least two levels of channels", "E.g. channels 16,32,64,128.")
+        if self.dims == 3 and self.context_slices:
+            raise SparseSegError("context slices apply to 2D networks only", "Set context_slices to 0 for 3D.")
+
+    @property
+    def size_multiple(self) -> int:
+        """Patch sizes must be multiples of this so every down-sampling divides evenly."""
+        return 2 ** (len(self.channels) - 1)
+
+    @property
+    def in_channels(self) -> int:
+        return 1 + 2 * self.context_slices
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["channels"] = list(self.channels)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> NetworkConfig:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    @classmethod
+    def preset(cls, name: str) -> NetworkConfig:
+        """Named presets: ``2d`` and ``3d`` (residual U-Nets sized for CPU-friendly training)."""
+        presets = {
+            "2d": cls(dims=2, channels=(16, 32, 64, 128, 256)),
+            "3d": cls(dims=3, channels=(16, 32, 64, 128)),
+        }
+        if name.lower() not in presets:
+            raise SparseSegError(f"unknown network {name!r}", f"Use one of: {', '.join(presets)}.")
+        return presets[name.lower()]
+
+
+def build_network(config: NetworkConfig, num_classes: int) -> torch.nn.Module:
+    """A MONAI ``UNet`` for ``config`` with ``num_classes`` output channels (logits)."""
+    return UNet(
+        spatial_dims=config.dims,
+        in_channels=config.in_channels,
+        out_channels=num_classes,
+        channels=config.channels,
+        strides=(2,) * (len(config.channels) - 1),
+        num_res_units=config.num_res_units,
+        norm=config.norm,
+        dropout=config.dropout,
+    )
+
+
+def default_patch_size(shape: tuple[int, int, int], config: NetworkConfig, cap: int | None = None) -> tuple[int, ...]:
+    """A patch size that covers the volume where it fits, capped per axis, in multiples the net needs.
+
+    2D patches are in-plane (axes 1 and 2 of the ``(k, j, i)`` array); 3D patches cover all three axes.
+    """
+    cap = cap or (256 if config.dims == 2 else 64)
+    axes = shape[1:] if config.dims == 2 else shape
+    multiple = config.size_multiple
+    return tuple(min(int(math.ceil(n / multiple) * multiple), max(multiple, cap // multiple * multiple)) for n in axes)
+

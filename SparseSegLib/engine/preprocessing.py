@@ -1,0 +1,32 @@
+"""Intensity preprocessing shared by training and prediction (stored in the model's config)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import SparseSegError
+
+NORMALIZATIONS = ("zscore", "zscore-slice", "none")
+
+
+def normalize(image: np.ndarray, mode: str = "zscore") -> np.ndarray:
+    """Normalise intensities so that scanners and protocols look alike to the network.
+
+    ``zscore``: whole volume to mean 0, sd 1 (robust default for cropped MRI/CT patches);
+    ``zscore-slice``: each slice along axis 0 on its own (what the incremental 2D self-labelling
+    paper does); ``none``: leave as is (data that is already normalised).
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if mode == "none":
+        return image.copy()
+    if mode == "zscore":
+        return _zscore(image, axis=None)
+    if mode == "zscore-slice":
+        return _zscore(image, axis=(1, 2))
+    raise SparseSegError(f"unknown normalization {mode!r}", f"Use one of: {', '.join(NORMALIZATIONS)}.")
+
+
+def _zscore(image: np.ndarray, axis: tuple[int, ...] | None) -> np.ndarray:
+    mean = image.mean(axis=axis, keepdims=True)
+    sd = image.std(axis=axis, keepdims=True)
+    return ((image - mean) / np.where(sd > 1e-6, sd, 1.0)).astype(np.float32)

@@ -1,0 +1,4 @@
+"""Training methods, looked up by name: the baselines here, the four papers' methods as they land."""
+
+from .base import METHODS, Method, MethodOptions, Reporter, get_method, register  # noqa: F401
+from . import supervised  # noqa: F401  (registers sparse-only and full)
