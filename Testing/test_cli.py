@@ -1,0 +1,201 @@
+"""The ``sparseseg`` command line: train -> predict keeps geometry, and bad input fails in one line.
+
+Each bad-input case must print a single actionable line on stderr (no traceback) and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from SparseSegLib.cli import main
+from SparseSegLib.io import geometry_of
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("sparseseg: error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment.lower() in lines[0].lower(), (fragment, lines[0])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, sample_dir) -> Path:
+    """A tiny model trained through the CLI on four sample cases (enough to test the plumbing)."""
+    out = tmp_path_factory.mktemp("model")
+    cases = tmp_path_factory.mktemp("lists") / "cases.txt"
+    cases.write_text("hippocampus_001\nhippocampus_003\nhippocampus_004\nhippocampus_006\n")
+    code = main(["train", "--dataset", str(sample_dir), "--cases", str(cases), "--annotation", "central-slice",
+                 "--method", "sparse-only", "--iterations", "5", "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def _rotated_copy(source: Path, target: Path) -> sitk.Image:
+    """The real image with a non-identity direction, anisotropic spacing and an offset origin."""
+    image = sitk.ReadImage(str(source))
+    angle = np.deg2rad(20)
+    image.SetDirection((np.cos(angle), -np.sin(angle), 0, np.sin(angle), np.cos(angle), 0, 0, 0, 1))
+    image.SetSpacing((0.8, 1.1, 2.0))
+    image.SetOrigin((10.5, -3.25, 40.0))
+    sitk.WriteImage(image, str(target))
+    return image
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_predict_writes_the_input_geometry_and_format(capsys, model_dir, sample_dir, tmp_path, suffix):
+    source = sample_dir / "imagesTr" / "hippocampus_011.nii.gz"
+    image = _rotated_copy(source, tmp_path / f"scan{suffix}")
+    code, out, _ = run_cli(capsys, "predict", "--model", model_dir, "--input", tmp_path / f"scan{suffix}", "--out", tmp_path / "pred")
+    assert code == 0 and "scan" in out
+    result = sitk.ReadImage(str(tmp_path / "pred" / f"scan{suffix}"))
+    assert result.GetSize() == image.GetSize()
+    assert geometry_of(result).matches(geometry_of(image), tolerance=1e-6)
+    assert np.allclose(result.GetDirection(), image.GetDirection(), atol=1e-6)
+    assert set(np.unique(sitk.GetArrayFromImage(result))) <= {0, 1, 2}
+
+
+def test_predict_on_a_folder_writes_one_label_per_image(capsys, model_dir, sample_dir, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("hippocampus_011.nii.gz", "hippocampus_014.nii.gz"):
+        shutil.copy(sample_dir / "imagesTr" / name, folder / name)
+    code, out, _ = run_cli(capsys, "predict", "--model", model_dir, "--input", folder, "--out", tmp_path / "out")
+    assert code == 0 and "[2/2]" in out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["hippocampus_011.nii.gz", "hippocampus_014.nii.gz"]
+
+
+def test_evaluate_prints_a_table_with_mean_and_sd_and_writes_json(capsys, sample_dir, tmp_path):
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for name in ("hippocampus_001.nii.gz", "hippocampus_003.nii.gz"):
+        shutil.copy(sample_dir / "labelsTr" / name, pred / name)
+    code, out, _ = run_cli(capsys, "evaluate", "--pred", pred, "--ref", sample_dir / "labelsTr", "--json", tmp_path / "s.json")
+    assert code == 0
+    assert "mean ± sd" in out and "Anterior" in out and "HD95 (mm)" in out
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["summary"]["merged"]["dice"]["mean"] == pytest.approx(1.0)
+
+
+# --- bad input: one line, non-zero exit ---------------------------------------------------------
+
+def test_missing_image_file(capsys, model_dir, tmp_path):
+    assert_one_line_error(*run_cli(capsys, "predict", "--model", model_dir, "--input", tmp_path / "nope.nii.gz",
+                                   "--out", tmp_path)[::2], "not found")
+
+
+def test_unreadable_image_file(capsys, model_dir, tmp_path):
+    bad = tmp_path / "scan.nii.gz"
+    bad.write_text("this is not an image")
+    assert_one_line_error(*run_cli(capsys, "predict", "--model", model_dir, "--input", bad, "--out", tmp_path / "o")[::2],
+                          "cannot read")
+
+
+def test_2d_image(capsys, model_dir, tmp_path):
+    sitk.WriteImage(sitk.Image(32, 32, sitk.sitkFloat32), str(tmp_path / "slice.nii.gz"))
+    assert_one_line_error(*run_cli(capsys, "predict", "--model", model_dir, "--input", tmp_path / "slice.nii.gz",
+                                   "--out", tmp_path / "o")[::2], "2D")
+
+
+def test_4d_image(capsys, model_dir, tmp_path):
+    volume = sitk.Image(8, 8, 8, sitk.sitkFloat32)
+    sitk.WriteImage(sitk.JoinSeries([volume, volume]), str(tmp_path / "series.nii.gz"))
+    assert_one_line_error(*run_cli(capsys, "predict", "--model", model_dir, "--input", tmp_path / "series.nii.gz",
+                                   "--out", tmp_path / "o")[::2], "4 dimensions")
+
+
+def test_nan_intensities(capsys, model_dir, sample_dir, tmp_path):
+    image = sitk.Cast(sitk.ReadImage(str(sample_dir / "imagesTr" / "hippocampus_001.nii.gz")), sitk.sitkFloat32)
+    array = sitk.GetArrayFromImage(image)
+    array[3, 4, 5] = np.nan
+    broken = sitk.GetImageFromArray(array)
+    broken.CopyInformation(image)
+    sitk.WriteImage(broken, str(tmp_path / "nan.nrrd"))
+    assert_one_line_error(*run_cli(capsys, "predict", "--model", model_dir, "--input", tmp_path / "nan.nrrd",
+                                   "--out", tmp_path / "o")[::2], "NaN")
+
+
+def _dataset_copy(sample_dir: Path, target: Path, names=("hippocampus_001", "hippocampus_003", "hippocampus_004")) -> Path:
+    (target / "imagesTr").mkdir(parents=True)
+    (target / "labelsTr").mkdir()
+    for name in names:
+        for part in ("imagesTr", "labelsTr"):
+            shutil.copy(sample_dir / part / f"{name}.nii.gz", target / part / f"{name}.nii.gz")
+    meta = json.loads((sample_dir / "dataset.json").read_text())
+    meta["training"] = [{"image": f"./imagesTr/{n}.nii.gz", "label": f"./labelsTr/{n}.nii.gz"} for n in names]
+    (target / "dataset.json").write_text(json.dumps(meta))
+    return target
+
+
+def test_label_image_geometry_mismatch(capsys, sample_dir, tmp_path):
+    data = _dataset_copy(sample_dir, tmp_path / "data")
+    label = sitk.ReadImage(str(data / "labelsTr" / "hippocampus_001.nii.gz"))
+    label.SetSpacing((2.0, 2.0, 2.0))
+    sitk.WriteImage(label, str(data / "labelsTr" / "hippocampus_001.nii.gz"))
+    assert_one_line_error(*run_cli(capsys, "train", "--dataset", data, "--out", tmp_path / "m", "--iterations", "1")[::2],
+                          "not on the image's voxel grid", "spacing")
+
+
+def test_empty_annotation(capsys, sample_dir, tmp_path):
+    """A box placed where... nothing can be annotated is impossible; an all-unknown annotation is 'empty'."""
+    from SparseSegLib.annotation import check_annotation
+    from SparseSegLib.errors import SparseSegError
+
+    with pytest.raises(SparseSegError) as error:
+        check_annotation(np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 4), bool))
+    assert "empty annotation" in error.value.one_line()
+
+
+def test_empty_annotation_from_the_command_line(capsys, sample_dir, tmp_path):
+    data = _dataset_copy(sample_dir, tmp_path / "data")
+    for name in ("hippocampus_001", "hippocampus_003", "hippocampus_004"):
+        label = sitk.ReadImage(str(data / "labelsTr" / f"{name}.nii.gz"))
+        sitk.WriteImage(label * 0, str(data / "labelsTr" / f"{name}.nii.gz"))
+    # slices:N needs an object to spread slices over: an empty label map has none.
+    assert_one_line_error(*run_cli(capsys, "train", "--dataset", data, "--annotation", "slices:3", "--out", tmp_path / "m",
+                                   "--iterations", "1")[::2], "foreground")
+
+
+def test_annotation_spec_outside_the_volume(capsys, sample_dir, tmp_path):
+    assert_one_line_error(*run_cli(capsys, "train", "--dataset", sample_dir, "--annotation", "boxes:1:500",
+                                   "--out", tmp_path / "m", "--iterations", "1")[::2], "box")
+    assert_one_line_error(*run_cli(capsys, "train", "--dataset", sample_dir, "--annotation", "central-slice:5",
+                                   "--out", tmp_path / "m", "--iterations", "1")[::2], "axis")
+
+
+def test_dataset_json_pointing_to_missing_files(capsys, sample_dir, tmp_path):
+    data = _dataset_copy(sample_dir, tmp_path / "data")
+    (data / "imagesTr" / "hippocampus_003.nii.gz").unlink()
+    assert_one_line_error(*run_cli(capsys, "train", "--dataset", data, "--out", tmp_path / "m")[::2],
+                          "missing file", "hippocampus_003")
+
+
+def test_unknown_method_name(capsys, sample_dir, tmp_path):
+    assert_one_line_error(*run_cli(capsys, "train", "--dataset", sample_dir, "--method", "magic", "--out", tmp_path / "m")[::2],
+                          "unknown method", "sparse-only")
+    assert_one_line_error(*run_cli(capsys, "bench", "--dataset", sample_dir, "--methods", "sparse-only,magic",
+                                   "--out", tmp_path / "b")[::2], "unknown method")
+
+
+def test_a_real_process_exits_non_zero_without_a_traceback(tmp_path):
+    """The installed entry point, run as a user would: exit code 2 and a single line on stderr."""
+    result = subprocess.run([sys.executable, "-m", "SparseSegLib.cli", "predict", "--model", str(tmp_path / "none"),
+                             "--input", str(tmp_path), "--out", str(tmp_path / "o")], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 2
+    assert_one_line_error(result.returncode, result.stderr, "model folder not found")
