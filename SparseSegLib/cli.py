@@ -22,6 +22,8 @@ EPILOG = """examples:
   sparseseg predict --model model --input image.nii.gz --out predictions
   sparseseg evaluate --pred predictions --ref labelsTr --json scores.json
   sparseseg bench --dataset ../shared/data/hippocampus --annotation central-slice --methods sparse-only,full --out bench
+  sparseseg run --image image.nrrd --annotation painted.seg.nrrd --method sparse-only --rounds 3 --out job
+  sparseseg run --resume job
 
 annotation specs: central-slice[:AXIS] | slices:N[:AXIS] | boxes:N:SIZE | full
   (AXIS 0 = k, the slice stack, default; 1 = j; 2 = i)
@@ -91,6 +93,34 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--max-cases", type=int, help="use a random subset of this many cases (quick looks)")
     _add_training(bench)
     _add_common(bench)
+
+    run = commands.add_parser(
+        "run", help="run a job folder round by round (the background worker), or create one from files",
+        description="Run the job in JOBDIR (job.json) round by round, writing rounds/NNN/ and events.jsonl as the "
+                    "Slicer module's background worker does; or create a job from an image and the annotation a user "
+                    "painted (--image, --annotation, --out) and run it. A CANCEL file in the job folder, SIGTERM or "
+                    "Ctrl-C stops at the next training step; --resume continues after the newest complete round.",
+        epilog="regions: slices = every slice that carries paint along --axis (auto: the axis with the fewest "
+               "painted slices); boxes = every voxel in --boxes, a JSON list (or .json file) of "
+               '{"ijk": [[i0,j0,k0],[i1,j1,k1]]} (voxel corners, inclusive) or {"ras": [[x0,y0,z0],[x1,y1,z1]]} (RAS mm)',
+    )
+    run.add_argument("jobdir", nargs="?", type=Path, help="job folder holding job.json (leave out when creating one with --out)")
+    run.add_argument("--resume", action="store_true", help="continue JOBDIR after its newest complete round")
+    run.add_argument("--image", type=Path, help="image to segment (NRRD, NIfTI, ...)")
+    run.add_argument("--annotation", type=Path, help="the user's annotation: label map or Slicer .seg.nrrd on the image grid")
+    run.add_argument("--region", choices=["slices", "boxes"], help="what the annotation covers (default slices)")
+    run.add_argument("--axis", choices=["auto", "0", "1", "2"], help="slice axis in array order 0=k, 1=j, 2=i (default auto)")
+    run.add_argument("--boxes", help="with --region boxes: JSON list of ROI boxes, or a .json file holding one")
+    run.add_argument("--method", help=method_help + " (default sparse-only)")
+    run.add_argument("--out", type=Path, help="new job folder to create and run")
+    run.add_argument("--rounds", type=int, help="rounds to run, each writes a full result (default 1)")
+    run.add_argument("--iterations-per-round", type=int, help="training iterations per round (default: budget / rounds)")
+    run.add_argument("--reference", type=Path, help="full reference label map: per-round metrics")
+    run.add_argument("--network", choices=["2d", "3d"], help="network (default 2d)")
+    run.add_argument("--batch-size", type=int, help="training batch size (default: the budget's)")
+    run.add_argument("--budget", choices=["quick", "paper"], help="quick (default) or paper")
+    run.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    run.add_argument("--seed", type=int, help="training seed (default 0)")
 
     demo = commands.add_parser("demo", help="the main job on the bundled sample data (a few minutes on CPU)")
     demo.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default demo-output)")
@@ -239,7 +269,76 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "bench": cmd_bench, "demo": cmd_demo}
+def _parse_boxes(text: str | None) -> list:
+    if not text:
+        raise SparseSegError("--region boxes needs --boxes", 'E.g. --boxes \'[{"ijk": [[10, 10, 5], [30, 30, 12]]}]\'.')
+    source = "--boxes"
+    if not text.lstrip().startswith(("[", "{")):
+        path = Path(text)
+        if not path.is_file():
+            raise SparseSegError(f"--boxes {text!r} is neither JSON nor an existing file", "Give a JSON list or a .json file.")
+        text, source = path.read_text(), str(path)
+    try:
+        boxes = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SparseSegError(f"{source} is not valid JSON ({error.msg}, column {error.colno})",
+                             'E.g. [{"ijk": [[10, 10, 5], [30, 30, 12]]}].') from None
+    return [boxes] if isinstance(boxes, dict) else boxes
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .jobs.client import Job
+    from .jobs.events import format_event
+    from .jobs.layout import CANCEL_FILE, EXIT_FINISHED
+    from .worker import run_job
+
+    creating = any(v is not None for v in (args.image, args.annotation, args.out))
+    creation_only = {"--region": args.region, "--axis": args.axis, "--boxes": args.boxes, "--method": args.method,
+                     "--rounds": args.rounds, "--iterations-per-round": args.iterations_per_round,
+                     "--reference": args.reference, "--network": args.network, "--budget": args.budget,
+                     "--batch-size": args.batch_size,
+                     "--device": args.device, "--seed": args.seed}
+    if creating:
+        if args.jobdir is not None or args.resume:
+            raise SparseSegError("give either JOBDIR (with or without --resume) or --image/--annotation/--out, not both",
+                                 "Create a job with --image --annotation --out; run an existing one with JOBDIR.")
+        missing = [name for name, value in (("--image", args.image), ("--annotation", args.annotation), ("--out", args.out))
+                   if value is None]
+        if missing:
+            raise SparseSegError(f"creating a job needs {', '.join(missing)}", "Give --image, --annotation and --out.")
+        if args.region == "boxes":
+            if args.axis is not None:
+                raise SparseSegError("--axis applies to --region slices", "Leave out --axis with --region boxes.")
+            region = {"kind": "boxes", "boxes": _parse_boxes(args.boxes)}
+        else:
+            if args.boxes is not None:
+                raise SparseSegError("--boxes needs --region boxes", "Add --region boxes.")
+            axis = args.axis or "auto"
+            region = {"kind": "slices", "axis": axis if axis == "auto" else int(axis)}
+        parameters = {key: value for key, value in (("rounds", args.rounds), ("iterations_per_round", args.iterations_per_round),
+                                                     ("network", args.network), ("budget", args.budget),
+                                                     ("batch_size", args.batch_size)) if value is not None}
+        job = Job.create_from_files(args.out, args.image, args.annotation, args.method or "sparse-only", region=region,
+                                    reference=args.reference, parameters=parameters, device=args.device or "auto",
+                                    seed=0 if args.seed is None else args.seed)
+        jobdir = job.directory
+        print(f"created job {jobdir}", file=sys.stderr)
+    else:
+        if args.jobdir is None:
+            raise SparseSegError("no job to run", "Give JOBDIR, or create a job with --image --annotation --out.")
+        given = [name for name, value in creation_only.items() if value is not None]
+        if given:
+            raise SparseSegError(f"{', '.join(given)} only apply when creating a job with --out",
+                                 "Edit JOBDIR/job.json to change an existing job.")
+        jobdir = args.jobdir
+    (Path(jobdir) / CANCEL_FILE).unlink(missing_ok=True)  # a CANCEL left by an earlier stop would end this run at once
+    code = run_job(jobdir, resume=args.resume, echo=lambda event: print(format_event(event), file=sys.stderr, flush=True))
+    if code == EXIT_FINISHED:
+        print(f"job folder: {jobdir}")
+    return code
+
+
+COMMANDS = {"run": cmd_run, "train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "bench": cmd_bench, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+import numpy as np
 
 from ..case import Case
 from ..errors import SparseSegError
@@ -12,10 +15,11 @@ from ..errors import SparseSegError
 BUDGETS = ("quick", "paper")
 
 #: Iterations and batch size per budget and network dimensionality. ``quick`` is for the demo, tests
-#: and first looks (a minute or two on a laptop CPU); ``paper`` trains to convergence for benchmarks.
+#: and first looks (a minute or two on a laptop CPU); ``paper`` is for benchmarks: long enough for the
+#: validation Dice to level off on hippocampus-sized data (the best validation checkpoint is kept).
 BUDGET_SCHEDULES: dict[str, dict[int, dict[str, int]]] = {
     "quick": {2: {"iterations": 300, "batch_size": 16}, 3: {"iterations": 200, "batch_size": 2}},
-    "paper": {2: {"iterations": 3000, "batch_size": 16}, 3: {"iterations": 2000, "batch_size": 2}},
+    "paper": {2: {"iterations": 1500, "batch_size": 16}, 3: {"iterations": 1000, "batch_size": 2}},
 }
 
 
@@ -35,10 +39,19 @@ class MethodOptions:
     augment: bool = False
     validate_every: int = 0
     extra: dict = field(default_factory=dict)
+    #: Round-based runs (see :class:`RoundMethod`): how many rounds, and training iterations per round
+    #: (None: the schedule's iterations spread over the rounds, so the total budget does not change).
+    rounds: int = 1
+    iterations_per_round: int | None = None
 
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:
             raise SparseSegError(f"unknown budget {self.budget!r}", f"Use one of: {', '.join(BUDGETS)}.")
+        if int(self.rounds) < 1:
+            raise SparseSegError(f"rounds must be at least 1, not {self.rounds}", "Use rounds >= 1.")
+        if self.iterations_per_round is not None and int(self.iterations_per_round) < 1:
+            raise SparseSegError(f"iterations per round must be at least 1, not {self.iterations_per_round}",
+                                 "Use iterations_per_round >= 1.")
 
     def schedule(self, dims: int) -> dict[str, int]:
         """Iterations and batch size for a network of ``dims``, explicit settings winning."""
@@ -48,6 +61,12 @@ class MethodOptions:
         if self.batch_size is not None:
             schedule["batch_size"] = self.batch_size
         return schedule
+
+    def round_iterations(self, dims: int) -> int:
+        """Training iterations of one round: explicit, else the schedule's total split over the rounds."""
+        if self.iterations_per_round is not None:
+            return int(self.iterations_per_round)
+        return max(1, math.ceil(self.schedule(dims)["iterations"] / int(self.rounds)))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +97,88 @@ class Method(Protocol):
     summary: str
 
     def train(self, cases: list[Case], options: MethodOptions, reporter: Reporter, validation: list[Case] | None = None): ...
+
+
+# --------------------------------------------------------------------------------------------------
+# Round API: methods that stream a result after every round (the worker's unit of progress)
+
+
+@dataclass
+class RoundResult:
+    """What a method hands over after each round: a full-volume result per case and resumable state.
+
+    ``index`` is 1-based and ``total`` the number of rounds planned. ``labels`` maps case id to a
+    uint8 label map ``(k, j, i)``; ``probabilities`` (optional) to class probabilities ``(C, k, j, i)``
+    and ``uncertainty`` (optional) to a ``(k, j, i)`` map in [0, 1]. ``metrics`` holds the method's own
+    JSON-ready figures for the round (loss, iterations, pseudo-labelled voxels, ...); scores against a
+    reference are the caller's business. ``state`` is everything needed to continue after this round
+    (see :class:`RoundMethod`): a snapshot, not live tensors, since training goes on in place.
+    """
+
+    index: int
+    total: int
+    labels: dict[str, np.ndarray]
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict)
+    uncertainty: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    state: dict | None = None
+
+
+class RoundMethod(Protocol):
+    """A method that trains in rounds and yields a :class:`RoundResult` after each one.
+
+    ``run_rounds(cases, options, reporter, state=None, should_stop=None)`` runs rounds
+    ``state["round"] + 1 .. options.rounds`` (all of them when ``state`` is None) and yields one result
+    per round. ``state`` is what an earlier result carried: a dict of tensors and plain data (str, int,
+    float, bool, None, lists, dicts) that the worker stores with ``torch.save`` and reads back with
+    ``torch.load(weights_only=True)``, so no pickled code is ever run. It holds at least
+    ``{"format", "method", "round", "network"}`` (the state dict) and whatever else the method needs
+    to continue exactly where it stopped (sampler RNG, pseudo-labels, schedules, ...).
+    ``should_stop()`` is polled between training steps; when it returns True the method raises
+    :class:`~SparseSegLib.engine.trainer.TrainingCancelled` (``train_network`` does this) and the
+    caller keeps the rounds already yielded.
+
+    The shared loop is :class:`~SparseSegLib.methods.common.RoundLoop`: gradual and self-labelling
+    methods subclass it and override ``training_volumes`` (new targets per round, e.g. pseudo-labels
+    from the previous round's prediction), ``method_state`` / ``load_method_state`` (their own
+    resumable state) and ``round_metrics``.
+    """
+
+    name: str
+
+    def run_rounds(self, cases: list[Case], options: MethodOptions, reporter: Reporter, state: dict | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> Iterator[RoundResult]: ...
+
+
+def iter_rounds(method: Method, cases: list[Case], options: MethodOptions, reporter: Reporter, state: dict | None = None,
+                should_stop: Callable[[], bool] | None = None) -> Iterator[RoundResult]:
+    """Run any method round by round: its own ``run_rounds`` or, lacking one, one round of ``train``.
+
+    A method without ``run_rounds`` runs as a single round (train, then predict every case); it
+    cannot be cancelled mid-training, only before it starts.
+    """
+    if hasattr(method, "run_rounds"):
+        yield from method.run_rounds(cases, options, reporter, state=state, should_stop=should_stop)
+        return
+    if int(options.rounds) != 1:
+        raise SparseSegError(f"method {method.name!r} does not run in rounds", "Run it with rounds 1.")
+    if state is not None and int(state.get("round", 0)) >= 1:
+        return
+    if should_stop is not None and should_stop():
+        from ..engine.trainer import TrainingCancelled
+
+        raise TrainingCancelled()
+    from ..engine.device import select_device
+
+    segmenter = method.train(cases, options, reporter)
+    device = select_device(options.device)
+    labels, probabilities = {}, {}
+    for case in cases:
+        labels[case.case_id], probabilities[case.case_id] = segmenter.predict(case.image, device)
+    network = {k: v.detach().cpu().clone() for k, v in segmenter.network.state_dict().items()}
+    yield RoundResult(index=1, total=1, labels=labels, probabilities=probabilities,
+                      metrics=dict(segmenter.training or {}),
+                      state={"format": 1, "method": method.name, "round": 1, "network": network})
 
 
 METHODS: dict[str, Callable[[], Method]] = {}

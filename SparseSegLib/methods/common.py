@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import time
+from collections.abc import Callable, Iterator
 
 import numpy as np
+import torch
 
 from ..case import Case
 from ..engine.device import select_device
@@ -14,7 +17,7 @@ from ..engine.preprocessing import normalize
 from ..engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
 from ..engine.trainer import TrainConfig, seed_everything, train_network
 from ..errors import SparseSegError
-from .base import MethodOptions, Reporter
+from .base import MethodOptions, Reporter, RoundResult
 
 
 def class_names_of(cases: list[Case]) -> dict[int, str]:
@@ -117,3 +120,198 @@ def fit(
     )
     segmenter.network.cpu()
     return {"stage": stage, "train": config.to_dict(), "final_loss": float(np.mean(losses[-25:]))}
+
+
+# --------------------------------------------------------------------------------------------------
+# Rounds: one network trained round by round, a full-volume prediction streamed after each round
+
+#: Version of the state dict :class:`RoundLoop` produces.
+ROUND_STATE_FORMAT = 1
+
+
+def network_snapshot(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of ``network``'s weights that later training cannot change."""
+    return {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+
+
+def _progress_interval(iterations: int) -> int:
+    """Report about 20 times per round, at least every 10 steps, so short rounds still show progress."""
+    return max(1, min(10, iterations // 20))
+
+
+class RoundLoop:
+    """Train one segmenter for ``options.rounds`` rounds; after each, predict every case whole.
+
+    Round ``r``: (1) :meth:`training_volumes` gives the targets; (2) the network trains
+    ``options.round_iterations(dims)`` more iterations on them (``train_network``, which polls
+    ``should_stop`` each step); (3) every case is predicted in full; (4) a :class:`RoundResult` with
+    :meth:`round_metrics` and a state snapshot is yielded.
+
+    The baselines keep the sparse ground truth as the target of every round, so the rounds are
+    snapshots of ever longer training. Gradual and self-labelling methods plug in by subclassing:
+
+    * :meth:`training_volumes` ``(index, previous)`` returns new :class:`TrainingVolume` s for round
+      ``index`` built from ``previous`` (the last :class:`RoundResult`: labels and probabilities per
+      case), e.g. ground truth plus confident pseudo-labels of the slices next to the annotated ones;
+      return None to keep training on the current volumes (and the same patch sampler stream). After
+      a resume the loop rebuilds "the current volumes" with :meth:`resume_volumes` (default: the sparse
+      ground truth) and restores the sampler's random stream.
+    * :meth:`method_state` / :meth:`load_method_state`: the method's own resumable state (plain data
+      and tensors only), saved with each round.
+    * :meth:`round_metrics`: figures for the round's record (e.g. pseudo-labelled voxels).
+    * ``needs_previous_on_resume = True`` when :meth:`training_volumes` needs ``previous`` after a
+      resume; it is then rebuilt by predicting the cases with the restored network.
+
+    Optimiser: ``train_network`` builds its own Adam and polynomial learning-rate decay per call, so
+    every round is a warm restart of the optimiser over that round's iterations. The state therefore
+    carries ``"optimizer": None``; resuming is still exact (CPU) because an uninterrupted run also starts
+    each round with a fresh optimiser. The patch sampler's random stream and torch's RNG do carry over.
+    """
+
+    needs_previous_on_resume = False
+
+    def __init__(self, name: str, segmenter: Segmenter, cases: list[Case], options: MethodOptions, reporter: Reporter,
+                 should_stop: Callable[[], bool] | None = None) -> None:
+        self.name = name
+        self.segmenter = segmenter
+        self.cases = cases
+        self.options = options
+        self.reporter = reporter
+        self.should_stop = should_stop
+        self.device = select_device(options.device)
+        self.sampler: PatchSampler | None = None
+        self.last_loss: float | None = None
+        self._sampler_rng: str | None = None
+
+    # -- plug-in points -------------------------------------------------------------------------
+
+    def training_volumes(self, index: int, previous: RoundResult | None) -> list[TrainingVolume] | None:
+        """Targets for round ``index`` (None: keep the current ones); default: the sparse ground truth."""
+        return self.ground_truth_volumes() if index == 1 else None
+
+    def resume_volumes(self) -> list[TrainingVolume]:
+        """After a resume, the volumes the last round trained on (when :meth:`training_volumes` keeps them)."""
+        return self.ground_truth_volumes()
+
+    def ground_truth_volumes(self) -> list[TrainingVolume]:
+        return [sparse_training_volume(case, self.options.normalization) for case in self.cases]
+
+    def method_state(self) -> dict:
+        """The subclass's own resumable state (tensors and plain data)."""
+        return {}
+
+    def load_method_state(self, state: dict) -> None:
+        """Restore what :meth:`method_state` returned."""
+
+    def round_metrics(self, index: int, labels: dict[str, np.ndarray]) -> dict:
+        """The method's figures for round ``index``."""
+        return {}
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def new_sampler(self, volumes: list[TrainingVolume], index: int) -> PatchSampler:
+        network_config = self.segmenter.network_config
+        # Round 1 uses the options' seed as ``fit`` does; later new samplers get their own stream.
+        seed = self.options.seed if index <= 1 else self.options.seed * 1000 + index
+        return PatchSampler(volumes, network_config.dims, self.segmenter.patch_size,
+                            context_slices=network_config.context_slices, augment=self.options.augment, seed=seed)
+
+    def predict(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        labels, probabilities = {}, {}
+        for case in self.cases:
+            labels[case.case_id], probabilities[case.case_id] = self.segmenter.predict(case.image, self.device)
+        return labels, probabilities
+
+    def state(self, index: int) -> dict:
+        return {
+            "format": ROUND_STATE_FORMAT,
+            "method": self.name,
+            "round": index,
+            "rounds": int(self.options.rounds),
+            "network": network_snapshot(self.segmenter.network),
+            "optimizer": None,  # train_network owns its optimiser (see the class doc)
+            "sampler_rng": json.dumps(self.sampler.rng.bit_generator.state) if self.sampler is not None else None,
+            "torch_rng": torch.get_rng_state(),
+            "last_loss": self.last_loss,
+            "method_state": self.method_state(),
+        }
+
+    def restore(self, state: dict) -> int:
+        """Load a state from an earlier round; returns its round index."""
+        if int(state.get("format", 0)) != ROUND_STATE_FORMAT or state.get("method") != self.name:
+            raise SparseSegError(
+                f"the checkpoint is from method {state.get('method')!r} (format {state.get('format')}), not {self.name!r}",
+                "Resume with the job that wrote it, or start the job again in a new folder.",
+            )
+        try:
+            self.segmenter.network.load_state_dict(state["network"])
+        except RuntimeError as error:
+            raise SparseSegError(f"the checkpoint does not fit this network ({str(error).splitlines()[0][:160]})",
+                                 "The job's network settings changed since it was written; start again in a new folder.") from None
+        if state.get("torch_rng") is not None:
+            torch.set_rng_state(state["torch_rng"])
+        self.last_loss = state.get("last_loss")
+        self.load_method_state(state.get("method_state") or {})
+        self._sampler_rng = state.get("sampler_rng")
+        return int(state["round"])
+
+    def run(self, state: dict | None = None) -> Iterator[RoundResult]:
+        total = int(self.options.rounds)
+        done = self.restore(state) if state is not None else 0
+        dims = self.segmenter.network_config.dims
+        iterations = self.options.round_iterations(dims)
+        previous: RoundResult | None = None
+        if done and self.needs_previous_on_resume and done < total:
+            labels, probabilities = self.predict()
+            previous = RoundResult(done, total, labels, probabilities)
+        for index in range(done + 1, total + 1):
+            started = time.perf_counter()
+            volumes = self.training_volumes(index, previous)
+            if volumes is not None:
+                self.sampler = self.new_sampler(volumes, index)
+            elif self.sampler is None:  # resumed: rebuild the sampler an uninterrupted run would still use
+                self.sampler = self.new_sampler(self.resume_volumes(), index)
+                if self._sampler_rng:
+                    self.sampler.rng.bit_generator.state = json.loads(self._sampler_rng)
+            stage = f"{self.name} round {index}/{total}"
+            losses = train_round(self.segmenter, self.sampler, self.options, self.reporter, stage, iterations,
+                                 self.device, self.should_stop)
+            self.last_loss = float(np.mean(losses[-25:])) if losses else None
+            labels, probabilities = self.predict()
+            metrics = {"iterations": iterations, "iterations_total": iterations * index, "loss": self.last_loss,
+                       "batch_size": self.options.schedule(dims)["batch_size"],
+                       "patch_size": list(self.segmenter.patch_size),
+                       "seconds": round(time.perf_counter() - started, 3), **self.round_metrics(index, labels)}
+            previous = RoundResult(index, total, labels, probabilities, metrics=metrics, state=self.state(index))
+            yield previous
+
+
+def train_round(
+    segmenter: Segmenter,
+    sampler: PatchSampler,
+    options: MethodOptions,
+    reporter: Reporter,
+    stage: str,
+    iterations: int,
+    device,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[float]:
+    """Train ``iterations`` more steps on ``sampler`` (kept across rounds, so its stream continues)."""
+    config = TrainConfig(
+        iterations=iterations,
+        batch_size=options.schedule(segmenter.network_config.dims)["batch_size"],
+        learning_rate=options.learning_rate,
+        log_every=_progress_interval(iterations),
+    )
+    reporter.log(f"{stage}: {config.iterations} iterations, batch {config.batch_size}, patch {segmenter.patch_size}, "
+                 f"{sampler.labelled_voxels} labelled voxels, device {device.type}")
+    losses = train_network(
+        segmenter.network,
+        sampler,
+        config,
+        device,
+        progress=lambda step, total, loss, sps: reporter.progress(stage, step, total, loss, sps),
+        should_stop=should_stop,
+    )
+    segmenter.network.cpu()
+    return losses

@@ -7,11 +7,12 @@ bound a sparse method tries to approach. Both use the same network and schedule 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from ..case import Case
-from .base import MethodOptions, Reporter, register
-from .common import fit, new_segmenter, sparse_training_volume
+from .base import MethodOptions, Reporter, RoundResult, register
+from .common import RoundLoop, fit, new_segmenter, sparse_training_volume
 
 
 @register("sparse-only")
@@ -23,6 +24,12 @@ class SparseOnly:
         volumes = [sparse_training_volume(case, options.normalization) for case in cases]
         segmenter.training = fit(segmenter, volumes, options, reporter, self.name, validation)
         return segmenter
+
+    def run_rounds(self, cases: list[Case], options: MethodOptions, reporter: Reporter, state: dict | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> Iterator[RoundResult]:
+        """``options.rounds`` rounds of training the same network further, each streaming a prediction."""
+        segmenter = new_segmenter(cases, options, self.name)
+        yield from RoundLoop(self.name, segmenter, cases, options, reporter, should_stop).run(state)
 
 
 @register("full")
@@ -36,3 +43,10 @@ class FullSupervision:
         volumes = [sparse_training_volume(case, options.normalization) for case in full_cases]
         segmenter.training = fit(segmenter, volumes, options, reporter, self.name, full_validation)
         return segmenter
+
+    def run_rounds(self, cases: list[Case], options: MethodOptions, reporter: Reporter, state: dict | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> Iterator[RoundResult]:
+        """As ``sparse-only``, on the full label maps."""
+        full_cases = [replace(case, annotated=None) for case in cases]
+        segmenter = new_segmenter(full_cases, options, self.name)
+        yield from RoundLoop(self.name, segmenter, full_cases, options, reporter, should_stop).run(state)

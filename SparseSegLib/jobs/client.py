@@ -1,0 +1,518 @@
+"""Create, run, watch, cancel and resume worker jobs, and load their rounds: the GUI side of the protocol.
+
+Nothing here imports torch, MONAI or the engine: the 3D Slicer GUI process uses this module while the
+training runs in a separate ``python -m SparseSegLib.worker`` process. Typical use from a GUI timer::
+
+    job = Job.create(folder, image_array, geometry, painted_label_array, method="sparse-only",
+                     parameters={"rounds": 5})
+    job.start(python=python_executable, env={"CUDA_VISIBLE_DEVICES": "0"})
+    ...
+    for event in job.poll():            # never blocks; call it from a QTimer
+        if event["event"] == "round":
+            result = job.load_round(event["round"])   # label map + geometry, ready to import
+    ...
+    job.cancel(block=False)              # CANCEL file now; poll() escalates to SIGTERM, then a tree kill
+    job.start(resume=True)               # continue after the newest complete round
+
+Each method that waits (``wait``, ``cancel(block=True)``) is meant for scripts and tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import SparseSegError
+from . import layout
+from .atomic import atomic_write_json, sha256_file
+from .events import EventReader
+from .schema import JobSpec, make_job, read_job, validate_job
+
+#: The folder that holds the ``SparseSegLib`` package; put on the worker's PYTHONPATH.
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+
+
+def default_python() -> str:
+    """The Python to run the worker with: this interpreter, or PythonSlicer inside 3D Slicer."""
+    executable = Path(sys.executable)
+    if executable.name.lower().startswith("python"):
+        return str(executable)
+    for candidate in ("PythonSlicer", "PythonSlicer.exe"):  # Slicer's sys.executable is the Slicer binary
+        for folder in (executable.parent, executable.parent / "bin"):
+            if (folder / candidate).is_file():
+                return str(folder / candidate)
+    return sys.executable
+
+
+@dataclass
+class JobOutcome:
+    """How a worker run ended, as a GUI should report it."""
+
+    status: str  # "running", "finished", "cancelled", "error", "crashed"
+    exit_code: int | None
+    rounds: list[int]
+    last_error: dict | None = None
+    final_label: Path | None = None
+    output_tail: str = ""
+
+    @property
+    def message(self) -> str:
+        """One paragraph for the user."""
+        if self.status == "finished":
+            return f"finished {len(self.rounds)} round(s); final label map {self.final_label}"
+        if self.status == "cancelled":
+            return f"cancelled; {len(self.rounds)} complete round(s) kept"
+        if self.status == "running":
+            return "running"
+        code = self.exit_code
+        how = (f"killed by signal {_signal_name(-code)}" if isinstance(code, int) and code < 0
+               else f"exit code {code}")
+        text = f"the worker stopped ({how})"
+        if self.last_error:
+            hint = f" {self.last_error.get('hint')}" if self.last_error.get("hint") else ""
+            text += f": {str(self.last_error.get('message', '')).rstrip('.')}.{hint}"
+        elif self.output_tail.strip():
+            text += f"; its last output: {self.output_tail.strip().splitlines()[-1][:300]}"
+        return text
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+@dataclass
+class RoundData:
+    """One complete round loaded from disk, with the geometry to place it in a scene."""
+
+    index: int
+    label: Any  # numpy uint8 (k, j, i)
+    geometry: Any  # SparseSegLib.case.Geometry
+    record: dict  # round.json
+    probabilities: dict[int, Any] = field(default_factory=dict)
+    uncertainty: Any = None
+
+    @property
+    def metrics(self) -> dict | None:
+        return self.record.get("metrics")
+
+
+class Job:
+    """A job folder and (optionally) the worker process this client started for it."""
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory).resolve()
+        self.reader = EventReader(self.directory / layout.EVENTS_FILE)
+        self.history: list[dict] = []
+        self.process: subprocess.Popen | None = None
+        self.last_error: dict | None = None
+        self.terminal_event: dict | None = None
+        self.last_progress: dict | None = None
+        self._output = None
+        self._cancel: dict | None = None
+
+    # -- creating jobs ----------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        directory: str | os.PathLike,
+        image,
+        geometry,
+        annotation,
+        method: str,
+        region: dict | None = None,
+        mask=None,
+        reference=None,
+        classes: dict | None = None,
+        parameters: dict | None = None,
+        device: str = "auto",
+        seed: int = 0,
+        case_id: str = "case",
+    ) -> Job:
+        """A job from arrays in ``(k, j, i)`` order on ``geometry``: the image, the user's painted label
+        map and optionally an annotated ``mask`` (region kind "mask") and a full ``reference``.
+
+        The inputs go to ``inputs/*.nrrd``; the annotated mask is derived once here, so an empty or
+        unusable annotation is reported before any process starts.
+        """
+        import numpy as np
+
+        from ..io import write_image
+        from .regions import annotated_mask
+
+        directory = cls._new_folder(directory)
+        image, annotation = np.asarray(image), np.asarray(annotation)
+        for name, array in (("image", image), ("annotation", annotation), ("mask", mask), ("reference", reference)):
+            if array is not None and np.shape(array) != geometry.shape:
+                raise SparseSegError(f"the {name} array has shape {np.shape(array)}, the geometry {geometry.shape}",
+                                     "Give arrays in (k, j, i) order on the image's voxel grid.")
+        if annotation.size and (annotation.min() < 0 or annotation.max() > 255):
+            raise SparseSegError("the annotation holds values outside 0..255", "Give class values 0 (background) to 255.")
+        region = dict(region or ({"kind": "mask"} if mask is not None else {"kind": "slices", "axis": "auto"}))
+        inputs = directory / layout.INPUTS_DIR
+        if region.get("kind") == "mask":
+            if mask is None:
+                raise SparseSegError("region kind 'mask' needs the mask array", "Pass mask=... to Job.create.")
+            region["mask"] = f"{layout.INPUTS_DIR}/annotated.nrrd"
+        job = make_job(method, f"{layout.INPUTS_DIR}/image.nrrd", f"{layout.INPUTS_DIR}/annotation.nrrd", region=region,
+                       reference=f"{layout.INPUTS_DIR}/reference.nrrd" if reference is not None else None,
+                       classes=classes, parameters=parameters, device=device, seed=seed, case_id=case_id)
+        spec = validate_job(job, directory)
+        annotated_mask(spec.region, annotation, geometry, None if mask is None else np.asarray(mask))
+        write_image(image, geometry, inputs / "image.nrrd", compress=False)
+        write_image(annotation.astype(np.uint8), geometry, inputs / "annotation.nrrd")
+        if mask is not None:
+            write_image((np.asarray(mask) != 0).astype(np.uint8), geometry, inputs / "annotated.nrrd")
+        if reference is not None:
+            write_image(np.asarray(reference).astype(np.uint8), geometry, inputs / "reference.nrrd")
+        atomic_write_json(directory / layout.JOB_FILE, job)
+        return cls(directory)
+
+    @classmethod
+    def create_from_files(
+        cls,
+        directory: str | os.PathLike,
+        image: str | os.PathLike,
+        annotation: str | os.PathLike,
+        method: str,
+        region: dict | None = None,
+        reference: str | os.PathLike | None = None,
+        classes: dict | None = None,
+        parameters: dict | None = None,
+        device: str = "auto",
+        seed: int = 0,
+        case_id: str | None = None,
+    ) -> Job:
+        """A job that reads existing files in place (stored as absolute paths)."""
+        from ..io import case_id_from_path
+
+        directory = cls._new_folder(directory)
+        for what, path in (("image", image), ("annotation", annotation), ("reference", reference)):
+            if path is not None and not Path(path).is_file():
+                raise SparseSegError(f"{what} file not found: {path}", "Check the path.")
+        region = dict(region or {"kind": "slices", "axis": "auto"})
+        if region.get("kind") == "mask" and region.get("mask") is not None:
+            region["mask"] = str(Path(region["mask"]).resolve())
+        job = make_job(method, Path(image).resolve(), Path(annotation).resolve(), region=region,
+                       reference=Path(reference).resolve() if reference is not None else None, classes=classes,
+                       parameters=parameters, device=device, seed=seed,
+                       case_id=case_id or case_id_from_path(image))
+        validate_job(job, directory)
+        atomic_write_json(directory / layout.JOB_FILE, job)
+        return cls(directory)
+
+    @staticmethod
+    def _new_folder(directory: str | os.PathLike) -> Path:
+        directory = Path(directory).resolve()
+        if (directory / layout.JOB_FILE).exists() or layout.complete_rounds(directory):
+            raise SparseSegError(f"{directory} already holds a job",
+                                 "Give a new folder, or resume the job that is there.")
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+    @property
+    def spec(self) -> JobSpec:
+        return read_job(self.directory)
+
+    # -- the worker process -----------------------------------------------------------------------
+
+    def start(
+        self,
+        python: str | os.PathLike | None = None,
+        env: dict[str, str] | None = None,
+        resume: bool = False,
+        preexec_fn=None,
+    ) -> subprocess.Popen:
+        """Start ``python -m SparseSegLib.worker`` on this job (``--resume`` to continue it).
+
+        ``env`` adds to (or, with value None, removes from) this process's environment, e.g.
+        ``{"CUDA_VISIBLE_DEVICES": "1"}``. The worker runs in its own process group/session, so that a
+        cancel can take down anything it started; its output goes to ``worker-output.log``.
+        """
+        if self.is_running():
+            raise SparseSegError(f"a worker is already running for {self.directory}", "Wait for it or cancel it first.")
+        if not (self.directory / layout.JOB_FILE).is_file():
+            raise SparseSegError(f"no job.json in {self.directory}", "Create the job first (Job.create).")
+        (self.directory / layout.CANCEL_FILE).unlink(missing_ok=True)
+        environment = dict(os.environ)
+        for key, value in (env or {}).items():
+            if value is None:
+                environment.pop(key, None)
+            else:
+                environment[key] = str(value)
+        paths = [str(PACKAGE_PARENT)] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p]
+        environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        environment["PYTHONUNBUFFERED"] = "1"
+        command = [str(python or default_python()), "-m", "SparseSegLib.worker", str(self.directory)]
+        if resume:
+            command.append("--resume")
+        self._close_output()
+        self._output = open(self.directory / layout.OUTPUT_LOG_FILE, "ab")
+        options: dict[str, Any] = {}
+        if os.name == "nt":
+            options["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+        else:
+            options["start_new_session"] = True
+            if preexec_fn is not None:
+                options["preexec_fn"] = preexec_fn
+        self.terminal_event = None
+        self.last_error = None
+        self._cancel = None
+        try:
+            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._output,
+                                            stderr=subprocess.STDOUT, env=environment, cwd=str(self.directory), **options)
+        except OSError as error:
+            self._close_output()
+            raise SparseSegError(f"cannot start the worker with {command[0]}: {error.strerror or error}",
+                                 "Choose a Python executable that has SparseSeg's dependencies (torch, MONAI) installed.") from None
+        return self.process
+
+    def resume(self, **kwargs) -> subprocess.Popen:
+        """:meth:`start` with ``resume=True``."""
+        return self.start(resume=True, **kwargs)
+
+    @property
+    def pid(self) -> int | None:
+        if self.process is not None:
+            return self.process.pid
+        started = next((e for e in reversed(self.history) if e.get("event") == "started"), None)
+        return int(started["pid"]) if started else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.poll() if self.process is not None else None
+
+    def is_running(self) -> bool:
+        """True while the worker process lives (for a job this client did not start: its pid from the
+        ``started`` event, checked with psutil, until a terminal event arrives)."""
+        if self.process is not None:
+            return self.process.poll() is None
+        pid = self.pid
+        if pid is None or self.terminal_event is not None:
+            return False
+        try:
+            import psutil
+        except ImportError:
+            return False
+        try:
+            process = psutil.Process(pid)
+            return process.is_running() and "SparseSegLib.worker" in " ".join(process.cmdline())
+        except (psutil.Error, OSError):
+            return False
+
+    def poll(self) -> list[dict]:
+        """New events since the last call (never blocks); also advances a non-blocking cancel."""
+        events = self.reader.poll()
+        for event in events:
+            kind = event.get("event")
+            if kind == "error":
+                self.last_error = event
+            elif kind == "progress":
+                self.last_progress = event
+            elif kind == "started":
+                self.terminal_event = None
+            if kind in ("error", "cancelled", "finished"):
+                self.terminal_event = event
+        self.history.extend(events)
+        if self._cancel is not None:
+            self._advance_cancel()
+        return events
+
+    # -- cancelling --------------------------------------------------------------------------------
+
+    def request_cancel(self) -> None:
+        """Create the CANCEL file: the worker stops at its next training step and writes ``cancelled``."""
+        atomic_write_json(self.directory / layout.CANCEL_FILE, {"requested": time.time()}, sync=False)
+
+    def cancel(self, grace_s: float = 10.0, term_grace_s: float = 5.0, block: bool = True) -> JobOutcome | None:
+        """Stop the worker: CANCEL file; after ``grace_s`` SIGTERM; after ``term_grace_s`` more, kill the tree.
+
+        With ``block=False`` this returns at once and :meth:`poll` carries out the escalation.
+        """
+        self.request_cancel()
+        now = time.monotonic()
+        self._cancel = {"stage": "file", "term_at": now + grace_s, "kill_at": now + grace_s + term_grace_s}
+        if not block:
+            return None
+        while self.is_running():
+            self._advance_cancel()
+            time.sleep(0.05)
+        return self.wait(timeout=term_grace_s + 5)
+
+    def _advance_cancel(self) -> None:
+        if not self.is_running():
+            self._cancel = None
+            return
+        now = time.monotonic()
+        if self._cancel["stage"] == "file" and now >= self._cancel["term_at"]:
+            self._cancel["stage"] = "term"
+            self._signal(signal.SIGTERM if os.name != "nt" else signal.CTRL_BREAK_EVENT)
+        elif self._cancel["stage"] == "term" and now >= self._cancel["kill_at"]:
+            self._cancel["stage"] = "kill"
+            self.kill()
+
+    def _signal(self, number: int) -> None:
+        pid = self.pid
+        if pid is None:
+            return
+        with contextlib.suppress(OSError, ProcessLookupError):
+            if self.process is not None:
+                self.process.send_signal(number)
+            else:
+                os.kill(pid, number)
+
+    def kill(self) -> None:
+        """Kill the worker and every process it started (psutil; the process group as a fallback)."""
+        pid = self.pid
+        if pid is None or not self.is_running():
+            return
+        kill_process_tree(pid, own_group=self.process is not None)
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=10)
+
+    # -- waiting and reporting ---------------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None, interval: float = 0.1) -> JobOutcome:
+        """Wait for the worker to exit (polling events meanwhile); raises TimeoutError after ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.is_running():
+            self.poll()
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the worker of {self.directory} is still running after {timeout} s")
+            time.sleep(interval)
+        self.poll()
+        while not self.reader.caught_up():
+            self.poll()
+        self._close_output()
+        return self.outcome()
+
+    def outcome(self) -> JobOutcome:
+        """The job's state now: status, exit code, complete rounds, the last error event, output tail."""
+        code = self.returncode
+        rounds = layout.complete_rounds(self.directory)
+        terminal = self.terminal_event.get("event") if self.terminal_event else None
+        if self.is_running():
+            status = "running"
+        elif code is not None:
+            status = {layout.EXIT_FINISHED: "finished", layout.EXIT_CANCELLED: "cancelled",
+                      layout.EXIT_USER_ERROR: "error"}.get(code, "crashed")
+            if status == "finished" and terminal != "finished":
+                status = "crashed"  # exit 0 without a finished event: not a worker we know
+        else:
+            status = {"finished": "finished", "cancelled": "cancelled", "error": "error"}.get(terminal, "crashed")
+        final = None
+        if status == "finished" and self.terminal_event:
+            final = self.directory / self.terminal_event["label"]
+        tail = ""
+        if status in ("crashed", "error"):
+            tail = self.output_tail()
+        return JobOutcome(status, code, rounds, self.last_error, final, tail)
+
+    def output_tail(self, size: int = 4000) -> str:
+        """The end of the worker's captured stdout/stderr (import errors, segfault messages, ...)."""
+        path = self.directory / layout.OUTPUT_LOG_FILE
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(max(0, path.stat().st_size - size))
+                return handle.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def _close_output(self) -> None:
+        if self._output is not None:
+            with contextlib.suppress(OSError):
+                self._output.close()
+            self._output = None
+
+    # -- results -------------------------------------------------------------------------------------
+
+    def complete_rounds(self) -> list[int]:
+        return layout.complete_rounds(self.directory)
+
+    def round_record(self, index: int) -> dict:
+        return layout.read_round_record(self.directory, index)
+
+    def load_round(self, index: int | None = None, probabilities: bool = True, verify: bool = False) -> RoundData:
+        """Read round ``index`` (default: the newest complete one): label map, geometry and optional maps.
+
+        ``verify`` also checks every file against the SHA-256 in ``round.json``.
+        """
+        from ..io import geometry_of, read_image, read_label
+
+        import SimpleITK as sitk
+
+        if index is None:
+            done = self.complete_rounds()
+            if not done:
+                raise SparseSegError(f"{self.directory} has no complete round yet", "Wait for the first round event.")
+            index = done[-1]
+        try:
+            record = self.round_record(index)
+        except FileNotFoundError:
+            raise SparseSegError(f"round {index} of {self.directory} is not complete", "Load a round listed by a round event.") from None
+        files = record["files"]
+        if verify:
+            for key, relative in files.items():
+                if sha256_file(self.directory / relative) != record["sha256"][key]:
+                    raise SparseSegError(f"{relative} does not match its checksum in round.json",
+                                         "The file was changed after the worker wrote it; run the job again.")
+        label_path = self.directory / files["label"]
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(label_path))
+        reader.ReadImageInformation()
+        geometry = geometry_of(reader)
+        label = read_label(label_path, geometry)
+        data = RoundData(index=index, label=label, geometry=geometry, record=record)
+        if probabilities:
+            for key, relative in files.items():
+                if key.startswith("probability-"):
+                    data.probabilities[int(key.split("-", 1)[1])] = read_image(self.directory / relative)[0]
+            if "uncertainty" in files:
+                data.uncertainty = read_image(self.directory / files["uncertainty"])[0]
+        return data
+
+
+def kill_process_tree(pid: int, own_group: bool = False) -> None:
+    """Kill ``pid`` and all its descendants (psutil), and its process group when it leads one."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        try:
+            parent = psutil.Process(pid)
+            processes = parent.children(recursive=True) + [parent]
+        except psutil.Error:
+            processes = []
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        with contextlib.suppress(psutil.Error):
+            psutil.wait_procs(processes, timeout=5)
+    if os.name == "nt":
+        if psutil is None:
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, check=False)
+    elif own_group or psutil is None:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def load_job_events(directory: str | os.PathLike) -> list[dict]:
+    """Every complete event of a job folder."""
+    from .events import read_events
+
+    return read_events(Path(directory) / layout.EVENTS_FILE)
+
+
+__all__ = ["Job", "JobOutcome", "RoundData", "default_python", "kill_process_tree", "load_job_events"]
