@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench bench-worker-io clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,9 @@ test: venv
 bench: venv
 	$(VENV)/bin/sparseseg bench --dataset ../shared/data/hippocampus --annotation central-slice \
 		--methods sparse-only,full --networks 2d,3d --budget paper --out bench-output/hippocampus
+
+bench-worker-io: venv
+	$(VPY) -m SparseSegLib.benchmarks.worker_io
 
 clean:
 	rm -rf $(VENV) demo-output bench-output

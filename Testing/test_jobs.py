@@ -383,3 +383,19 @@ def test_layout_round_bookkeeping(tmp_path):
     assert list(layout.round_folders(tmp_path)) == [1, 2, 4, 5]
     assert os.path.basename(layout.checkpoint_path(tmp_path, 3)) == "round-003.pt"
     assert SCHEMA_VERSION == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# the I/O benchmark command (its figures are measured by running it, not here)
+
+
+def test_worker_io_benchmark_runs_end_to_end_on_a_small_volume(capsys):
+    """The benchmark writes and reads rounds through the worker's and client's own code; a tiny run
+    checks it still works (it asserts that the label map it reads back is the one it wrote)."""
+    from SparseSegLib.benchmarks import worker_io
+
+    assert worker_io.main(["--size", "24", "--events", "50", "--repeat", "1"]) == 0
+    printed = capsys.readouterr().out
+    for row in ("write round (label map only)", "load round (label + probabilities + uncertainty)",
+                "drain all 50 events", "poll, one new event"):
+        assert row in printed
