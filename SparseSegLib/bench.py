@@ -44,10 +44,13 @@ class BenchConfig:
     max_cases: int | None = None
     iterations: int | None = None
     save_predictions: bool = True
+    #: an earlier results.json on the same split: its runs that this benchmark does not run are reported too
+    reuse_runs: Path | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["dataset"], data["out"] = str(self.dataset), str(self.out)
+        data["reuse_runs"] = str(self.reuse_runs) if self.reuse_runs else None
         return data
 
 
@@ -112,9 +115,13 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
                         folder = config.out / "predictions" / f"{method}-{network}"
                         write_image(predicted, case.geometry, folder / f"{case.case_id}.nii.gz")
                 predict_seconds = time.perf_counter() - tick
+                from .round_curves import round_test_curve  # per-round test Dice of round-based methods
+
+                curve = round_test_curve(segmenter, test, config.device if config.device != "auto" else _auto(),
+                                         dataset.class_names, _headline_group(dataset))
                 run["folds"].append({"fold": fold_index, "train_seconds": train_seconds,
                                      "predict_seconds_per_case": predict_seconds / max(1, len(test)),
-                                     "training": segmenter.training})
+                                     "training": segmenter.training, "round_curve": curve})
                 merged = summarize([run["cases"][c.case_id] for c in test]).get(_headline_group(dataset), {})
                 reporter.log(f"{name}: trained in {format_duration(train_seconds)}, test Dice "
                              f"{merged.get('dice', {}).get('mean', float('nan')):.3f} +- {merged.get('dice', {}).get('sd', float('nan')):.3f}")
@@ -132,9 +139,18 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
         "wall_seconds": time.perf_counter() - started,
         "environment": _environment(config.device),
     }
+    if config.reuse_runs:
+        from .round_curves import reuse_runs
+
+        reused = reuse_runs(results, config.reuse_runs, reporter.log)
+        reporter.log(f"reused runs from {config.reuse_runs}: {', '.join(reused) or 'none'}")
     (config.out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
     write_report(results, config.out / "report.md")
     write_plots(results, config.out)
+    from .round_curves import append_round_report, write_round_curves
+
+    write_round_curves(results, config.out)
+    append_round_report(results, config.out / "report.md")
     reporter.log(f"wrote {config.out / 'results.json'}, {config.out / 'report.md'} and plots in "
                  f"{format_duration(results['wall_seconds'])}")
     return results

@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--folds", type=int, default=0, help="K-fold cross-validation instead of one split")
     bench.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions (default 0.7,0.15,0.15)")
     bench.add_argument("--max-cases", type=int, help="use a random subset of this many cases (quick looks)")
+    bench.add_argument("--reuse-runs", type=Path, help="an earlier results.json on the same split: report its runs "
+                                                       "that this benchmark does not run (e.g. the full baselines)")
     _add_training(bench)
     _add_common(bench)
 
@@ -252,7 +254,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise SparseSegError(f"unknown network {network!r}", "Use --networks 2d, 3d or 2d,3d.")
     config = BenchConfig(dataset=args.dataset, annotation=args.annotation, methods=parse_methods(args.methods),
                          out=args.out, networks=networks, budget=args.budget, folds=args.folds, split=split,
-                         seed=args.seed, device=args.device, max_cases=args.max_cases, iterations=args.iterations)
+                         seed=args.seed, device=args.device, max_cases=args.max_cases, iterations=args.iterations,
+                         reuse_runs=args.reuse_runs)
     run_benchmark(config)
     print(f"report: {args.out / 'report.md'}")
     return 0

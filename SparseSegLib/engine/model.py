@@ -37,6 +37,7 @@ class Segmenter:
     method: str = ""
     class_colors: dict[int, tuple] = field(default_factory=dict)
     training: dict = field(default_factory=dict)
+    postprocess: str = "none"  # see engine/postprocess.py (lcc, fill, lcc-fill)
 
     @property
     def num_classes(self) -> int:
@@ -48,7 +49,12 @@ class Segmenter:
         probabilities = predict_probabilities(
             self.network, normalize(image, self.normalization), self.network_config, self.patch_size, device
         )
-        return probabilities.argmax(0).astype(np.uint8), probabilities
+        labels = probabilities.argmax(0).astype(np.uint8)
+        if self.postprocess and self.postprocess != "none":
+            from .postprocess import postprocess_labels
+
+            labels = postprocess_labels(labels, probabilities, self.postprocess)
+        return labels, probabilities
 
     def config(self) -> dict:
         return {
@@ -58,6 +64,7 @@ class Segmenter:
             "network": self.network_config.to_dict(),
             "patch_size": list(self.patch_size),
             "preprocessing": {"normalization": self.normalization},
+            "postprocessing": self.postprocess,
             "classes": {str(k): v for k, v in sorted(self.class_names.items())},
             "class_colors": {str(k): list(v) for k, v in sorted(self.class_colors.items())},
             "training": self.training,
@@ -108,4 +115,5 @@ def load_segmenter(directory: str | os.PathLike) -> Segmenter:
         method=config.get("method", ""),
         class_colors={int(k): tuple(v) for k, v in config.get("class_colors", {}).items()},
         training=config.get("training", {}),
+        postprocess=config.get("postprocessing", "none"),
     )

@@ -26,6 +26,7 @@ class NetworkConfig:
     dropout: float = 0.0
     norm: str = "instance"
     context_slices: int = 0  # 2D only: neighbouring slices on each side given as extra channels
+    arch: str = "monai"  # monai: residual MONAI UNet; plain: the self-labelling paper's plain 2D U-Net
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -68,6 +69,12 @@ class NetworkConfig:
 
 def build_network(config: NetworkConfig, num_classes: int) -> torch.nn.Module:
     """A MONAI ``UNet`` for ``config`` with ``num_classes`` output channels (logits)."""
+    if config.arch == "plain":
+        if config.dims != 2:
+            raise SparseSegError("the plain U-Net is 2D only", "Use arch monai for 3D networks.")
+        from .plain_unet import PlainUNet2D
+
+        return PlainUNet2D(config.in_channels, num_classes, config.channels, config.dropout)
     return UNet(
         spatial_dims=config.dims,
         in_channels=config.in_channels,

@@ -1,0 +1,551 @@
+"""Incremental 2D self-labelling (Anderson et al., BMC Medical Imaging 2025; ../shared/docs/methods.md section 2).
+
+One annotated slice per training volume (the central one). A 2D U-Net is trained on the ground-truth
+slices (round 1, with flips + rotations), then, round after round, it predicts the next slices on both
+sides of the labelled block of every volume (``k`` of the depth per round), keeps the confident pixels
+as pseudo-labels (threshold ``theta``) and is fine-tuned on ground truth + pseudo-labels, until every
+slice of every volume is labelled. Ground truth is never overwritten.
+
+Registered variants (all share :class:`SelfLabellingLoop`, a :class:`~.common.RoundLoop`):
+
+* ``self-labelling-faithful``: the paper: plain U-Net 8-16-32-64 / 128 with dropout 0.5, binary
+  (classes merged) with BCE, RMSprop 1e-3 with LR x0.1 on plateau, early stopping on the validation
+  part with the best weights carried to the next round, augmentation on the first model only,
+  pseudo-labels frozen once added, threshold read as the code does (``binarise``: p < theta -> background).
+* ``self-labelling-random``: the same, adding randomly chosen slices instead of growing outwards.
+* ``self-labelling``: our improved default (see :data:`IMPROVED`, chosen by the ablation in README.md).
+* ``self-labelling-faithful-ignore``: faithful with the stricter threshold reading (uncertain pixels ignored).
+* ``self-labelling-no-ema`` / ``-no-refresh`` / ``-no-context``: the improved default minus one change.
+
+Every setting can be overridden through ``MethodOptions.extra`` (a job's ``method_options``); unknown
+keys are an error. The rounds stream through the worker (one volume, a full prediction per round)
+and run for cohorts through ``sparseseg train/predict/bench``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..case import Case
+from ..engine.losses import MaskedDiceCELoss
+from ..engine.model import Segmenter
+from ..engine.networks import NetworkConfig, default_patch_size
+from ..engine.postprocess import POSTPROCESSING
+from ..engine.preprocessing import normalize
+from ..engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
+from ..engine.trainer import TrainingCancelled, seed_everything
+from ..errors import SparseSegError
+from .base import MethodOptions, Reporter, RoundResult, register
+from .common import RoundLoop, class_names_of, network_snapshot
+
+
+@dataclass
+class Settings:
+    """Everything the method can be told; defaults are the paper's (:data:`FAITHFUL`)."""
+
+    classes: str = "merged"          # merged: binary foreground (paper); multi: every class natively
+    k: float = 0.05                  # fraction of the depth pseudo-labelled per round (both sides together)
+    theta: float = 0.7               # confidence threshold (paper: 0.6-0.8 best)
+    threshold: str = "binarise"      # binarise: p_fg < theta -> background (paper code); ignore: max p < theta -> unknown
+    order: str = "outward"           # outward: next slices beside the labelled block; random: random slices
+    weighting: str = "uniform"       # uniform | gaussian | stepwise, by normalised distance to the GT slice
+    augment_first: bool = True       # flips + rotations up to 90 degrees on the first model only
+    refresh: bool = False            # re-predict every pseudo-labelled slice each round instead of freezing
+    ema: float = 0.0                 # EMA teacher decay for pseudo-labels and the final model (0: off)
+    context: int = 0                 # 2.5D: neighbouring slices on each side as extra input channels
+    postprocess: str = "none"        # none | lcc | fill | lcc-fill (largest component, hole filling)
+    loss: str = "ce"                 # ce (= BCE for the binary task) | dice-ce
+    optimizer: str = "rmsprop"       # rmsprop (paper) | adam
+    learning_rate: float = 1e-3
+    dropout: float = 0.5
+    channels: tuple = (8, 16, 32, 64, 128)
+    normalization: str = "zscore-slice"  # the paper z-scores each slice
+    batch_size: int = 16
+    epoch_iterations: int = 0        # iterations per "epoch" (0: from the budget)
+    first_epochs: int = 0            # most epochs for the first model (0: from the budget)
+    round_epochs: int = 0            # most epochs per later round (0: from the budget)
+    patience: int = 0                # early-stopping patience in epochs (0: from the budget)
+    lr_patience: int = 0             # epochs without improvement before LR x0.1 (0: from the budget)
+    max_rounds: int = 0              # cap on rounds for cohorts (0: until every volume is labelled)
+
+    def check(self) -> None:
+        choices = {"classes": ("merged", "multi"), "threshold": ("binarise", "ignore"), "order": ("outward", "random"),
+                   "weighting": ("uniform", "gaussian", "stepwise"), "postprocess": POSTPROCESSING,
+                   "loss": ("ce", "dice-ce"), "optimizer": ("rmsprop", "adam")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise SparseSegError(f"self-labelling: {name} {getattr(self, name)!r} is not one of {', '.join(allowed)}",
+                                     f"Set {name} to one of: {', '.join(allowed)}.")
+        if not 0 < self.k <= 1:
+            raise SparseSegError(f"self-labelling: k {self.k} must lie in (0, 1]", "E.g. k 0.05 (5% of the depth per round).")
+        if not 0.5 <= self.theta < 1:
+            raise SparseSegError(f"self-labelling: theta {self.theta} must lie in [0.5, 1)", "E.g. theta 0.7.")
+        if not 0 <= self.ema < 1:
+            raise SparseSegError(f"self-labelling: ema {self.ema} must lie in [0, 1)", "E.g. ema 0.99, or 0 for off.")
+        if self.context < 0:
+            raise SparseSegError("self-labelling: context must be >= 0", "E.g. context 1.")
+
+
+#: The paper's settings.
+FAITHFUL: dict = {}
+#: Our improved default (each change measured in the ablation; see README.md).
+IMPROVED: dict = {"classes": "multi", "threshold": "ignore", "refresh": True, "ema": 0.99, "context": 1,
+                  "postprocess": "lcc-fill", "loss": "dice-ce", "optimizer": "adam"}
+
+#: Schedules per budget: iterations per epoch, most epochs for the first model / later rounds, patience.
+BUDGET_SETTINGS = {
+    "quick": {"epoch_iterations": 10, "first_epochs": 8, "round_epochs": 2, "patience": 3, "lr_patience": 2},
+    "paper": {"epoch_iterations": 25, "first_epochs": 12, "round_epochs": 4, "patience": 4, "lr_patience": 2},
+}
+
+
+def resolve_settings(preset: dict, options: MethodOptions) -> Settings:
+    """The preset, then the budget's schedule, then ``options.extra`` (a job's ``method_options``)."""
+    known = {f.name for f in fields(Settings)}
+    extra = dict(options.extra or {})
+    unknown = sorted(set(extra) - known)
+    if unknown:
+        raise SparseSegError(f"self-labelling does not know the option(s) {', '.join(unknown)}",
+                             f"Known options: {', '.join(sorted(known))}.")
+    settings = Settings(**preset)
+    for key, value in BUDGET_SETTINGS[options.budget].items():
+        if not getattr(settings, key):
+            setattr(settings, key, value)
+    if options.batch_size:
+        settings.batch_size = int(options.batch_size)
+    for key, value in extra.items():
+        kind = type(getattr(Settings(), key))
+        setattr(settings, key, tuple(value) if kind is tuple else kind(value) if kind is not bool else bool(value))
+    settings.check()
+    return settings
+
+
+def per_side(depth: int, k: float) -> int:
+    """Slices added on each side of the labelled block per round: ``k`` of the depth over both sides, at least 1."""
+    return max(1, int(round(k * depth / 2)))
+
+
+def rounds_needed(labelled: np.ndarray, step: int, order: str) -> int:
+    """Expansion rounds until every slice of a volume is labelled (``labelled``: bool per slice)."""
+    if labelled.all():
+        return 0
+    if order == "random":
+        return int(math.ceil(np.count_nonzero(~labelled) / (2 * step)))
+    index = np.flatnonzero(labelled)
+    if index.size == 0:
+        raise SparseSegError("a training volume has no annotated slice", "Annotate at least one slice per volume.")
+    # the farthest unlabelled slice from any labelled one decides
+    distance = np.abs(np.arange(labelled.size)[:, None] - index[None]).min(1)
+    return int(math.ceil(distance.max() / step))
+
+
+def next_slices(labelled: np.ndarray, step: int, order: str, rng: np.random.Generator) -> np.ndarray:
+    """Slice indices to pseudo-label next: within ``step`` of the labelled block (outward) or at random."""
+    free = np.flatnonzero(~labelled)
+    if free.size == 0:
+        return free
+    if order == "random":
+        return np.sort(rng.choice(free, size=min(free.size, 2 * step), replace=False))
+    index = np.flatnonzero(labelled)
+    distance = np.abs(free[:, None] - index[None]).min(1)
+    return free[distance <= step]
+
+
+def slice_weights(depth: int, gt_slices: np.ndarray, mode: str) -> np.ndarray:
+    """Loss weight per slice for pseudo-labels by normalised distance to the nearest GT slice."""
+    distance = np.abs(np.arange(depth)[:, None] - np.flatnonzero(gt_slices)[None]).min(1) / max(1, depth)
+    if mode == "gaussian":
+        return np.exp(-(distance**2) / (2 * 0.2**2)).astype(np.float32)
+    if mode == "stepwise":
+        return np.select([distance <= 0.1, distance <= 0.2, distance <= 0.3], [1.0, 0.75, 0.5], 0.25).astype(np.float32)
+    return np.ones(depth, np.float32)
+
+
+def pseudo_labels(probabilities: np.ndarray, theta: float, reading: str) -> np.ndarray:
+    """Targets from ``(C, ...)`` probabilities: ``binarise`` (the paper's code) or ``ignore`` (stricter).
+
+    ``binarise``: foreground where P(foreground) >= theta (its most probable class), background elsewhere,
+    so every pixel gets a label. ``ignore``: the most probable class where its probability >= theta,
+    ``UNKNOWN`` (left out of the loss) where the network is less sure.
+    """
+    if reading == "binarise":
+        foreground = 1.0 - probabilities[0]
+        label = np.where(foreground >= theta, probabilities[1:].argmax(0) + 1, 0)
+        return label.astype(np.int16)
+    label = probabilities.argmax(0).astype(np.int16)
+    label[probabilities.max(0) < theta] = UNKNOWN
+    return label
+
+
+def _rotate_batch(images: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, generator: np.random.Generator):
+    """Random flips and rotations up to +-90 degrees (the paper's augmentation), nearest for labels."""
+    batch = images.shape[0]
+    angles = torch.from_numpy(generator.uniform(-np.pi / 2, np.pi / 2, batch).astype(np.float32))
+    flips = torch.from_numpy(np.where(generator.random((batch, 2)) < 0.5, -1.0, 1.0).astype(np.float32))
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    theta = torch.zeros(batch, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = cos * flips[:, 0], -sin * flips[:, 1]
+    theta[:, 1, 0], theta[:, 1, 1] = sin * flips[:, 0], cos * flips[:, 1]
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # unknown target -> weight 0 outside the rotated slice
+    targets = F.grid_sample((targets.float() + 1), grid, mode="nearest", padding_mode="zeros", align_corners=False) - 1
+    weights = F.grid_sample(weights, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return images, targets.round().long(), weights
+
+
+@torch.inference_mode()
+def predict_slices(network: torch.nn.Module, image: np.ndarray, slices: np.ndarray, context: int, multiple: int,
+                   batch: int = 64) -> np.ndarray:
+    """Softmax probabilities ``(C, n, j, i)`` of the given slices of a normalised ``image`` (whole slices, padded)."""
+    network.eval()
+    depth, height, width = image.shape
+    offsets = np.arange(-context, context + 1)
+    index = np.clip(np.asarray(slices)[:, None] + offsets[None], 0, depth - 1)
+    stack = torch.from_numpy(np.ascontiguousarray(image[index], dtype=np.float32))
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    stack = F.pad(stack, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+    outputs = [torch.softmax(network(stack[i:i + batch]).float(), 1) for i in range(0, stack.shape[0], batch)]
+    probabilities = torch.cat(outputs)[:, :, pad_h // 2: pad_h // 2 + height, pad_w // 2: pad_w // 2 + width]
+    return probabilities.permute(1, 0, 2, 3).numpy()
+
+
+class SelfLabellingLoop(RoundLoop):
+    """The rounds of incremental self-labelling over one or many volumes (see the module doc).
+
+    Round 1 trains on the ground-truth slices; round ``r > 1`` first pseudo-labels the next slices of
+    every volume with the current model (the EMA teacher when enabled), then trains. ``targets`` and
+    ``labelled`` (per volume: target map; per slice: 0 unlabelled, 1 GT, 2 pseudo) are the method
+    state, saved with each round so a job resumes exactly where it stopped.
+    """
+
+    def __init__(self, name: str, segmenter: Segmenter, cases: list[Case], options: MethodOptions, reporter: Reporter,
+                 settings: Settings, should_stop: Callable[[], bool] | None = None, validation: list[Case] | None = None,
+                 stream: bool = True, keep_state: bool = True, total_rounds: int | None = None) -> None:
+        super().__init__(name, segmenter, cases, options, reporter, should_stop)
+        self.settings = settings
+        self.stream = stream
+        self.keep_state = keep_state
+        self.images = [normalize(case.image, settings.normalization) for case in cases]
+        self.targets = [self._target(case) for case in cases]
+        self.labelled = [self._gt_slices(target) for target in self.targets]
+        self.gt = [labelled == 1 for labelled in self.labelled]
+        self.step = [per_side(target.shape[0], settings.k) for target in self.targets]
+        self.rng = np.random.default_rng(options.seed + 7)
+        self.validation = [(normalize(c.image, settings.normalization), self._target(c)) for c in validation or []]
+        self.teacher = copy.deepcopy(segmenter.network) if settings.ema else None
+        self.snapshots: list[dict] = []
+        self.history: list[dict] = []
+        needed = max(rounds_needed(lab > 0, step, settings.order) for lab, step in zip(self.labelled, self.step))
+        self.total = int(total_rounds) if total_rounds else 1 + needed
+        if settings.max_rounds and not total_rounds:
+            self.total = min(self.total, int(settings.max_rounds))
+
+    # -- targets ----------------------------------------------------------------------------
+
+    def _target(self, case: Case) -> np.ndarray:
+        target = case.sparse_label(UNKNOWN)
+        if self.settings.classes == "merged":
+            target = np.where(target > 0, 1, target).astype(np.int16)
+        return target
+
+    @staticmethod
+    def _gt_slices(target: np.ndarray) -> np.ndarray:
+        labelled = (target >= 0).reshape(target.shape[0], -1).any(1).astype(np.int8)
+        if not labelled.any():
+            raise SparseSegError("a volume has no annotated voxel", "Annotate at least one slice of every volume.")
+        return labelled
+
+    def training_volumes(self, index: int, previous: RoundResult | None) -> list[TrainingVolume]:
+        volumes = []
+        for image, target, labelled, gt in zip(self.images, self.targets, self.labelled, self.gt):
+            weight = None
+            if self.settings.weighting != "uniform":
+                per_slice = np.where(gt, 1.0, slice_weights(target.shape[0], gt, self.settings.weighting)).astype(np.float32)
+                weight = np.broadcast_to(per_slice[:, None, None], target.shape).copy()
+            volumes.append(TrainingVolume(image, target, weight))
+        return volumes
+
+    def labeller(self) -> torch.nn.Module:
+        return self.teacher if self.teacher is not None else self.segmenter.network
+
+    def expand(self) -> int:
+        """Pseudo-label the next slices of every volume (and, with ``refresh``, re-predict earlier ones)."""
+        network, added = self.labeller(), 0
+        multiple = self.segmenter.network_config.size_multiple
+        for v, (image, target, labelled, gt) in enumerate(zip(self.images, self.targets, self.labelled, self.gt)):
+            new = next_slices(labelled > 0, self.step[v], self.settings.order, self.rng)
+            redo = np.flatnonzero(labelled == 2) if self.settings.refresh else np.array([], int)
+            slices = np.union1d(new, redo).astype(int)
+            if slices.size == 0:
+                continue
+            probabilities = predict_slices(network, image, slices, self.settings.context, multiple)
+            proposal = pseudo_labels(probabilities, self.settings.theta, self.settings.threshold)
+            for n, s in enumerate(slices):
+                if gt[s]:
+                    continue  # never touch a ground-truth slice
+                free = self.targets[v][s] == UNKNOWN if labelled[s] == 0 else np.ones(target.shape[1:], bool)
+                # ground truth voxels of a partly annotated slice are never overwritten either
+                free &= ~self._gt_voxels(v, s)
+                self.targets[v][s][free] = proposal[n][free]
+                labelled[s] = 2
+            added += int(new.size)
+        self.segmenter.network.train()
+        return added
+
+    def _gt_voxels(self, v: int, s: int) -> np.ndarray:
+        case = self.cases[v]
+        if case.annotated is None:
+            return np.ones(case.image.shape[1:], bool)
+        return case.annotated[s]
+
+    # -- training -----------------------------------------------------------------------------
+
+    def _loss(self) -> MaskedDiceCELoss:
+        return MaskedDiceCELoss(dice_weight=1.0 if self.settings.loss == "dice-ce" else 0.0, ce_weight=1.0)
+
+    def _validate(self, network: torch.nn.Module) -> float:
+        """Mean foreground Dice on the annotated voxels of the validation volumes (higher is better)."""
+        multiple = self.segmenter.network_config.size_multiple
+        scores = []
+        for image, target in self.validation:
+            slices = np.flatnonzero((target >= 0).reshape(target.shape[0], -1).any(1))
+            guess = predict_slices(network, image, slices, self.settings.context, multiple).argmax(0)
+            truth = target[slices]
+            known = truth >= 0
+            for value in range(1, self.segmenter.num_classes):
+                denominator = np.count_nonzero((truth == value) & known) + np.count_nonzero((guess == value) & known)
+                if denominator:
+                    scores.append(2.0 * np.count_nonzero((truth == value) & (guess == value) & known) / denominator)
+        network.train()
+        return float(np.mean(scores)) if scores else 0.0
+
+    def _ema_update(self, step: int) -> None:
+        decay = min(self.settings.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for teacher, student in zip(self.teacher.parameters(), self.segmenter.network.parameters()):
+                teacher.mul_(decay).add_(student.detach(), alpha=1 - decay)
+
+    def train_this_round(self, index: int, stage: str) -> dict:
+        """Epochs of ``epoch_iterations`` until early stopping (patience) or the round's cap; best weights kept."""
+        settings, network = self.settings, self.segmenter.network
+        network.to(self.device).train()
+        if self.teacher is not None:
+            self.teacher.to(self.device).eval()
+        augment = settings.augment_first and index == 1
+        epochs = settings.first_epochs if index == 1 else settings.round_epochs
+        if self.options.iterations_per_round:  # the worker's setting: one long epoch per round
+            epochs, epoch_iterations = 1, int(self.options.iterations_per_round)
+        else:
+            epoch_iterations = settings.epoch_iterations
+        parameters = network.parameters()
+        optimizer = (torch.optim.RMSprop(parameters, lr=settings.learning_rate) if settings.optimizer == "rmsprop"
+                     else torch.optim.Adam(parameters, lr=settings.learning_rate, weight_decay=1e-5))
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.1, patience=settings.lr_patience)
+        loss_function = self._loss()
+        aug_rng = np.random.default_rng(self.options.seed * 7919 + index)
+        best, best_state, stale, losses, monitored = -float("inf"), None, 0, [], []
+        total = epochs * epoch_iterations
+        started, step = time.perf_counter(), 0
+        for epoch in range(epochs):
+            epoch_losses = []
+            for _ in range(epoch_iterations):
+                if self.should_stop is not None and self.should_stop():
+                    raise TrainingCancelled()
+                images, targets, weights = self.sampler.sample(settings.batch_size)
+                if augment:
+                    images, targets, weights = _rotate_batch(images, targets, weights, aug_rng)
+                images, targets, weights = images.to(self.device), targets.to(self.device), weights.to(self.device)
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_function(network(images).float(), targets, weights)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                self.global_step += 1
+                if self.teacher is not None:
+                    self._ema_update(self.global_step)
+                epoch_losses.append(float(loss.detach()))
+                if step % max(1, min(10, total // 20)) == 0 or step == total:
+                    self.reporter.progress(stage, step, total, float(np.mean(epoch_losses[-10:])),
+                                           (time.perf_counter() - started) / step)
+            losses += epoch_losses
+            # monitor: validation Dice on annotated voxels, else (as the paper's code) the training loss
+            score = self._validate(self.labeller()) if self.validation else -float(np.mean(epoch_losses))
+            monitored.append(round(score, 4))
+            plateau.step(score)
+            if score > best + 1e-4:
+                best, stale = score, 0
+                best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+                best_teacher = network_snapshot(self.teacher) if self.teacher is not None else None
+            else:
+                stale += 1
+                if stale >= settings.patience:
+                    break
+        if best_state is not None and self.validation:
+            network.load_state_dict(best_state)
+            if best_teacher is not None:
+                self.teacher.load_state_dict(best_teacher)
+        network.cpu()
+        if self.teacher is not None:
+            self.teacher.cpu()
+        return {"epochs": len(monitored), "iterations": step, "loss": float(np.mean(losses[-25:])) if losses else None,
+                "monitor": "validation dice" if self.validation else "-training loss", "best": round(best, 4),
+                "augmented": augment}
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def method_state(self) -> dict:
+        return {
+            "settings": json.dumps(asdict(self.settings)),
+            "targets": [torch.from_numpy(t.copy()) for t in self.targets],
+            "labelled": [torch.from_numpy(lab.copy()) for lab in self.labelled],
+            "teacher": network_snapshot(self.teacher) if self.teacher is not None else None,
+            "rng": json.dumps(self.rng.bit_generator.state),
+            "global_step": self.global_step,
+            "history": json.dumps(self.history),
+        }
+
+    def load_method_state(self, state: dict) -> None:
+        if not state:
+            return
+        if len(state["targets"]) != len(self.targets):
+            raise SparseSegError("the checkpoint holds a different number of volumes", "Start the job again in a new folder.")
+        self.targets = [t.numpy().astype(np.int16).copy() for t in state["targets"]]
+        self.labelled = [lab.numpy().astype(np.int8).copy() for lab in state["labelled"]]
+        if self.teacher is not None and state.get("teacher") is not None:
+            self.teacher.load_state_dict(state["teacher"])
+        self.rng.bit_generator.state = json.loads(state["rng"])
+        self.global_step = int(state.get("global_step", 0))
+        self.history = json.loads(state.get("history", "[]"))
+
+    def final_network(self) -> torch.nn.Module:
+        return self.labeller()
+
+    def predict(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        segmenter = replace(self.segmenter, network=self.final_network())
+        labels, probabilities = {}, {}
+        for case in self.cases:
+            labels[case.case_id], probabilities[case.case_id] = segmenter.predict(case.image, self.device)
+        return labels, probabilities
+
+    def round_metrics(self, index: int, labels: dict[str, np.ndarray]) -> dict:
+        slices = sum(lab.size for lab in self.labelled)
+        pseudo = [t[lab == 2] for t, lab in zip(self.targets, self.labelled)]
+        pseudo_voxels = int(sum(np.count_nonzero(p >= 0) for p in pseudo))
+        return {"labelled_slices": int(sum(np.count_nonzero(lab) for lab in self.labelled)), "slices": int(slices),
+                "labelled_fraction": round(sum(np.count_nonzero(lab) for lab in self.labelled) / slices, 4),
+                "pseudo_labelled_voxels": pseudo_voxels,
+                "ignored_voxels": int(sum(np.count_nonzero(p < 0) for p in pseudo))}
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self, state: dict | None = None) -> Iterator[RoundResult]:
+        self.global_step = 0
+        done = self.restore(state) if state is not None else 0
+        for index in range(done + 1, self.total + 1):
+            started = time.perf_counter()
+            added = self.expand() if index > 1 else 0
+            self.sampler = PatchSampler(self.training_volumes(index, None), 2, self.segmenter.patch_size,
+                                        context_slices=self.settings.context, augment=False,
+                                        seed=self.options.seed * 1000 + index)
+            stage = f"{self.name} round {index}/{self.total}"
+            self.reporter.log(f"{stage}: {self.sampler.labelled_voxels} labelled voxels, {added} new slices pseudo-labelled")
+            summary = self.train_this_round(index, stage)
+            self.last_loss = summary["loss"]
+            labels, probabilities = self.predict() if self.stream else ({}, {})
+            metrics = {**summary, "new_slices": added, "seconds": round(time.perf_counter() - started, 3),
+                       **self.round_metrics(index, labels)}
+            self.history.append(metrics)
+            self.snapshots.append({"round": index, "labelled_fraction": metrics["labelled_fraction"],
+                                   "state": network_snapshot(self.final_network())})
+            yield RoundResult(index, self.total, labels, probabilities, metrics=metrics,
+                              state=self.state(index) if self.keep_state else None)
+
+
+class _SelfLabelling:
+    """Shared by the registered variants; ``preset`` selects the settings."""
+
+    preset: dict = FAITHFUL
+    summary = ""
+
+    def settings(self, options: MethodOptions) -> Settings:
+        return resolve_settings(self.preset, options)
+
+    def build(self, cases: list[Case], options: MethodOptions, settings: Settings) -> Segmenter:
+        seed_everything(options.seed)
+        if options.network.lower() != "2d":
+            raise SparseSegError("self-labelling trains a 2D network", "Use --network 2d.")
+        config = NetworkConfig(dims=2, channels=tuple(settings.channels), num_res_units=0, dropout=settings.dropout,
+                               norm="none", context_slices=settings.context, arch="plain")
+        largest = tuple(int(v) for v in np.max([case.image.shape for case in cases], axis=0))
+        patch = tuple(options.patch_size) if options.patch_size else default_patch_size(largest, config)
+        names = class_names_of(cases)
+        colors: dict[int, tuple] = {}
+        for case in cases:
+            colors.update(case.class_colors)
+        if settings.classes == "merged":
+            names = {1: " + ".join(names.values()) if names else "Foreground"}
+            colors = {1: colors[min(colors)]} if colors else {}
+        from ..engine.networks import build_network
+
+        return Segmenter(network=build_network(config, max(names, default=0) + 1), network_config=config,
+                         patch_size=patch, class_names=names, normalization=settings.normalization, method=self.name,
+                         class_colors=colors, postprocess=settings.postprocess)
+
+    def train(self, cases: list[Case], options: MethodOptions, reporter: Reporter, validation: list[Case] | None = None):
+        """Self-label a cohort until every training volume is labelled; returns the final segmenter."""
+        settings = self.settings(options)
+        segmenter = self.build(cases, options, settings)
+        loop = SelfLabellingLoop(self.name, segmenter, cases, options, reporter, settings, validation=validation,
+                                 stream=False, keep_state=False)
+        reporter.log(f"{self.name}: {len(cases)} volumes, {loop.total} rounds, k {settings.k:g} "
+                     f"({min(loop.step)}-{max(loop.step)} slice(s) per side per round), theta {settings.theta:g} "
+                     f"({settings.threshold}), order {settings.order}, classes {settings.classes}")
+        rounds = []
+        for result in loop.run():
+            rounds.append(result.metrics)
+            reporter.log(f"{self.name} round {result.index}/{result.total}: {result.metrics['labelled_fraction']:.1%} of "
+                         f"slices labelled, {result.metrics['epochs']} epochs, loss {result.metrics['loss']:.3f}, "
+                         f"monitor {result.metrics['best']}")
+        segmenter.network.load_state_dict(loop.final_network().state_dict())
+        segmenter.training = {"stage": self.name, "settings": {k: (list(v) if isinstance(v, tuple) else v)
+                                                               for k, v in asdict(settings).items()},
+                              "train": {"iterations": int(sum(r["iterations"] for r in rounds)),
+                                        "batch_size": settings.batch_size, "learning_rate": settings.learning_rate},
+                              "rounds": rounds, "final_loss": rounds[-1]["loss"] if rounds else None}
+        segmenter.round_snapshots = loop.snapshots  # per-round weights for the benchmark's test curve (not saved)
+        return segmenter
+
+    def run_rounds(self, cases: list[Case], options: MethodOptions, reporter: Reporter, state: dict | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> Iterator[RoundResult]:
+        """``options.rounds`` rounds on the job's volume(s), a full prediction streamed after each."""
+        settings = self.settings(options)
+        segmenter = self.build(cases, options, settings)
+        loop = SelfLabellingLoop(self.name, segmenter, cases, options, reporter, settings, should_stop=should_stop,
+                                 total_rounds=int(options.rounds))
+        yield from loop.run(state)
+
+
+def _variant(name: str, preset: dict, summary: str) -> type:
+    cls = type(name.replace("-", "_").title().replace("_", ""), (_SelfLabelling,), {"preset": preset, "summary": summary})
+    return register(name)(cls)
+
+
+_variant("self-labelling", IMPROVED,
+         "incremental 2D self-labelling, our improved default (multi-class, EMA teacher, refreshed pseudo-labels, 2.5D, LCC)")
+_variant("self-labelling-faithful", FAITHFUL, "incremental 2D self-labelling as in Anderson et al. 2025 (binary, frozen pseudo-labels)")
+_variant("self-labelling-random", {**FAITHFUL, "order": "random"}, "faithful self-labelling adding random slices (paper's random expansion)")
+_variant("self-labelling-faithful-ignore", {**FAITHFUL, "threshold": "ignore"},
+         "faithful self-labelling, stricter threshold reading (uncertain pixels ignored)")
+_variant("self-labelling-no-ema", {**IMPROVED, "ema": 0.0}, "ablation: improved default without the EMA teacher")
+_variant("self-labelling-no-refresh", {**IMPROVED, "refresh": False}, "ablation: improved default with frozen pseudo-labels")
+_variant("self-labelling-no-context", {**IMPROVED, "context": 0}, "ablation: improved default without 2.5D context")

@@ -1,0 +1,150 @@
+"""Benchmark extras for round-based methods (self-labelling): per-round test Dice, its plot, and
+runs reused from an earlier benchmark on the same split.
+
+A method may leave ``segmenter.round_snapshots`` (a list of ``{"round", "labelled_fraction", "state"}``,
+the network weights after each round). The benchmark then scores every snapshot on the test part, so
+the curve shows what each round of self-labelling did to held-out volumes; the test cases are never
+seen during training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import case_metrics
+
+
+def round_test_curve(segmenter, test: list, device, class_names: dict, headline: str) -> dict | None:
+    """Mean test Dice (headline label) after every round, and the final model without post-processing."""
+    snapshots = getattr(segmenter, "round_snapshots", None)
+    if not snapshots:
+        return None
+    final = {k: v.clone() for k, v in segmenter.network.state_dict().items()}
+    raw = replace(segmenter, postprocess="none")
+    points = []
+    for snapshot in snapshots:
+        segmenter.network.load_state_dict(snapshot["state"])
+        scores = [case_metrics(segmenter.predict(c.image, device)[0], c.label, c.geometry.spacing_kji, class_names)
+                  for c in test]
+        dice = [s[headline]["dice"] for s in scores]
+        points.append({"round": snapshot["round"], "labelled_fraction": snapshot["labelled_fraction"],
+                       "dice": float(np.nanmean(dice)), "dice_sd": float(np.nanstd(dice, ddof=1)) if len(dice) > 1 else 0.0})
+    segmenter.network.load_state_dict(final)
+    curve = {"points": points}
+    if segmenter.postprocess and segmenter.postprocess != "none":
+        scores = [case_metrics(raw.predict(c.image, device)[0], c.label, c.geometry.spacing_kji, class_names)[headline]
+                  for c in test]
+        curve["without_postprocess"] = {m: {"mean": float(np.nanmean([s[m] for s in scores])),
+                                            "sd": float(np.nanstd([s[m] for s in scores], ddof=1))}
+                                        for m in ("dice", "iou", "hd95", "tpr", "tnr")}
+        curve["postprocess"] = segmenter.postprocess
+    return curve
+
+
+def reuse_runs(results: dict, path: Path, log=print) -> list[str]:
+    """Copy runs of an earlier ``results.json`` whose split equals this one and that this run lacks."""
+    path = Path(path)
+    if not path.is_file():
+        log(f"--reuse-runs: {path} not found; no run reused")
+        return []
+    earlier = json.loads(path.read_text())
+    if earlier.get("folds") != results["folds"] or earlier["config"]["annotation"] != results["config"]["annotation"]:
+        log(f"--reuse-runs: {path} was run on another split or annotation; no run reused")
+        return []
+    reused = []
+    for name, run in earlier["runs"].items():
+        if name not in results["runs"]:
+            results["runs"][name] = {**run, "reused_from": str(path)}
+            reused.append(name)
+    return reused
+
+
+def write_round_curves(results: dict, out: Path) -> Path | None:
+    """``round_dice.png``: test Dice after each round against the fraction of slices labelled."""
+    curves = {name: run["folds"][0].get("round_curve") for name, run in results["runs"].items()}
+    curves = {name: curve for name, curve in curves.items() if curve}
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .paper_figures import reference_for
+
+    reference = reference_for(results["dataset"]["name"], Path(results["dataset"]["root"]).name)
+    figure, axis = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    for name, curve in curves.items():
+        x = [p["labelled_fraction"] for p in curve["points"]]
+        y = [p["dice"] for p in curve["points"]]
+        axis.plot(x, y, marker="o", markersize=3, label=name)
+    if reference:
+        for key, style in (("self-labelling-faithful (2D)", ":"), ("sparse-only (2D)", "--")):
+            row = reference.rows.get(key)
+            if row and "dice" in row.metrics:
+                axis.axhline(row.metrics["dice"], linestyle=style, color="grey", linewidth=1)
+                axis.text(0.0, row.metrics["dice"] + 0.01, f"paper: {row.label}", color="grey", fontsize=7)
+    axis.set_xlabel("fraction of training slices labelled (GT + pseudo-labels) after the round")
+    axis.set_ylabel(f"test Dice ({results['headline_group']} label)")
+    axis.set_ylim(0, 1)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="lower right")
+    axis.set_title(f"{results['dataset']['name']}: test Dice after each self-labelling round")
+    figure.tight_layout()
+    path = Path(out) / "round_dice.png"
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def append_round_report(results: dict, report: Path) -> None:
+    """Add the per-round curve, the post-processing ablation and reused runs to ``report.md``."""
+    lines = []
+    reused = [name for name, run in results["runs"].items() if run.get("reused_from")]
+    if reused:
+        sources = sorted({results["runs"][n]["reused_from"] for n in reused})
+        lines += ["", "## Reused runs", "",
+                  f"{', '.join(reused)}: copied from {', '.join(sources)} (same data set, split, seed and annotation; "
+                  "trained by that earlier benchmark, their train time is theirs, not part of this run's wall time)."]
+    curves = {name: run["folds"][0].get("round_curve") for name, run in results["runs"].items()
+              if run["folds"] and run["folds"][0].get("round_curve")}
+    if curves:
+        lines += ["", "## Test Dice after each round (`round_dice.png`)", "",
+                  "Round 1 is the model trained on the annotated slices only (the paper's 'central slices only' with "
+                  "this run's network and settings).", ""]
+        rounds = max(len(c["points"]) for c in curves.values())
+        header = ["round"] + list(curves)
+        rows = []
+        for index in range(rounds):
+            row = [str(index + 1)]
+            for curve in curves.values():
+                points = curve["points"]
+                row.append(f"{points[index]['dice']:.3f} ({points[index]['labelled_fraction']:.0%})" if index < len(points) else "")
+            rows.append(row)
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+        lines += ["", "(Dice on the headline label, mean over test cases; in brackets the fraction of training slices "
+                  "labelled after that round.)"]
+        post = {name: c for name, c in curves.items() if c.get("without_postprocess")}
+        if post:
+            lines += ["", "## Post-processing ablation (same model, with and without)", "",
+                      "| run | post-processing | Dice with | Dice without | HD95 (mm) with | HD95 (mm) without |", "|---|---|---|---|---|---|"]
+            for name, curve in post.items():
+                summary = results["runs"][name]["summary"][results["headline_group"]]
+                raw = curve["without_postprocess"]
+                lines.append(f"| {name} | {curve['postprocess']} | {summary['dice']['mean']:.3f} ± {summary['dice']['sd']:.3f} | "
+                             f"{raw['dice']['mean']:.3f} ± {raw['dice']['sd']:.3f} | {_mm(summary.get('hd95'))} | "
+                             f"{raw['hd95']['mean']:.2f} ± {raw['hd95']['sd']:.2f} |")
+    if lines:
+        with open(report, "a") as handle:
+            handle.write("\n".join(lines) + "\n")
+
+
+def _mm(entry: dict | None) -> str:
+    if not entry or entry.get("n", 1) == 0 or entry.get("mean") is None or math.isnan(entry["mean"]):
+        return "n/a"
+    return f"{entry['mean']:.2f} ± {entry['sd']:.2f}"
