@@ -1,0 +1,426 @@
+"""One review-and-correct session in 3D Slicer: the user's volume and annotation -> worker -> rounds.
+
+Typical use (the module's widget does exactly this from a ``qt.QTimer``)::
+
+    session = Session(volume_node, annotation_node, SessionSettings(method="gradual", rounds=5), work_dir)
+    session.start()                       # exports the job, starts ``python -m SparseSegLib.worker``
+    ... every 200 ms: session.poll()      # never blocks; imports at most one new round per call
+    session.cancel()                      # Stop: the worker ends at its next step, rounds so far stay
+    ... the user corrects a few slices of session.result_node in the Segment Editor ...
+    session.continue_session(rounds=2)    # corrected slices become ground truth; training goes on
+    session.accept()
+
+Rules kept here, not in the widget:
+
+* the annotation node is only read (Slicer's exporter rasterises it on the volume's grid);
+* the result node gets one segment per class (ids ``SparseSeg_<value>``), named and coloured like the
+  annotation's segments and tagged ``SparseSeg.Round`` with the round they come from; each round import is
+  one ``SaveStateForUndo`` (when the scene records undo) and one node modification;
+* Continue compares the result node with the round it last received: every slice (along the annotation's
+  slice axis) where the user changed a voxel becomes an annotated slice of the next stage, whose job
+  starts from the previous stage's newest checkpoint (its rounds are linked in, so ``--resume`` picks up
+  where training stopped: the network is not trained again from scratch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SparseSegError
+from ..jobs import layout
+from ..jobs.client import Job, default_python
+from ..jobs.events import format_event
+from ..jobs.regions import AXIS_NAMES, annotated_mask, painted_slices
+from . import mrml
+
+#: Segment tag (and result-node attribute) holding the round a segment's voxels come from.
+ROUND_TAG = "SparseSeg.Round"
+#: Segment tag holding the class value of a result segment.
+CLASS_TAG = "SparseSeg.Class"
+#: Result-node attribute holding the job folder of the newest stage.
+JOB_ATTRIBUTE = "SparseSeg.Job"
+#: Methods offered in the module (round-based, sparse annotation); a test checks each is registered.
+METHOD_CHOICES = ("gradual", "self-labelling", "sparse-only")
+REGION_CHOICES = ("slices", "boxes")
+ORIENTATION_CHOICES = ("auto", "axial", "coronal", "sagittal")
+DEVICE_CHOICES = ("auto", "cuda", "cpu")
+
+
+@dataclass
+class SessionSettings:
+    """What the user chose in the module (the parameter node's values, in job terms)."""
+
+    method: str = "gradual"
+    rounds: int = 5
+    iterations_per_round: int | None = None
+    network: str = "2d"
+    budget: str = "quick"
+    learning_rate: float = 1e-3
+    batch_size: int | None = None
+    augment: bool = False
+    save_uncertainty: bool = False
+    threads: int | None = None
+    device: str = "auto"
+    seed: int = 0
+    region: str = "slices"
+    orientation: str = "auto"
+    python: str | None = None
+    env: dict = field(default_factory=dict)
+    method_options: dict = field(default_factory=dict)
+    continue_rounds: int = 2
+
+    def parameters(self, rounds: int | None = None) -> dict:
+        """``job.json`` parameters (validated by the job schema when the job is created)."""
+        parameters = {
+            "rounds": int(rounds if rounds is not None else self.rounds),
+            "network": self.network,
+            "budget": self.budget,
+            "learning_rate": float(self.learning_rate),
+            "augment": bool(self.augment),
+            "save_uncertainty": bool(self.save_uncertainty),
+        }
+        for key in ("iterations_per_round", "batch_size", "threads"):
+            value = getattr(self, key)
+            if value:  # 0 / None: the method's or budget's default
+                parameters[key] = int(value)
+        if self.method_options:
+            parameters["method_options"] = dict(self.method_options)
+        return parameters
+
+    def worker_python(self) -> str:
+        return str(self.python) if self.python else default_python()
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text or "volume").strip("_")[:60] or "volume"
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+class Session:
+    """A volume, its sparse annotation, the worker jobs it ran (one per stage) and the result node."""
+
+    def __init__(self, volume_node, annotation_node, settings: SessionSettings | None = None,
+                 work_dir: str | os.PathLike | None = None, result_node=None, roi_nodes=(),
+                 uncertainty_node=None) -> None:
+        if volume_node is None:
+            raise SparseSegError("no input volume selected", "Select the volume to segment.")
+        self.volume_node = volume_node
+        self.annotation_node = annotation_node
+        self.settings = settings or SessionSettings()
+        self.scene = volume_node.GetScene()
+        if work_dir is None:
+            import tempfile
+
+            work_dir = Path(tempfile.gettempdir()) / "SparseSeg"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.root = Path(work_dir) / f"{stamp}-{_safe_name(volume_node.GetName())}-{os.getpid()}-{id(self) % 10000}"
+        self.result_node = result_node
+        self.roi_nodes = list(roi_nodes or [])
+        self.uncertainty_node = uncertainty_node
+        self.jobs: list[Job] = []
+        self.geometry = None
+        self.ras_matrix = None
+        self.image = None
+        self.classes: list[mrml.SegmentClass] = []
+        self.segment_ids: dict[int, str] = {}
+        self.annotation_label: np.ndarray | None = None
+        self.annotated_mask: np.ndarray | None = None
+        self.slice_axis: int | None = None
+        self.region_description = ""
+        self.imported_rounds: list[int] = []
+        self.pending_rounds: deque[int] = deque()
+        self.last_imported_label: np.ndarray | None = None
+        self.last_progress: dict | None = None
+        self.log: list[str] = []
+        self.corrections: list[dict] = []
+        self.status = "idle"  # idle, running, stopping, finished, cancelled, error, accepted
+        self.error_message: str | None = None
+        self.timings: dict[str, float] = {}
+
+    # -- state ------------------------------------------------------------------------------------
+
+    @property
+    def job(self) -> Job | None:
+        return self.jobs[-1] if self.jobs else None
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None and (self.job.is_running() or bool(self.pending_rounds))
+
+    @property
+    def can_continue(self) -> bool:
+        return (self.job is not None and not self.job.is_running() and not self.pending_rounds
+                and bool(self.imported_rounds) and self.status != "accepted")
+
+    def _say(self, text: str) -> None:
+        self.log.append(text)
+
+    # -- start ------------------------------------------------------------------------------------
+
+    def _region(self) -> dict:
+        if self.settings.region == "boxes":
+            return {"kind": "boxes", "boxes": mrml.roi_ras_boxes(self.roi_nodes, self.volume_node)}
+        if self.settings.region != "slices":
+            raise SparseSegError(f"unknown annotated region {self.settings.region!r}", "Use slices or boxes.")
+        return {"kind": "slices", "axis": mrml.array_axis_for_orientation(self.volume_node, self.settings.orientation)}
+
+    def start(self) -> Job:
+        """Export the volume and annotation to a new job and start the worker (stage 1)."""
+        if self.jobs:
+            raise SparseSegError("this session has already started", "Use Continue, or start a new session.")
+        if self.settings.method not in METHOD_CHOICES and not os.environ.get("SPARSESEG_ANY_METHOD"):
+            raise SparseSegError(f"method {self.settings.method!r} is not offered in Slicer",
+                                 f"Choose one of {', '.join(METHOD_CHOICES)}.")
+        started = time.perf_counter()
+        self.geometry = mrml.volume_geometry(self.volume_node)
+        self.ras_matrix = mrml.ijk_to_ras(self.volume_node)
+        self.image = np.array(mrml.volume_array(self.volume_node), copy=True)
+        label, self.classes = mrml.export_annotation(self.annotation_node, self.volume_node)
+        region = self._region()
+        mask, self.region_description = annotated_mask(region, label, self.geometry)
+        if region["kind"] == "slices":
+            counts = [len(painted_slices(label, a)) for a in range(3)]
+            self.slice_axis = int(np.argmin(counts)) if region["axis"] == "auto" else int(region["axis"])
+        if not np.any(label[mask] > 0):
+            raise SparseSegError("no painted voxel lies in the annotated region",
+                                 "Paint inside the ROI boxes (or use painted slices as the region).")
+        self.annotation_label, self.annotated_mask = label, mask
+        job = self._create_job(1, label, region=region, rounds=self.settings.rounds)
+        self._prepare_result_node()
+        self._say(f"annotation: {self.region_description}; classes "
+                  + ", ".join(f"{c.value}: {c.name}" for c in self.classes))
+        self.timings["export_s"] = time.perf_counter() - started
+        self._start_job(job, resume=False)
+        return job
+
+    def _create_job(self, stage: int, label: np.ndarray, rounds: int, region: dict | None = None,
+                    mask: np.ndarray | None = None) -> Job:
+        folder = self.root / f"stage-{stage}"
+        job = Job.create(folder, self.image, self.geometry, label, self.settings.method, region=region, mask=mask,
+                         classes={c.value: c.job_entry() for c in self.classes},
+                         parameters=self.settings.parameters(rounds), device=self.settings.device,
+                         seed=self.settings.seed, case_id=_safe_name(self.volume_node.GetName()))
+        self.jobs.append(job)
+        return job
+
+    def _start_job(self, job: Job, resume: bool) -> None:
+        env = {"SPARSESEG_SESSION": "slicer", **{k: v for k, v in (self.settings.env or {}).items()}}
+        if self.settings.device == "cpu":
+            env.setdefault("CUDA_VISIBLE_DEVICES", "")
+        job.start(python=self.settings.worker_python(), env=env, resume=resume)
+        self.status = "running"
+        self.error_message = None
+        if self.result_node is not None:
+            self.result_node.SetAttribute(JOB_ATTRIBUTE, str(job.directory))
+        self._say(f"worker started for {job.directory} with {self.settings.worker_python()}")
+
+    def _prepare_result_node(self) -> None:
+        scene = self.scene
+        if self.result_node is None:
+            self.result_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                                       f"{self.volume_node.GetName()} SparseSeg")
+        if self.result_node is self.annotation_node:
+            raise SparseSegError("the result segmentation is the annotation itself",
+                                 "Choose another (or a new) segmentation node for the result: SparseSeg never modifies the annotation.")
+        if self.result_node.GetDisplayNode() is None:
+            self.result_node.CreateDefaultDisplayNodes()
+        self.result_node.SetReferenceImageGeometryParameterFromVolumeNode(self.volume_node)
+        self.result_node.SetAndObserveTransformNodeID(self.volume_node.GetTransformNodeID())
+        self.result_node.UndoEnabledOn()
+        self.segment_ids = mrml.ensure_segments(self.result_node, self.classes)
+        for value, segment_id in self.segment_ids.items():
+            self.result_node.GetSegmentation().GetSegment(segment_id).SetTag(CLASS_TAG, str(value))
+
+    # -- polling ----------------------------------------------------------------------------------
+
+    def poll(self, max_imports: int = 1) -> list[dict]:
+        """New worker events since the last call; imports at most ``max_imports`` new rounds. Never blocks
+        on the worker (reads what is on disk, returns)."""
+        job = self.job
+        if job is None:
+            return []
+        events = job.poll()
+        for event in events:
+            kind = event.get("event")
+            if kind == "round" and event.get("round") not in self.imported_rounds:
+                self.pending_rounds.append(int(event["round"]))
+            elif kind == "progress":
+                self.last_progress = event
+                continue
+            elif kind == "started":
+                self.status = "running"
+            elif kind == "finished":
+                self.status = "finished"
+            elif kind == "cancelled":
+                self.status = "cancelled"
+            elif kind == "error":
+                self.status = "error"
+                self.error_message = format_event(event)
+            self._say(format_event(event))
+        for _ in range(max_imports):
+            if not self.pending_rounds:
+                break
+            self.import_round(self.pending_rounds.popleft())
+        if self.status in ("running", "stopping") and not job.is_running() and not events and job.reader.caught_up():
+            outcome = job.outcome()  # the worker died without a final event (crash, kill -9)
+            if outcome.status in ("crashed", "error"):
+                self.status = "error"
+                self.error_message = outcome.message
+                self._say(outcome.message)
+            elif outcome.status in ("finished", "cancelled"):
+                self.status = outcome.status
+        return events
+
+    def import_round(self, index: int) -> None:
+        """Read round ``index`` of the current job and put it into the result node (one undo state)."""
+        started = time.perf_counter()
+        data = self.job.load_round(index, probabilities=False)
+        if not data.geometry.matches(self.geometry):
+            raise SparseSegError(f"round {index} is not on the volume's grid ({data.geometry.describe_difference(self.geometry)})",
+                                 "This is a bug: please report it with the job folder.")
+        scene = self.result_node.GetScene()
+        if scene is not None and scene.GetUndoFlag():
+            scene.SaveStateForUndo()
+        mrml.write_label_to_segments(self.result_node, data.label, self.ras_matrix, self.segment_ids,
+                                     tags={ROUND_TAG: str(index)})
+        self.result_node.SetAttribute(ROUND_TAG, str(index))
+        self.last_imported_label = data.label
+        self.imported_rounds.append(index)
+        uncertainty = data.record.get("files", {}).get("uncertainty")
+        if self.settings.save_uncertainty and uncertainty:
+            from ..io import read_image
+
+            values, _ = read_image(self.job.directory / uncertainty)
+            if self.uncertainty_node is None:
+                self.uncertainty_node = self.scene.AddNewNodeByClass(
+                    "vtkMRMLScalarVolumeNode", f"{self.volume_node.GetName()} SparseSeg uncertainty")
+            mrml.set_volume_from_array(self.uncertainty_node, values, self.ras_matrix)
+            self.uncertainty_node.SetAndObserveTransformNodeID(self.volume_node.GetTransformNodeID())
+        self.timings["import_s"] = time.perf_counter() - started
+
+    # -- progress ---------------------------------------------------------------------------------
+
+    def progress(self) -> tuple[float, str]:
+        """``(fraction 0..1 of the planned rounds, one line: round, step, ETA)`` for a progress bar."""
+        job = self.job
+        if job is None:
+            return 0.0, "not started"
+        planned = max(1, int(job.spec.rounds)) if job is not None else 1
+        event = self.last_progress
+        done = max(self.imported_rounds, default=0)
+        if self.status in ("finished",) and not self.pending_rounds:
+            return 1.0, f"finished: {done} round(s)"
+        if self.status in ("cancelled", "error", "accepted"):
+            return done / planned, f"{self.status}: {done} of {planned} round(s) imported"
+        if not event:
+            return done / planned, f"starting ({done} of {planned} round(s))"
+        round_index = int(event.get("round") or done + 1)
+        step, total = int(event.get("step") or 0), max(1, int(event.get("total") or 1))
+        fraction = min(1.0, ((round_index - 1) + step / total) / planned)
+        eta = event.get("eta_s")
+        eta_text = f", ETA {int(eta) // 60}:{int(eta) % 60:02d} for this round" if isinstance(eta, (int, float)) else ""
+        return fraction, f"round {round_index}/{planned}, step {step}/{total}{eta_text}"
+
+    # -- stop, continue, accept --------------------------------------------------------------------
+
+    def cancel(self, grace_s: float = 10.0) -> None:
+        """Stop: ask the worker to stop at its next step (CANCEL file; SIGTERM then a tree kill follow
+        from :meth:`poll` if it does not). Complete rounds stay; one in progress is dropped."""
+        job = self.job
+        if job is not None and job.is_running():
+            job.cancel(grace_s=grace_s, block=False)
+            self.status = "stopping"
+            self._say("stop requested: the worker ends at its next training step")
+
+    def result_label(self) -> np.ndarray:
+        """The result node's class segments as a label map on the volume grid (the user's edits included)."""
+        segmentation = self.result_node.GetSegmentation()
+        values = sorted(self.segment_ids)
+        present = [v for v in values if segmentation.GetSegment(self.segment_ids[v]) is not None]
+        exported = mrml.export_segments(self.result_node, [self.segment_ids[v] for v in present], self.volume_node)
+        label = np.zeros_like(exported)
+        for position, value in enumerate(present, start=1):
+            label[exported == position] = value
+        return label
+
+    def find_corrections(self) -> tuple[int, list[int], np.ndarray]:
+        """``(axis, slices, current label)``: the slices where the result node differs from the last
+        imported round. The axis is the annotation's slice axis (for ROI boxes: the axis along which the
+        edits touch the fewest slices)."""
+        if self.last_imported_label is None:
+            raise SparseSegError("no round has been imported yet", "Wait for the first round before correcting.")
+        current = self.result_label()
+        changed = current != self.last_imported_label
+        axis = self.slice_axis
+        if axis is None:
+            counts = [len(painted_slices(changed.astype(np.uint8), a)) for a in range(3)]
+            axis = int(np.argmin(counts))
+        return axis, painted_slices(changed.astype(np.uint8), axis), current
+
+    def continue_session(self, rounds: int | None = None) -> Job:
+        """Continue: corrected slices become ground truth; a new stage resumes from the last checkpoint
+        and trains ``rounds`` more rounds."""
+        previous = self.job
+        if previous is None:
+            raise SparseSegError("nothing to continue", "Press Start first.")
+        if previous.is_running() or self.pending_rounds:
+            raise SparseSegError("the worker is still running", "Wait for it to finish or press Stop first.")
+        done = layout.last_complete_round(previous.directory)
+        if done == 0 or not layout.checkpoints(previous.directory).get(done):
+            raise SparseSegError("the previous stage left no complete round to continue from",
+                                 "Start again (the first round was not finished).")
+        axis, slices, current = self.find_corrections()
+        label = self.annotation_label.copy()
+        mask = self.annotated_mask.copy()
+        index: list = [slice(None)] * 3
+        index[axis] = slices
+        label[tuple(index)] = current[tuple(index)]
+        mask[tuple(index)] = True
+        more = int(rounds if rounds is not None else self.settings.continue_rounds)
+        stage = len(self.jobs) + 1
+        job = self._create_job(stage, label, rounds=done + more, mask=mask)
+        for number in range(1, done + 1):
+            for path in layout.round_dir(previous.directory, number).iterdir():
+                _link_or_copy(path, layout.round_dir(job.directory, number) / path.name)
+        _link_or_copy(layout.checkpoint_path(previous.directory, done), layout.checkpoint_path(job.directory, done))
+        self.annotation_label, self.annotated_mask = label, mask
+        self.corrections.append({"stage": stage, "axis": axis, "slices": slices})
+        shown = ", ".join(map(str, slices[:12])) + (", ..." if len(slices) > 12 else "")
+        self._say(f"continue: {len(slices)} corrected slice(s) along axis {axis} ({AXIS_NAMES[axis]}) become ground "
+                  f"truth{': ' + shown if slices else ''}; {more} more round(s) from round {done}")
+        self._start_job(job, resume=True)
+        return job
+
+    def accept(self) -> None:
+        """Accept the result as it is: stop a running worker, keep the node, end the session."""
+        self.cancel(grace_s=2.0)
+        if self.result_node is not None:
+            self.result_node.SetAttribute("SparseSeg.Accepted", "true")
+        self.status = "accepted"
+        self._say("result accepted")
+
+    def close(self, block: bool = True) -> None:
+        """Stop the worker for good (when the module or the scene closes)."""
+        job = self.job
+        if job is not None and job.is_running():
+            if block:
+                with contextlib.suppress(Exception):
+                    job.cancel(grace_s=5.0, term_grace_s=3.0, block=True)
+            else:
+                job.cancel(grace_s=5.0, block=False)
