@@ -1,0 +1,77 @@
+"""``python -m SparseSegLib.session.model_export JOBDIR MODEL_DIR``: a job's newest checkpoint as a model folder.
+
+Runs in the worker's Python (it imports torch), started by the Slicer module's "Save model". The
+network is rebuilt exactly as the worker built it for the job (same network preset, patch size and
+classes), the checkpoint's weights are loaded (``weights_only=True``) and the folder is written with
+:meth:`~SparseSegLib.engine.model.Segmenter.save`, so ``sparseseg predict`` and "Load model" read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import SparseSegError
+
+
+def export_model(job_directory: str | Path, model_directory: str | Path) -> Path:
+    import torch
+
+    from ..case import Case
+    from ..io import read_annotation, read_image
+    from ..jobs import layout
+    from ..jobs.schema import read_job
+    from ..methods.base import MethodOptions
+    from ..methods.common import new_segmenter
+
+    job_directory = Path(job_directory)
+    spec = read_job(job_directory)
+    done = layout.last_complete_round(job_directory)
+    checkpoint = layout.checkpoints(job_directory).get(done)
+    if not done or checkpoint is None:
+        raise SparseSegError(f"{job_directory} has no complete round with a checkpoint", "Wait for a round to finish.")
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = payload.get("state") or {}
+    if "network" not in state:
+        raise SparseSegError(f"the checkpoint {checkpoint} holds no network weights", "Save the model from another job.")
+    image, geometry = read_image(spec.image)
+    label, names, colors = read_annotation(spec.annotation, geometry)
+    names = {**names, **spec.class_names()}
+    colors = {**colors, **spec.class_colors()}
+    parameters = spec.parameters
+    adjustments = payload.get("adjustments") or {}
+    patch = adjustments.get("patch_size") or parameters["patch_size"]
+    options = MethodOptions(network=parameters["network"], budget=parameters["budget"], device="cpu", seed=spec.seed,
+                            patch_size=tuple(patch) if patch else None, normalization=parameters["normalization"],
+                            rounds=spec.rounds)
+    case = Case(spec.case_id, image, geometry, label, None, names, colors)
+    segmenter = new_segmenter([case], options, spec.method)
+    try:
+        segmenter.network.load_state_dict(state["network"])
+    except RuntimeError as error:
+        raise SparseSegError(f"the checkpoint does not fit a {parameters['network']} network of this job "
+                             f"({str(error).splitlines()[0][:160]})",
+                             "This method uses its own network; apply its rounds instead of a saved model.") from None
+    segmenter.training = {"job": str(job_directory), "round": done, "method": spec.method,
+                          "rounds": spec.rounds, "parameters": {k: v for k, v in parameters.items() if k != "method_options"}}
+    return segmenter.save(model_directory)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m SparseSegLib.session.model_export",
+                                     description="Write a job's newest checkpoint as a SparseSeg model folder.")
+    parser.add_argument("job", type=Path)
+    parser.add_argument("model", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        path = export_model(args.job, args.model)
+    except SparseSegError as error:
+        print(f"sparseseg: error: {error.one_line()}", file=sys.stderr)
+        return 2
+    print(f"model written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
