@@ -1,0 +1,224 @@
+"""Gradual Learning (methods/gradual.py) on bundled real hippocampus cases with tiny budgets.
+
+What is checked: regions grow by exactly ``step`` voxels per round and clip at the border; ground truth
+is never overwritten (even by a network that predicts something else everywhere); the 2D form covers
+the volume and stops; resuming from a round's state gives the uninterrupted run's next round; the
+options behave as documented; the background worker streams a gradual job round by round; the cohort
+path (`sparseseg train --method gradual`) writes a model. One CPU thread, a few iterations per round.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from SparseSegLib.annotation import annotate_case
+from SparseSegLib.errors import SparseSegError
+from SparseSegLib.io import write_image
+from SparseSegLib.jobs import layout
+from SparseSegLib.jobs.events import read_events
+from SparseSegLib.methods import MethodOptions, get_method
+from SparseSegLib.methods.base import SilentReporter
+from SparseSegLib.methods.gradual import GradualLearning, cover_distance, grow_box, grow_mask, parse_settings, region_boxes
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Two torch threads on a busy two-core machine run many times slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def cases(sample_dataset):
+    return [sample_dataset.load(ref) for ref in sample_dataset.cases[:2]]
+
+
+def options_3d(**extra) -> MethodOptions:
+    rounds = extra.pop("rounds", 3)
+    return MethodOptions(network="3d", device="cpu", rounds=rounds, iterations_per_round=2, batch_size=1,
+                         patch_size=(16, 16, 16), extra=extra)
+
+
+def options_2d(**extra) -> MethodOptions:
+    rounds = extra.pop("rounds", 3)
+    return MethodOptions(network="2d", device="cpu", rounds=rounds, iterations_per_round=3, batch_size=2, extra=extra)
+
+
+def run(cases, options):
+    method = GradualLearning()
+    results, targets = [], []
+    for result in method.run_rounds(cases, options, SilentReporter()):
+        results.append(result)
+        targets.append([t.copy() for t in method.loop.targets])
+    return method, results, targets
+
+
+# --------------------------------------------------------------------------------------------------
+# Regions
+
+
+def test_grow_box_and_mask_clip_at_the_border():
+    shape = (20, 30, 40)
+    box = ((2, 10, 33), (8, 16, 39))  # near the low k border and the high i border
+    assert grow_box(box, 3, shape, (0, 1, 2)) == ((0, 7, 30), (11, 19, 40))
+    assert grow_box(box, 3, shape, (0,)) == ((0, 10, 33), (11, 16, 39))
+    mask = np.zeros(shape, bool)
+    mask[2:8, 10:16, 33:39] = True
+    grown = grow_mask(mask, 3, (0, 1, 2))
+    expected = np.zeros(shape, bool)
+    expected[0:11, 7:19, 30:40] = True
+    assert np.array_equal(grown, expected)
+    assert region_boxes(grown) == [((0, 7, 30), (11, 19, 40))]
+    assert cover_distance(mask, (0,)) == 20 - 8  # slices 8..19 lie up to 12 away from slice 7
+    assert cover_distance(np.ones(shape, bool), (0, 1, 2)) == 0
+
+
+def test_3d_regions_grow_by_step_per_round_and_ground_truth_is_kept(cases):
+    annotated = [annotate_case(case, "boxes:2:10", seed=3) for case in cases]
+    step = 4
+    method, results, targets = run(annotated, options_3d(step=step, rounds=4))
+    assert [r.index for r in results] == [1, 2, 3, 4]
+    assert [r.metrics["growth_voxels"] for r in results] == [0, 4, 8, 12]
+    for case_index, case in enumerate(annotated):
+        boxes = region_boxes(case.annotated)
+        assert len(boxes) == 2
+        for round_index, round_targets in enumerate(targets):
+            growth = step * round_index
+            expected = np.zeros(case.annotated.shape, bool)
+            for low, high in boxes:
+                grown_low = [max(0, lo - growth) for lo in low]
+                grown_high = [min(n, hi + growth) for hi, n in zip(high, case.annotated.shape)]
+                expected[tuple(slice(a, b) for a, b in zip(grown_low, grown_high))] = True
+            target = round_targets[case_index]
+            assert np.array_equal(target >= 0, expected), f"round {round_index + 1}, case {case_index}"
+            assert np.array_equal(target[case.annotated], case.label[case.annotated])
+    # the last round's regions reach the border of these 35x51x35 volumes somewhere: clipping happened
+    assert any((t >= 0)[0].any() or (t >= 0)[-1].any() for t in targets[-1])
+    assert results[-1].metrics["pseudo_labelled_voxels"] > results[1].metrics["pseudo_labelled_voxels"] > 0
+    assert results[-1].labels[annotated[0].case_id].shape == annotated[0].image.shape
+
+
+def test_ground_truth_is_never_overwritten_by_a_contrary_network(cases, monkeypatch):
+    """A network that says 'class 2' everywhere: every pseudo-label is 2, every GT voxel keeps its value."""
+    from SparseSegLib.methods import gradual
+
+    def always_two(self, index, growth):
+        probabilities = np.zeros((self.segmenter.num_classes,) + self.cases[index].image.shape, np.float32)
+        probabilities[2] = 1.0
+        return probabilities
+
+    monkeypatch.setattr(gradual.GradualLoop, "region_probabilities", always_two)
+    annotated = [annotate_case(cases[0], "boxes:3:8", seed=1)]
+    case = annotated[0]
+    assert (case.label[case.annotated] != 2).any()  # so keeping the ground truth is visible
+    _, _, targets = run(annotated, options_3d(step=2, rounds=3))
+    last = targets[-1][0]
+    assert np.array_equal(last[case.annotated], case.label[case.annotated])
+    pseudo = (last >= 0) & ~case.annotated
+    assert pseudo.any() and (last[pseudo] == 2).all()
+
+
+def test_2d_form_grows_slice_by_slice_covers_and_stops(cases):
+    annotated = [annotate_case(case, "central-slice", 0) for case in cases]
+    method, results, targets = run(annotated, options_2d(rounds=4))  # auto step: cover in 3 growths
+    depth = annotated[0].image.shape[0]
+    centre = depth // 2
+    step = results[0].metrics["step"]
+    assert step == int(np.ceil(max(centre, depth - 1 - centre) / 3))
+    for round_index, round_targets in enumerate(targets):
+        labelled_slices = np.flatnonzero((round_targets[0] >= 0).reshape(depth, -1).all(1))
+        assert labelled_slices.tolist() == list(range(max(0, centre - step * round_index), min(depth, centre + step * round_index + 1)))
+    assert results[-1].metrics["covered"] and results[-1].metrics["labelled_fraction"] == 1.0
+    # a large step covers after one growth; the run then stops and says so in ``total``
+    _, early, _ = run(annotated, options_2d(rounds=6, step=depth))
+    assert [(r.index, r.total) for r in early] == [(1, 6), (2, 2)]
+
+
+def test_resume_from_a_round_state_matches_the_uninterrupted_run(cases):
+    annotated = [annotate_case(cases[0], "boxes:2:10", seed=5)]
+    options = options_3d(step=3, rounds=3)
+    _, uninterrupted, full_targets = run(annotated, options)
+    state = uninterrupted[1].state
+    assert state["round"] == 2 and state["method"] == "gradual" and len(state["method_state"]["targets"]) == 1
+    method = GradualLearning()
+    resumed = list(method.run_rounds(annotated, options, SilentReporter(), state=state))
+    assert [r.index for r in resumed] == [3]
+    assert np.array_equal(method.loop.targets[0], full_targets[-1][0])
+    case_id = annotated[0].case_id
+    assert np.array_equal(resumed[0].labels[case_id], uninterrupted[-1].labels[case_id])
+    assert np.allclose(resumed[0].probabilities[case_id], uninterrupted[-1].probabilities[case_id], atol=1e-5)
+
+
+def test_options_freeze_confidence_restart_and_validation(cases):
+    annotated = [annotate_case(cases[0], "boxes:2:10", seed=2)]
+    _, _, frozen = run(annotated, options_3d(step=2, rounds=3, relabel="freeze"))
+    first_pseudo = (frozen[1][0] >= 0) & ~annotated[0].annotated
+    assert np.array_equal(frozen[2][0][first_pseudo], frozen[1][0][first_pseudo])  # frozen pseudo-labels stay
+    _, confident, _ = run(annotated, options_3d(step=2, rounds=2, confidence=0.999999, restart=True))
+    grown = grow_mask(annotated[0].annotated, 2, (0, 1, 2))
+    assert confident[1].metrics["unconfident_voxels"] > 0  # an untrained network is never that sure
+    assert confident[1].metrics["pseudo_labelled_voxels"] < int((grown & ~annotated[0].annotated).sum())
+    assert confident[1].metrics["gradual"]["restart"] is True
+    for bad in ({"relabel": "sometimes"}, {"confidence": 1.5}, {"step": 0}, {"colour": "red"}, {"restart": "maybe"}):
+        with pytest.raises(SparseSegError):
+            parse_settings(options_3d(**bad))
+    assert parse_settings(options_2d()).grow_axes == "slice" and parse_settings(options_3d()).grow_axes == "all"
+    assert "gradual" in get_method("gradual").name
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker and cohort training
+
+
+def test_worker_job_streams_gradual_rounds(tmp_path, cases):
+    case = cases[0]
+    painted = np.zeros_like(case.label)
+    painted[17] = case.label[17]
+    image, annotation = tmp_path / "image.nii.gz", tmp_path / "painted.nii.gz"
+    write_image(case.image, case.geometry, image)
+    write_image(painted, case.geometry, annotation)
+    jobdir = tmp_path / "job"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "SparseSegLib.cli", "run", "--image", str(image), "--annotation", str(annotation),
+         "--region", "slices", "--axis", "0", "--method", "gradual", "--rounds", "3", "--iterations-per-round", "3",
+         "--batch-size", "2", "--device", "cpu", "--out", str(jobdir)],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    events = read_events(jobdir / layout.EVENTS_FILE)
+    rounds = [e for e in events if e["event"] == "round"]
+    assert len(rounds) >= 2
+    assert [e["training"]["gl_repetition"] for e in rounds] == list(range(len(rounds)))
+    fractions = [e["training"]["labelled_fraction"] for e in rounds]
+    assert fractions == sorted(fractions) and fractions[-1] > fractions[0]
+    assert layout.complete_rounds(jobdir) == [e["round"] for e in rounds]
+    record = json.loads((layout.round_dir(jobdir, rounds[-1]["round"]) / layout.ROUND_FILE).read_text())
+    assert record["training"]["gradual"]["relabel"] == "repredict"
+
+
+def test_sparseseg_train_with_gradual_writes_a_model(tmp_path, sample_dir, capsys):
+    from SparseSegLib.cli import main
+    from SparseSegLib.engine.model import load_segmenter
+
+    listing = tmp_path / "cases.txt"
+    listing.write_text("hippocampus_001\nhippocampus_003\n")
+    code = main(["train", "--dataset", str(sample_dir), "--cases", str(listing), "--method", "gradual",
+                 "--annotation", "central-slice", "--iterations", "22", "--device", "cpu", "--out", str(tmp_path / "model")])
+    assert code == 0, capsys.readouterr().err
+    model = load_segmenter(tmp_path / "model")
+    assert model.method == "gradual"
+    history = model.training["rounds"]  # 11 rounds planned (the paper's R = 10); stops once the volumes are covered
+    assert 2 <= len(history) <= 11 and history[-1]["covered"] and not history[-2]["covered"]
+    assert history[-1]["gl_repetition"] == len(history) - 1
