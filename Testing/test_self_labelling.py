@@ -1,0 +1,253 @@
+"""Incremental 2D self-labelling: round rule, thresholds, GT protection, resume, worker job, bench curve.
+
+Real bundled hippocampus cases, tiny schedules (a few training steps per round): these tests check the
+mechanics, not the accuracy (the benchmark in README.md does that).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from SparseSegLib.annotation import annotate_case
+from SparseSegLib.engine.model import load_segmenter
+from SparseSegLib.engine.plain_unet import PlainUNet2D
+from SparseSegLib.engine.postprocess import postprocess_labels
+from SparseSegLib.engine.sampling import UNKNOWN
+from SparseSegLib.errors import SparseSegError
+from SparseSegLib.methods import MethodOptions, get_method
+from SparseSegLib.methods.base import SilentReporter
+from SparseSegLib.methods.self_labelling import (
+    SelfLabellingLoop,
+    next_slices,
+    per_side,
+    pseudo_labels,
+    rounds_needed,
+    slice_weights,
+)
+
+#: A few steps per round: enough for the mechanics, seconds per test on a CPU.
+TINY = {"epoch_iterations": 3, "first_epochs": 2, "round_epochs": 1, "batch_size": 4}
+
+
+@pytest.fixture(scope="module")
+def cohort(sample_dataset):
+    cases = [sample_dataset.load(ref) for ref in sample_dataset.cases[:4]]
+    return [annotate_case(case, "central-slice", 0) for case in cases]
+
+
+def new_loop(cases, name="self-labelling", total_rounds=None, stream=False, **extra):
+    method = get_method(name)
+    options = MethodOptions(budget="quick", seed=3, device="cpu", extra={**TINY, **extra})
+    settings = method.settings(options)
+    segmenter = method.build(cases, options, settings)
+    return SelfLabellingLoop(name, segmenter, cases, options, SilentReporter(), settings, stream=stream,
+                             total_rounds=total_rounds)
+
+
+# --------------------------------------------------------------------------------------------------
+# The paper's pieces
+
+
+def test_plain_unet_has_the_papers_parameter_count():
+    # Table 4 of the paper: 485,673 parameters for BRAIN_2 (one input, one sigmoid output)
+    assert sum(p.numel() for p in PlainUNet2D(1, 1).parameters()) == 485_673
+    assert PlainUNet2D(3, 3)(torch.zeros(2, 3, 64, 48)).shape == (2, 3, 64, 48)
+
+
+def test_threshold_readings_differ():
+    # background, unsure foreground, confident anterior, confident posterior, unsure between classes
+    p = np.array([[0.9, 0.35, 0.1, 0.05, 0.2],
+                  [0.05, 0.6, 0.8, 0.15, 0.45],
+                  [0.05, 0.05, 0.1, 0.8, 0.35]])[:, None]
+    binarised = pseudo_labels(p, 0.7, "binarise")[0]
+    ignored = pseudo_labels(p, 0.7, "ignore")[0]
+    assert binarised.tolist() == [0, 0, 1, 2, 1]  # P(fg) < theta -> background; every pixel labelled
+    assert ignored.tolist() == [0, UNKNOWN, 1, 2, UNKNOWN]  # unsure pixels left out of the loss
+    assert (binarised != ignored).any()
+
+
+def test_round_rule_outward_and_random():
+    labelled = np.zeros(36, bool)
+    labelled[18] = True
+    assert per_side(36, 0.05) == 1 and per_side(36, 0.10) == 2 and per_side(10, 0.05) == 1
+    assert next_slices(labelled, 1, "outward", np.random.default_rng(0)).tolist() == [17, 19]
+    assert next_slices(labelled, 2, "outward", np.random.default_rng(0)).tolist() == [16, 17, 19, 20]
+    random = next_slices(labelled, 1, "random", np.random.default_rng(0))
+    assert random.size == 2 and 18 not in random
+    assert rounds_needed(labelled, 1, "outward") == 18 and rounds_needed(labelled, 1, "random") == 18
+    weights = slice_weights(36, labelled, "gaussian")
+    assert weights[18] == 1 and weights[0] < weights[10] < weights[17] < 1
+    assert slice_weights(36, labelled, "stepwise")[0] == 0.25 and slice_weights(36, labelled, "uniform").min() == 1
+
+
+def test_unknown_or_bad_options_are_clear_errors(cohort):
+    with pytest.raises(SparseSegError, match="does not know"):
+        get_method("self-labelling").settings(MethodOptions(extra={"thetta": 0.7}))
+    with pytest.raises(SparseSegError, match="threshold"):
+        get_method("self-labelling").settings(MethodOptions(extra={"threshold": "maybe"}))
+    faithful = get_method("self-labelling-faithful").settings(MethodOptions())
+    assert (faithful.classes, faithful.threshold, faithful.refresh, faithful.optimizer) == ("merged", "binarise", False, "rmsprop")
+
+
+def test_postprocess_keeps_the_largest_component_and_fills_holes():
+    labels = np.zeros((9, 9, 9), np.uint8)
+    labels[1:6, 1:6, 1:6] = 1
+    labels[3, 3, 3] = 0  # a hole
+    labels[8, 8, 8] = 2  # a stray voxel
+    probabilities = np.zeros((3,) + labels.shape, np.float32)
+    probabilities[1] = 1.0
+    result = postprocess_labels(labels, probabilities, "lcc-fill")
+    assert result[8, 8, 8] == 0 and result[3, 3, 3] == 1 and result.sum() == 125
+    assert postprocess_labels(labels, probabilities, "none") is labels
+
+
+# --------------------------------------------------------------------------------------------------
+# The rounds on real cases
+
+
+def _gt(case, merged):
+    label = case.label.astype(np.int16)
+    return np.where(label > 0, 1, 0) if merged else label
+
+
+@pytest.mark.parametrize("name", ["self-labelling", "self-labelling-faithful"])
+def test_rounds_grow_outwards_and_never_overwrite_ground_truth(cohort, name):
+    loop = new_loop(cohort, name)
+    merged = loop.settings.classes == "merged"
+    centres = [case.image.shape[0] // 2 for case in cohort]
+    assert loop.total == 1 + max(max(c, case.image.shape[0] - 1 - c) for c, case in zip(centres, cohort))
+    seen = 0
+    for result in loop.run():
+        index = result.index
+        for case, centre, target, labelled in zip(cohort, centres, loop.targets, loop.labelled):
+            depth = case.image.shape[0]
+            # outwards: exactly the slices within index-1 of the central slice are labelled
+            expected = np.abs(np.arange(depth) - centre) <= index - 1
+            assert ((labelled > 0) == expected).all(), f"round {index}: {np.flatnonzero(labelled)}"
+            assert labelled[centre] == 1 and (labelled[expected & (np.arange(depth) != centre)] == 2).all()
+            # ground truth untouched, whatever refresh does
+            assert (target[case.annotated] == _gt(case, merged)[case.annotated]).all()
+            # pseudo-labelled slices carry labels (ignore may leave some pixels unknown, not all)
+            if index > 1:
+                assert (target[labelled == 2] >= 0).mean() > 0.5
+            assert (target[labelled == 0] == UNKNOWN).all()
+        seen += 1
+        if seen == 4:
+            break
+    assert seen == 4
+
+
+def test_random_order_labels_scattered_slices(cohort):
+    loop = new_loop(cohort, "self-labelling-random", total_rounds=3)
+    results = list(loop.run())
+    assert [r.index for r in results] == [1, 2, 3]
+    spread = [np.flatnonzero(lab > 0) for lab in loop.labelled]
+    assert all(len(s) == 5 for s in spread)  # GT + 2 per round
+    assert any(np.diff(s).max() > 1 for s in spread)  # not one contiguous block
+
+
+def test_refresh_repredicts_pseudo_labels_but_frozen_does_not(cohort):
+    frozen, refreshed = new_loop(cohort, "self-labelling-no-refresh"), new_loop(cohort, "self-labelling")
+    changed = {}
+    for name, loop in (("frozen", frozen), ("refresh", refreshed)):
+        runner = loop.run()
+        next(runner), next(runner)
+        after_two = [t.copy() for t in loop.targets]
+        first_pseudo = [np.flatnonzero(lab == 2) for lab in loop.labelled]  # the round-2 slices
+        assert all(len(s) == 2 for s in first_pseudo)
+        next(runner)
+        changed[name] = sum(int((t[s] != a[s]).sum()) for t, a, s in zip(loop.targets, after_two, first_pseudo))
+    assert changed["frozen"] == 0
+    assert changed["refresh"] > 0
+
+
+def test_resume_from_a_round_state_matches_an_uninterrupted_run(cohort):
+    cases = cohort[:2]
+    uninterrupted = list(new_loop(cases, total_rounds=3).run())
+    buffer = io.BytesIO()  # stored and read back as the worker does: tensors and plain data only
+    torch.save(uninterrupted[1].state, buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    resumed = list(new_loop(cases, total_rounds=3).run(state))
+    assert [r.index for r in resumed] == [3]
+    for key, value in uninterrupted[2].state["network"].items():
+        assert torch.equal(value, resumed[0].state["network"][key]), key
+    for a, b in zip(uninterrupted[2].state["method_state"]["targets"], resumed[0].state["method_state"]["targets"]):
+        assert torch.equal(a, b)
+    wrong = dict(state, method="sparse-only")
+    with pytest.raises(SparseSegError, match="checkpoint"):
+        list(new_loop(cases, total_rounds=3).run(wrong))
+
+
+def test_cohort_train_save_load_predict(cohort, tmp_path):
+    options = MethodOptions(budget="quick", seed=0, device="cpu", extra={**TINY, "max_rounds": 3})
+    segmenter = get_method("self-labelling").train(cohort[:3], options, SilentReporter(), validation=cohort[3:])
+    assert [s["round"] for s in segmenter.round_snapshots] == [1, 2, 3]
+    assert len(segmenter.training["rounds"]) == 3 and segmenter.training["rounds"][0]["augmented"]
+    assert not segmenter.training["rounds"][1]["augmented"]  # augmentation on the first model only
+    loaded = load_segmenter(segmenter.save(tmp_path / "model"))
+    assert loaded.postprocess == "lcc-fill" and loaded.network_config.arch == "plain"
+    assert loaded.network_config.context_slices == 1 and loaded.class_names == {1: "Anterior", 2: "Posterior"}
+    labels, probabilities = loaded.predict(cohort[0].image)
+    assert labels.shape == cohort[0].image.shape and probabilities.shape == (3,) + labels.shape
+    expected, _ = segmenter.predict(cohort[0].image)
+    assert (labels == expected).all()
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker job and benchmark
+
+
+def test_worker_job_streams_rounds(sample_dataset, tmp_path):
+    from SparseSegLib.jobs import layout
+    from SparseSegLib.jobs.client import Job
+    from SparseSegLib.jobs.events import read_events
+    from SparseSegLib.worker import run_job
+
+    case = sample_dataset.load(sample_dataset.cases[1])
+    painted = np.zeros_like(case.label)
+    centre = case.image.shape[0] // 2
+    painted[centre] = case.label[centre]
+    job = Job.create(tmp_path / "job", case.image, case.geometry, painted, "self-labelling-faithful", reference=case.label,
+                     classes={1: "Anterior", 2: "Posterior"}, device="cpu",
+                     parameters={"rounds": 3, "iterations_per_round": 4, "batch_size": 4, "threads": 1,
+                                 "method_options": {"theta": 0.6}})
+    code = run_job(job.directory, install_signals=False)
+    assert code == layout.EXIT_FINISHED
+    events = read_events(job.directory / layout.EVENTS_FILE)
+    rounds = [e for e in events if e.get("event") == "round"]
+    assert [e["round"] for e in rounds] == [1, 2, 3]
+    record = json.loads((layout.round_dir(job.directory, 3) / layout.ROUND_FILE).read_text())
+    assert record["training"]["labelled_slices"] == 5 and record["training"]["new_slices"] == 2
+    assert record["metrics"]["merged"]["dice"] >= 0  # scored against the reference each round
+
+
+def test_bench_writes_round_curve_and_paper_rows(sample_dir, tmp_path):
+    from SparseSegLib.bench import BenchConfig, run_benchmark
+
+    class Quiet(SilentReporter):
+        pass
+
+    config = BenchConfig(dataset=sample_dir, annotation="central-slice", methods=["self-labelling-faithful"],
+                         out=tmp_path / "bench", budget="quick", device="cpu", save_predictions=False)
+    import SparseSegLib.methods.self_labelling as module
+
+    saved = dict(module.BUDGET_SETTINGS["quick"])
+    module.BUDGET_SETTINGS["quick"].update({"epoch_iterations": 3, "first_epochs": 2, "round_epochs": 1, "patience": 1})
+    try:
+        results = run_benchmark(config, Quiet())
+    finally:
+        module.BUDGET_SETTINGS["quick"].update(saved)
+    curve = results["runs"]["self-labelling-faithful (2D)"]["folds"][0]["round_curve"]
+    assert len(curve["points"]) >= 10 and curve["points"][-1]["labelled_fraction"] == 1.0
+    assert all(0 <= p["dice"] <= 1 for p in curve["points"])
+    assert (tmp_path / "bench" / "round_dice.png").stat().st_size > 1000
+    report = (tmp_path / "bench" / "report.md").read_text()
+    assert "| 2D self-labelling | self-labelling-faithful (2D) | 0.615" in report
+    assert "Test Dice after each round" in report
