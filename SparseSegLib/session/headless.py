@@ -53,6 +53,9 @@ def make_headless_slicer(quiet: bool = True):
     if markups is not None:
         logics["markups"] = add("Markups", markups())
     slicer.mrmlScene = scene
+    # keep the application logic alive: the module logics hold raw pointers to it, and a caller that
+    # drops the returned tuple would otherwise leave them dangling (a segfault in the next logic call)
+    slicer._sparseseg_headless = (scene, app_logic, logics)
     slicer.modules = types.SimpleNamespace(
         **{name: types.SimpleNamespace(logic=(lambda logic=logic: logic)) for name, logic in logics.items()})
     return scene, app_logic, logics
