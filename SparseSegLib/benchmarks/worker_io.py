@@ -115,8 +115,9 @@ def bench_polling(folder: Path, count: int, repeat: int) -> list[tuple[str, floa
         size_mb = path.stat().st_size / 2**20
         rows = []
         first_ms, first = _timed(lambda: EventReader(path).poll(), repeat)
+        chunk_kib = EventReader(path).max_bytes // 1024
         rows.append((f"first poll of a {size_mb:.0f} MiB events file", first_ms,
-                     f"{len(first)} of {count} events (reads at most 8 MiB per call)"))
+                     f"{len(first)} of {count} events (reads at most {chunk_kib} KiB per call)"))
         drain_ms, _ = _timed(lambda: EventReader(path).read_all(), repeat)
         rows.append((f"drain all {count} events", drain_ms, "EventReader.read_all"))
         reader = EventReader(path)
