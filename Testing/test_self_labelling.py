@@ -251,3 +251,15 @@ def test_bench_writes_round_curve_and_paper_rows(sample_dir, tmp_path):
     report = (tmp_path / "bench" / "report.md").read_text()
     assert "| 2D self-labelling | self-labelling-faithful (2D) | 0.615" in report
     assert "Test Dice after each round" in report
+
+
+def test_job_painted_across_another_axis_expands_along_that_axis(sample_dataset):
+    case = annotate_case(sample_dataset.load(sample_dataset.cases[2]), "central-slice:2", 0)
+    options = MethodOptions(budget="quick", seed=0, device="cpu", rounds=2, extra=TINY)
+    results = list(get_method("self-labelling-faithful").run_rounds([case], options, SilentReporter()))
+    assert [r.index for r in results] == [1, 2]
+    last = results[-1]
+    assert last.metrics["slice_axis"] == 2 and last.metrics["slices"] == case.image.shape[2]
+    assert last.metrics["labelled_slices"] == 3  # the painted slice and one on each side, along axis 2
+    assert last.labels[case.case_id].shape == case.image.shape
+    assert last.probabilities[case.case_id].shape == (2,) + case.image.shape

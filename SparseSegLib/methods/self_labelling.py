@@ -531,12 +531,51 @@ class _SelfLabelling:
 
     def run_rounds(self, cases: list[Case], options: MethodOptions, reporter: Reporter, state: dict | None = None,
                    should_stop: Callable[[], bool] | None = None) -> Iterator[RoundResult]:
-        """``options.rounds`` rounds on the job's volume(s), a full prediction streamed after each."""
+        """``options.rounds`` rounds on the job's volume(s), a full prediction streamed after each.
+
+        The 2D network works on slices across the axis the user painted (the axis with the fewest annotated
+        slices): the volumes are transposed so that it comes first, and every result is transposed back.
+        """
         settings = self.settings(options)
-        segmenter = self.build(cases, options, settings)
-        loop = SelfLabellingLoop(self.name, segmenter, cases, options, reporter, settings, should_stop=should_stop,
+        axis = painted_axis(cases)
+        order = (axis,) + tuple(a for a in range(3) if a != axis)
+        inverse = tuple(int(a) for a in np.argsort(order))
+        work = [transpose_case(case, order) for case in cases] if axis else cases
+        segmenter = self.build(work, options, settings)
+        loop = SelfLabellingLoop(self.name, segmenter, work, options, reporter, settings, should_stop=should_stop,
                                  total_rounds=int(options.rounds))
-        yield from loop.run(state)
+        if axis:
+            reporter.log(f"{self.name}: annotated slices lie across array axis {axis}; the 2D network runs along it")
+        for result in loop.run(state):
+            if axis:
+                result.labels = {k: np.ascontiguousarray(v.transpose(inverse)) for k, v in result.labels.items()}
+                result.probabilities = {k: np.ascontiguousarray(v.transpose((0,) + tuple(a + 1 for a in inverse)))
+                                        for k, v in result.probabilities.items()}
+                result.metrics["slice_axis"] = axis
+            yield result
+
+
+def painted_axis(cases: list[Case]) -> int:
+    """The array axis across which the annotation lies in whole slices: the one with the fewest annotated slices."""
+    annotated = cases[0].annotated
+    if annotated is None or annotated.all():
+        return 0
+    counts = []
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        counts.append(int(np.count_nonzero(annotated.any(axis=others))))
+    return int(np.argmin(counts))  # ties -> the lowest axis (0, the slice stack)
+
+
+def transpose_case(case: Case, order: tuple[int, ...]) -> Case:
+    """``case`` with its arrays transposed to ``order`` (spacing follows; origin and direction are not needed)."""
+    from ..case import Geometry
+
+    shape = tuple(case.image.shape[a] for a in order)
+    spacing_kji = tuple(case.geometry.spacing_kji[a] for a in order)
+    geometry = Geometry(size=tuple(reversed(shape)), spacing=tuple(reversed(spacing_kji)))
+    flip = (lambda a: None if a is None else np.ascontiguousarray(a.transpose(order)))
+    return replace(case, image=flip(case.image), geometry=geometry, label=flip(case.label), annotated=flip(case.annotated))
 
 
 def _variant(name: str, preset: dict, summary: str) -> type:
