@@ -348,6 +348,9 @@ class SelfLabellingLoop(RoundLoop):
         epochs = settings.first_epochs if index == 1 else settings.round_epochs
         if self.options.iterations_per_round:  # the worker's setting: one long epoch per round
             epochs, epoch_iterations = 1, int(self.options.iterations_per_round)
+        elif self.options.iterations:  # --iterations: a total, the first model getting 4 shares, later rounds 1
+            share = max(1, int(self.options.iterations) // (self.total + 3))
+            epochs, epoch_iterations = 1, share * (4 if index == 1 else 1)
         else:
             epoch_iterations = settings.epoch_iterations
         parameters = network.parameters()
