@@ -202,9 +202,12 @@ def run_interactive(args, recorder: Recorder, reporter) -> None:
                                                            downsample(dataset.load(la_ref), args.downsample))]
     for name, case in volumes:
         sizes = paper_sizes(case.image.shape)
-        classes = sorted(v for v in np.unique(case.label) if v > 0)
+        classes = sorted(int(v) for v in np.unique(case.label) if v > 0)
         for form, spec, network in (("2D slice-stack GL, one slice", "slices:1", "2d"),
                                     ("3D GL, 3 boxes", f"boxes:3:{sizes['box']}", "3d")):
+            key = f"{name.split()[0]}:{network}"
+            if args.forms and key not in args.forms:
+                continue
             annotated = annotate_case(case, spec, args.seed)
             options = gl_options(args, sizes, network, step="auto" if network == "2d" else None, stop_when_covered=True,
                                  iterations=args.interactive_iterations)
@@ -339,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ns", default="2,3,10", help="numbers of boxes (paper 2,3,10)")
     parser.add_argument("--rounds", type=int, default=11, help="rounds = 1 + GL repetitions (paper 11)")
     parser.add_argument("--interactive-rounds", type=int, default=6)
+    parser.add_argument("--forms", help="part 2 only these, comma-separated from mni152:2d,mni152:3d,left:2d,left:3d")
     parser.add_argument("--interactive-case", help="left-atrium case id for part 2 (default the first)")
     parser.add_argument("--iterations-per-round", type=int, default=300, help="protocol (paper: 500,000 in total)")
     parser.add_argument("--interactive-iterations", type=int, default=200, help="per round in part 2")
@@ -350,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.ns = [int(n) for n in args.ns.split(",")]
+    args.forms = [f.strip() for f in args.forms.split(",")] if args.forms else None
     if args.threads:
         torch.set_num_threads(args.threads)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
