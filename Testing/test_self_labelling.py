@@ -167,14 +167,15 @@ def test_refresh_repredicts_pseudo_labels_but_frozen_does_not(cohort):
     assert changed["refresh"] > 0
 
 
-def test_resume_from_a_round_state_matches_an_uninterrupted_run(cohort):
+@pytest.mark.parametrize("name", ["self-labelling", "self-labelling-faithful"])  # fresh / kept optimiser
+def test_resume_from_a_round_state_matches_an_uninterrupted_run(cohort, name):
     cases = cohort[:2]
-    uninterrupted = list(new_loop(cases, total_rounds=3).run())
+    uninterrupted = list(new_loop(cases, name, total_rounds=3).run())
     buffer = io.BytesIO()  # stored and read back as the worker does: tensors and plain data only
     torch.save(uninterrupted[1].state, buffer)
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)
-    resumed = list(new_loop(cases, total_rounds=3).run(state))
+    resumed = list(new_loop(cases, name, total_rounds=3).run(state))
     assert [r.index for r in resumed] == [3]
     for key, value in uninterrupted[2].state["network"].items():
         assert torch.equal(value, resumed[0].state["network"][key]), key
@@ -182,7 +183,7 @@ def test_resume_from_a_round_state_matches_an_uninterrupted_run(cohort):
         assert torch.equal(a, b)
     wrong = dict(state, method="sparse-only")
     with pytest.raises(SparseSegError, match="checkpoint"):
-        list(new_loop(cases, total_rounds=3).run(wrong))
+        list(new_loop(cases, name, total_rounds=3).run(wrong))
 
 
 def test_cohort_train_save_load_predict(cohort, tmp_path):

@@ -64,7 +64,8 @@ class Settings:
     context: int = 0                 # 2.5D: neighbouring slices on each side as extra input channels
     postprocess: str = "none"        # none | lcc | fill | lcc-fill (largest component, hole filling)
     loss: str = "ce"                 # ce (= BCE for the binary task) | dice-ce
-    optimizer: str = "rmsprop"       # rmsprop (paper) | adam
+    optimizer: str = "rmsprop"       # rmsprop (paper; Keras defaults rho 0.9, eps 1e-7) | adam
+    keep_optimizer: bool = True      # one optimiser for all rounds (Keras keeps it across fit calls); False: fresh per round
     learning_rate: float = 1e-3
     dropout: float = 0.5
     channels: tuple = (8, 16, 32, 64, 128)
@@ -100,7 +101,7 @@ class Settings:
 FAITHFUL: dict = {}
 #: Our improved default (each change measured in the ablation; see README.md).
 IMPROVED: dict = {"classes": "multi", "threshold": "ignore", "refresh": True, "ema": 0.99, "context": 1,
-                  "postprocess": "lcc-fill", "loss": "dice-ce", "optimizer": "adam"}
+                  "postprocess": "lcc-fill", "loss": "dice-ce", "optimizer": "adam", "keep_optimizer": False}
 
 #: Schedules per budget: iterations per epoch, most epochs for the first model / later rounds, patience.
 BUDGET_SETTINGS = {
@@ -246,6 +247,7 @@ class SelfLabellingLoop(RoundLoop):
         self.rng = np.random.default_rng(options.seed + 7)
         self.validation = [(normalize(c.image, settings.normalization), self._target(c)) for c in validation or []]
         self.teacher = copy.deepcopy(segmenter.network) if settings.ema else None
+        self.optimizer: torch.optim.Optimizer | None = None
         self.snapshots: list[dict] = []
         self.history: list[dict] = []
         needed = max(rounds_needed(lab > 0, step, settings.order) for lab, step in zip(self.labelled, self.step))
@@ -332,6 +334,12 @@ class SelfLabellingLoop(RoundLoop):
         network.train()
         return float(np.mean(scores)) if scores else 0.0
 
+    def new_optimizer(self) -> torch.optim.Optimizer:
+        parameters = self.segmenter.network.parameters()
+        if self.settings.optimizer == "rmsprop":
+            return torch.optim.RMSprop(parameters, lr=self.settings.learning_rate, alpha=0.9, eps=1e-7)
+        return torch.optim.Adam(parameters, lr=self.settings.learning_rate, weight_decay=1e-5)
+
     def _ema_update(self, step: int) -> None:
         decay = min(self.settings.ema, (1 + step) / (10 + step))
         with torch.no_grad():
@@ -353,9 +361,11 @@ class SelfLabellingLoop(RoundLoop):
             epochs, epoch_iterations = 1, share * (4 if index == 1 else 1)
         else:
             epoch_iterations = settings.epoch_iterations
-        parameters = network.parameters()
-        optimizer = (torch.optim.RMSprop(parameters, lr=settings.learning_rate) if settings.optimizer == "rmsprop"
-                     else torch.optim.Adam(parameters, lr=settings.learning_rate, weight_decay=1e-5))
+        optimizer = self.optimizer if settings.keep_optimizer and self.optimizer is not None else self.new_optimizer()
+        if settings.keep_optimizer:
+            self.optimizer = optimizer
+        for group in optimizer.param_groups:  # LR x0.1 on plateau acts within a round; each round starts at the base LR
+            group["lr"] = settings.learning_rate
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.1, patience=settings.lr_patience)
         loss_function = self._loss()
         aug_rng = np.random.default_rng(self.options.seed * 7919 + index)
@@ -418,6 +428,7 @@ class SelfLabellingLoop(RoundLoop):
             "rng": json.dumps(self.rng.bit_generator.state),
             "global_step": self.global_step,
             "history": json.dumps(self.history),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()) if self.optimizer is not None else None,
         }
 
     def load_method_state(self, state: dict) -> None:
@@ -432,6 +443,9 @@ class SelfLabellingLoop(RoundLoop):
         self.rng.bit_generator.state = json.loads(state["rng"])
         self.global_step = int(state.get("global_step", 0))
         self.history = json.loads(state.get("history", "[]"))
+        if state.get("optimizer") is not None:
+            self.optimizer = self.new_optimizer()
+            self.optimizer.load_state_dict(state["optimizer"])
 
     def final_network(self) -> torch.nn.Module:
         return self.labeller()
