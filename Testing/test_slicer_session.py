@@ -211,6 +211,7 @@ def test_cancel_mid_round_then_continue_with_a_corrected_slice(scene, sample_cas
     axis, slices, _ = session.find_corrections()
     assert (axis, slices) == (0, [c])
 
+    session.settings.iterations_per_round = 8  # the user may change settings between stages; keeps this test short
     second = session.continue_session(rounds=1)
     spec = json.loads((second.directory / "job.json").read_text())
     assert spec["region"]["kind"] == "mask"

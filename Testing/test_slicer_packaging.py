@@ -1,0 +1,231 @@
+"""The Slicer extension's files, checked without Slicer: CMake lists every SparseSegLib file, the .ui has
+every widget and parameter the module uses (parsed, and loaded with PySide6's QUiLoader offscreen),
+every parameter-node field is bound, the module never imports torch, and the offered methods exist.
+
+``python Testing/test_slicer_packaging.py --write`` rewrites the SparseSegLib list in SparseSeg/CMakeLists.txt.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import struct
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE = ROOT / "SparseSeg" / "SparseSeg.py"
+UI = ROOT / "SparseSeg" / "Resources" / "UI" / "SparseSeg.ui"
+MODULE_CMAKE = ROOT / "SparseSeg" / "CMakeLists.txt"
+BEGIN, END = "# BEGIN SparseSegLib files", "# END SparseSegLib files"
+
+#: Widget classes parameterNodeWrapper binds for each field type (exact class match, as Slicer's connectors test).
+BINDINGS = {
+    "bool": {"QCheckBox", "QPushButton"},
+    "int": {"QSpinBox", "QSlider", "QComboBox"},
+    "float": {"QDoubleSpinBox", "ctkSliderWidget", "QComboBox"},
+    "str": {"QLineEdit", "QTextEdit", "QComboBox"},
+    "node": {"qMRMLNodeComboBox", "qMRMLSubjectHierarchyTreeView"},
+}
+
+
+def library_files() -> list[str]:
+    files = []
+    for path in sorted((ROOT / "SparseSegLib").rglob("*.py")):
+        relative = path.relative_to(ROOT)
+        if "__pycache__" in relative.parts or any(part.startswith(".") for part in relative.parts):
+            continue
+        files.append(relative.as_posix())
+    return files
+
+
+def listed_files(text: str) -> list[str]:
+    block = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    return re.findall(r"^\s+(SparseSegLib/\S+)$", block, flags=re.M)
+
+
+def write_list() -> None:
+    text = MODULE_CMAKE.read_text()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    lines = "\n".join(f"  {name}" for name in library_files())
+    MODULE_CMAKE.write_text(f"{head}{BEGIN}\nset(SPARSESEG_LIB_FILES\n{lines}\n  )\n{END}{tail}")
+
+
+def test_cmake_lists_every_library_file():
+    listed = listed_files(MODULE_CMAKE.read_text())
+    on_disk = library_files()
+    assert listed == sorted(listed), "keep the list sorted"
+    missing, stale = sorted(set(on_disk) - set(listed)), sorted(set(listed) - set(on_disk))
+    assert not missing and not stale, (
+        f"SparseSeg/CMakeLists.txt is out of date: missing {missing}, no longer existing {stale}. "
+        "Run `python Testing/test_slicer_packaging.py --write`.")
+
+
+def test_extension_metadata_and_icon():
+    top = (ROOT / "CMakeLists.txt").read_text()
+    assert re.search(r"^project\(SparseSeg\)", top, flags=re.M)
+    for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
+        assert re.search(rf'^set\(EXTENSION_{key} "[^"]+"\)', top, flags=re.M), key
+    assert re.search(r'^set\(EXTENSION_DEPENDS "PyTorch"\)', top, flags=re.M)
+    assert re.search(r'^set\(EXTENSION_CATEGORY "Segmentation"\)', top, flags=re.M)
+    assert "add_subdirectory(SparseSeg)" in top
+    module = MODULE_CMAKE.read_text()
+    assert "slicerMacroBuildScriptedModule(" in module and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in module
+    import json
+
+    entry = json.loads((ROOT / "SparseSeg.json").read_text())
+    assert entry["category"] == "Segmentation" and entry["scm_url"] and "$schema" in entry
+    assert "PyTorch" in entry["build_dependencies"]
+    icon = (ROOT / "SparseSeg" / "Resources" / "Icons" / "SparseSeg.png").read_bytes()
+    assert icon[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", icon[16:24]) == (128, 128)
+    for resource in re.findall(r"^\s+(Resources/\S+)$", module, flags=re.M):
+        name = resource.replace("${MODULE_NAME}", "SparseSeg")
+        assert (ROOT / "SparseSeg" / name).is_file(), name
+    assert "Apache License" in (ROOT / "LICENSE").read_text()[:200]
+
+
+# --------------------------------------------------------------------------------------------------
+# The module's code against its .ui
+
+
+def module_tree() -> ast.Module:
+    return ast.parse(MODULE.read_text())
+
+
+def parameter_fields() -> dict[str, str]:
+    """``{field: "bool" | "int" | "float" | "str" | "node"}`` of the parameterNodeWrapper class."""
+    cls = next(n for n in module_tree().body if isinstance(n, ast.ClassDef) and n.name == "SparseSegParameterNode")
+    fields = {}
+    for item in cls.body:
+        if isinstance(item, ast.AnnAssign):
+            annotation = item.annotation
+            if isinstance(annotation, ast.Subscript):  # Annotated[T, ...]
+                annotation = annotation.slice.elts[0]
+            name = ast.unparse(annotation)
+            fields[item.target.id] = "node" if name.startswith("vtkMRML") else name
+    return fields
+
+
+def ui_names_used() -> set[str]:
+    names = set()
+    for node in ast.walk(module_tree()):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "ui"
+                and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"):
+            names.add(node.attr)
+    return names
+
+
+def ui_widgets() -> dict[str, tuple[str, str | None]]:
+    """``{objectName: (class, SlicerParameterName or None)}`` of every widget in the .ui."""
+    root = ET.parse(UI).getroot()
+    widgets = {}
+    for widget in root.iter("widget"):
+        parameter = None
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                parameter = prop.findtext("string")
+        widgets[widget.get("name")] = (widget.get("class"), parameter)
+    return widgets
+
+
+def test_every_widget_the_module_uses_exists_in_the_ui():
+    widgets = ui_widgets()
+    used = ui_names_used()
+    assert used, "the module uses no self.ui widget?"
+    assert not sorted(used - set(widgets)), f"used in SparseSeg.py but not in the .ui: {sorted(used - set(widgets))}"
+
+
+def test_every_parameter_is_bound_to_a_matching_widget():
+    fields = parameter_fields()
+    bound = {parameter: (name, cls) for name, (cls, parameter) in ui_widgets().items() if parameter}
+    assert set(bound) == set(fields), (f"fields without a widget: {sorted(set(fields) - set(bound))}; "
+                                       f"SlicerParameterName without a field: {sorted(set(bound) - set(fields))}")
+    for field, kind in fields.items():
+        name, cls = bound[field]
+        assert cls in BINDINGS[kind], f"{field} ({kind}) is bound to {name}, a {cls}: parameterNodeWrapper cannot bind that"
+    # choices in the module match the session's, so the GUI never offers what the logic refuses
+    source = MODULE.read_text()
+    assert 'method: Annotated[str, Choice(list(METHOD_CHOICES))] = "gradual"' in source
+
+
+def test_node_selectors_get_the_scene():
+    root = ET.parse(UI).getroot()
+    receivers = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)" and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    selectors = {name for name, (cls, _) in ui_widgets().items() if cls == "qMRMLNodeComboBox"}
+    assert selectors and selectors <= receivers
+
+
+def test_ui_loads_with_qt_offscreen():
+    """The .ui is a valid Qt Designer file: QUiLoader builds it (custom Slicer widgets fall back to their
+    base class) and every widget keeps its name and SlicerParameterName."""
+    code = f"""
+import os, sys
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+from PySide6.QtCore import QFile, QtMsgType, qInstallMessageHandler
+from PySide6.QtUiTools import QUiLoader
+from PySide6.QtWidgets import QApplication, QWidget
+qInstallMessageHandler(lambda mode, context, message: None)  # Slicer signals do not exist on the fallback QWidget
+app = QApplication([])
+file = QFile({str(UI)!r}); file.open(QFile.ReadOnly)
+widget = QUiLoader().load(file)
+assert widget is not None, "QUiLoader could not build the .ui"
+for name, parameter in {dict((n, p) for n, (c, p) in ui_widgets().items())!r}.items():
+    child = widget.findChild(QWidget, name) if name != widget.objectName() else widget
+    if child is None and name.endswith("Layout"):
+        continue
+    assert child is not None, name
+    if parameter:
+        assert child.property("SlicerParameterName") == parameter, name
+print("loaded", len(widget.findChildren(QWidget)))
+"""
+    pytest.importorskip("PySide6.QtUiTools", reason="needs PySide6 (pip install PySide6-Essentials)")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                               env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.startswith("loaded")
+
+
+# --------------------------------------------------------------------------------------------------
+# torch stays out of the Slicer process
+
+
+def test_the_module_never_imports_torch():
+    imported = set()
+    for node in ast.walk(module_tree()):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & {"torch", "monai"}, imported
+
+
+def test_session_logic_imports_without_torch(tmp_path):
+    """Everything the Slicer process imports from SparseSegLib loads with torch and MONAI unimportable."""
+    for name in ("torch", "monai"):
+        (tmp_path / f"{name}.py").write_text(f"raise ImportError('{name} must not be imported in the Slicer process')\n")
+    code = ("import SparseSegLib.session.session, SparseSegLib.session.mrml, SparseSegLib.session.tasks, "
+            "SparseSegLib.jobs.client, SparseSegLib.io; import sys; "
+            "assert 'torch' not in sys.modules and 'monai' not in sys.modules; print('ok')")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                               env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])})
+    assert completed.stdout.strip() == "ok", completed.stderr[-2000:]
+
+
+def test_offered_methods_are_registered():
+    from SparseSegLib.methods import METHODS
+    from SparseSegLib.session.session import METHOD_CHOICES
+
+    assert set(METHOD_CHOICES) <= set(METHODS), f"not registered: {set(METHOD_CHOICES) - set(METHODS)}"
+
+
+if __name__ == "__main__":
+    if "--write" in sys.argv:
+        write_list()
+        print(f"rewrote the SparseSegLib list in {MODULE_CMAKE}")
