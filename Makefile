@@ -30,5 +30,9 @@ bench: venv
 bench-worker-io: venv
 	$(VPY) -m SparseSegLib.benchmarks.worker_io
 
+# main-thread cost of the Slicer session on 256^3: one poll (< 20 ms) and one round import (< 300 ms)
+bench-slicer: venv
+	$(VPY) -m SparseSegLib.session.benchmark
+
 clean:
 	rm -rf $(VENV) demo-output bench-output
