@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench bench-worker-io clean
+.PHONY: venv demo test bench bench-worker-io clean bench-gradual
 
 venv: $(STAMP)
 
@@ -33,6 +33,11 @@ bench-worker-io: venv
 # main-thread cost of the Slicer session on 256^3: one poll (< 20 ms) and one round import (< 300 ms)
 bench-slicer: venv
 	$(VPY) -m SparseSegLib.session.benchmark
+
+# 3D Gradual Learning, paper protocol on the left atrium + interactive use (~1 h single-threaded on a shared CPU)
+bench-gradual: venv
+	$(VPY) -m SparseSegLib.benchmarks.gradual --out bench-output/gradual --train 2 --iterations-per-round 200 \
+		--interactive-rounds 4 --interactive-iterations 100
 
 clean:
 	rm -rf $(VENV) demo-output bench-output

@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the main job on the bundled sample data (a few minutes on CPU)")
     demo.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default demo-output)")
-    demo.add_argument("--method", default="sparse-only", help=method_help)
+    demo.add_argument("--method", default="gradual", help=method_help + " (default gradual)")
+    demo.add_argument("--rounds", type=int, default=5, help="gradual: rounds, each grows the labelled block (default 5)")
     demo.add_argument("--network", default="2d", choices=["2d", "3d"])
     demo.add_argument("--annotation", default="central-slice", help="sparse annotation spec, default central-slice")
     _add_training(demo)
@@ -264,7 +265,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    written = run_demo(args.out, annotation=args.annotation, method=args.method, network=args.network,
+    written = run_demo(args.out, annotation=args.annotation, method=args.method, network=args.network, rounds=args.rounds,
                        budget=args.budget, device=args.device, seed=args.seed)
     print("demo wrote:")
     for kind, path in written.items():
