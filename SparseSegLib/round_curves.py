@@ -148,3 +148,53 @@ def _mm(entry: dict | None) -> str:
     if not entry or entry.get("n", 1) == 0 or entry.get("mean") is None or math.isnan(entry["mean"]):
         return "n/a"
     return f"{entry['mean']:.2f} ± {entry['sd']:.2f}"
+
+
+def combine_results(paths: list[Path], out: Path, wall_seconds: float | None = None) -> dict:
+    """One report from benchmarks run in parallel on the same split: runs merged, report and plots rewritten.
+
+    Every ``results.json`` must hold the identical split and annotation (checked). ``wall_seconds`` is the
+    wall time of the whole parallel run (default: the longest of the parts).
+    """
+    from .bench import _json_default
+    from .errors import SparseSegError
+    from .report import write_plots, write_report
+
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    combined = json.loads(json.dumps(parts[0]))
+    for path, part in zip(paths[1:], parts[1:]):
+        if part["folds"] != combined["folds"] or part["config"]["annotation"] != combined["config"]["annotation"]:
+            raise SparseSegError(f"{path} was run on another split or annotation", "Combine runs of one split only.")
+        for name, run in part["runs"].items():
+            combined["runs"].setdefault(name, run)
+    combined["config"]["methods"] = sorted({m for p in parts for m in p["config"]["methods"]})
+    combined["combined_from"] = [str(p) for p in paths]
+    combined["wall_seconds"] = float(wall_seconds if wall_seconds is not None else max(p["wall_seconds"] for p in parts))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(combined, indent=1, default=_json_default))
+    write_report(combined, out / "report.md")
+    write_plots(combined, out)
+    write_round_curves(combined, out)
+    append_round_report(combined, out / "report.md")
+    with open(out / "report.md", "a") as handle:
+        handle.write("\nCombined from " + ", ".join(f"`{p}`" for p in paths) + " (benchmarks run in parallel on the same split).\n")
+    return combined
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m SparseSegLib.round_curves",
+                                     description="Combine benchmark results.json files of one split into one report.")
+    parser.add_argument("results", nargs="+", type=Path, help="results.json files (the first one's header is kept)")
+    parser.add_argument("--out", required=True, type=Path, help="folder for results.json, report.md and plots")
+    parser.add_argument("--wall-seconds", type=float, help="wall time of the whole run (default: longest part)")
+    args = parser.parse_args(argv)
+    combine_results(args.results, args.out, args.wall_seconds)
+    print(f"report: {args.out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

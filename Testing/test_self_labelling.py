@@ -252,6 +252,19 @@ def test_bench_writes_round_curve_and_paper_rows(sample_dir, tmp_path):
     report = (tmp_path / "bench" / "report.md").read_text()
     assert "| 2D self-labelling | self-labelling-faithful (2D) | 0.615" in report
     assert "Test Dice after each round" in report
+    # parallel parts of one benchmark combine into one report; another split is refused
+    from SparseSegLib.round_curves import combine_results
+
+    other = json.loads((tmp_path / "bench" / "results.json").read_text())
+    other["runs"] = {"self-labelling (2D)": other["runs"]["self-labelling-faithful (2D)"]}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    combined = combine_results([tmp_path / "bench" / "results.json", tmp_path / "other.json"], tmp_path / "combined", 12.0)
+    assert set(combined["runs"]) == {"self-labelling-faithful (2D)", "self-labelling (2D)"}
+    assert "Combined from" in (tmp_path / "combined" / "report.md").read_text()
+    other["folds"][0]["test"] = other["folds"][0]["test"][:1]
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SparseSegError, match="another split"):
+        combine_results([tmp_path / "bench" / "results.json", tmp_path / "other.json"], tmp_path / "combined")
 
 
 def test_job_painted_across_another_axis_expands_along_that_axis(sample_dataset):
