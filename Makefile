@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench bench-worker-io clean bench-gradual
+.PHONY: venv demo test bench bench-worker-io clean bench-gradual bench-self-labelling
 
 venv: $(STAMP)
 
@@ -26,6 +26,12 @@ test: venv
 bench: venv
 	$(VENV)/bin/sparseseg bench --dataset ../shared/data/hippocampus --annotation central-slice \
 		--methods sparse-only,full --networks 2d,3d --budget paper --out bench-output/hippocampus
+
+# Issue 6: self-labelling rows next to the paper's Table 2 (reuses the baselines of `make bench` when present).
+bench-self-labelling: venv
+	OMP_NUM_THREADS=1 $(VENV)/bin/sparseseg bench --dataset ../shared/data/hippocampus --annotation central-slice \
+		--methods self-labelling-faithful,self-labelling-random,self-labelling --budget paper \
+		--reuse-runs bench-output/hippocampus/results.json --out bench-output/self_labelling
 
 bench-worker-io: venv
 	$(VPY) -m SparseSegLib.benchmarks.worker_io
