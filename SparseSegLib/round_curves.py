@@ -111,6 +111,11 @@ def append_round_report(results: dict, report: Path) -> None:
         lines += ["", "## Reused runs", "",
                   f"{', '.join(reused)}: copied from {', '.join(sources)} (same data set, split, seed and annotation; "
                   "trained by that earlier benchmark, their train time is theirs, not part of this run's wall time)."]
+    merged = [name for name, run in results["runs"].items()
+              if run["folds"] and (run["folds"][0].get("training") or {}).get("settings", {}).get("classes") == "merged"]
+    if merged:
+        lines += ["", f"Note: {', '.join(merged)} trained on the merged foreground (the paper's binary task) and output one "
+                  "label (1), so their per-class rows above are not meaningful; score them on the merged label."]
     curves = {name: run["folds"][0].get("round_curve") for name, run in results["runs"].items()
               if run["folds"] and run["folds"][0].get("round_curve")}
     if curves:
