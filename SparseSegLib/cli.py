@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the main job on the bundled sample data (a few minutes on CPU)")
     demo.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default demo-output)")
     demo.add_argument("--method", default="gradual", help=method_help + " (default gradual)")
-    demo.add_argument("--rounds", type=int, default=5, help="gradual: rounds, each grows the labelled block (default 5)")
+    demo.add_argument("--rounds", type=int, default=4, help="gradual: rounds, each grows the labelled block (default 4)")
     demo.add_argument("--network", default="2d", choices=["2d", "3d"])
     demo.add_argument("--annotation", default="central-slice", help="sparse annotation spec, default central-slice")
     _add_training(demo)

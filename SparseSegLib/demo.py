@@ -3,7 +3,7 @@
 Every sample volume gets a sparse annotation (by default its central slice, as a user would paint it
 in Slicer), one network is trained from those annotations, and every volume is then segmented in
 full. The default method is Gradual Learning (2D slice-stack form with the default 2D network: the
-labelled block grows from the annotated slice round by round with pseudo-labels); after every round
+labelled block grows from the annotated slice round by round with pseudo-labels; 4 rounds of 100 iterations); after every round
 the demo prints the labelled fraction and the mean Dice, and ``rounds.png`` shows one volume round by
 round. The demo writes the label maps (NIfTI and Slicer .seg.nrrd), the model, a metrics table against
 the full reference labels and pictures, and prints where they are.
@@ -38,7 +38,8 @@ def run_demo(
     device: str = "auto",
     seed: int = 0,
     reporter: TerminalReporter | None = None,
-    rounds: int = 5,
+    rounds: int = 4,
+    iterations_per_round: int | None = None,
 ) -> dict[str, Path]:
     """Run the demo and return the paths it wrote, by kind."""
     reporter = reporter or TerminalReporter()
@@ -50,7 +51,12 @@ def run_demo(
     out = Path(out)
     results: dict = {}
     if method == "gradual":
-        options = MethodOptions(network=network, budget=budget, device=device, seed=seed, rounds=rounds)
+        # quick budget: 100 iterations per round (the budget's 300 split over 4 rounds left the first model too weak
+        # for useful pseudo-labels: mean Dice 0.32 vs 0.41 with 4 x 100 on this machine)
+        if iterations_per_round is None and budget == "quick":
+            iterations_per_round = 100
+        options = MethodOptions(network=network, budget=budget, device=device, seed=seed, rounds=rounds,
+                                iterations_per_round=iterations_per_round)
         segmenter, results, history = _gradual_rounds(cases, options, reporter, out, annotation, network)
     else:
         options = MethodOptions(network=network, budget=budget, device=device, seed=seed)
