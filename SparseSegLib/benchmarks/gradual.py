@@ -358,7 +358,7 @@ def plot(data: dict, path: Path) -> None:
     axis.set_ylabel("mean test IoU")
     axis.set_ylim(0, 1)
     axis.set_title("3D Gradual Learning, left atrium (cf. Engster et al. 2025, Fig. 2)", fontsize=9)
-    axis.legend(fontsize=7, loc="lower right")
+    axis.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 0.33))
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
