@@ -194,7 +194,7 @@ def test_cohort_train_save_load_predict(cohort, tmp_path):
     assert not segmenter.training["rounds"][1]["augmented"]  # augmentation on the first model only
     loaded = load_segmenter(segmenter.save(tmp_path / "model"))
     assert loaded.postprocess == "lcc-fill" and loaded.network_config.arch == "plain"
-    assert loaded.network_config.context_slices == 0 and loaded.class_names == {1: "Anterior", 2: "Posterior"}
+    assert loaded.network_config.context_slices == 1 and loaded.class_names == {1: "Anterior", 2: "Posterior"}
     labels, probabilities = loaded.predict(cohort[0].image)
     assert labels.shape == cohort[0].image.shape and probabilities.shape == (3,) + labels.shape
     expected, _ = segmenter.predict(cohort[0].image)
