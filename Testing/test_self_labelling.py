@@ -277,3 +277,29 @@ def test_job_painted_across_another_axis_expands_along_that_axis(sample_dataset)
     assert last.metrics["labelled_slices"] == 3  # the painted slice and one on each side, along axis 2
     assert last.labels[case.case_id].shape == case.image.shape
     assert last.probabilities[case.case_id].shape == (2,) + case.image.shape
+
+
+def test_a_network_that_proposes_only_background_is_reported_not_silently_propagated(cohort, monkeypatch):
+    """An undertrained first model that sees no foreground anywhere would teach every later round
+    "all background" and end empty; the round says so (warning + metric) instead of hiding it."""
+    import SparseSegLib.methods.self_labelling as module
+
+    def background_only(network, image, slices, context, multiple):
+        probabilities = np.zeros((len(slices), 2, *image.shape[1:]), np.float32)
+        probabilities[:, 0] = 1.0
+        return probabilities
+
+    class Recorder(SilentReporter):
+        def __init__(self):
+            self.messages = []
+
+        def log(self, message):
+            self.messages.append(message)
+
+    loop = new_loop(cohort, total_rounds=2)
+    loop.reporter = Recorder()
+    monkeypatch.setattr(module, "predict_slices", background_only)
+    first, second = list(loop.run())
+    assert not first.metrics["collapsed_to_background"]
+    assert second.metrics["collapsed_to_background"] and second.metrics["pseudo_foreground_voxels"] == 0
+    assert any(m.startswith("warning:") and "no foreground" in m for m in loop.reporter.messages)

@@ -254,6 +254,7 @@ class SelfLabellingLoop(RoundLoop):
         self.optimizer: torch.optim.Optimizer | None = None
         self.snapshots: list[dict] = []
         self.history: list[dict] = []
+        self.proposed_foreground = 0  # foreground voxels among the last round's proposals (0 = collapse)
         needed = max(rounds_needed(lab > 0, step, settings.order) for lab, step in zip(self.labelled, self.step))
         self.total = int(total_rounds) if total_rounds else 1 + needed
         if settings.max_rounds and not total_rounds:
@@ -290,6 +291,7 @@ class SelfLabellingLoop(RoundLoop):
     def expand(self) -> int:
         """Pseudo-label the next slices of every volume (and, with ``refresh``, re-predict earlier ones)."""
         network, added = self.labeller(), 0
+        self.proposed_foreground = 0
         multiple = self.segmenter.network_config.size_multiple
         for v, (image, target, labelled, gt) in enumerate(zip(self.images, self.targets, self.labelled, self.gt)):
             new = next_slices(labelled > 0, self.step[v], self.settings.order, self.rng)
@@ -299,6 +301,7 @@ class SelfLabellingLoop(RoundLoop):
                 continue
             probabilities = predict_slices(network, image, slices, self.settings.context, multiple)
             proposal = pseudo_labels(probabilities, self.settings.theta, self.settings.threshold)
+            self.proposed_foreground += int((proposal > 0).sum())
             for n, s in enumerate(slices):
                 if gt[s]:
                     continue  # never touch a ground-truth slice
@@ -484,10 +487,17 @@ class SelfLabellingLoop(RoundLoop):
                                         seed=self.options.seed * 1000 + index)
             stage = f"{self.name} round {index}/{self.total}"
             self.reporter.log(f"{stage}: {self.sampler.labelled_voxels} labelled voxels, {added} new slices pseudo-labelled")
+            collapsed = index > 1 and added > 0 and self.proposed_foreground == 0
+            if collapsed:
+                # Every later round would learn "all background" from these and end with an empty result.
+                self.reporter.log(f"warning: {stage}: the network proposed no foreground on any of the {added} new slices, "
+                                  "so every pseudo-label is background; the model is probably undertrained. "
+                                  "Give more iterations (--budget paper or a larger --iterations).")
             summary = self.train_this_round(index, stage)
             self.last_loss = summary["loss"]
             labels, probabilities = self.predict() if self.stream else ({}, {})
-            metrics = {**summary, "new_slices": added, "seconds": round(time.perf_counter() - started, 3),
+            metrics = {**summary, "new_slices": added, "pseudo_foreground_voxels": self.proposed_foreground if index > 1 else None,
+                       "collapsed_to_background": collapsed, "seconds": round(time.perf_counter() - started, 3),
                        **self.round_metrics(index, labels)}
             self.history.append(metrics)
             self.snapshots.append({"round": index, "labelled_fraction": metrics["labelled_fraction"],
