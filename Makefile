@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench bench-worker-io clean bench-gradual bench-self-labelling
+.PHONY: venv demo test bench bench-worker-io bench-slicer bench-gradual bench-self-labelling bench-threads clean
 
 venv: $(STAMP)
 
@@ -44,6 +44,9 @@ bench-slicer: venv
 bench-gradual: venv
 	$(VPY) -m SparseSegLib.benchmarks.gradual --out bench-output/gradual --train 2 --iterations-per-round 200 \
 		--interactive-rounds 4 --interactive-iterations 100
+
+bench-threads: venv
+	$(VPY) -m SparseSegLib.benchmarks.threads
 
 clean:
 	rm -rf $(VENV) demo-output bench-output
