@@ -42,3 +42,6 @@ class TerminalReporter:
 
     def log(self, message: str) -> None:
         print(f"{self.prefix}{message}", file=self.stream, flush=True)
+
+    def warning(self, message: str, hint: str) -> None:
+        print(f"{self.prefix}warning: {message}. {hint}", file=self.stream, flush=True)

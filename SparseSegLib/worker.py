@@ -166,14 +166,10 @@ class EventReporter:
                          stage=stage)
 
     def log(self, message: str) -> None:
-        # Methods report problems the user should see as "warning: what. What to do."; the GUI shows
-        # ``warning`` events prominently, so they are split into message and hint here.
-        if message.startswith("warning: "):
-            text = message[len("warning: "):]
-            what, _, hint = text.partition(". ")
-            self.events.emit("warning", message=what, hint=hint or "See the worker log.")
-            return
         self.events.emit("log", message=message)
+
+    def warning(self, message: str, hint: str) -> None:
+        self.events.emit("warning", message=message, hint=hint)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -402,13 +402,13 @@ def test_worker_io_benchmark_runs_end_to_end_on_a_small_volume(capsys):
 
 
 def test_a_methods_warning_becomes_a_warning_event_with_a_hint(tmp_path):
-    """Methods report through ``reporter.log``; "warning: what. What to do." must reach the GUI as a
-    ``warning`` event (shown prominently), everything else stays a ``log`` event."""
+    """A method's ``reporter.warning`` reaches the GUI as a ``warning`` event (shown prominently);
+    ``reporter.log`` stays a ``log`` event."""
     from SparseSegLib.worker import EventReporter
 
     with EventWriter(tmp_path / "events.jsonl") as writer:
         reporter = EventReporter(writer, 2)
-        reporter.log("warning: round 2: no foreground on any new slice. Give more iterations.")
+        reporter.warning("round 2: no foreground on any new slice", "Give more iterations.")
         reporter.log("round 2: 24 new slices")
     warning, log = read_events(tmp_path / "events.jsonl")
     assert warning["event"] == "warning" and warning["message"] == "round 2: no foreground on any new slice"

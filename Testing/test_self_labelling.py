@@ -293,8 +293,8 @@ def test_a_network_that_proposes_only_background_is_reported_not_silently_propag
         def __init__(self):
             self.messages = []
 
-        def log(self, message):
-            self.messages.append(message)
+        def warning(self, message, hint):
+            self.messages.append((message, hint))
 
     loop = new_loop(cohort, total_rounds=2)
     loop.reporter = Recorder()
@@ -302,4 +302,5 @@ def test_a_network_that_proposes_only_background_is_reported_not_silently_propag
     first, second = list(loop.run())
     assert not first.metrics["collapsed_to_background"]
     assert second.metrics["collapsed_to_background"] and second.metrics["pseudo_foreground_voxels"] == 0
-    assert any(m.startswith("warning:") and "no foreground" in m for m in loop.reporter.messages)
+    (message, hint), = loop.reporter.messages
+    assert "no foreground" in message and "iterations" in hint

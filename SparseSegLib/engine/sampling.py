@@ -82,14 +82,26 @@ class PatchSampler:
             torch.from_numpy(np.stack(weights)[:, None]),
         )
 
-    def _one_patch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    @property
+    def full_patch(self) -> tuple[int, ...]:
+        """The crop in volume axes: one slice of ``patch_size`` for 2D, ``patch_size`` itself for 3D."""
+        return (1,) + self.patch_size if self.dims == 2 else self.patch_size
+
+    def _choose_crop(self) -> tuple[int, list[int]]:
+        """Which volume and where the crop starts: around a random labelled (or foreground) voxel.
+
+        Subclasses that sample differently (e.g. uniformly inside regions) override only this.
+        """
         index = int(self.rng.choice(self._usable))
-        volume = self.volumes[index]
+        shape = self.volumes[index].target.shape
         pool = self._foreground[index] if self._foreground[index].size and self.rng.random() < self.foreground_ratio else self._labelled[index]
-        centre = np.unravel_index(int(pool[self.rng.integers(pool.size)]), volume.target.shape)
-        shape = volume.target.shape
-        full_patch = (1,) + self.patch_size if self.dims == 2 else self.patch_size
-        starts = [self._start(int(c), p, n) for c, p, n in zip(centre, full_patch, shape)]
+        centre = np.unravel_index(int(pool[self.rng.integers(pool.size)]), shape)
+        return index, [self._start(int(c), p, n) for c, p, n in zip(centre, self.full_patch, shape)]
+
+    def _one_patch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        index, starts = self._choose_crop()
+        volume = self.volumes[index]
+        full_patch = self.full_patch
         target = _crop(volume.target, starts, full_patch, UNKNOWN)
         weight = np.where(target >= 0, 1.0, 0.0).astype(np.float32)
         if volume.weight is not None:

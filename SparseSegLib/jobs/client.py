@@ -244,15 +244,7 @@ class Job:
         if not (self.directory / layout.JOB_FILE).is_file():
             raise SparseSegError(f"no job.json in {self.directory}", "Create the job first (Job.create).")
         (self.directory / layout.CANCEL_FILE).unlink(missing_ok=True)
-        environment = dict(os.environ)
-        for key, value in (env or {}).items():
-            if value is None:
-                environment.pop(key, None)
-            else:
-                environment[key] = str(value)
-        paths = [str(PACKAGE_PARENT)] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p]
-        environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-        environment["PYTHONUNBUFFERED"] = "1"
+        environment = child_environment(env)
         command = [str(python or default_python()), "-m", "SparseSegLib.worker", str(self.directory)]
         if resume:
             command.append("--resume")
@@ -481,6 +473,21 @@ class Job:
             if "uncertainty" in files:
                 data.uncertainty = read_image(self.directory / files["uncertainty"])[0]
         return data
+
+
+def child_environment(extra: dict | None = None) -> dict:
+    """The environment of a child Python running SparseSegLib: ours, with ``extra`` applied (None removes
+    a variable, e.g. CUDA_VISIBLE_DEVICES), this package first on PYTHONPATH and unbuffered output."""
+    environment = dict(os.environ)
+    for key, value in (extra or {}).items():
+        if value is None:
+            environment.pop(key, None)
+        else:
+            environment[key] = str(value)
+    paths = [str(PACKAGE_PARENT)] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p]
+    environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    environment["PYTHONUNBUFFERED"] = "1"
+    return environment
 
 
 def kill_process_tree(pid: int, own_group: bool = False) -> None:

@@ -79,6 +79,9 @@ class Reporter(Protocol):
 
     def log(self, message: str) -> None: ...
 
+    def warning(self, message: str, hint: str) -> None:
+        """Something the user should act on (``hint`` says how); training goes on."""
+
 
 class SilentReporter:
     """A reporter that discards everything (library use, tests)."""
@@ -87,6 +90,9 @@ class SilentReporter:
         pass
 
     def log(self, message: str) -> None:
+        pass
+
+    def warning(self, message: str, hint: str) -> None:
         pass
 
 

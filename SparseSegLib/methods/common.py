@@ -74,6 +74,13 @@ def annotated_dice(segmenter: Segmenter, cases: list[Case], device) -> float:
     return float(np.mean(scores)) if scores else 0.0
 
 
+def patch_sampler(segmenter: Segmenter, volumes: list[TrainingVolume], options: MethodOptions, seed: int) -> PatchSampler:
+    """The patch sampler every method trains with: the segmenter's network shape and patch, the options' augmentation."""
+    config = segmenter.network_config
+    return PatchSampler(volumes, config.dims, segmenter.patch_size, context_slices=config.context_slices,
+                        augment=options.augment, seed=seed)
+
+
 def fit(
     segmenter: Segmenter,
     volumes: list[TrainingVolume],
@@ -84,41 +91,11 @@ def fit(
     should_stop: Callable[[], bool] | None = None,
     iterations: int | None = None,
 ) -> dict:
-    """Train ``segmenter`` on ``volumes``; returns a summary for the model's training record."""
-    device = select_device(options.device)
-    dims = segmenter.network_config.dims
-    schedule = options.schedule(dims)
-    config = TrainConfig(
-        iterations=iterations or schedule["iterations"],
-        batch_size=schedule["batch_size"],
-        learning_rate=options.learning_rate,
-    )
-    sampler = PatchSampler(
-        volumes,
-        dims,
-        segmenter.patch_size,
-        context_slices=segmenter.network_config.context_slices,
-        augment=options.augment,
-        seed=options.seed,
-    )
-    validate = None
-    if validation and options.validate_every:
-        validate = lambda: annotated_dice(segmenter, validation, device)  # noqa: E731
-    reporter.log(
-        f"{stage}: {config.iterations} iterations, batch {config.batch_size}, patch {segmenter.patch_size}, "
-        f"{sampler.labelled_voxels} labelled voxels, device {device.type}"
-    )
-    losses = train_network(
-        segmenter.network,
-        sampler,
-        config,
-        device,
-        progress=lambda step, total, loss, sps: reporter.progress(stage, step, total, loss, sps),
-        should_stop=should_stop,
-        validate=validate,
-        validate_every=options.validate_every,
-    )
-    segmenter.network.cpu()
+    """Train ``segmenter`` on ``volumes`` in one go; returns a summary for the model's training record."""
+    schedule = options.schedule(segmenter.network_config.dims)
+    iterations = iterations or schedule["iterations"]
+    losses, config = train_round(segmenter, patch_sampler(segmenter, volumes, options, options.seed), options, reporter,
+                                 stage, iterations, select_device(options.device), should_stop, validation)
     return {"stage": stage, "train": config.to_dict(), "final_loss": float(np.mean(losses[-25:]))}
 
 
@@ -210,11 +187,9 @@ class RoundLoop:
     # -- the loop -------------------------------------------------------------------------------
 
     def new_sampler(self, volumes: list[TrainingVolume], index: int) -> PatchSampler:
-        network_config = self.segmenter.network_config
         # Round 1 uses the options' seed as ``fit`` does; later new samplers get their own stream.
         seed = self.options.seed if index <= 1 else self.options.seed * 1000 + index
-        return PatchSampler(volumes, network_config.dims, self.segmenter.patch_size,
-                            context_slices=network_config.context_slices, augment=self.options.augment, seed=seed)
+        return patch_sampler(self.segmenter, volumes, self.options, seed)
 
     def predict(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         labels, probabilities = {}, {}
@@ -274,7 +249,7 @@ class RoundLoop:
                 if self._sampler_rng:
                     self.sampler.rng.bit_generator.state = json.loads(self._sampler_rng)
             stage = f"{self.name} round {index}/{total}"
-            losses = train_round(self.segmenter, self.sampler, self.options, self.reporter, stage, iterations,
+            losses, _ = train_round(self.segmenter, self.sampler, self.options, self.reporter, stage, iterations,
                                  self.device, self.should_stop)
             self.last_loss = float(np.mean(losses[-25:])) if losses else None
             labels, probabilities = self.predict()
@@ -295,14 +270,22 @@ def train_round(
     iterations: int,
     device,
     should_stop: Callable[[], bool] | None = None,
-) -> list[float]:
-    """Train ``iterations`` more steps on ``sampler`` (kept across rounds, so its stream continues)."""
+    validation: list[Case] | None = None,
+) -> tuple[list[float], TrainConfig]:
+    """Train ``iterations`` more steps on ``sampler`` (kept across rounds, so its stream continues).
+
+    With ``validation`` cases and ``options.validate_every``, the best-validating weights are kept.
+    Returns the per-step losses and the configuration that ran.
+    """
     config = TrainConfig(
         iterations=iterations,
         batch_size=options.schedule(segmenter.network_config.dims)["batch_size"],
         learning_rate=options.learning_rate,
         log_every=_progress_interval(iterations),
     )
+    validate = None
+    if validation and options.validate_every:
+        validate = lambda: annotated_dice(segmenter, validation, device)  # noqa: E731
     reporter.log(f"{stage}: {config.iterations} iterations, batch {config.batch_size}, patch {segmenter.patch_size}, "
                  f"{sampler.labelled_voxels} labelled voxels, device {device.type}")
     losses = train_network(
@@ -312,6 +295,8 @@ def train_round(
         device,
         progress=lambda step, total, loss, sps: reporter.progress(stage, step, total, loss, sps),
         should_stop=should_stop,
+        validate=validate,
+        validate_every=options.validate_every,
     )
     segmenter.network.cpu()
-    return losses
+    return losses, config

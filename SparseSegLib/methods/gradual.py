@@ -60,7 +60,7 @@ from ..case import Case
 from ..engine.inference import predict_probabilities
 from ..engine.networks import build_network
 from ..engine.preprocessing import normalize
-from ..engine.sampling import UNKNOWN, PatchSampler, TrainingVolume, _crop
+from ..engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
 from ..engine.trainer import seed_everything
 from ..errors import SparseSegError
 from .base import MethodOptions, Reporter, RoundResult, register
@@ -235,16 +235,14 @@ class RegionPatchSampler(PatchSampler):
                           for v, b in self._choices])
         self._weights = sizes / sizes.sum() if sizes.size else sizes
 
-    def _one_patch(self):
+    def _choose_crop(self) -> tuple[int, list[int]]:
         if not self._choices:
-            return super()._one_patch()
+            return super()._choose_crop()
         volume_index, box_index = self._choices[int(self.rng.choice(len(self._choices), p=self._weights))]
-        volume = self.volumes[volume_index]
         low, high = self.regions[volume_index][box_index]
-        shape = volume.target.shape
-        full_patch = (1,) + self.patch_size if self.dims == 2 else self.patch_size
+        shape = self.volumes[volume_index].target.shape
         starts = []
-        for lo, hi, p, n in zip(low, high, full_patch, shape):
+        for lo, hi, p, n in zip(low, high, self.full_patch, shape):
             extent = hi - lo
             if extent >= p:
                 start = lo + int(self.rng.integers(extent - p + 1))
@@ -252,19 +250,7 @@ class RegionPatchSampler(PatchSampler):
                 start = lo - int(self.rng.integers(p - extent + 1))
                 start = int(np.clip(start, 0, n - p)) if n >= p else int(np.clip(start, n - p, 0))
             starts.append(start)
-        target = _crop(volume.target, starts, full_patch, UNKNOWN)
-        weight = np.where(target >= 0, 1.0, 0.0).astype(np.float32)
-        if volume.weight is not None:
-            weight *= _crop(volume.weight, starts, full_patch, 0.0)
-        if self.dims == 2:
-            c = self.context_slices
-            image = _crop(volume.image, [starts[0] - c] + starts[1:], (2 * c + 1,) + self.patch_size, 0.0, clamp_axis0=True)
-            target, weight = target[0], weight[0]
-        else:
-            image = _crop(volume.image, starts, full_patch, 0.0)[None]
-        if self.augment:
-            image, target, weight = self._flip(image, target, weight)
-        return image.astype(np.float32), target, weight
+        return volume_index, starts
 
 
 # --------------------------------------------------------------------------------------------------

@@ -490,9 +490,9 @@ class SelfLabellingLoop(RoundLoop):
             collapsed = index > 1 and added > 0 and self.proposed_foreground == 0
             if collapsed:
                 # Every later round would learn "all background" from these and end with an empty result.
-                self.reporter.log(f"warning: {stage}: the network proposed no foreground on any of the {added} new slices, "
-                                  "so every pseudo-label is background; the model is probably undertrained. "
-                                  "Give more iterations (--budget paper or a larger --iterations).")
+                self.reporter.warning(f"{stage}: the network proposed no foreground on any of the {added} new slices, "
+                                      "so every pseudo-label is background; the model is probably undertrained",
+                                      "Give more iterations (--budget paper or a larger --iterations).")
             summary = self.train_this_round(index, stage)
             self.last_loss = summary["loss"]
             labels, probabilities = self.predict() if self.stream else ({}, {})

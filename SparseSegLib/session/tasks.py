@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from ..errors import SparseSegError
-from ..jobs.client import PACKAGE_PARENT, default_python, kill_process_tree
+from ..jobs.client import child_environment, default_python, kill_process_tree
 
 #: Python packages the worker needs in its interpreter, with the pip requirement that installs them.
 #: torch is special: inside Slicer it comes from the PyTorch extension (right CUDA build).
@@ -65,19 +65,6 @@ print("SPARSESEG-PROBE " + json.dumps(report))
 """
 
 
-def _child_env(extra: dict | None = None) -> dict:
-    environment = dict(os.environ)
-    for key, value in (extra or {}).items():
-        if value is None:
-            environment.pop(key, None)
-        else:
-            environment[key] = str(value)
-    paths = [str(PACKAGE_PARENT)] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p]
-    environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    environment["PYTHONUNBUFFERED"] = "1"
-    return environment
-
-
 def probe_environment(python: str | None = None, env: dict | None = None, timeout: float = 180.0) -> dict:
     """What the worker's Python has: ``{"python", "packages": {name: version}, "missing": [...],
     "cuda_build", "cuda_available", "gpus": [{"name", "memory_gb", "free_gb"}], ...}``.
@@ -89,7 +76,7 @@ def probe_environment(python: str | None = None, env: dict | None = None, timeou
     code = _PROBE_CODE % {"names": tuple(WORKER_REQUIREMENTS)}
     try:
         completed = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=timeout,
-                                   env=_child_env(env), stdin=subprocess.DEVNULL)
+                                   env=child_environment(env), stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise SparseSegError(f"cannot run the Python executable {python}: {error}",
                              "Choose an existing Python executable (empty = Slicer's own).") from None
@@ -141,7 +128,7 @@ class BackgroundTask:
             "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
         try:
             self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=self._output,
-                                            stderr=subprocess.STDOUT, env=_child_env(env),
+                                            stderr=subprocess.STDOUT, env=child_environment(env),
                                             cwd=str(cwd) if cwd else None, **options)
         except OSError as error:
             self._output.close()
