@@ -138,7 +138,9 @@ def gl_options(args, sizes: dict, network: str = "3d", step=None, stop_when_cove
                          extra={"step": step if step is not None else sizes["step"], "stop_when_covered": stop_when_covered})
 
 
-def run_protocol(args, recorder: Recorder, reporter) -> None:
+def protocol_split(args):
+    """The protocol's seeded split (shared by the GL runs and their control, so both see the same scans):
+    test and training ids, a loader that downsamples, the loaded test cases and the paper-scaled sizes."""
     dataset = load_dataset(args.dataset)
     ids = [ref.case_id for ref in dataset.cases]
     order = [ids[i] for i in np.random.default_rng(args.seed).permutation(len(ids))]
@@ -146,7 +148,11 @@ def run_protocol(args, recorder: Recorder, reporter) -> None:
     refs = {ref.case_id: ref for ref in dataset.cases}
     load = lambda cid: downsample(dataset.load(refs[cid]), args.downsample)  # noqa: E731
     test = [load(cid) for cid in test_ids]
-    sizes = paper_sizes(test[0].image.shape)
+    return test_ids, train_ids, load, test, paper_sizes(test[0].image.shape)
+
+
+def run_protocol(args, recorder: Recorder, reporter) -> None:
+    test_ids, train_ids, load, test, sizes = protocol_split(args)
     recorder.data["split"] = {"test": test_ids, "train": train_ids, "shape": list(test[0].image.shape), "sizes": sizes}
     reporter.log(f"protocol: {len(train_ids)} training scan(s) x n in {args.ns}, {len(test)} test scans, "
                  f"downsampled x{args.downsample} to {test[0].image.shape}; box {sizes['box']}, crop {sizes['crop']}, "
@@ -199,14 +205,7 @@ def run_control(args, recorder: Recorder, reporter) -> None:
     """Sparse-only on the same boxes for as many iterations as the whole GL run: is GL's gain more than more training?"""
     from ..methods.supervised import SparseOnly
 
-    dataset = load_dataset(args.dataset)
-    ids = [ref.case_id for ref in dataset.cases]
-    order = [ids[i] for i in np.random.default_rng(args.seed).permutation(len(ids))]
-    test_ids, train_ids = order[: args.test], order[args.test: args.test + args.train]
-    refs = {ref.case_id: ref for ref in dataset.cases}
-    load = lambda cid: downsample(dataset.load(refs[cid]), args.downsample)  # noqa: E731
-    test = [load(cid) for cid in test_ids]
-    sizes = paper_sizes(test[0].image.shape)
+    test_ids, train_ids, load, test, sizes = protocol_split(args)
     for train_index, train_id in enumerate(train_ids):
         case = load(train_id)
         for n in args.ns:
