@@ -2,7 +2,7 @@
 runs reused from an earlier benchmark on the same split.
 
 A method may leave ``segmenter.round_snapshots`` (a list of ``{"round", "labelled_fraction", "state"}``,
-the network weights after each round). The benchmark then scores every snapshot on the test part, so
+the network weights after each round, and optionally ``"config"``, their NetworkConfig when it differs from the final one). The benchmark then scores every snapshot on the test part, so
 the curve shows what each round of self-labelling did to held-out volumes; the test cases are never
 seen during training.
 """
@@ -24,15 +24,19 @@ def round_test_curve(segmenter, test: list, device, class_names: dict, headline:
     snapshots = getattr(segmenter, "round_snapshots", None)
     if not snapshots:
         return None
-    final = {k: v.clone() for k, v in segmenter.network.state_dict().items()}
+    from .engine.networks import build_network
+
     raw = replace(segmenter, postprocess="none")
     points = []
     for snapshot in snapshots:
-        segmenter.network.load_state_dict(snapshot["state"])
-        dice = [_dice(segmenter.predict(c.image, device)[0], c.label, class_names, headline) for c in test]
+        # a snapshot may hold another network than the final one (an axis ensemble appears in the last round)
+        config = snapshot.get("config", segmenter.network_config)
+        network = build_network(config, segmenter.num_classes)
+        network.load_state_dict(snapshot["state"])
+        at_round = replace(segmenter, network=network, network_config=config)
+        dice = [_dice(at_round.predict(c.image, device)[0], c.label, class_names, headline) for c in test]
         points.append({"round": snapshot["round"], "labelled_fraction": snapshot["labelled_fraction"],
                        "dice": float(np.nanmean(dice)), "dice_sd": float(np.nanstd(dice, ddof=1)) if len(dice) > 1 else 0.0})
-    segmenter.network.load_state_dict(final)
     curve = {"points": points}
     if segmenter.postprocess and segmenter.postprocess != "none":
         scores = [case_metrics(raw.predict(c.image, device)[0], c.label, c.geometry.spacing_kji, class_names)[headline]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,12 @@ import pytest
 import torch
 
 from SparseSegLib.annotation import annotate_case
-from SparseSegLib.engine.model import load_segmenter
+from SparseSegLib.engine.axis_ensemble import AxisEnsemble, from_axis, to_axis
+from SparseSegLib.engine.model import Segmenter, load_segmenter
+from SparseSegLib.engine.networks import NetworkConfig, default_patch_size
 from SparseSegLib.engine.plain_unet import PlainUNet2D
 from SparseSegLib.engine.postprocess import postprocess_labels
+from SparseSegLib.engine.preprocessing import normalize
 from SparseSegLib.engine.sampling import UNKNOWN
 from SparseSegLib.errors import SparseSegError
 from SparseSegLib.methods import MethodOptions, get_method
@@ -199,6 +203,37 @@ def test_cohort_train_save_load_predict(cohort, tmp_path):
     assert labels.shape == cohort[0].image.shape and probabilities.shape == (3,) + labels.shape
     expected, _ = segmenter.predict(cohort[0].image)
     assert (labels == expected).all()
+
+
+def test_fusion_round_trains_a_network_across_each_other_axis_and_averages_them(cohort, tmp_path):
+    options = MethodOptions(budget="quick", seed=0, device="cpu", extra={**TINY, "max_rounds": 2, "fuse_axes": True,
+                                                                         "fusion_epochs": 1})
+    segmenter = get_method("self-labelling").train(cohort[:3], options, SilentReporter(), validation=cohort[3:])
+    assert [s["round"] for s in segmenter.round_snapshots] == [1, 2, 3]  # two self-labelling rounds, then fusion
+    assert isinstance(segmenter.network, AxisEnsemble) and segmenter.network.axes == (0, 1, 2)
+    assert segmenter.training["rounds"][-1]["fused_axes"] == [0, 1, 2]
+    loaded = load_segmenter(segmenter.save(tmp_path / "model"))
+    assert loaded.network_config.axes == (0, 1, 2) and isinstance(loaded.network, AxisEnsemble)
+    image = cohort[0].image
+    labels, probabilities = loaded.predict(image)
+    assert labels.shape == image.shape and np.allclose(probabilities.sum(0), 1, atol=1e-4)
+    # the fused probabilities are the mean of the members' own, each run across its axis of the normalised image
+    single = replace(loaded.network_config, axes=(0,))
+    normalised = normalize(image, loaded.normalization)
+    members = []
+    for member, axis in zip(loaded.network.members, (0, 1, 2)):
+        alone = Segmenter(member, single, loaded.patch_size if axis == 0 else default_patch_size(
+            to_axis(image, axis).shape, single), loaded.class_names, normalization="none")
+        members.append(from_axis(alone.predict(to_axis(normalised, axis))[1], axis, 1))
+    assert np.allclose(probabilities, np.mean(members, axis=0), atol=1e-5)
+
+
+def test_network_axes_are_checked():
+    with pytest.raises(SparseSegError, match="axes"):
+        NetworkConfig(dims=2, axes=(0, 0))
+    with pytest.raises(SparseSegError, match="2D networks only"):
+        NetworkConfig(dims=3, axes=(0, 1, 2))
+    assert NetworkConfig.from_dict(NetworkConfig(dims=2, axes=(0, 2)).to_dict()).axes == (0, 2)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 3D networks slide a window over the volume (MONAI ``SlidingWindowInferer``, Gaussian-weighted
 mean of softmax). 2D networks run slice by slice along axis 0, with the same inferer in-plane so
-slices larger than the training patch are tiled and smaller ones padded. Nothing is resampled, so
+slices larger than the training patch are tiled and smaller ones padded; an axis ensemble runs each
+member across its own axis and averages the probabilities. Nothing is resampled, so
 the output lies exactly on the input geometry.
 """
 
@@ -14,7 +15,8 @@ import numpy as np
 import torch
 from monai.inferers import SlidingWindowInferer
 
-from .networks import NetworkConfig
+from .axis_ensemble import AxisEnsemble, from_axis, to_axis
+from .networks import NetworkConfig, default_patch_size
 
 
 @torch.inference_mode()
@@ -42,6 +44,29 @@ def predict_probabilities(
     if config.dims == 3:
         tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
         return inferer(tensor, softmax_network)[0].float().cpu().numpy()
+
+    if isinstance(network, AxisEnsemble):  # one 2D network per slice axis, softmax averaged
+        total = None
+        for member, axis in zip(network.members, network.axes):
+            view = to_axis(image, axis)
+            roi = tuple(patch_size) if axis == 0 else default_patch_size(view.shape, config)
+            member_inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=sw_batch_size, overlap=overlap,
+                                                  mode="gaussian", padding_mode="constant")
+            probabilities = from_axis(_predict_slices(member, view, config, member_inferer, device, slice_chunk), axis, 1)
+            total = probabilities if total is None else total + probabilities
+        return total / len(network.axes)
+    return _predict_slices(network, image, config, inferer, device, slice_chunk)
+
+
+def _predict_slices(network: torch.nn.Module, image: np.ndarray, config: NetworkConfig, inferer: SlidingWindowInferer,
+                    device: torch.device, slice_chunk: int) -> np.ndarray:
+    """``(C, k, j, i)`` softmax of a 2D network applied to every slice across axis 0."""
+    network.to(device).eval()
+    autocast = torch.autocast("cuda") if device.type == "cuda" else contextlib.nullcontext()
+
+    def softmax_network(x: torch.Tensor) -> torch.Tensor:
+        with autocast:
+            return torch.softmax(network(x).float(), dim=1)
 
     stack = slice_stack(image, config.context_slices)
     outputs = []

@@ -8,7 +8,7 @@ slices as extra input channels (2.5D); a 3D network sees sub-volumes. Both are M
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from monai.networks.nets import UNet
@@ -27,15 +27,21 @@ class NetworkConfig:
     norm: str = "instance"
     context_slices: int = 0  # 2D only: neighbouring slices on each side given as extra channels
     arch: str = "monai"  # monai: residual MONAI UNet; plain: the self-labelling paper's plain 2D U-Net
+    axes: tuple[int, ...] = (0,)  # 2D only: slice axes; more than one = an AxisEnsemble fusing one network per axis
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
+        self.axes = tuple(int(a) for a in self.axes)
         if self.dims not in (2, 3):
             raise SparseSegError(f"network dims must be 2 or 3, not {self.dims}", "Use --network 2d or 3d.")
         if len(self.channels) < 2:
             raise SparseSegError("a U-Net needs at least two levels of channels", "E.g. channels 16,32,64,128.")
         if self.dims == 3 and self.context_slices:
             raise SparseSegError("context slices apply to 2D networks only", "Set context_slices to 0 for 3D.")
+        if not self.axes or len(set(self.axes)) != len(self.axes) or any(a not in (0, 1, 2) for a in self.axes):
+            raise SparseSegError(f"network axes {self.axes} must be distinct array axes 0, 1, 2", "E.g. axes (0,) or (0, 1, 2).")
+        if self.dims == 3 and self.axes != (0,):
+            raise SparseSegError("slice axes apply to 2D networks only", "Leave axes at (0,) for 3D.")
 
     @property
     def size_multiple(self) -> int:
@@ -49,6 +55,7 @@ class NetworkConfig:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["channels"] = list(self.channels)
+        data["axes"] = list(self.axes)
         return data
 
     @classmethod
@@ -68,7 +75,13 @@ class NetworkConfig:
 
 
 def build_network(config: NetworkConfig, num_classes: int) -> torch.nn.Module:
-    """A MONAI ``UNet`` for ``config`` with ``num_classes`` output channels (logits)."""
+    """A MONAI ``UNet`` for ``config`` with ``num_classes`` output channels (logits); an
+    :class:`~.axis_ensemble.AxisEnsemble` of one such network per axis when ``config.axes`` has several."""
+    if len(config.axes) > 1:
+        from .axis_ensemble import AxisEnsemble
+
+        single = replace(config, axes=(0,))
+        return AxisEnsemble([build_network(single, num_classes) for _ in config.axes], config.axes)
     if config.arch == "plain":
         if config.dims != 2:
             raise SparseSegError("the plain U-Net is 2D only", "Use arch monai for 3D networks.")

@@ -38,8 +38,9 @@ import torch.nn.functional as F
 
 from ..case import Case
 from ..engine.losses import MaskedDiceCELoss
+from ..engine.axis_ensemble import AxisEnsemble, from_axis, to_axis
 from ..engine.model import Segmenter
-from ..engine.networks import NetworkConfig, default_patch_size
+from ..engine.networks import NetworkConfig, build_network, default_patch_size
 from ..engine.postprocess import POSTPROCESSING
 from ..engine.preprocessing import normalize
 from ..engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
@@ -79,6 +80,8 @@ class Settings:
     patience: int = 0                # early-stopping patience in epochs (0: from the budget)
     lr_patience: int = 0             # epochs without improvement before LR x0.1 (0: from the budget)
     max_rounds: int = 0              # cap on rounds for cohorts (0: until every volume is labelled)
+    fuse_axes: bool = False          # a last round trains 2D networks across the two other axes on the labels; softmax averaged
+    fusion_epochs: int = 0           # most epochs for each of those networks (0: from the budget)
 
     def check(self) -> None:
         choices = {"classes": ("merged", "multi"), "threshold": ("binarise", "ignore"), "order": ("outward", "random"),
@@ -109,10 +112,12 @@ IMPROVED: dict = {**IMPROVED_V1, "ema": 0.0}
 
 #: Schedules per budget: iterations per epoch, most epochs for the first model / later rounds, patience.
 BUDGET_SETTINGS = {
-    "quick": {"epoch_iterations": 10, "first_epochs": 8, "round_epochs": 2, "patience": 3, "lr_patience": 2},
+    "quick": {"epoch_iterations": 10, "first_epochs": 8, "round_epochs": 2, "patience": 3, "lr_patience": 2,
+              "fusion_epochs": 8},
     # paper: sized so the hippocampus benchmark (140 volumes, ~23 rounds) runs in about 10 min per variant on a
     # shared CPU; the paper trains up to 150 epochs per round, far beyond this (see README.md)
-    "paper": {"epoch_iterations": 20, "first_epochs": 8, "round_epochs": 2, "patience": 2, "lr_patience": 1},
+    "paper": {"epoch_iterations": 20, "first_epochs": 8, "round_epochs": 2, "patience": 2, "lr_patience": 1,
+              "fusion_epochs": 8},
 }
 
 
@@ -259,6 +264,9 @@ class SelfLabellingLoop(RoundLoop):
         self.total = int(total_rounds) if total_rounds else 1 + needed
         if settings.max_rounds and not total_rounds:
             self.total = min(self.total, int(settings.max_rounds))
+        if settings.fuse_axes and not total_rounds:
+            self.total += 1  # the fusion round
+        self.members: dict[int, torch.nn.Module] = {}  # networks across axes 1 and 2, trained by the fusion round
 
     # -- targets ----------------------------------------------------------------------------
 
@@ -325,14 +333,23 @@ class SelfLabellingLoop(RoundLoop):
     def _loss(self) -> MaskedDiceCELoss:
         return MaskedDiceCELoss(dice_weight=1.0 if self.settings.loss == "dice-ce" else 0.0, ce_weight=1.0)
 
-    def _validate(self, network: torch.nn.Module) -> float:
-        """Mean foreground Dice on the annotated voxels of the validation volumes (higher is better)."""
+    def _validate(self, network: torch.nn.Module, axis: int = 0) -> float:
+        """Mean foreground Dice on the annotated voxels of the validation volumes (higher is better).
+
+        A network across another ``axis`` than the annotated slices' predicts the whole volume, scored on the same voxels.
+        """
         multiple = self.segmenter.network_config.size_multiple
         scores = []
         for image, target in self.validation:
-            slices = np.flatnonzero((target >= 0).reshape(target.shape[0], -1).any(1))
-            guess = predict_slices(network, image, slices, self.settings.context, multiple).argmax(0)
-            truth = target[slices]
+            if axis:
+                view = to_axis(image, axis)
+                every = np.arange(view.shape[0])
+                guess = from_axis(predict_slices(network, view, every, self.settings.context, multiple).argmax(0), axis)
+                truth = target
+            else:
+                slices = np.flatnonzero((target >= 0).reshape(target.shape[0], -1).any(1))
+                guess = predict_slices(network, image, slices, self.settings.context, multiple).argmax(0)
+                truth = target[slices]
             known = truth >= 0
             for value in range(1, self.segmenter.num_classes):
                 denominator = np.count_nonzero((truth == value) & known) + np.count_nonzero((guess == value) & known)
@@ -341,8 +358,8 @@ class SelfLabellingLoop(RoundLoop):
         network.train()
         return float(np.mean(scores)) if scores else 0.0
 
-    def new_optimizer(self) -> torch.optim.Optimizer:
-        parameters = self.segmenter.network.parameters()
+    def new_optimizer(self, network: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        parameters = (network or self.segmenter.network).parameters()
         if self.settings.optimizer == "rmsprop":
             return torch.optim.RMSprop(parameters, lr=self.settings.learning_rate, alpha=0.9, eps=1e-7)
         return torch.optim.Adam(parameters, lr=self.settings.learning_rate, weight_decay=1e-5)
@@ -353,14 +370,22 @@ class SelfLabellingLoop(RoundLoop):
             for teacher, student in zip(self.teacher.parameters(), self.segmenter.network.parameters()):
                 teacher.mul_(decay).add_(student.detach(), alpha=1 - decay)
 
-    def train_this_round(self, index: int, stage: str) -> dict:
-        """Epochs of ``epoch_iterations`` until early stopping (patience) or the round's cap; best weights kept."""
-        settings, network = self.settings, self.segmenter.network
+    def train_this_round(self, index: int, stage: str, network: torch.nn.Module | None = None,
+                         sampler: PatchSampler | None = None, axis: int = 0) -> dict:
+        """Epochs of ``epoch_iterations`` until early stopping (patience) or the round's cap; best weights kept.
+
+        By default the self-labelling network on ``self.sampler``; the fusion round passes a network across
+        another ``axis`` with its own sampler (fresh optimiser, no EMA teacher, ``fusion_epochs``).
+        """
+        settings = self.settings
+        member = network is not None
+        network, sampler = network or self.segmenter.network, sampler or self.sampler
+        teacher = None if member else self.teacher
         network.to(self.device).train()
-        if self.teacher is not None:
-            self.teacher.to(self.device).eval()
+        if teacher is not None:
+            teacher.to(self.device).eval()
         augment = settings.augment_first and index == 1
-        epochs = settings.first_epochs if index == 1 else settings.round_epochs
+        epochs = settings.fusion_epochs if member else settings.first_epochs if index == 1 else settings.round_epochs
         if self.options.iterations_per_round:  # the worker's setting: one long epoch per round
             epochs, epoch_iterations = 1, int(self.options.iterations_per_round)
         elif self.options.iterations:  # --iterations: a total, the first model getting 4 shares, later rounds 1
@@ -368,9 +393,14 @@ class SelfLabellingLoop(RoundLoop):
             epochs, epoch_iterations = 1, share * (4 if index == 1 else 1)
         else:
             epoch_iterations = settings.epoch_iterations
-        optimizer = self.optimizer if settings.keep_optimizer and self.optimizer is not None else self.new_optimizer()
-        if settings.keep_optimizer:
-            self.optimizer = optimizer
+        if member and (self.options.iterations_per_round or self.options.iterations):
+            epochs, epoch_iterations = 1, epoch_iterations * (1 if self.options.iterations_per_round else 4)
+        if member:
+            optimizer = self.new_optimizer(network)
+        else:
+            optimizer = self.optimizer if settings.keep_optimizer and self.optimizer is not None else self.new_optimizer()
+            if settings.keep_optimizer:
+                self.optimizer = optimizer
         for group in optimizer.param_groups:  # LR x0.1 on plateau acts within a round; each round starts at the base LR
             group["lr"] = settings.learning_rate
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.1, patience=settings.lr_patience)
@@ -384,7 +414,7 @@ class SelfLabellingLoop(RoundLoop):
             for _ in range(epoch_iterations):
                 if self.should_stop is not None and self.should_stop():
                     raise TrainingCancelled()
-                images, targets, weights = self.sampler.sample(settings.batch_size)
+                images, targets, weights = sampler.sample(settings.batch_size)
                 if augment:
                     images, targets, weights = _rotate_batch(images, targets, weights, aug_rng)
                 images, targets, weights = images.to(self.device), targets.to(self.device), weights.to(self.device)
@@ -394,7 +424,7 @@ class SelfLabellingLoop(RoundLoop):
                 optimizer.step()
                 step += 1
                 self.global_step += 1
-                if self.teacher is not None:
+                if teacher is not None:
                     self._ema_update(self.global_step)
                 epoch_losses.append(float(loss.detach()))
                 if step % max(1, min(10, total // 20)) == 0 or step == total:
@@ -402,13 +432,14 @@ class SelfLabellingLoop(RoundLoop):
                                            (time.perf_counter() - started) / step)
             losses += epoch_losses
             # monitor: validation Dice on annotated voxels, else (as the paper's code) the training loss
-            score = self._validate(self.labeller()) if self.validation else -float(np.mean(epoch_losses))
+            score = (self._validate(network if member else self.labeller(), axis) if self.validation
+                     else -float(np.mean(epoch_losses)))
             monitored.append(round(score, 4))
             plateau.step(score)
             if score > best + 1e-4:
                 best, stale = score, 0
                 best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
-                best_teacher = network_snapshot(self.teacher) if self.teacher is not None else None
+                best_teacher = network_snapshot(teacher) if teacher is not None else None
             else:
                 stale += 1
                 if stale >= settings.patience:
@@ -416,10 +447,10 @@ class SelfLabellingLoop(RoundLoop):
         if best_state is not None and self.validation:
             network.load_state_dict(best_state)
             if best_teacher is not None:
-                self.teacher.load_state_dict(best_teacher)
+                teacher.load_state_dict(best_teacher)
         network.cpu()
-        if self.teacher is not None:
-            self.teacher.cpu()
+        if teacher is not None:
+            teacher.cpu()
         return {"epochs": len(monitored), "iterations": step, "loss": float(np.mean(losses[-25:])) if losses else None,
                 "monitor": "validation dice" if self.validation else "-training loss", "best": round(best, 4),
                 "augmented": augment}
@@ -436,6 +467,7 @@ class SelfLabellingLoop(RoundLoop):
             "global_step": self.global_step,
             "history": json.dumps(self.history),
             "optimizer": copy.deepcopy(self.optimizer.state_dict()) if self.optimizer is not None else None,
+            "members": {str(axis): network_snapshot(net) for axis, net in self.members.items()},
         }
 
     def load_method_state(self, state: dict) -> None:
@@ -453,12 +485,52 @@ class SelfLabellingLoop(RoundLoop):
         if state.get("optimizer") is not None:
             self.optimizer = self.new_optimizer()
             self.optimizer.load_state_dict(state["optimizer"])
+        for axis, weights in (state.get("members") or {}).items():
+            self.members[int(axis)] = self.new_member()
+            self.members[int(axis)].load_state_dict(weights)
 
     def final_network(self) -> torch.nn.Module:
-        return self.labeller()
+        """The labelling network, or once the fusion round ran, the ensemble of it and the other axes' networks."""
+        if not self.members:
+            return self.labeller()
+        axes = (0, *sorted(self.members))
+        return AxisEnsemble([self.labeller(), *(self.members[a] for a in axes[1:])], axes)
+
+    def final_config(self) -> NetworkConfig:
+        axes = (0, *sorted(self.members))
+        return replace(self.segmenter.network_config, axes=axes)
+
+    def new_member(self) -> torch.nn.Module:
+        """A fresh network like the labelling one, for slices across another axis."""
+        return build_network(self.segmenter.network_config, self.segmenter.num_classes)
+
+    def fuse(self, index: int, stage: str) -> dict:
+        """The fusion round: a 2D network across each other axis, trained on the ground truth + pseudo-labels.
+
+        Every slice is labelled by now, so a network across axis 1 or 2 sees each structure lengthwise, with
+        full in-plane targets (uncertain voxels stay out of the loss); the final model averages all three.
+        """
+        summaries = {}
+        for axis in (1, 2):
+            volumes = [TrainingVolume(to_axis(v.image, axis), to_axis(v.target, axis),
+                                      None if v.weight is None else to_axis(v.weight, axis))
+                       for v in self.training_volumes(index, None)]
+            largest = tuple(int(n) for n in np.max([v.image.shape for v in volumes], axis=0))
+            patch = default_patch_size(largest, self.segmenter.network_config)
+            sampler = PatchSampler(volumes, 2, patch, context_slices=self.settings.context, augment=False,
+                                   foreground_ratio=self.settings.foreground_ratio,
+                                   seed=self.options.seed * 1000 + index * 10 + axis)
+            network = self.new_member()
+            summaries[axis] = self.train_this_round(index, f"{stage} (axis {axis})", network=network, sampler=sampler, axis=axis)
+            self.members[axis] = network
+        return {"epochs": sum(s["epochs"] for s in summaries.values()),
+                "iterations": sum(s["iterations"] for s in summaries.values()),
+                "loss": float(np.mean([s["loss"] for s in summaries.values()])),
+                "monitor": summaries[1]["monitor"], "best": {str(a): s["best"] for a, s in summaries.items()},
+                "augmented": False, "fused_axes": [0, *sorted(self.members)]}
 
     def predict(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        segmenter = replace(self.segmenter, network=self.final_network())
+        segmenter = replace(self.segmenter, network=self.final_network(), network_config=self.final_config())
         labels, probabilities = {}, {}
         for case in self.cases:
             labels[case.case_id], probabilities[case.case_id] = segmenter.predict(case.image, self.device)
@@ -480,6 +552,9 @@ class SelfLabellingLoop(RoundLoop):
         done = self.restore(state) if state is not None else 0
         for index in range(done + 1, self.total + 1):
             started = time.perf_counter()
+            if self.settings.fuse_axes and index == self.total and index > 1:
+                yield self.fusion_round(index, started)
+                continue
             added = self.expand() if index > 1 else 0
             self.sampler = PatchSampler(self.training_volumes(index, None), 2, self.segmenter.patch_size,
                                         context_slices=self.settings.context, augment=False,
@@ -501,9 +576,23 @@ class SelfLabellingLoop(RoundLoop):
                        **self.round_metrics(index, labels)}
             self.history.append(metrics)
             self.snapshots.append({"round": index, "labelled_fraction": metrics["labelled_fraction"],
-                                   "state": network_snapshot(self.final_network())})
+                                   "state": network_snapshot(self.final_network()), "config": self.final_config()})
             yield RoundResult(index, self.total, labels, probabilities, metrics=metrics,
                               state=self.state(index) if self.keep_state else None)
+
+    def fusion_round(self, index: int, started: float) -> RoundResult:
+        stage = f"{self.name} round {index}/{self.total}"
+        self.reporter.log(f"{stage}: fusing the three axes (2D networks across axes 1 and 2 on the labels so far)")
+        summary = self.fuse(index, stage)
+        self.last_loss = summary["loss"]
+        labels, probabilities = self.predict() if self.stream else ({}, {})
+        metrics = {**summary, "new_slices": 0, "pseudo_foreground_voxels": None, "collapsed_to_background": False,
+                   "seconds": round(time.perf_counter() - started, 3), **self.round_metrics(index, labels)}
+        self.history.append(metrics)
+        self.snapshots.append({"round": index, "labelled_fraction": metrics["labelled_fraction"],
+                               "state": network_snapshot(self.final_network()), "config": self.final_config()})
+        return RoundResult(index, self.total, labels, probabilities, metrics=metrics,
+                           state=self.state(index) if self.keep_state else None)
 
 
 class _SelfLabelling:
@@ -530,8 +619,6 @@ class _SelfLabelling:
         if settings.classes == "merged":
             names = {1: " + ".join(names.values()) if names else "Foreground"}
             colors = {1: colors[min(colors)]} if colors else {}
-        from ..engine.networks import build_network
-
         return Segmenter(network=build_network(config, max(names, default=0) + 1), network_config=config,
                          patch_size=patch, class_names=names, normalization=settings.normalization, method=self.name,
                          class_colors=colors, postprocess=settings.postprocess)
@@ -551,7 +638,7 @@ class _SelfLabelling:
             reporter.log(f"{self.name} round {result.index}/{result.total}: {result.metrics['labelled_fraction']:.1%} of "
                          f"slices labelled, {result.metrics['epochs']} epochs, loss {result.metrics['loss']:.3f}, "
                          f"monitor {result.metrics['best']}")
-        segmenter.network.load_state_dict(loop.final_network().state_dict())
+        segmenter.network, segmenter.network_config = loop.final_network(), loop.final_config()
         segmenter.training = {"stage": self.name, "settings": {k: (list(v) if isinstance(v, tuple) else v)
                                                                for k, v in asdict(settings).items()},
                               "train": {"iterations": int(sum(r["iterations"] for r in rounds)),
