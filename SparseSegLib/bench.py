@@ -46,6 +46,8 @@ class BenchConfig:
     save_predictions: bool = True
     #: an earlier results.json on the same split: its runs that this benchmark does not run are reported too
     reuse_runs: Path | None = None
+    #: method options (``--option KEY=VALUE``) given to every method; they become part of the run names
+    options: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -54,9 +56,14 @@ class BenchConfig:
         return data
 
 
-def run_name(method: str, network: str) -> str:
-    """How a run is labelled in tables: ``sparse-only (2D)``."""
-    return f"{method} ({network.upper()})"
+def run_name(method: str, network: str, options: dict | None = None) -> str:
+    """How a run is labelled in tables: ``sparse-only (2D)``, ``self-labelling [fuse_axes=true] (2D)``."""
+    settings = f" [{', '.join(f'{k}={_option_text(v)}' for k, v in sorted(options.items()))}]" if options else ""
+    return f"{method}{settings} ({network.upper()})"
+
+
+def _option_text(value) -> str:
+    return json.dumps(value) if not isinstance(value, str) else value
 
 
 def _parts(dataset: Dataset, config: BenchConfig) -> list[dict[str, list[str]]]:
@@ -73,13 +80,14 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
     from .report import write_plots, write_report  # matplotlib only when a report is written
 
     reporter = reporter or TerminalReporter()
-    for method in config.methods:
-        get_method(method)  # unknown names fail before any training starts
+    for method in config.methods:  # unknown names and options fail before any training starts
+        for network in config.networks:
+            get_method(method).check_options(MethodOptions(network=network, budget=config.budget, extra=dict(config.options)))
     dataset = load_dataset(config.dataset)
     folds = _parts(dataset, config)
     config.out.mkdir(parents=True, exist_ok=True)
     reporter.log(f"benchmark on {dataset.name}: {len(dataset.cases)} cases, annotation {config.annotation}, "
-                 f"{len(folds)} fold(s), runs: {', '.join(run_name(m, n) for m in config.methods for n in config.networks)}")
+                 f"{len(folds)} fold(s), runs: {', '.join(run_name(m, n, config.options) for m in config.methods for n in config.networks)}")
     started = time.perf_counter()
     cache: dict[str, Case] = {}
 
@@ -99,10 +107,11 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
                      f"annotated {np.mean([s['fraction'] for s in stats]):.1%} of training voxels on average")
         for method in config.methods:
             for network in config.networks:
-                name = run_name(method, network)
+                name = run_name(method, network, config.options)
                 run = runs.setdefault(name, {"method": method, "network": network, "cases": {}, "folds": []})
                 options = MethodOptions(network=network, budget=config.budget, device=config.device,
-                                        seed=config.seed + fold_index, iterations=config.iterations)
+                                        seed=config.seed + fold_index, iterations=config.iterations,
+                                        extra=dict(config.options))
                 options.validate_every = max(1, options.schedule(2 if network == "2d" else 3)["iterations"] // 10) if val else 0
                 tick = time.perf_counter()
                 segmenter = get_method(method).train(train, options, reporter, validation=val or None)

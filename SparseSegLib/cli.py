@@ -39,6 +39,9 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", default="quick", choices=["quick", "paper"],
                         help="quick: minutes on a CPU (demo, first look); paper: trains to convergence")
     parser.add_argument("--iterations", type=int, help="override the budget's number of training iterations")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", dest="options",
+                        help="a method option (repeatable), e.g. --option fuse_axes=true --option theta=0.8; "
+                             "the method lists the ones it knows when given an unknown one")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +158,20 @@ def _image_files(path: Path) -> list[Path]:
     raise SparseSegError(f"input not found: {path}", "Give an image file or a folder of image files.")
 
 
+def parse_options(items: list[str]) -> dict:
+    """``["theta=0.8", "fuse_axes=true"]`` -> ``{"theta": 0.8, "fuse_axes": True}`` (JSON values, else text)."""
+    options = {}
+    for item in items:
+        key, separator, text = item.partition("=")
+        if not separator or not key.strip():
+            raise SparseSegError(f"cannot parse --option {item!r}", "Write it as KEY=VALUE, e.g. --option theta=0.8.")
+        try:
+            options[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key.strip()] = text
+    return options
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .annotation import annotate_case, check_annotation
     from .dataset import load_dataset
@@ -162,6 +179,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .progress import TerminalReporter
 
     method = get_method(args.method)
+    options = MethodOptions(network=args.network, budget=args.budget, device=args.device, seed=args.seed,
+                            iterations=args.iterations, extra=parse_options(args.options))
+    method.check_options(options)  # a mistyped option fails before any data is loaded
     dataset = load_dataset(args.dataset)
     if args.cases:
         dataset = dataset.subset(_read_case_list(args.cases))
@@ -173,8 +193,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         cases.append(case)
     reporter.log(f"training `{args.method}` ({args.network.upper()}) on {len(cases)} cases of {dataset.name}, "
                  f"annotation `{args.annotation}`")
-    options = MethodOptions(network=args.network, budget=args.budget, device=args.device, seed=args.seed,
-                            iterations=args.iterations)
     segmenter = method.train(cases, options, reporter)
     segmenter.training = {**segmenter.training, "dataset": str(dataset.root), "annotation": args.annotation,
                           "cases": [c.case_id for c in cases], "seed": args.seed}
@@ -256,7 +274,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = BenchConfig(dataset=args.dataset, annotation=args.annotation, methods=parse_methods(args.methods),
                          out=args.out, networks=networks, budget=args.budget, folds=args.folds, split=split,
                          seed=args.seed, device=args.device, max_cases=args.max_cases, iterations=args.iterations,
-                         reuse_runs=args.reuse_runs)
+                         reuse_runs=args.reuse_runs, options=parse_options(args.options))
     run_benchmark(config)
     print(f"report: {args.out / 'report.md'}")
     return 0
@@ -266,7 +284,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     written = run_demo(args.out, annotation=args.annotation, method=args.method, network=args.network, rounds=args.rounds,
-                       budget=args.budget, device=args.device, seed=args.seed)
+                       budget=args.budget, device=args.device, seed=args.seed, method_options=parse_options(args.options))
     print("demo wrote:")
     for kind, path in written.items():
         print(f"  {kind:<14} {path}")

@@ -40,6 +40,7 @@ def run_demo(
     reporter: TerminalReporter | None = None,
     rounds: int = 4,
     iterations_per_round: int | None = None,
+    method_options: dict | None = None,
 ) -> dict[str, Path]:
     """Run the demo and return the paths it wrote, by kind."""
     reporter = reporter or TerminalReporter()
@@ -56,10 +57,10 @@ def run_demo(
         if iterations_per_round is None and budget == "quick":
             iterations_per_round = 100
         options = MethodOptions(network=network, budget=budget, device=device, seed=seed, rounds=rounds,
-                                iterations_per_round=iterations_per_round)
+                                iterations_per_round=iterations_per_round, extra=dict(method_options or {}))
         segmenter, results, history = _gradual_rounds(cases, options, reporter, out, annotation, network)
     else:
-        options = MethodOptions(network=network, budget=budget, device=device, seed=seed)
+        options = MethodOptions(network=network, budget=budget, device=device, seed=seed, extra=dict(method_options or {}))
         segmenter = get_method(method).train(cases, options, reporter)
     written: dict[str, Path] = {"model": segmenter.save(out / "model")}
     if method == "gradual":

@@ -192,6 +192,21 @@ def test_unknown_method_name(capsys, sample_dir, tmp_path):
                                    "--out", tmp_path / "b")[::2], "unknown method")
 
 
+def test_method_options_reach_the_method_or_fail_clearly(capsys, sample_dir, tmp_path):
+    from SparseSegLib.bench import run_name
+    from SparseSegLib.cli import parse_options
+
+    assert parse_options(["theta=0.8", "fuse_axes=true", "classes=merged"]) == {"theta": 0.8, "fuse_axes": True,
+                                                                                "classes": "merged"}
+    assert run_name("self-labelling", "2d", {"fuse_axes": True}) == "self-labelling [fuse_axes=true] (2D)"
+    assert_one_line_error(*run_cli(capsys, "train", "--dataset", sample_dir, "--option", "theta", "--out", tmp_path / "m")[::2],
+                          "KEY=VALUE")
+    assert_one_line_error(*run_cli(capsys, "train", "--dataset", sample_dir, "--method", "self-labelling", "--option",
+                                   "tehta=0.8", "--out", tmp_path / "m")[::2], "tehta", "theta")
+    assert_one_line_error(*run_cli(capsys, "train", "--dataset", sample_dir, "--method", "sparse-only", "--option",
+                                   "theta=0.8", "--out", tmp_path / "m")[::2], "no method options")
+
+
 def test_a_real_process_exits_non_zero_without_a_traceback(tmp_path):
     """The installed entry point, run as a user would: exit code 2 and a single line on stderr."""
     result = subprocess.run([sys.executable, "-m", "SparseSegLib.cli", "predict", "--model", str(tmp_path / "none"),

@@ -104,6 +104,9 @@ class Method(Protocol):
 
     def train(self, cases: list[Case], options: MethodOptions, reporter: Reporter, validation: list[Case] | None = None): ...
 
+    def check_options(self, options: MethodOptions) -> None:
+        """Raise :class:`SparseSegError` for method options it does not know or accept (before any data loads)."""
+
 
 # --------------------------------------------------------------------------------------------------
 # Round API: methods that stream a result after every round (the worker's unit of progress)

@@ -408,6 +408,10 @@ class GradualLearning:
     summary = ("Gradual Learning (Engster et al.): grow the annotated boxes/slices by s voxels per round with "
                "pseudo-labels; --network 3d = 3D GL, 2d = slice-stack GL")
 
+    def check_options(self, options: MethodOptions) -> None:
+        extra = {k: v for k, v in (options.extra or {}).items() if k != "rounds"}  # rounds: a cohort setting of train
+        parse_settings(replace(options, extra=extra))
+
     def run_rounds(self, cases: list[Case], options: MethodOptions, reporter: Reporter, state: dict | None = None,
                    should_stop: Callable[[], bool] | None = None) -> Iterator[RoundResult]:
         parse_settings(options)  # bad options fail before the network is built

@@ -604,6 +604,9 @@ class _SelfLabelling:
     def settings(self, options: MethodOptions) -> Settings:
         return resolve_settings(self.preset, options)
 
+    def check_options(self, options: MethodOptions) -> None:
+        self.settings(options)
+
     def build(self, cases: list[Case], options: MethodOptions, settings: Settings) -> Segmenter:
         seed_everything(options.seed)
         if options.network.lower() != "2d":
