@@ -73,6 +73,8 @@ def test_threshold_readings_differ():
     ignored = pseudo_labels(p, 0.7, "ignore")[0]
     assert binarised.tolist() == [0, 0, 1, 2, 1]  # P(fg) < theta -> background; every pixel labelled
     assert ignored.tolist() == [0, UNKNOWN, 1, 2, UNKNOWN]  # unsure pixels left out of the loss
+    strict_background = pseudo_labels(p, 0.7, "ignore", background_theta=0.95)[0]
+    assert strict_background.tolist() == [UNKNOWN, UNKNOWN, 1, 2, UNKNOWN]  # background needs 0.95 now
     assert (binarised != ignored).any()
 
 

@@ -58,6 +58,7 @@ class Settings:
     k: float = 0.05                  # fraction of the depth pseudo-labelled per round (both sides together)
     theta: float = 0.7               # confidence threshold (paper: 0.6-0.8 best)
     threshold: str = "binarise"      # binarise: p_fg < theta -> background (paper code); ignore: max p < theta -> unknown
+    background_theta: float = 0.0    # ignore reading: background needs p_bg >= this (0: theta); > theta counters shrinking
     order: str = "outward"           # outward: next slices beside the labelled block; random: random slices
     weighting: str = "uniform"       # uniform | gaussian | stepwise, by normalised distance to the GT slice
     augment_first: bool = True       # flips + rotations up to 90 degrees on the first model only
@@ -95,6 +96,9 @@ class Settings:
             raise SparseSegError(f"self-labelling: k {self.k} must lie in (0, 1]", "E.g. k 0.05 (5% of the depth per round).")
         if not 0.5 <= self.theta < 1:
             raise SparseSegError(f"self-labelling: theta {self.theta} must lie in [0.5, 1)", "E.g. theta 0.7.")
+        if self.background_theta and not 0.5 <= self.background_theta < 1:
+            raise SparseSegError(f"self-labelling: background_theta {self.background_theta} must lie in [0.5, 1) or be 0",
+                                 "E.g. background_theta 0.9, or 0 to use theta.")
         if not 0 <= self.ema < 1:
             raise SparseSegError(f"self-labelling: ema {self.ema} must lie in [0, 1)", "E.g. ema 0.99, or 0 for off.")
         if self.context < 0:
@@ -183,19 +187,23 @@ def slice_weights(depth: int, gt_slices: np.ndarray, mode: str) -> np.ndarray:
     return np.ones(depth, np.float32)
 
 
-def pseudo_labels(probabilities: np.ndarray, theta: float, reading: str) -> np.ndarray:
+def pseudo_labels(probabilities: np.ndarray, theta: float, reading: str, background_theta: float = 0.0) -> np.ndarray:
     """Targets from ``(C, ...)`` probabilities: ``binarise`` (the paper's code) or ``ignore`` (stricter).
 
     ``binarise``: foreground where P(foreground) >= theta (its most probable class), background elsewhere,
     so every pixel gets a label. ``ignore``: the most probable class where its probability >= theta,
-    ``UNKNOWN`` (left out of the loss) where the network is less sure.
+    ``UNKNOWN`` (left out of the loss) where the network is less sure; background needs
+    ``background_theta`` when given. A network far from its annotated slice is sure of background long
+    before it is sure of a thinning structure, so one threshold for both teaches it to shrink the structure
+    round by round; a stricter background threshold leaves those pixels out of the loss instead.
     """
     if reading == "binarise":
         foreground = 1.0 - probabilities[0]
         label = np.where(foreground >= theta, probabilities[1:].argmax(0) + 1, 0)
         return label.astype(np.int16)
     label = probabilities.argmax(0).astype(np.int16)
-    label[probabilities.max(0) < theta] = UNKNOWN
+    needed = np.where(label == 0, background_theta or theta, theta)
+    label[probabilities.max(0) < needed] = UNKNOWN
     return label
 
 
@@ -308,7 +316,8 @@ class SelfLabellingLoop(RoundLoop):
             if slices.size == 0:
                 continue
             probabilities = predict_slices(network, image, slices, self.settings.context, multiple)
-            proposal = pseudo_labels(probabilities, self.settings.theta, self.settings.threshold)
+            proposal = pseudo_labels(probabilities, self.settings.theta, self.settings.threshold,
+                                     self.settings.background_theta)
             self.proposed_foreground += int((proposal > 0).sum())
             for n, s in enumerate(slices):
                 if gt[s]:
