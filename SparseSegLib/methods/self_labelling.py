@@ -44,6 +44,7 @@ from ..engine.networks import NetworkConfig, build_network, default_patch_size
 from ..engine.postprocess import POSTPROCESSING
 from ..engine.preprocessing import normalize
 from ..engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
+from ..engine.slice_registration import slice_transform, warp_label
 from ..engine.trainer import TrainingCancelled, seed_everything
 from ..errors import SparseSegError
 from .base import MethodOptions, Reporter, RoundResult, register
@@ -59,9 +60,11 @@ class Settings:
     theta: float = 0.7               # confidence threshold (paper: 0.6-0.8 best)
     threshold: str = "binarise"      # binarise: p_fg < theta -> background (paper code); ignore: max p < theta -> unknown
     background_theta: float = 0.0    # ignore reading: background needs p_bg >= this (0: theta); > theta counters shrinking
+    continuity: float = 0.0          # foreground threshold inside the inner neighbour's label registered onto a slice (0: off)
     order: str = "outward"           # outward: next slices beside the labelled block; random: random slices
     weighting: str = "uniform"       # uniform | gaussian | stepwise, by normalised distance to the GT slice
     augment_first: bool = True       # flips + rotations up to 90 degrees on the first model only
+    augment_rounds: bool = False     # ... and in every later round too (the fusion networks included)
     refresh: bool = False            # re-predict every pseudo-labelled slice each round instead of freezing
     ema: float = 0.0                 # EMA teacher decay for pseudo-labels and the final model (0: off)
     context: int = 0                 # 2.5D: neighbouring slices on each side as extra input channels
@@ -101,6 +104,8 @@ class Settings:
                                  "E.g. background_theta 0.9, or 0 to use theta.")
         if not 0 <= self.ema < 1:
             raise SparseSegError(f"self-labelling: ema {self.ema} must lie in [0, 1)", "E.g. ema 0.99, or 0 for off.")
+        if not 0 <= self.continuity < 1:
+            raise SparseSegError(f"self-labelling: continuity {self.continuity} must lie in [0, 1)", "E.g. continuity 0.3, or 0 for off.")
         if self.context < 0:
             raise SparseSegError("self-labelling: context must be >= 0", "E.g. context 1.")
 
@@ -207,6 +212,33 @@ def pseudo_labels(probabilities: np.ndarray, theta: float, reading: str, backgro
     return label
 
 
+def distance_to(gt: np.ndarray, slices: np.ndarray) -> np.ndarray:
+    """Distance of each of ``slices`` to the nearest ground-truth slice (``gt``: bool per slice)."""
+    return np.abs(np.asarray(slices)[:, None] - np.flatnonzero(gt)[None]).min(1)
+
+
+def inner_neighbour(gt: np.ndarray, s: int) -> int:
+    """The slice next to ``s`` one step nearer its nearest ground-truth slice (``s`` itself on a GT slice)."""
+    index = np.flatnonzero(gt)
+    nearest = int(index[np.abs(index - s).argmin()])
+    return s - int(np.sign(s - nearest))
+
+
+def follow_footprint(proposal: np.ndarray, probabilities: np.ndarray, footprint: np.ndarray, threshold: float) -> np.ndarray:
+    """Hysteresis on a pseudo-label: inside ``footprint`` (the neighbour's foreground carried onto this slice)
+    foreground needs only P(fg) >= ``threshold``; elsewhere the proposal stands.
+
+    A network far from its annotated slice is sure of background long before it is sure of a thinning,
+    drifting structure; the registered neighbour label says where to expect it, the network still decides
+    where it ends (P(fg) below the threshold keeps the proposal's background or unknown).
+    """
+    foreground = 1.0 - probabilities[0]
+    keep = (footprint > 0) & (foreground >= threshold)
+    out = proposal.copy()
+    out[keep] = probabilities[1:].argmax(0)[keep] + 1
+    return out
+
+
 def _rotate_batch(images: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, generator: np.random.Generator):
     """Random flips and rotations up to +-90 degrees (the paper's augmentation), nearest for labels."""
     batch = images.shape[0]
@@ -275,6 +307,7 @@ class SelfLabellingLoop(RoundLoop):
         if settings.fuse_axes and not total_rounds:
             self.total += 1  # the fusion round
         self.members: dict[int, torch.nn.Module] = {}  # networks across axes 1 and 2, trained by the fusion round
+        self.slice_fields: dict[tuple[int, int], object] = {}  # continuity: registration of each slice's inner neighbour
 
     # -- targets ----------------------------------------------------------------------------
 
@@ -316,20 +349,33 @@ class SelfLabellingLoop(RoundLoop):
             if slices.size == 0:
                 continue
             probabilities = predict_slices(network, image, slices, self.settings.context, multiple)
-            proposal = pseudo_labels(probabilities, self.settings.theta, self.settings.threshold,
-                                     self.settings.background_theta)
-            self.proposed_foreground += int((proposal > 0).sum())
-            for n, s in enumerate(slices):
+            # innermost first, so that with continuity each slice sees its inner neighbour's label of this round
+            for n in np.argsort(distance_to(gt, slices), kind="stable"):
+                s = int(slices[n])
                 if gt[s]:
                     continue  # never touch a ground-truth slice
+                proposal = pseudo_labels(probabilities[:, n], self.settings.theta, self.settings.threshold,
+                                         self.settings.background_theta)
+                if self.settings.continuity:
+                    footprint = self.neighbour_footprint(v, s)
+                    proposal = follow_footprint(proposal, probabilities[:, n], footprint, self.settings.continuity)
+                self.proposed_foreground += int((proposal > 0).sum())
                 free = self.targets[v][s] == UNKNOWN if labelled[s] == 0 else np.ones(target.shape[1:], bool)
                 # ground truth voxels of a partly annotated slice are never overwritten either
                 free &= ~self._gt_voxels(v, s)
-                self.targets[v][s][free] = proposal[n][free]
+                self.targets[v][s][free] = proposal[free]
                 labelled[s] = 2
             added += int(new.size)
         self.segmenter.network.train()
         return added
+
+    def neighbour_footprint(self, v: int, s: int) -> np.ndarray:
+        """The current label of slice ``s``'s inner neighbour, registered onto ``s`` (demons; field cached per slice)."""
+        inner = inner_neighbour(self.gt[v], s)
+        key = (v, s)
+        if key not in self.slice_fields:
+            self.slice_fields[key] = slice_transform(self.images[v][s], self.images[v][inner])
+        return warp_label(self.targets[v][inner], self.slice_fields[key])
 
     def _gt_voxels(self, v: int, s: int) -> np.ndarray:
         case = self.cases[v]
@@ -393,7 +439,7 @@ class SelfLabellingLoop(RoundLoop):
         network.to(self.device).train()
         if teacher is not None:
             teacher.to(self.device).eval()
-        augment = settings.augment_first and index == 1
+        augment = (settings.augment_first and index == 1) or (settings.augment_rounds and index > 1)
         epochs = settings.fusion_epochs if member else settings.first_epochs if index == 1 else settings.round_epochs
         if self.options.iterations_per_round:  # the worker's setting: one long epoch per round
             epochs, epoch_iterations = 1, int(self.options.iterations_per_round)
