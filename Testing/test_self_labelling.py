@@ -234,10 +234,11 @@ def test_cohort_train_save_load_predict(cohort, tmp_path):
 
 
 def test_fusion_round_trains_a_network_across_each_other_axis_and_averages_them(cohort, tmp_path):
-    options = MethodOptions(budget="quick", seed=0, device="cpu", extra={**TINY, "max_rounds": 2, "fuse_axes": True,
+    # k = 1: round 2 labels every slice, round 3 fuses
+    options = MethodOptions(budget="quick", seed=0, device="cpu", extra={**TINY, "k": 1.0, "fuse_axes": True,
                                                                          "fusion_epochs": 1})
     segmenter = get_method("self-labelling").train(cohort[:3], options, SilentReporter(), validation=cohort[3:])
-    assert [s["round"] for s in segmenter.round_snapshots] == [1, 2, 3]  # two self-labelling rounds, then fusion
+    assert [s["round"] for s in segmenter.round_snapshots] == [1, 2, 3]
     assert isinstance(segmenter.network, AxisEnsemble) and segmenter.network.axes == (0, 1, 2)
     assert segmenter.training["rounds"][-1]["fused_axes"] == [0, 1, 2]
     loaded = load_segmenter(segmenter.save(tmp_path / "model"))
@@ -254,6 +255,10 @@ def test_fusion_round_trains_a_network_across_each_other_axis_and_averages_them(
             to_axis(image, axis).shape, single), loaded.class_names, normalization="none")
         members.append(from_axis(alone.predict(to_axis(normalised, axis))[1], axis, 1))
     assert np.allclose(probabilities, np.mean(members, axis=0), atol=1e-5)
+    # a job whose last round comes before every slice is labelled does not fuse (sparse targets across the axes)
+    loop = new_loop(cohort[:1], total_rounds=2, fuse_axes=True)
+    list(loop.run())
+    assert not loop.members and not isinstance(loop.final_network(), AxisEnsemble)
 
 
 def test_network_axes_are_checked():

@@ -61,6 +61,7 @@ class Settings:
     threshold: str = "binarise"      # binarise: p_fg < theta -> background (paper code); ignore: max p < theta -> unknown
     background_theta: float = 0.0    # ignore reading: background needs p_bg >= this (0: theta); > theta counters shrinking
     continuity: float = 0.0          # foreground threshold inside the inner neighbour's label registered onto a slice (0: off)
+    continuity_refresh: bool = True  # apply it when refreshing earlier pseudo-labels too (False: new slices only)
     order: str = "outward"           # outward: next slices beside the labelled block; random: random slices
     weighting: str = "uniform"       # uniform | gaussian | stepwise, by normalised distance to the GT slice
     augment_first: bool = True       # flips + rotations up to 90 degrees on the first model only
@@ -356,7 +357,7 @@ class SelfLabellingLoop(RoundLoop):
                     continue  # never touch a ground-truth slice
                 proposal = pseudo_labels(probabilities[:, n], self.settings.theta, self.settings.threshold,
                                          self.settings.background_theta)
-                if self.settings.continuity:
+                if self.settings.continuity and (self.settings.continuity_refresh or labelled[s] == 0):
                     footprint = self.neighbour_footprint(v, s)
                     proposal = follow_footprint(proposal, probabilities[:, n], footprint, self.settings.continuity)
                 self.proposed_foreground += int((proposal > 0).sum())
@@ -607,7 +608,8 @@ class SelfLabellingLoop(RoundLoop):
         done = self.restore(state) if state is not None else 0
         for index in range(done + 1, self.total + 1):
             started = time.perf_counter()
-            if self.settings.fuse_axes and index == self.total and index > 1:
+            if self.settings.fuse_axes and index == self.total and index > 1 and all(lab.all() for lab in self.labelled):
+                # only once every slice holds a label: networks across the other axes need whole targets
                 yield self.fusion_round(index, started)
                 continue
             added = self.expand() if index > 1 else 0
