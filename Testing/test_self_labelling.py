@@ -262,6 +262,21 @@ def test_fusion_round_trains_a_network_across_each_other_axis_and_averages_them(
     assert not loop.members and not isinstance(loop.final_network(), AxisEnsemble)
 
 
+def test_a_cohort_without_validation_holds_out_fifteen_percent(sample_dataset):
+    # as the paper's 70/15/15 protocol: early stopping on held-out annotated slices, not on the training loss
+    cases = [annotate_case(sample_dataset.load(ref), "central-slice", 0) for ref in sample_dataset.cases[:10]]
+    logged = []
+
+    class Log(SilentReporter):
+        def log(self, message):
+            logged.append(message)
+
+    options = MethodOptions(budget="quick", seed=0, device="cpu", extra={**TINY, "max_rounds": 1})
+    segmenter = get_method("self-labelling").train(cases, options, Log())
+    assert any("2 of 10 volumes held out for validation" in m for m in logged)
+    assert segmenter.training["rounds"][0]["monitor"] == "validation dice"
+
+
 def test_network_axes_are_checked():
     with pytest.raises(SparseSegError, match="axes"):
         NetworkConfig(dims=2, axes=(0, 0))
@@ -354,8 +369,8 @@ def test_a_network_that_proposes_only_background_is_reported_not_silently_propag
     import SparseSegLib.methods.self_labelling as module
 
     def background_only(network, image, slices, context, multiple):
-        probabilities = np.zeros((len(slices), 2, *image.shape[1:]), np.float32)
-        probabilities[:, 0] = 1.0
+        probabilities = np.zeros((3, len(slices), *image.shape[1:]), np.float32)  # (C, n, j, i)
+        probabilities[0] = 1.0
         return probabilities
 
     class Recorder(SilentReporter):
@@ -365,11 +380,16 @@ def test_a_network_that_proposes_only_background_is_reported_not_silently_propag
         def warning(self, message, hint):
             self.messages.append((message, hint))
 
-    loop = new_loop(cohort, total_rounds=2)
+    loop = new_loop(cohort, total_rounds=3)
     loop.reporter = Recorder()
     monkeypatch.setattr(module, "predict_slices", background_only)
-    first, second = list(loop.run())
+    first, second, third = list(loop.run())
     assert not first.metrics["collapsed_to_background"]
     assert second.metrics["collapsed_to_background"] and second.metrics["pseudo_foreground_voxels"] == 0
+    # the default refreshes pseudo-labels, which often recover from one empty round: it warns on the second
     (message, hint), = loop.reporter.messages
-    assert "no foreground" in message and "iterations" in hint
+    assert "round 3/3" in message and "no foreground" in message and "iterations" in hint
+    frozen = new_loop(cohort, "self-labelling-faithful", total_rounds=2)  # frozen pseudo-labels: at once
+    frozen.reporter = Recorder()
+    list(frozen.run())
+    assert len(frozen.reporter.messages) == 1 and "round 2/2" in frozen.reporter.messages[0][0]

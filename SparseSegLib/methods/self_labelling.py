@@ -304,6 +304,7 @@ class SelfLabellingLoop(RoundLoop):
         self.snapshots: list[dict] = []
         self.history: list[dict] = []
         self.proposed_foreground = 0  # foreground voxels among the last round's proposals (0 = collapse)
+        self.collapsed_rounds = 0  # consecutive rounds whose proposals held no foreground
         needed = max(rounds_needed(lab > 0, step, settings.order) for lab, step in zip(self.labelled, self.step))
         self.total = int(total_rounds) if total_rounds else 1 + needed + (1 if settings.fuse_axes else 0)  # + fusion
         if settings.max_rounds and not total_rounds:
@@ -621,7 +622,9 @@ class SelfLabellingLoop(RoundLoop):
             stage = f"{self.name} round {index}/{self.total}"
             self.reporter.log(f"{stage}: {self.sampler.labelled_voxels} labelled voxels, {added} new slices pseudo-labelled")
             collapsed = index > 1 and added > 0 and self.proposed_foreground == 0
-            if collapsed:
+            self.collapsed_rounds = self.collapsed_rounds + 1 if collapsed else 0
+            # refreshed pseudo-labels often recover from one empty round (the next model proposes foreground again)
+            if collapsed and (not self.settings.refresh or self.collapsed_rounds >= 2):
                 # Every later round would learn "all background" from these and end with an empty result.
                 self.reporter.warning(f"{stage}: the network proposed no foreground on any of the {added} new slices, "
                                       "so every pseudo-label is background; the model is probably undertrained",
@@ -685,8 +688,20 @@ class _SelfLabelling:
                          class_colors=colors, postprocess=settings.postprocess)
 
     def train(self, cases: list[Case], options: MethodOptions, reporter: Reporter, validation: list[Case] | None = None):
-        """Self-label a cohort until every training volume is labelled; returns the final segmenter."""
+        """Self-label a cohort until every training volume is labelled; returns the final segmenter.
+
+        Without validation cases, a cohort of :data:`HOLD_OUT_FROM` or more volumes gives 15% of them (seeded) to
+        validation, as the paper's 70/15/15 protocol does, so that ``sparseseg train`` stops early and keeps the
+        best weights of each round on held-out annotation exactly as the benchmark does, rather than watching its
+        own training loss.
+        """
         settings = self.settings(options)
+        if not validation and len(cases) >= HOLD_OUT_FROM:
+            held = set(np.random.default_rng(options.seed).choice(len(cases), max(1, round(0.15 * len(cases))), replace=False))
+            validation = [case for i, case in enumerate(cases) if i in held]
+            cases = [case for i, case in enumerate(cases) if i not in held]
+            reporter.log(f"{self.name}: {len(validation)} of {len(cases) + len(validation)} volumes held out for validation "
+                         "(early stopping on their annotated slices)")
         segmenter = self.build(cases, options, settings)
         loop = SelfLabellingLoop(self.name, segmenter, cases, options, reporter, settings, validation=validation,
                                  stream=False, keep_state=False)
@@ -732,6 +747,10 @@ class _SelfLabelling:
                                         for k, v in result.probabilities.items()}
                 result.metrics["slice_axis"] = axis
             yield result
+
+
+#: Cohorts at least this large give 15% of their volumes to validation when none are given (see ``train``).
+HOLD_OUT_FROM = 10
 
 
 def painted_axis(cases: list[Case]) -> int:
