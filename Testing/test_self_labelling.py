@@ -235,10 +235,10 @@ def test_cohort_train_save_load_predict(cohort, tmp_path):
 
 
 def test_fusion_round_trains_a_network_across_each_other_axis_and_averages_them(cohort, tmp_path):
-    # k = 1: round 2 labels every slice, round 3 fuses
+    # k = 1: round 2 labels every slice, round 3 fuses (no validation: every fusion network is kept, see below)
     options = MethodOptions(budget="quick", seed=0, device="cpu", extra={**TINY, "k": 1.0, "fuse_axes": True,
                                                                          "fusion_epochs": 1})
-    segmenter = get_method("self-labelling").train(cohort[:3], options, SilentReporter(), validation=cohort[3:])
+    segmenter = get_method("self-labelling").train(cohort[:3], options, SilentReporter())
     assert [s["round"] for s in segmenter.round_snapshots] == [1, 2, 3]
     assert isinstance(segmenter.network, AxisEnsemble) and segmenter.network.axes == (0, 1, 2)
     assert segmenter.training["rounds"][-1]["fused_axes"] == [0, 1, 2]
@@ -275,6 +275,22 @@ def test_a_cohort_without_validation_holds_out_fifteen_percent(sample_dataset):
     segmenter = get_method("self-labelling").train(cases, options, Log())
     assert any("2 of 10 volumes held out for validation" in m for m in logged)
     assert segmenter.training["rounds"][0]["monitor"] == "validation dice"
+
+
+def test_a_fusion_network_that_missed_the_structure_is_left_out(cohort, monkeypatch):
+    """Averaging in a network that predicts background everywhere would erase the others' foreground."""
+    warnings = []
+
+    class Recorder(SilentReporter):
+        def warning(self, message, hint):
+            warnings.append(message)
+
+    monkeypatch.setattr(SelfLabellingLoop, "_validate", lambda self, network, axis=0: 0.8 if axis == 0 else 0.1)
+    options = MethodOptions(budget="quick", seed=0, device="cpu", extra={**TINY, "k": 1.0, "fuse_axes": True,
+                                                                         "fusion_epochs": 1})
+    segmenter = get_method("self-labelling").train(cohort[:3], options, Recorder(), validation=cohort[3:])
+    assert not isinstance(segmenter.network, AxisEnsemble) and segmenter.network_config.axes == (0,)
+    assert len(warnings) == 2 and all("left out of the fusion" in w for w in warnings)
 
 
 def test_network_axes_are_checked():

@@ -500,7 +500,8 @@ class SelfLabellingLoop(RoundLoop):
                 best_teacher = network_snapshot(teacher) if teacher is not None else None
             else:
                 stale += 1
-                if stale >= settings.patience:
+                # a fresh fusion network predicts only background for its first epochs: give it half its epochs
+                if stale >= settings.patience and (not member or epoch + 1 >= epochs // 2):
                     break
         if best_state is not None and self.validation:
             network.load_state_dict(best_state)
@@ -569,6 +570,7 @@ class SelfLabellingLoop(RoundLoop):
         full in-plane targets (uncertain voxels stay out of the loss); the final model averages all three.
         """
         summaries = {}
+        reference = self._validate(self.labeller()) if self.validation else 0.0
         for axis in (1, 2):
             volumes = [TrainingVolume(to_axis(v.image, axis), to_axis(v.target, axis),
                                       None if v.weight is None else to_axis(v.weight, axis))
@@ -580,12 +582,18 @@ class SelfLabellingLoop(RoundLoop):
                                    seed=self.options.seed * 1000 + index * 10 + axis)
             network = self.new_member()
             summaries[axis] = self.train_this_round(index, f"{stage} (axis {axis})", network=network, sampler=sampler, axis=axis)
+            if self.validation and summaries[axis]["best"] < 0.5 * reference:
+                # averaging in a network that missed the structure would erase the others' foreground
+                self.reporter.warning(f"{stage}: the network across axis {axis} validated at {summaries[axis]['best']:.3f} "
+                                      f"against {reference:.3f} for the labelling network; it is left out of the fusion",
+                                      "Give the fusion networks more epochs (fusion_epochs) or more iterations.")
+                continue
             self.members[axis] = network
         return {"epochs": sum(s["epochs"] for s in summaries.values()),
                 "iterations": sum(s["iterations"] for s in summaries.values()),
                 "loss": float(np.mean([s["loss"] for s in summaries.values()])),
                 "monitor": summaries[1]["monitor"], "best": {str(a): s["best"] for a, s in summaries.items()},
-                "augmented": False, "fused_axes": [0, *sorted(self.members)]}
+                "augmented": False, "fused_axes": [0, *sorted(self.members)], "labeller_validation": round(reference, 4)}
 
     def predict(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         segmenter = replace(self.segmenter, network=self.final_network(), network_config=self.final_config())
