@@ -31,36 +31,31 @@ def predict_probabilities(
     slice_chunk: int = 64,
 ) -> np.ndarray:
     """Softmax probabilities ``(C, k, j, i)`` for a normalised ``image`` ``(k, j, i)``."""
-    network.to(device).eval()
-    inferer = SlidingWindowInferer(
-        roi_size=tuple(patch_size), sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian", padding_mode="constant"
-    )
-    autocast = torch.autocast("cuda") if device.type == "cuda" else contextlib.nullcontext()
 
-    def softmax_network(x: torch.Tensor) -> torch.Tensor:
-        with autocast:
-            return torch.softmax(network(x).float(), dim=1)
+    def inferer(roi: tuple[int, ...]) -> SlidingWindowInferer:
+        return SlidingWindowInferer(roi_size=tuple(roi), sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian",
+                                    padding_mode="constant")
 
     if config.dims == 3:
         tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
-        return inferer(tensor, softmax_network)[0].float().cpu().numpy()
+        return inferer(patch_size)(tensor, _softmax(network, device))[0].float().cpu().numpy()
+    # 2D: one network across axis 0, or an axis ensemble whose members' softmax is averaged
+    members = zip(network.members, network.axes) if isinstance(network, AxisEnsemble) else [(network, 0)]
+    total, count = None, 0
+    for member, axis in members:
+        view = to_axis(image, axis)
+        roi = patch_size if axis == 0 else default_patch_size(view.shape, config)  # the saved patch is axis 0's
+        stack = slice_stack(view, config.context_slices)
+        window, softmax = inferer(roi), _softmax(member, device)
+        chunks = [window(torch.from_numpy(stack[first : first + slice_chunk]).to(device), softmax).float().cpu().numpy()
+                  for first in range(0, stack.shape[0], slice_chunk)]
+        probabilities = from_axis(np.concatenate(chunks).transpose(1, 0, 2, 3), axis, 1)
+        total, count = (probabilities if total is None else total + probabilities), count + 1
+    return total if count == 1 else total / count
 
-    if isinstance(network, AxisEnsemble):  # one 2D network per slice axis, softmax averaged
-        total = None
-        for member, axis in zip(network.members, network.axes):
-            view = to_axis(image, axis)
-            roi = tuple(patch_size) if axis == 0 else default_patch_size(view.shape, config)
-            member_inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=sw_batch_size, overlap=overlap,
-                                                  mode="gaussian", padding_mode="constant")
-            probabilities = from_axis(_predict_slices(member, view, config, member_inferer, device, slice_chunk), axis, 1)
-            total = probabilities if total is None else total + probabilities
-        return total / len(network.axes)
-    return _predict_slices(network, image, config, inferer, device, slice_chunk)
 
-
-def _predict_slices(network: torch.nn.Module, image: np.ndarray, config: NetworkConfig, inferer: SlidingWindowInferer,
-                    device: torch.device, slice_chunk: int) -> np.ndarray:
-    """``(C, k, j, i)`` softmax of a 2D network applied to every slice across axis 0."""
+def _softmax(network: torch.nn.Module, device: torch.device):
+    """``network`` in eval mode on ``device`` as a function returning float32 softmax (autocast on CUDA)."""
     network.to(device).eval()
     autocast = torch.autocast("cuda") if device.type == "cuda" else contextlib.nullcontext()
 
@@ -68,12 +63,7 @@ def _predict_slices(network: torch.nn.Module, image: np.ndarray, config: Network
         with autocast:
             return torch.softmax(network(x).float(), dim=1)
 
-    stack = slice_stack(image, config.context_slices)
-    outputs = []
-    for first in range(0, stack.shape[0], slice_chunk):
-        chunk = torch.from_numpy(stack[first : first + slice_chunk]).to(device)
-        outputs.append(inferer(chunk, softmax_network).float().cpu().numpy())
-    return np.concatenate(outputs).transpose(1, 0, 2, 3)
+    return softmax_network
 
 
 def slice_stack(image: np.ndarray, context_slices: int) -> np.ndarray:
