@@ -304,7 +304,6 @@ class SelfLabellingLoop(RoundLoop):
         self.snapshots: list[dict] = []
         self.history: list[dict] = []
         self.proposed_foreground = 0  # foreground voxels among the last round's proposals (0 = collapse)
-        self.collapsed_rounds = 0  # consecutive rounds whose proposals held no foreground
         needed = max(rounds_needed(lab > 0, step, settings.order) for lab, step in zip(self.labelled, self.step))
         self.total = int(total_rounds) if total_rounds else 1 + needed + (1 if settings.fuse_axes else 0)  # + fusion
         if settings.max_rounds and not total_rounds:
@@ -500,7 +499,8 @@ class SelfLabellingLoop(RoundLoop):
                 best_teacher = network_snapshot(teacher) if teacher is not None else None
             else:
                 stale += 1
-                # a fresh fusion network predicts only background for its first epochs: give it half its epochs
+                # fusion networks get at least half their epochs (added when they started from scratch and sat at
+                # all-background for several epochs; kept with the warm start, which the final benchmark measured)
                 if stale >= settings.patience and (not member or epoch + 1 >= epochs // 2):
                     break
         if best_state is not None and self.validation:
@@ -545,23 +545,17 @@ class SelfLabellingLoop(RoundLoop):
             self.optimizer = self.new_optimizer()
             self.optimizer.load_state_dict(state["optimizer"])
         for axis, weights in (state.get("members") or {}).items():
-            self.members[int(axis)] = self.new_member()
+            self.members[int(axis)] = copy.deepcopy(self.segmenter.network)
             self.members[int(axis)].load_state_dict(weights)
 
     def final_network(self) -> torch.nn.Module:
         """The labelling network, or once the fusion round ran, the ensemble of it and the other axes' networks."""
         if not self.members:
             return self.labeller()
-        axes = (0, *sorted(self.members))
-        return AxisEnsemble([self.labeller(), *(self.members[a] for a in axes[1:])], axes)
+        return AxisEnsemble([self.labeller(), *(self.members[a] for a in sorted(self.members))], self.final_config().axes)
 
     def final_config(self) -> NetworkConfig:
-        axes = (0, *sorted(self.members))
-        return replace(self.segmenter.network_config, axes=axes)
-
-    def new_member(self) -> torch.nn.Module:
-        """A fresh network like the labelling one, for slices across another axis."""
-        return build_network(self.segmenter.network_config, self.segmenter.num_classes)
+        return replace(self.segmenter.network_config, axes=(0, *sorted(self.members)))
 
     def fuse(self, index: int, stage: str) -> dict:
         """The fusion round: a 2D network across each other axis, trained on the ground truth + pseudo-labels.
@@ -582,8 +576,7 @@ class SelfLabellingLoop(RoundLoop):
                                    seed=self.options.seed * 1000 + index * 10 + axis)
             # start from the labelling network: a fresh one on these imbalanced targets often stayed at "all background"
             # (validation Dice 0.001-0.007 for one of the two axes in two of three hippocampus runs)
-            network = self.new_member()
-            network.load_state_dict(self.labeller().state_dict())
+            network = copy.deepcopy(self.labeller())
             summaries[axis] = self.train_this_round(index, f"{stage} (axis {axis})", network=network, sampler=sampler, axis=axis)
             if self.validation and summaries[axis]["best"] < 0.5 * reference:
                 # averaging in a network that missed the structure would erase the others' foreground
@@ -633,9 +626,9 @@ class SelfLabellingLoop(RoundLoop):
             stage = f"{self.name} round {index}/{self.total}"
             self.reporter.log(f"{stage}: {self.sampler.labelled_voxels} labelled voxels, {added} new slices pseudo-labelled")
             collapsed = index > 1 and added > 0 and self.proposed_foreground == 0
-            self.collapsed_rounds = self.collapsed_rounds + 1 if collapsed else 0
+            after_collapse = bool(self.history) and bool(self.history[-1].get("collapsed_to_background"))
             # refreshed pseudo-labels often recover from one empty round (the next model proposes foreground again)
-            if collapsed and (not self.settings.refresh or self.collapsed_rounds >= 2):
+            if collapsed and (not self.settings.refresh or after_collapse):
                 # Every later round would learn "all background" from these and end with an empty result.
                 self.reporter.warning(f"{stage}: the network proposed no foreground on any of the {added} new slices, "
                                       "so every pseudo-label is background; the model is probably undertrained",
