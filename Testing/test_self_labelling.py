@@ -6,6 +6,7 @@ mechanics, not the accuracy (the benchmark in README.md does that).
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 from dataclasses import replace
@@ -17,6 +18,7 @@ import torch
 
 from SparseSegLib.annotation import annotate_case
 from SparseSegLib.engine.axis_ensemble import AxisEnsemble, from_axis, to_axis
+from SparseSegLib.engine.inference import predict_probabilities
 from SparseSegLib.engine.model import Segmenter, load_segmenter
 from SparseSegLib.engine.networks import NetworkConfig, default_patch_size
 from SparseSegLib.engine.plain_unet import PlainUNet2D
@@ -101,7 +103,24 @@ def test_continuity_lowers_the_foreground_threshold_inside_the_footprint_only():
     assert proposal.tolist() == [UNKNOWN, 0, UNKNOWN]
     footprint = np.array([[1, 1, 0]])
     assert follow_footprint(proposal[None], p, footprint, 0.3)[0].tolist() == [1, 0, UNKNOWN]
+    # seeded (hysteresis): a carried region is kept only where it touches the network's own confident foreground
+    p = np.array([[0.6, 0.6, 0.2, 0.9, 0.6, 0.6], [0.4, 0.4, 0.8, 0.1, 0.4, 0.4]])[:, None]
+    proposal = pseudo_labels(p, 0.7, "ignore")
+    footprint = np.array([[1, 1, 0, 0, 1, 1]])
+    assert follow_footprint(proposal, p, footprint, 0.3)[0].tolist() == [1, 1, 1, 0, 1, 1]
+    assert follow_footprint(proposal, p, footprint, 0.3, seeded=True)[0].tolist() == [1, 1, 1, 0, UNKNOWN, UNKNOWN]
     assert inner_neighbour(np.array([0, 0, 1, 0, 0], bool), 4) == 3 and inner_neighbour(np.array([0, 0, 1, 0, 0], bool), 0) == 1
+
+
+def test_eroded_continuity_footprint_shrinks_the_carried_label(cohort):
+    # a carried label keeps its area slice after slice; eroding it lets a chain die out where a structure ends
+    loops = {erode: new_loop(cohort[:1], continuity=0.3, continuity_erode=erode) for erode in (0, 2)}
+    for loop in loops.values():
+        centre = int(np.flatnonzero(loop.gt[0])[0])
+        loop.targets[0][centre] = np.where(cohort[0].label[centre] > 0, 1, 0)
+    carried, eroded = (loops[e].neighbour_footprint(0, centre + 1) for e in (0, 2))
+    assert np.count_nonzero(carried) > np.count_nonzero(eroded) > 0
+    assert not np.any((eroded > 0) & (carried == 0))
 
 
 def test_round_rule_outward_and_random():
@@ -116,6 +135,8 @@ def test_round_rule_outward_and_random():
     weights = slice_weights(36, labelled, "gaussian")
     assert weights[18] == 1 and weights[0] < weights[10] < weights[17] < 1
     assert slice_weights(36, labelled, "stepwise")[0] == 0.25 and slice_weights(36, labelled, "uniform").min() == 1
+    narrow = slice_weights(36, labelled, "gaussian", sigma=0.1)
+    assert narrow[18] == 1 and (narrow[:18] < weights[:18]).all()
 
 
 def test_unknown_or_bad_options_are_clear_errors(cohort):
@@ -260,6 +281,24 @@ def test_fusion_round_trains_a_network_across_each_other_axis_and_averages_them(
     loop = new_loop(cohort[:1], total_rounds=2, fuse_axes=True)
     list(loop.run())
     assert not loop.members and not isinstance(loop.final_network(), AxisEnsemble)
+
+
+def test_a_second_fusion_pass_relabels_the_pseudo_labels_with_the_fused_model(cohort):
+    # k = 1: round 2 labels every slice, round 3 fuses, round 4 re-labels with round 3's ensemble and fuses again
+    loop = new_loop(cohort[:2], k=1.0, fuse_axes=True, fusion_epochs=1, fusion_passes=2)
+    assert loop.total == 4
+    rounds = loop.run()
+    for _ in range(3):
+        next(rounds)
+    fused, config = copy.deepcopy(loop.final_network()), loop.final_config()
+    gt_before = [t[g].copy() for t, g in zip(loop.targets, loop.gt)]
+    expected = [pseudo_labels(predict_probabilities(fused, image, config, loop.segmenter.patch_size, loop.device),
+                              loop.settings.theta, loop.settings.threshold) for image in loop.images]
+    fourth = next(rounds)
+    assert fourth.index == 4 and fourth.metrics["fused_axes"] == [0, 1, 2] and "0" in fourth.metrics["best"]
+    for target, gt, before, proposal, labelled in zip(loop.targets, loop.gt, gt_before, expected, loop.labelled):
+        assert np.array_equal(target[labelled == 2], proposal[labelled == 2])  # pseudo-labels: the fused model's
+        assert np.array_equal(target[gt], before)  # ground truth untouched
 
 
 def test_a_cohort_without_validation_holds_out_fifteen_percent(sample_dataset):

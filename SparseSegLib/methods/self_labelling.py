@@ -36,10 +36,12 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from ..case import Case
 from ..engine.axis_ensemble import AxisEnsemble, from_axis, to_axis
 from ..engine.losses import MaskedDiceCELoss
+from ..engine.inference import predict_probabilities
 from ..engine.model import Segmenter
 from ..engine.networks import NetworkConfig, build_network, default_patch_size
 from ..engine.postprocess import POSTPROCESSING
@@ -63,8 +65,11 @@ class Settings:
     background_theta: float = 0.0    # ignore reading: background needs p_bg >= this (0: theta); > theta counters shrinking
     continuity: float = 0.0          # foreground threshold inside the inner neighbour's label registered onto a slice (0: off)
     continuity_refresh: bool = True  # apply it when refreshing earlier pseudo-labels too (False: new slices only)
+    continuity_seeded: bool = False  # keep a carried region only where it touches the network's confident foreground
+    continuity_erode: int = 0        # pixels the carried label shrinks per slice, so a chain of carried labels dies out where a structure ends
     order: str = "outward"           # outward: next slices beside the labelled block; random: random slices
     weighting: str = "uniform"       # uniform | gaussian | stepwise, by normalised distance to the GT slice
+    sigma: float = 0.2               # width of the gaussian weighting in normalised slice index (the paper's figure: 0.2)
     augment_first: bool = True       # flips + rotations up to 90 degrees on the first model only
     augment_rounds: bool = False     # ... and in every later round too (the fusion networks included)
     refresh: bool = False            # re-predict every pseudo-labelled slice each round instead of freezing
@@ -88,6 +93,7 @@ class Settings:
     max_rounds: int = 0              # cap on rounds for cohorts (0: until every volume is labelled)
     fuse_axes: bool = False          # a last round trains 2D networks across the two other axes on the labels; softmax averaged
     fusion_epochs: int = 0           # most epochs for each of those networks (0: from the budget)
+    fusion_passes: int = 1           # fusion rounds; each after the first re-labels the pseudo-labels with the fused model
 
     def check(self) -> None:
         choices = {"classes": ("merged", "multi"), "threshold": ("binarise", "ignore"), "order": ("outward", "random"),
@@ -108,6 +114,12 @@ class Settings:
             raise SparseSegError(f"self-labelling: ema {self.ema} must lie in [0, 1)", "E.g. ema 0.99, or 0 for off.")
         if not 0 <= self.continuity < 1:
             raise SparseSegError(f"self-labelling: continuity {self.continuity} must lie in [0, 1)", "E.g. continuity 0.3, or 0 for off.")
+        if self.fusion_passes < 1:
+            raise SparseSegError("self-labelling: fusion_passes must be >= 1", "E.g. fusion_passes 2.")
+        if self.sigma <= 0:
+            raise SparseSegError(f"self-labelling: sigma {self.sigma} must be > 0", "E.g. sigma 0.2 (a fifth of the depth).")
+        if self.continuity_erode < 0:
+            raise SparseSegError("self-labelling: continuity_erode must be >= 0", "E.g. continuity_erode 1, or 0 for off.")
         if self.context < 0:
             raise SparseSegError("self-labelling: context must be >= 0", "E.g. context 1.")
 
@@ -186,11 +198,11 @@ def next_slices(labelled: np.ndarray, step: int, order: str, rng: np.random.Gene
     return free[distance <= step]
 
 
-def slice_weights(depth: int, gt_slices: np.ndarray, mode: str) -> np.ndarray:
+def slice_weights(depth: int, gt_slices: np.ndarray, mode: str, sigma: float = 0.2) -> np.ndarray:
     """Loss weight per slice for pseudo-labels by normalised distance to the nearest GT slice."""
     distance = np.abs(np.arange(depth)[:, None] - np.flatnonzero(gt_slices)[None]).min(1) / max(1, depth)
     if mode == "gaussian":
-        return np.exp(-(distance**2) / (2 * 0.2**2)).astype(np.float32)
+        return np.exp(-(distance**2) / (2 * sigma**2)).astype(np.float32)
     if mode == "stepwise":
         return np.select([distance <= 0.1, distance <= 0.2, distance <= 0.3], [1.0, 0.75, 0.5], 0.25).astype(np.float32)
     return np.ones(depth, np.float32)
@@ -228,16 +240,24 @@ def inner_neighbour(gt: np.ndarray, s: int) -> int:
     return s - int(np.sign(s - nearest))
 
 
-def follow_footprint(proposal: np.ndarray, probabilities: np.ndarray, footprint: np.ndarray, threshold: float) -> np.ndarray:
+def follow_footprint(proposal: np.ndarray, probabilities: np.ndarray, footprint: np.ndarray, threshold: float,
+                     seeded: bool = False) -> np.ndarray:
     """Hysteresis on a pseudo-label: inside ``footprint`` (the neighbour's foreground carried onto this slice)
     foreground needs only P(fg) >= ``threshold``; elsewhere the proposal stands.
 
     A network far from its annotated slice is sure of background long before it is sure of a thinning,
     drifting structure; the registered neighbour label says where to expect it, the network still decides
-    where it ends (P(fg) below the threshold keeps the proposal's background or unknown).
+    where it ends (P(fg) below the threshold keeps the proposal's background or unknown). ``seeded``: a
+    region of the footprint is kept only where it touches the proposal's own (confident) foreground, as in
+    hysteresis thresholding, so a carried label whose structure has ended (no confident pixel left) stops.
     """
     foreground = 1.0 - probabilities[0]
     keep = (footprint > 0) & (foreground >= threshold)
+    if seeded:
+        confident = proposal > 0
+        regions, _ = ndimage.label(keep | confident)
+        seeds = np.unique(regions[confident])
+        keep &= np.isin(regions, seeds[seeds > 0])
     out = proposal.copy()
     out[keep] = probabilities[1:].argmax(0)[keep] + 1
     return out
@@ -305,7 +325,8 @@ class SelfLabellingLoop(RoundLoop):
         self.history: list[dict] = []
         self.proposed_foreground = 0  # foreground voxels among the last round's proposals (0 = collapse)
         needed = max(rounds_needed(lab > 0, step, settings.order) for lab, step in zip(self.labelled, self.step))
-        self.total = int(total_rounds) if total_rounds else 1 + needed + (1 if settings.fuse_axes else 0)  # + fusion
+        fusion = settings.fusion_passes if settings.fuse_axes else 0
+        self.total = int(total_rounds) if total_rounds else 1 + needed + fusion
         if settings.max_rounds and not total_rounds:
             self.total = min(self.total, int(settings.max_rounds))
         self.members: dict[int, torch.nn.Module] = {}  # networks across axes 1 and 2, trained by the fusion round
@@ -331,7 +352,7 @@ class SelfLabellingLoop(RoundLoop):
         for image, target, labelled, gt in zip(self.images, self.targets, self.labelled, self.gt):
             weight = None
             if self.settings.weighting != "uniform":
-                per_slice = np.where(gt, 1.0, slice_weights(target.shape[0], gt, self.settings.weighting)).astype(np.float32)
+                per_slice = np.where(gt, 1.0, slice_weights(target.shape[0], gt, self.settings.weighting, self.settings.sigma)).astype(np.float32)
                 weight = np.broadcast_to(per_slice[:, None, None], target.shape).copy()
             volumes.append(TrainingVolume(image, target, weight))
         return volumes
@@ -360,7 +381,8 @@ class SelfLabellingLoop(RoundLoop):
                                          self.settings.background_theta)
                 if self.settings.continuity and (self.settings.continuity_refresh or labelled[s] == 0):
                     footprint = self.neighbour_footprint(v, s)
-                    proposal = follow_footprint(proposal, probabilities[:, n], footprint, self.settings.continuity)
+                    proposal = follow_footprint(proposal, probabilities[:, n], footprint, self.settings.continuity,
+                                                self.settings.continuity_seeded)
                 self.proposed_foreground += int((proposal > 0).sum())
                 free = self.targets[v][s] == UNKNOWN if labelled[s] == 0 else np.ones(target.shape[1:], bool)
                 # ground truth voxels of a partly annotated slice are never overwritten either
@@ -377,7 +399,13 @@ class SelfLabellingLoop(RoundLoop):
         key = (v, s)
         if key not in self.slice_fields:
             self.slice_fields[key] = slice_transform(self.images[v][s], self.images[v][inner])
-        return warp_label(self.targets[v][inner], self.slice_fields[key])
+        carried = warp_label(self.targets[v][inner], self.slice_fields[key])
+        if self.settings.continuity_erode:
+            # a carried label keeps its area slice after slice; shrinking it bounds the over-run past a structure's end
+            # to where the network's own confident proposal stops supporting it
+            inside = ndimage.binary_erosion(carried > 0, iterations=self.settings.continuity_erode)
+            carried = np.where(inside, carried, 0).astype(carried.dtype)
+        return carried
 
     def _gt_voxels(self, v: int, s: int) -> np.ndarray:
         case = self.cases[v]
@@ -564,6 +592,14 @@ class SelfLabellingLoop(RoundLoop):
         full in-plane targets (uncertain voxels stay out of the loss); the final model averages all three.
         """
         summaries = {}
+        if self.members:  # a later pass: the fused model re-labels, then every network is fine-tuned on its labels
+            changed = self.relabel_with_fused_model()
+            self.reporter.log(f"{stage}: the fused model re-labelled the pseudo-labels ({changed} voxels changed)")
+            self.sampler = PatchSampler(self.training_volumes(index, None), 2, self.segmenter.patch_size,
+                                        context_slices=self.settings.context, augment=False,
+                                        foreground_ratio=self.settings.foreground_ratio,
+                                        seed=self.options.seed * 1000 + index)
+            summaries[0] = self.train_this_round(index, f"{stage} (axis 0)")
         reference = self._validate(self.labeller()) if self.validation else 0.0
         for axis in (1, 2):
             volumes = [TrainingVolume(to_axis(v.image, axis), to_axis(v.target, axis),
@@ -575,14 +611,16 @@ class SelfLabellingLoop(RoundLoop):
                                    foreground_ratio=self.settings.foreground_ratio,
                                    seed=self.options.seed * 1000 + index * 10 + axis)
             # start from the labelling network: a fresh one on these imbalanced targets often stayed at "all background"
-            # (validation Dice 0.001-0.007 for one of the two axes in two of three hippocampus runs)
-            network = copy.deepcopy(self.labeller())
+            # (validation Dice 0.001-0.007 for one of the two axes in two of three hippocampus runs); a later pass
+            # goes on from the member of the pass before
+            network = self.members[axis] if axis in self.members else copy.deepcopy(self.labeller())
             summaries[axis] = self.train_this_round(index, f"{stage} (axis {axis})", network=network, sampler=sampler, axis=axis)
             if self.validation and summaries[axis]["best"] < 0.5 * reference:
                 # averaging in a network that missed the structure would erase the others' foreground
                 self.reporter.warning(f"{stage}: the network across axis {axis} validated at {summaries[axis]['best']:.3f} "
                                       f"against {reference:.3f} for the labelling network; it is left out of the fusion",
                                       "Give the fusion networks more epochs (fusion_epochs) or more iterations.")
+                self.members.pop(axis, None)
                 continue
             self.members[axis] = network
         return {"epochs": sum(s["epochs"] for s in summaries.values()),
@@ -590,6 +628,22 @@ class SelfLabellingLoop(RoundLoop):
                 "loss": float(np.mean([s["loss"] for s in summaries.values()])),
                 "monitor": summaries[1]["monitor"], "best": {str(a): s["best"] for a, s in summaries.items()},
                 "augmented": False, "fused_axes": [0, *sorted(self.members)], "labeller_validation": round(reference, 4)}
+
+    def relabel_with_fused_model(self) -> int:
+        """Replace every pseudo-label with the fused model's (same threshold reading); ground truth stays.
+
+        Networks across the other axes see each structure lengthwise and correct the labelling chain where it
+        ran past a structure's end or lost it (README.md); their average is a better teacher than the chain.
+        """
+        network, config, changed = self.final_network(), self.final_config(), 0
+        for v, (image, target, labelled) in enumerate(zip(self.images, self.targets, self.labelled)):
+            probabilities = predict_probabilities(network, image, config, self.segmenter.patch_size, self.device)
+            proposal = pseudo_labels(probabilities, self.settings.theta, self.settings.threshold, self.settings.background_theta)
+            for s in np.flatnonzero(labelled == 2):
+                free = ~self._gt_voxels(v, s)
+                changed += int(np.count_nonzero(target[s][free] != proposal[s][free]))
+                target[s][free] = proposal[s][free]
+        return changed
 
     def predict(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         segmenter = replace(self.segmenter, network=self.final_network(), network_config=self.final_config())
@@ -614,7 +668,8 @@ class SelfLabellingLoop(RoundLoop):
         done = self.restore(state) if state is not None else 0
         for index in range(done + 1, self.total + 1):
             started = time.perf_counter()
-            if self.settings.fuse_axes and index == self.total and index > 1 and all(lab.all() for lab in self.labelled):
+            fusion_index = index - (self.total - self.settings.fusion_passes)
+            if self.settings.fuse_axes and fusion_index >= 1 and index > 1 and all(lab.all() for lab in self.labelled):
                 # only once every slice holds a label: networks across the other axes need whole targets
                 yield self.fusion_round(index, started)
                 continue
