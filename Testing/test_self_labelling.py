@@ -35,6 +35,7 @@ from SparseSegLib.methods.self_labelling import (
     inner_neighbour,
     next_slices,
     per_side,
+    postprocessed_proposal,
     pseudo_labels,
     rounds_needed,
     slice_weights,
@@ -121,6 +122,22 @@ def test_eroded_continuity_footprint_shrinks_the_carried_label(cohort):
     carried, eroded = (loops[e].neighbour_footprint(0, centre + 1) for e in (0, 2))
     assert np.count_nonzero(carried) > np.count_nonzero(eroded) > 0
     assert not np.any((eroded > 0) & (carried == 0))
+
+
+def test_relabelling_with_post_processing_drops_stray_components_and_fills_holes():
+    # P(fg) on a 3 x 7 x 7 volume: a sure cube with an enclosed hole, a stray sure voxel, an unsure band elsewhere
+    p_fg = np.zeros((3, 7, 7))
+    p_fg[:, 1:4, 1:4] = 0.9
+    p_fg[1, 2, 2] = 0.1   # hole inside the cube
+    p_fg[1, 6, 6] = 0.9   # a stray component
+    p_fg[1, 5, 0:3] = 0.5  # unsure: left out of the loss
+    probabilities = np.stack([1 - p_fg, p_fg])
+    proposal = pseudo_labels(probabilities, 0.7, "ignore")
+    cleaned = postprocessed_proposal(proposal, probabilities, "lcc-fill")
+    assert proposal[1, 6, 6] == 1 and cleaned[1, 6, 6] == 0
+    assert proposal[1, 2, 2] == 0 and cleaned[1, 2, 2] == 1
+    assert (cleaned[1, 5, 0:3] == UNKNOWN).all() and (cleaned[:, 1:4, 1:4] == 1).all()
+    assert postprocessed_proposal(proposal, probabilities, "none") is proposal
 
 
 def test_round_rule_outward_and_random():

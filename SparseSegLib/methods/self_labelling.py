@@ -44,7 +44,7 @@ from ..engine.losses import MaskedDiceCELoss
 from ..engine.inference import predict_probabilities
 from ..engine.model import Segmenter
 from ..engine.networks import NetworkConfig, build_network, default_patch_size
-from ..engine.postprocess import POSTPROCESSING
+from ..engine.postprocess import POSTPROCESSING, postprocess_labels
 from ..engine.preprocessing import normalize
 from ..engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
 from ..engine.slice_registration import slice_transform, warp_label
@@ -94,6 +94,7 @@ class Settings:
     fuse_axes: bool = False          # a last round trains 2D networks across the two other axes on the labels; softmax averaged
     fusion_epochs: int = 0           # most epochs for each of those networks (0: from the budget)
     fusion_passes: int = 1           # fusion rounds; each after the first re-labels the pseudo-labels with the fused model
+    relabel_postprocess: bool = False  # ... and applies ``postprocess`` to that label first (stray components out, holes in)
 
     def check(self) -> None:
         choices = {"classes": ("merged", "multi"), "threshold": ("binarise", "ignore"), "order": ("outward", "random"),
@@ -260,6 +261,23 @@ def follow_footprint(proposal: np.ndarray, probabilities: np.ndarray, footprint:
         keep &= np.isin(regions, seeds[seeds > 0])
     out = proposal.copy()
     out[keep] = probabilities[1:].argmax(0)[keep] + 1
+    return out
+
+
+def postprocessed_proposal(proposal: np.ndarray, probabilities: np.ndarray, mode: str) -> np.ndarray:
+    """A whole-volume pseudo-label after the model's own post-processing ``mode`` (as ``predict`` applies it).
+
+    What the post-processing removes (stray components) becomes background, what it fills (holes) foreground;
+    uncertain voxels elsewhere stay ``UNKNOWN``, out of the loss.
+    """
+    if mode == "none":
+        return proposal
+    winner = probabilities.argmax(0)
+    cleaned = postprocess_labels(winner.astype(np.uint8), probabilities, mode)
+    out = proposal.copy()
+    out[(cleaned == 0) & (proposal > 0)] = 0
+    filled = (cleaned > 0) & (winner == 0)
+    out[filled] = cleaned[filled]
     return out
 
 
@@ -639,6 +657,8 @@ class SelfLabellingLoop(RoundLoop):
         for v, (image, target, labelled) in enumerate(zip(self.images, self.targets, self.labelled)):
             probabilities = predict_probabilities(network, image, config, self.segmenter.patch_size, self.device)
             proposal = pseudo_labels(probabilities, self.settings.theta, self.settings.threshold, self.settings.background_theta)
+            if self.settings.relabel_postprocess:
+                proposal = postprocessed_proposal(proposal, probabilities, self.settings.postprocess)
             for s in np.flatnonzero(labelled == 2):
                 free = ~self._gt_voxels(v, s)
                 changed += int(np.count_nonzero(target[s][free] != proposal[s][free]))
