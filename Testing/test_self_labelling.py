@@ -191,7 +191,7 @@ def test_rounds_grow_outwards_and_never_overwrite_ground_truth(cohort, name):
     loop = new_loop(cohort, name)
     merged = loop.settings.classes == "merged"
     centres = [case.image.shape[0] // 2 for case in cohort]
-    fusion = 1 if loop.settings.fuse_axes else 0  # the default ends with a round fusing three axes
+    fusion = loop.settings.fusion_passes if loop.settings.fuse_axes else 0  # the default ends with rounds fusing three axes
     assert loop.total == 1 + max(max(c, case.image.shape[0] - 1 - c) for c, case in zip(centres, cohort)) + fusion
     seen = 0
     for result in loop.run():
@@ -275,7 +275,7 @@ def test_cohort_train_save_load_predict(cohort, tmp_path):
 def test_fusion_round_trains_a_network_across_each_other_axis_and_averages_them(cohort, tmp_path):
     # k = 1: round 2 labels every slice, round 3 fuses (no validation: every fusion network is kept, see below)
     options = MethodOptions(budget="quick", seed=0, device="cpu", extra={**TINY, "k": 1.0, "fuse_axes": True,
-                                                                         "fusion_epochs": 1})
+                                                                         "fusion_epochs": 1, "fusion_passes": 1})
     segmenter = get_method("self-labelling").train(cohort[:3], options, SilentReporter())
     assert [s["round"] for s in segmenter.round_snapshots] == [1, 2, 3]
     assert isinstance(segmenter.network, AxisEnsemble) and segmenter.network.axes == (0, 1, 2)
@@ -343,7 +343,7 @@ def test_a_fusion_network_that_missed_the_structure_is_left_out(cohort, monkeypa
 
     monkeypatch.setattr(SelfLabellingLoop, "_validate", lambda self, network, axis=0: 0.8 if axis == 0 else 0.1)
     options = MethodOptions(budget="quick", seed=0, device="cpu", extra={**TINY, "k": 1.0, "fuse_axes": True,
-                                                                         "fusion_epochs": 1})
+                                                                         "fusion_epochs": 1, "fusion_passes": 1})
     segmenter = get_method("self-labelling").train(cohort[:3], options, Recorder(), validation=cohort[3:])
     assert not isinstance(segmenter.network, AxisEnsemble) and segmenter.network_config.axes == (0,)
     assert len(warnings) == 2 and all("left out of the fusion" in w for w in warnings)
