@@ -425,7 +425,7 @@ class SelfLabellingLoop(RoundLoop):
         carried = warp_label(self.targets[v][inner], self.slice_fields[key])
         if self.settings.continuity_erode:
             # a carried label keeps its area slice after slice; shrinking it bounds the over-run past a structure's end
-            # to a few slices beyond where the network's weak support (P(fg) >= continuity) stops growing it back
+            # to a few slices: only what the network proposes confidently itself (P(fg) >= theta) keeps its size
             inside = ndimage.binary_erosion(carried > 0, iterations=self.settings.continuity_erode)
             carried = np.where(inside, carried, 0).astype(carried.dtype)
         return carried
