@@ -300,9 +300,12 @@ def test_fusion_round_trains_a_network_across_each_other_axis_and_averages_them(
     assert not loop.members and not isinstance(loop.final_network(), AxisEnsemble)
 
 
-def test_a_second_fusion_pass_relabels_the_pseudo_labels_with_the_fused_model(cohort):
-    # k = 1: round 2 labels every slice, round 3 fuses, round 4 re-labels with round 3's ensemble and fuses again
-    loop = new_loop(cohort[:2], k=1.0, fuse_axes=True, fusion_epochs=1, fusion_passes=2)
+@pytest.mark.parametrize("relabel_theta", [0.0, 0.5])
+def test_a_second_fusion_pass_relabels_the_pseudo_labels_with_the_fused_model(cohort, relabel_theta):
+    # k = 1: round 2 labels every slice, round 3 fuses, round 4 re-labels with round 3's ensemble and fuses again,
+    # at its own confidence threshold when relabel_theta is given (0: the labelling threshold theta)
+    loop = new_loop(cohort[:2], k=1.0, fuse_axes=True, fusion_epochs=1, fusion_passes=2, relabel_postprocess=False,
+                    relabel_theta=relabel_theta, theta=0.99 if relabel_theta else 0.7)
     assert loop.total == 4
     rounds = loop.run()
     for _ in range(3):
@@ -310,7 +313,11 @@ def test_a_second_fusion_pass_relabels_the_pseudo_labels_with_the_fused_model(co
     fused, config = copy.deepcopy(loop.final_network()), loop.final_config()
     gt_before = [t[g].copy() for t, g in zip(loop.targets, loop.gt)]
     expected = [pseudo_labels(predict_probabilities(fused, image, config, loop.segmenter.patch_size, loop.device),
-                              loop.settings.theta, loop.settings.threshold) for image in loop.images]
+                              relabel_theta or loop.settings.theta, loop.settings.threshold) for image in loop.images]
+    if relabel_theta:  # the lower threshold labels voxels that theta leaves unknown
+        at_theta = pseudo_labels(predict_probabilities(fused, loop.images[0], config, loop.segmenter.patch_size, loop.device),
+                                 loop.settings.theta, loop.settings.threshold)
+        assert np.count_nonzero(expected[0] == UNKNOWN) < np.count_nonzero(at_theta == UNKNOWN)
     fourth = next(rounds)
     assert fourth.index == 4 and fourth.metrics["fused_axes"] == [0, 1, 2] and "0" in fourth.metrics["best"]
     for target, gt, before, proposal, labelled in zip(loop.targets, loop.gt, gt_before, expected, loop.labelled):

@@ -96,6 +96,7 @@ class Settings:
     fusion_epochs: int = 0           # most epochs for each of those networks (0: from the budget)
     fusion_passes: int = 1           # fusion rounds; each after the first re-labels the pseudo-labels with the fused model
     relabel_postprocess: bool = False  # ... and applies ``postprocess`` to that label first (stray components out, holes in)
+    relabel_theta: float = 0.0       # confidence those re-labels need (0: theta); the fused model is better calibrated than one network
 
     def check(self) -> None:
         choices = {"classes": ("merged", "multi"), "threshold": ("binarise", "ignore"), "order": ("outward", "random"),
@@ -116,6 +117,9 @@ class Settings:
             raise SparseSegError(f"self-labelling: ema {self.ema} must lie in [0, 1)", "E.g. ema 0.99, or 0 for off.")
         if not 0 <= self.continuity < 1:
             raise SparseSegError(f"self-labelling: continuity {self.continuity} must lie in [0, 1)", "E.g. continuity 0.3, or 0 for off.")
+        if self.relabel_theta and not 0.5 <= self.relabel_theta < 1:
+            raise SparseSegError(f"self-labelling: relabel_theta {self.relabel_theta} must lie in [0.5, 1) or be 0",
+                                 "E.g. relabel_theta 0.5, or 0 to use theta.")
         if self.fusion_passes < 1:
             raise SparseSegError("self-labelling: fusion_passes must be >= 1", "E.g. fusion_passes 2.")
         if self.sigma <= 0:
@@ -661,7 +665,8 @@ class SelfLabellingLoop(RoundLoop):
         network, config, changed = self.final_network(), self.final_config(), 0
         for v, (image, target, labelled) in enumerate(zip(self.images, self.targets, self.labelled)):
             probabilities = predict_probabilities(network, image, config, self.segmenter.patch_size, self.device)
-            proposal = pseudo_labels(probabilities, self.settings.theta, self.settings.threshold, self.settings.background_theta)
+            proposal = pseudo_labels(probabilities, self.settings.relabel_theta or self.settings.theta, self.settings.threshold,
+                                     self.settings.background_theta)
             if self.settings.relabel_postprocess:
                 proposal = postprocessed_proposal(proposal, probabilities, self.settings.postprocess)
             for s in np.flatnonzero(labelled == 2):
