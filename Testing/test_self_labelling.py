@@ -300,6 +300,27 @@ def test_fusion_round_trains_a_network_across_each_other_axis_and_averages_them(
     assert not loop.members and not isinstance(loop.final_network(), AxisEnsemble)
 
 
+def test_an_ensemble_averages_independent_runs_of_other_training_seeds(cohort, tmp_path):
+    # k = 1 with one fusion pass: each run is round 1, round 2 (every slice labelled), round 3 (three-axis fusion)
+    extra = {**TINY, "k": 1.0, "fuse_axes": True, "fusion_epochs": 1, "fusion_passes": 1}
+    method = get_method("self-labelling")
+    one = method.train(cohort[:3], MethodOptions(budget="quick", seed=0, device="cpu", extra=extra), SilentReporter())
+    other = method.train(cohort[:3], MethodOptions(budget="quick", seed=1, device="cpu", extra=extra), SilentReporter())
+    both = method.train(cohort[:3], MethodOptions(budget="quick", seed=0, device="cpu", extra={**extra, "ensemble": 2}),
+                        SilentReporter())
+    assert both.network_config.axes == (0, 1, 2, 0, 1, 2) and len(both.network.members) == 6
+    assert [r["ensemble_run"] for r in both.training["rounds"]] == [1, 1, 1, 2, 2, 2]
+    # the curve: the first run's three rounds, then the averaged model
+    assert [s["round"] for s in both.round_snapshots] == [1, 2, 3, 4]
+    image = cohort[0].image
+    expected = (one.predict(image)[1] + other.predict(image)[1]) / 2  # run 2 is exactly a run with seed 1
+    loaded = load_segmenter(both.save(tmp_path / "model"))
+    assert loaded.network_config.axes == (0, 1, 2, 0, 1, 2)
+    assert np.allclose(loaded.predict(image)[1], expected, atol=1e-5)
+    with pytest.raises(SparseSegError, match="ensemble"):
+        method.settings(MethodOptions(extra={"ensemble": 0}))
+
+
 @pytest.mark.parametrize("relabel_theta", [0.0, 0.5])
 def test_a_second_fusion_pass_relabels_the_pseudo_labels_with_the_fused_model(cohort, relabel_theta):
     # k = 1: round 2 labels every slice, round 3 fuses, round 4 re-labels with round 3's ensemble and fuses again,
@@ -358,7 +379,8 @@ def test_a_fusion_network_that_missed_the_structure_is_left_out(cohort, monkeypa
 
 def test_network_axes_are_checked():
     with pytest.raises(SparseSegError, match="axes"):
-        NetworkConfig(dims=2, axes=(0, 0))
+        NetworkConfig(dims=2, axes=(0, 3))
+    assert NetworkConfig(dims=2, axes=(0, 1, 0, 1)).axes == (0, 1, 0, 1)  # two runs' members of an ensemble
     with pytest.raises(SparseSegError, match="2D networks only"):
         NetworkConfig(dims=3, axes=(0, 1, 2))
     assert NetworkConfig.from_dict(NetworkConfig(dims=2, axes=(0, 2)).to_dict()).axes == (0, 2)

@@ -25,12 +25,13 @@ def from_axis(array: np.ndarray, axis: int, leading: int = 0) -> np.ndarray:
 
 
 class AxisEnsemble(nn.Module):
-    """``members[n]`` segments slices across array axis ``axes[n]``; see the module doc."""
+    """``members[n]`` segments slices across array axis ``axes[n]`` (an axis may repeat: members of several
+    independently trained runs); see the module doc."""
 
     def __init__(self, members: list[nn.Module], axes: tuple[int, ...]) -> None:
         super().__init__()
-        if len(members) != len(axes) or len(set(axes)) != len(axes):
-            raise ValueError(f"one member per distinct axis is needed, got {len(members)} members for axes {axes}")
+        if len(members) != len(axes):
+            raise ValueError(f"one member per axis entry is needed, got {len(members)} members for axes {axes}")
         self.members = nn.ModuleList(members)
         self.axes = tuple(int(a) for a in axes)
 

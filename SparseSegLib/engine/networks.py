@@ -27,7 +27,7 @@ class NetworkConfig:
     norm: str = "instance"
     context_slices: int = 0  # 2D only: neighbouring slices on each side given as extra channels
     arch: str = "monai"  # monai: residual MONAI UNet; plain: the self-labelling paper's plain 2D U-Net
-    axes: tuple[int, ...] = (0,)  # 2D only: slice axes; more than one = an AxisEnsemble fusing one network per axis
+    axes: tuple[int, ...] = (0,)  # 2D only: slice axes; more than one = an AxisEnsemble fusing one network per entry
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -38,8 +38,9 @@ class NetworkConfig:
             raise SparseSegError("a U-Net needs at least two levels of channels", "E.g. channels 16,32,64,128.")
         if self.dims == 3 and self.context_slices:
             raise SparseSegError("context slices apply to 2D networks only", "Set context_slices to 0 for 3D.")
-        if not self.axes or len(set(self.axes)) != len(self.axes) or any(a not in (0, 1, 2) for a in self.axes):
-            raise SparseSegError(f"network axes {self.axes} must be distinct array axes 0, 1, 2", "E.g. axes (0,) or (0, 1, 2).")
+        # an axis may repeat: an ensemble of independently trained runs holds one network per axis per run
+        if not self.axes or any(a not in (0, 1, 2) for a in self.axes):
+            raise SparseSegError(f"network axes {self.axes} must be array axes 0, 1, 2", "E.g. axes (0,) or (0, 1, 2).")
         if self.dims == 3 and self.axes != (0,):
             raise SparseSegError("slice axes apply to 2D networks only", "Leave axes at (0,) for 3D.")
 

@@ -97,6 +97,7 @@ class Settings:
     fusion_passes: int = 1           # fusion rounds; each after the first re-labels the pseudo-labels with the fused model
     relabel_postprocess: bool = False  # ... and applies ``postprocess`` to that label first (stray components out, holes in)
     relabel_theta: float = 0.0       # confidence those re-labels need (0: theta); the fused model is better calibrated than one network
+    ensemble: int = 1                # cohorts: independent runs (training seeds seed, seed + 1, ...) whose models are averaged
 
     def check(self) -> None:
         choices = {"classes": ("merged", "multi"), "threshold": ("binarise", "ignore"), "order": ("outward", "random"),
@@ -120,6 +121,8 @@ class Settings:
         if self.relabel_theta and not 0.5 <= self.relabel_theta < 1:
             raise SparseSegError(f"self-labelling: relabel_theta {self.relabel_theta} must lie in [0.5, 1) or be 0",
                                  "E.g. relabel_theta 0.5, or 0 to use theta.")
+        if self.ensemble < 1:
+            raise SparseSegError("self-labelling: ensemble must be >= 1", "E.g. ensemble 2 (two runs averaged), or 1 for one run.")
         if self.fusion_passes < 1:
             raise SparseSegError("self-labelling: fusion_passes must be >= 1", "E.g. fusion_passes 2.")
         if self.sigma <= 0:
@@ -791,6 +794,31 @@ class _SelfLabelling:
             cases = [case for i, case in enumerate(cases) if i not in held]
             reporter.log(f"{self.name}: {len(validation)} of {len(cases) + len(validation)} volumes held out for validation "
                          "(early stopping on their annotated slices)")
+        runs = []
+        for run in range(settings.ensemble):
+            run_options = replace(options, seed=options.seed + run)
+            if settings.ensemble > 1:
+                reporter.log(f"{self.name}: ensemble run {run + 1}/{settings.ensemble} (training seed {run_options.seed})")
+            runs.append(self._train_once(cases, run_options, reporter, validation, settings))
+        segmenter, rounds = runs[0]
+        snapshots = segmenter.round_snapshots
+        if len(runs) > 1:
+            segmenter = average_runs([seg for seg, _ in runs])
+            # the curve: the first run round by round, then the averaged model (its gain over one run)
+            snapshots = snapshots + [{"round": snapshots[-1]["round"] + 1, "labelled_fraction": snapshots[-1]["labelled_fraction"],
+                                      "state": network_snapshot(segmenter.network), "config": segmenter.network_config}]
+            rounds = [{**r, "ensemble_run": n + 1} for n, (_, run_rounds) in enumerate(runs) for r in run_rounds]
+        segmenter.training = {"stage": self.name, "settings": {k: (list(v) if isinstance(v, tuple) else v)
+                                                               for k, v in asdict(settings).items()},
+                              "train": {"iterations": int(sum(r["iterations"] for r in rounds)),
+                                        "batch_size": settings.batch_size, "learning_rate": settings.learning_rate},
+                              "rounds": rounds, "final_loss": rounds[-1]["loss"] if rounds else None}
+        segmenter.round_snapshots = snapshots  # per-round weights for the benchmark's test curve (not saved)
+        return segmenter
+
+    def _train_once(self, cases: list[Case], options: MethodOptions, reporter: Reporter, validation: list[Case] | None,
+                    settings: Settings) -> tuple[Segmenter, list[dict]]:
+        """One self-labelling run over the cohort: the trained segmenter (with its round snapshots) and its round metrics."""
         segmenter = self.build(cases, options, settings)
         loop = SelfLabellingLoop(self.name, segmenter, cases, options, reporter, settings, validation=validation,
                                  stream=False, keep_state=False)
@@ -804,13 +832,8 @@ class _SelfLabelling:
                          f"slices labelled, {result.metrics['epochs']} epochs, loss {result.metrics['loss']:.3f}, "
                          f"monitor {result.metrics['best']}")
         segmenter.network, segmenter.network_config = loop.final_network(), loop.final_config()
-        segmenter.training = {"stage": self.name, "settings": {k: (list(v) if isinstance(v, tuple) else v)
-                                                               for k, v in asdict(settings).items()},
-                              "train": {"iterations": int(sum(r["iterations"] for r in rounds)),
-                                        "batch_size": settings.batch_size, "learning_rate": settings.learning_rate},
-                              "rounds": rounds, "final_loss": rounds[-1]["loss"] if rounds else None}
-        segmenter.round_snapshots = loop.snapshots  # per-round weights for the benchmark's test curve (not saved)
-        return segmenter
+        segmenter.round_snapshots = loop.snapshots
+        return segmenter, rounds
 
     def run_rounds(self, cases: list[Case], options: MethodOptions, reporter: Reporter, state: dict | None = None,
                    should_stop: Callable[[], bool] | None = None) -> Iterator[RoundResult]:
@@ -829,6 +852,9 @@ class _SelfLabelling:
                                  total_rounds=int(options.rounds))
         if axis:
             reporter.log(f"{self.name}: annotated slices lie across array axis {axis}; the 2D network runs along it")
+        if settings.ensemble > 1:
+            reporter.log(f"{self.name}: ensemble {settings.ensemble} applies to cohorts (sparseseg train/bench); "
+                         "this job streams one run")
         for result in loop.run(state):
             if axis:
                 result.labels = {k: np.ascontiguousarray(v.transpose(inverse)) for k, v in result.labels.items()}
@@ -840,6 +866,25 @@ class _SelfLabelling:
 
 #: Cohorts at least this large give 15% of their volumes to validation when none are given (see ``train``).
 HOLD_OUT_FROM = 10
+
+
+def average_runs(segmenters: list[Segmenter]) -> Segmenter:
+    """One segmenter averaging the softmax of every network of several independently trained runs.
+
+    Runs started from other seeds make partly independent errors (one loses a thin structure's end that
+    another follows), so their mean is steadier than any one; each run's networks keep their own axes.
+    """
+    members, axes = [], []
+    for segmenter in segmenters:
+        network = segmenter.network
+        if isinstance(network, AxisEnsemble):
+            members += list(network.members)
+            axes += list(network.axes)
+        else:
+            members.append(network)
+            axes += list(segmenter.network_config.axes)
+    config = replace(segmenters[0].network_config, axes=tuple(axes))
+    return replace(segmenters[0], network=AxisEnsemble(members, config.axes), network_config=config)
 
 
 def painted_axis(cases: list[Case]) -> int:
