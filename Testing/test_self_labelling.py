@@ -31,6 +31,7 @@ from SparseSegLib.methods import MethodOptions, get_method
 from SparseSegLib.methods.base import SilentReporter
 from SparseSegLib.methods.self_labelling import (
     SelfLabellingLoop,
+    erosion_at,
     follow_footprint,
     inner_neighbour,
     next_slices,
@@ -122,6 +123,13 @@ def test_eroded_continuity_footprint_shrinks_the_carried_label(cohort):
     carried, eroded = (loops[e].neighbour_footprint(0, centre + 1) for e in (0, 2))
     assert np.count_nonzero(carried) > np.count_nonzero(eroded) > 0
     assert not np.any((eroded > 0) & (carried == 0))
+
+
+def test_a_fractional_erosion_rate_shrinks_the_chain_every_few_slices():
+    # rate 0.5: one pixel on every second slice out from the ground truth; the chain's total is floor(distance * rate)
+    assert [erosion_at(d, 0.5) for d in range(7)] == [0, 0, 1, 0, 1, 0, 1]
+    assert [erosion_at(d, 1) for d in range(4)] == [0, 1, 1, 1] and erosion_at(3, 0) == 0
+    assert sum(erosion_at(d, 0.3) for d in range(1, 11)) == 3
 
 
 def test_relabelling_with_post_processing_drops_stray_components_and_fills_holes():

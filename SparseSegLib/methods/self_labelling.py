@@ -67,7 +67,7 @@ class Settings:
     continuity: float = 0.0          # foreground threshold inside the inner neighbour's label registered onto a slice (0: off)
     continuity_refresh: bool = True  # apply it when refreshing earlier pseudo-labels too (False: new slices only)
     continuity_seeded: bool = False  # keep a carried region only where it touches the network's confident foreground
-    continuity_erode: int = 0        # pixels the carried label shrinks per slice, so a chain of carried labels dies out where a structure ends
+    continuity_erode: float = 0.0    # pixels the carried label shrinks per slice (0.5: one every second slice), so a chain of carried labels dies out where a structure ends
     order: str = "outward"           # outward: next slices beside the labelled block; random: random slices
     weighting: str = "uniform"       # uniform | gaussian | stepwise, by normalised distance to the GT slice
     sigma: float = 0.2               # width of the gaussian weighting in normalised slice index (the paper's figure: 0.2)
@@ -244,6 +244,14 @@ def pseudo_labels(probabilities: np.ndarray, theta: float, reading: str, backgro
 def distance_to(gt: np.ndarray, slices: np.ndarray) -> np.ndarray:
     """Distance of each of ``slices`` to the nearest ground-truth slice (``gt``: bool per slice)."""
     return np.abs(np.asarray(slices)[:, None] - np.flatnonzero(gt)[None]).min(1)
+
+
+def erosion_at(distance: int, rate: float) -> int:
+    """Pixels to erode the label carried onto a slice ``distance`` slices from the ground truth, at ``rate`` pixels
+    per slice: the carried labels of a chain shrink by ``floor(distance * rate)`` pixels in all (0: none here)."""
+    if rate <= 0 or distance <= 0:
+        return 0
+    return int(math.floor(distance * rate + 1e-9) - math.floor((distance - 1) * rate + 1e-9))
 
 
 def inner_neighbour(gt: np.ndarray, s: int) -> int:
@@ -430,10 +438,11 @@ class SelfLabellingLoop(RoundLoop):
         if key not in self.slice_fields:
             self.slice_fields[key] = slice_transform(self.images[v][s], self.images[v][inner])
         carried = warp_label(self.targets[v][inner], self.slice_fields[key])
-        if self.settings.continuity_erode:
+        pixels = erosion_at(int(distance_to(self.gt[v], [s])[0]), self.settings.continuity_erode)
+        if pixels:
             # a carried label keeps its area slice after slice; shrinking it bounds the over-run past a structure's end
             # to a few slices: only what the network proposes confidently itself (P(fg) >= theta) keeps its size
-            inside = ndimage.binary_erosion(carried > 0, iterations=self.settings.continuity_erode)
+            inside = ndimage.binary_erosion(carried > 0, iterations=pixels)
             carried = np.where(inside, carried, 0).astype(carried.dtype)
         return carried
 
