@@ -43,7 +43,8 @@ from SparseSegLib.methods.self_labelling import (
 )
 
 #: A few steps per round: enough for the mechanics, seconds per test on a CPU.
-TINY = {"epoch_iterations": 3, "first_epochs": 2, "round_epochs": 1, "batch_size": 4}
+#: One run, not the default's ensemble of two (the ensemble has its own test).
+TINY = {"epoch_iterations": 3, "first_epochs": 2, "round_epochs": 1, "batch_size": 4, "ensemble": 1}
 
 
 @pytest.fixture(scope="module")
