@@ -330,6 +330,37 @@ def test_an_ensemble_averages_independent_runs_of_other_training_seeds(cohort, t
         method.settings(MethodOptions(extra={"ensemble": 0}))
 
 
+def test_ensemble_passes_relabel_every_run_with_the_averaged_model(cohort):
+    extra = {**TINY, "k": 1.0, "fuse_axes": True, "fusion_epochs": 1, "fusion_passes": 1, "ensemble": 2,
+             "ensemble_passes": 1}
+    both = get_method("self-labelling").train(cohort[:3], MethodOptions(budget="quick", seed=0, device="cpu", extra=extra),
+                                              SilentReporter())
+    # each run: rounds 1-3, then one pass re-labelled by the two runs' average; the curve ends with the average
+    # before and after that pass
+    assert [(r["ensemble_run"], r.get("ensemble_pass")) for r in both.training["rounds"]] == \
+        [(1, None), (1, None), (1, None), (1, 1), (2, None), (2, None), (2, None), (2, 1)]
+    assert [s["round"] for s in both.round_snapshots] == [1, 2, 3, 4, 5] and len(both.network.members) == 6
+    with pytest.raises(SparseSegError, match="ensemble_passes"):
+        get_method("self-labelling").settings(MethodOptions(extra={"ensemble": 1, "ensemble_passes": 1}))
+
+
+def test_a_fusion_pass_can_be_relabelled_by_another_model(cohort):
+    # the ensemble pass: pseudo-labels come from the given teacher (the runs' average), ground truth stays
+    loop = new_loop(cohort[:2], k=1.0, fuse_axes=True, fusion_epochs=1, fusion_passes=1, relabel_postprocess=False)
+    list(loop.run())
+    teacher = copy.deepcopy(loop.final_network()), loop.final_config()
+    for member in teacher[0].members:  # another model than the loop's own
+        torch.nn.init.normal_(next(member.parameters()), std=0.5)
+    gt_before = [t[g].copy() for t, g in zip(loop.targets, loop.gt)]
+    expected = [pseudo_labels(predict_probabilities(teacher[0], image, teacher[1], loop.segmenter.patch_size, loop.device),
+                              loop.settings.theta, loop.settings.threshold) for image in loop.images]
+    loop.total += 1
+    loop.fusion_round(loop.total, 0.0, teacher)
+    for target, gt, before, proposal, labelled in zip(loop.targets, loop.gt, gt_before, expected, loop.labelled):
+        assert np.array_equal(target[labelled == 2], proposal[labelled == 2])
+        assert np.array_equal(target[gt], before)
+
+
 @pytest.mark.parametrize("relabel_theta", [0.0, 0.5])
 def test_a_second_fusion_pass_relabels_the_pseudo_labels_with_the_fused_model(cohort, relabel_theta):
     # k = 1: round 2 labels every slice, round 3 fuses, round 4 re-labels with round 3's ensemble and fuses again,

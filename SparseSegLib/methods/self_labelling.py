@@ -99,6 +99,7 @@ class Settings:
     relabel_postprocess: bool = False  # ... and applies ``postprocess`` to that label first (stray components out, holes in)
     relabel_theta: float = 0.0       # confidence those re-labels need (0: theta); the fused model is better calibrated than one network
     ensemble: int = 1                # cohorts: independent runs (training seeds seed, seed + 1, ...) whose models are averaged
+    ensemble_passes: int = 0         # then passes in which the runs' averaged model re-labels every run's pseudo-labels
 
     def check(self) -> None:
         choices = {"classes": ("merged", "multi"), "threshold": ("binarise", "ignore"), "order": ("outward", "random"),
@@ -124,6 +125,9 @@ class Settings:
                                  "E.g. relabel_theta 0.5, or 0 to use theta.")
         if self.ensemble < 1:
             raise SparseSegError("self-labelling: ensemble must be >= 1", "E.g. ensemble 2 (two runs averaged), or 1 for one run.")
+        if self.ensemble_passes < 0 or (self.ensemble_passes and (self.ensemble < 2 or not self.fuse_axes)):
+            raise SparseSegError("self-labelling: ensemble_passes needs ensemble >= 2 and fuse_axes",
+                                 "E.g. ensemble 2 fuse_axes true ensemble_passes 1, or ensemble_passes 0.")
         if self.fusion_passes < 1:
             raise SparseSegError("self-labelling: fusion_passes must be >= 1", "E.g. fusion_passes 2.")
         if self.sigma <= 0:
@@ -629,7 +633,7 @@ class SelfLabellingLoop(RoundLoop):
     def final_config(self) -> NetworkConfig:
         return replace(self.segmenter.network_config, axes=(0, *sorted(self.members)))
 
-    def fuse(self, index: int, stage: str) -> dict:
+    def fuse(self, index: int, stage: str, teacher: tuple[torch.nn.Module, NetworkConfig] | None = None) -> dict:
         """The fusion round: a 2D network across each other axis, trained on the ground truth + pseudo-labels.
 
         Every slice is labelled by now, so a network across axis 1 or 2 sees each structure lengthwise, with
@@ -637,8 +641,9 @@ class SelfLabellingLoop(RoundLoop):
         """
         summaries = {}
         if self.members:  # a later pass: the fused model re-labels, then every network is fine-tuned on its labels
-            changed = self.relabel_with_fused_model()
-            self.reporter.log(f"{stage}: the fused model re-labelled the pseudo-labels ({changed} voxels changed)")
+            changed = self.relabel_with_fused_model(*(teacher or ()))
+            whose = "the runs' averaged model" if teacher else "the fused model"
+            self.reporter.log(f"{stage}: {whose} re-labelled the pseudo-labels ({changed} voxels changed)")
             self.sampler = PatchSampler(self.training_volumes(index, None), 2, self.segmenter.patch_size,
                                         context_slices=self.settings.context, augment=False,
                                         foreground_ratio=self.settings.foreground_ratio,
@@ -673,13 +678,16 @@ class SelfLabellingLoop(RoundLoop):
                 "monitor": summaries[1]["monitor"], "best": {str(a): s["best"] for a, s in summaries.items()},
                 "augmented": False, "fused_axes": [0, *sorted(self.members)], "labeller_validation": round(reference, 4)}
 
-    def relabel_with_fused_model(self) -> int:
-        """Replace every pseudo-label with the fused model's (same threshold reading); ground truth stays.
+    def relabel_with_fused_model(self, network: torch.nn.Module | None = None, config: NetworkConfig | None = None) -> int:
+        """Replace every pseudo-label with the fused model's (or the given ``network``'s; same threshold reading);
+        ground truth stays.
 
         Networks across the other axes see each structure lengthwise and correct the labelling chain where it
         ran past a structure's end or lost it (README.md); their average is a better teacher than the chain.
         """
-        network, config, changed = self.final_network(), self.final_config(), 0
+        if network is None:
+            network, config = self.final_network(), self.final_config()
+        changed = 0
         for v, (image, target, labelled) in enumerate(zip(self.images, self.targets, self.labelled)):
             probabilities = predict_probabilities(network, image, config, self.segmenter.patch_size, self.device)
             proposal = pseudo_labels(probabilities, self.settings.relabel_theta or self.settings.theta, self.settings.threshold,
@@ -747,10 +755,11 @@ class SelfLabellingLoop(RoundLoop):
             yield RoundResult(index, self.total, labels, probabilities, metrics=metrics,
                               state=self.state(index) if self.keep_state else None)
 
-    def fusion_round(self, index: int, started: float) -> RoundResult:
+    def fusion_round(self, index: int, started: float, teacher: tuple[torch.nn.Module, NetworkConfig] | None = None) -> RoundResult:
+        """One fusion pass; ``teacher`` (network, config) re-labels instead of this run's own fused model (an ensemble pass)."""
         stage = f"{self.name} round {index}/{self.total}"
         self.reporter.log(f"{stage}: fusing the three axes (2D networks across axes 1 and 2 on the labels so far)")
-        summary = self.fuse(index, stage)
+        summary = self.fuse(index, stage, teacher)
         self.last_loss = summary["loss"]
         labels, probabilities = self.predict() if self.stream else ({}, {})
         metrics = {**summary, "new_slices": 0, "pseudo_foreground_voxels": None, "collapsed_to_background": False,
@@ -814,14 +823,25 @@ class _SelfLabelling:
             if settings.ensemble > 1:
                 reporter.log(f"{self.name}: ensemble run {run + 1}/{settings.ensemble} (training seed {run_options.seed})")
             runs.append(self._train_once(cases, run_options, reporter, validation, settings))
-        segmenter, rounds = runs[0]
-        snapshots = segmenter.round_snapshots
+        segmenter, rounds, _ = runs[0]
+        snapshots = list(segmenter.round_snapshots)
         if len(runs) > 1:
-            segmenter = average_runs([seg for seg, _ in runs])
-            # the curve: the first run round by round, then the averaged model (its gain over one run)
-            snapshots = snapshots + [{"round": snapshots[-1]["round"] + 1, "labelled_fraction": snapshots[-1]["labelled_fraction"],
-                                      "state": network_snapshot(segmenter.network), "config": segmenter.network_config}]
-            rounds = [{**r, "ensemble_run": n + 1} for n, (_, run_rounds) in enumerate(runs) for r in run_rounds]
+            loops = [loop for _, _, loop in runs]
+            segmenter = average_runs([seg for seg, _, _ in runs])
+            # the curve: the first run round by round, then the averaged model (its gain over one run), after each pass
+            snapshots.append(self._snapshot(segmenter, snapshots[-1]))
+            for number in range(settings.ensemble_passes):
+                if not all(lab.all() for loop in loops for lab in loop.labelled):
+                    break  # a capped run (max_rounds) has no whole pseudo-labels to re-label
+                teacher = copy.deepcopy(segmenter.network), segmenter.network_config
+                for run, loop in enumerate(loops):
+                    loop.total += 1
+                    result = loop.fusion_round(loop.total, time.perf_counter(), teacher)
+                    runs[run][1].append({**result.metrics, "ensemble_pass": number + 1})
+                segmenter = average_runs([replace(seg, network=loop.final_network(), network_config=loop.final_config())
+                                          for (seg, _, _), loop in zip(runs, loops)])
+                snapshots.append(self._snapshot(segmenter, snapshots[-1]))
+            rounds = [{**r, "ensemble_run": n + 1} for n, (_, run_rounds, _) in enumerate(runs) for r in run_rounds]
         segmenter.training = {"stage": self.name, "settings": {k: (list(v) if isinstance(v, tuple) else v)
                                                                for k, v in asdict(settings).items()},
                               "train": {"iterations": int(sum(r["iterations"] for r in rounds)),
@@ -830,9 +850,15 @@ class _SelfLabelling:
         segmenter.round_snapshots = snapshots  # per-round weights for the benchmark's test curve (not saved)
         return segmenter
 
+    @staticmethod
+    def _snapshot(segmenter: Segmenter, previous: dict) -> dict:
+        return {"round": previous["round"] + 1, "labelled_fraction": previous["labelled_fraction"],
+                "state": network_snapshot(segmenter.network), "config": segmenter.network_config}
+
     def _train_once(self, cases: list[Case], options: MethodOptions, reporter: Reporter, validation: list[Case] | None,
-                    settings: Settings) -> tuple[Segmenter, list[dict]]:
-        """One self-labelling run over the cohort: the trained segmenter (with its round snapshots) and its round metrics."""
+                    settings: Settings) -> tuple[Segmenter, list[dict], SelfLabellingLoop]:
+        """One self-labelling run over the cohort: the trained segmenter (with its round snapshots), its round
+        metrics, and the loop (its pseudo-labels, for the ensemble passes)."""
         segmenter = self.build(cases, options, settings)
         loop = SelfLabellingLoop(self.name, segmenter, cases, options, reporter, settings, validation=validation,
                                  stream=False, keep_state=False)
@@ -845,9 +871,10 @@ class _SelfLabelling:
             reporter.log(f"{self.name} round {result.index}/{result.total}: {result.metrics['labelled_fraction']:.1%} of "
                          f"slices labelled, {result.metrics['epochs']} epochs, loss {result.metrics['loss']:.3f}, "
                          f"monitor {result.metrics['best']}")
-        segmenter.network, segmenter.network_config = loop.final_network(), loop.final_config()
-        segmenter.round_snapshots = loop.snapshots
-        return segmenter, rounds
+        # a copy: the loop's own segmenter keeps the labelling network (an ensemble pass trains it on)
+        trained = replace(segmenter, network=loop.final_network(), network_config=loop.final_config())
+        trained.round_snapshots = loop.snapshots
+        return trained, rounds, loop
 
     def run_rounds(self, cases: list[Case], options: MethodOptions, reporter: Reporter, state: dict | None = None,
                    should_stop: Callable[[], bool] | None = None) -> Iterator[RoundResult]:
