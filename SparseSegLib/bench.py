@@ -48,6 +48,8 @@ class BenchConfig:
     reuse_runs: Path | None = None
     #: method options (``--option KEY=VALUE``) given to every method; they become part of the run names
     options: dict = field(default_factory=dict)
+    #: training seed (None: ``seed``); the split and the simulated annotation always follow ``seed``
+    train_seed: int | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -110,7 +112,8 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
                 name = run_name(method, network, config.options)
                 run = runs.setdefault(name, {"method": method, "network": network, "cases": {}, "folds": []})
                 options = MethodOptions(network=network, budget=config.budget, device=config.device,
-                                        seed=config.seed + fold_index, iterations=config.iterations,
+                                        seed=(config.seed if config.train_seed is None else config.train_seed) + fold_index,
+                                        iterations=config.iterations,
                                         extra=dict(config.options))
                 options.validate_every = max(1, options.schedule(2 if network == "2d" else 3)["iterations"] // 10) if val else 0
                 tick = time.perf_counter()

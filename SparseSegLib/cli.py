@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--folds", type=int, default=0, help="K-fold cross-validation instead of one split")
     bench.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions (default 0.7,0.15,0.15)")
     bench.add_argument("--max-cases", type=int, help="use a random subset of this many cases (quick looks)")
+    bench.add_argument("--train-seed", type=int, help="training seed, the split and annotation staying those of --seed "
+                                                       "(default: --seed); rerun with others to see a method's spread")
     bench.add_argument("--reuse-runs", type=Path, help="an earlier results.json on the same split: report its runs "
                                                        "that this benchmark does not run (e.g. the full baselines)")
     _add_training(bench)
@@ -274,7 +276,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = BenchConfig(dataset=args.dataset, annotation=args.annotation, methods=parse_methods(args.methods),
                          out=args.out, networks=networks, budget=args.budget, folds=args.folds, split=split,
                          seed=args.seed, device=args.device, max_cases=args.max_cases, iterations=args.iterations,
-                         reuse_runs=args.reuse_runs, options=parse_options(args.options))
+                         reuse_runs=args.reuse_runs, options=parse_options(args.options), train_seed=args.train_seed)
     run_benchmark(config)
     print(f"report: {args.out / 'report.md'}")
     return 0

@@ -214,3 +214,32 @@ def test_a_real_process_exits_non_zero_without_a_traceback(tmp_path):
                             cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 2
     assert_one_line_error(result.returncode, result.stderr, "model folder not found")
+
+
+def test_bench_train_seed_changes_training_only(capsys, sample_dir, tmp_path, monkeypatch):
+    # --train-seed reruns a method on the same split and annotation with another training seed (its spread)
+    import SparseSegLib.bench as bench
+
+    seeds, real = [], bench.get_method
+
+    class Recording:
+        def __init__(self, method):
+            self.method = method
+
+        def check_options(self, options):
+            return self.method.check_options(options)
+
+        def train(self, cases, options, reporter, validation=None):
+            seeds.append(options.seed)
+            return self.method.train(cases, options, reporter, validation=validation)
+
+    monkeypatch.setattr(bench, "get_method", lambda name: Recording(real(name)))
+    folds = []
+    for extra in ([], ["--train-seed", "7"]):
+        out = tmp_path / f"bench{len(extra)}"
+        code, _, err = run_cli(capsys, "bench", "--dataset", sample_dir, "--methods", "sparse-only", "--max-cases", "6",
+                               "--iterations", "2", "--out", out, "--device", "cpu", *extra)
+        assert code == 0, err
+        results = json.loads((out / "results.json").read_text())
+        folds.append(results["folds"])
+    assert seeds == [0, 7] and folds[0] == folds[1] and results["config"]["train_seed"] == 7
