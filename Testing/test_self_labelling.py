@@ -454,6 +454,37 @@ def test_worker_job_streams_rounds(sample_dataset, tmp_path):
     assert record["metrics"]["merged"]["dice"] >= 0  # scored against the reference each round
 
 
+@pytest.mark.parametrize("painted_axis", [0, 2])
+def test_a_self_labelling_job_saves_as_a_model_that_predicts_what_the_job_streamed(sample_dataset, tmp_path, painted_axis):
+    # Slicer's "Save model": the job's networks (labelling network + fusion members, trained on the volume transposed
+    # to the painted axis) become a model folder on the volume's own axes that `predict` and "Apply model" read
+    from SparseSegLib.io import read_image
+    from SparseSegLib.jobs import layout
+    from SparseSegLib.jobs.client import Job
+    from SparseSegLib.session.model_export import export_model
+    from SparseSegLib.worker import run_job
+
+    case = sample_dataset.load(sample_dataset.cases[1])
+    painted = np.zeros_like(case.label)
+    centre = case.image.shape[painted_axis] // 2
+    index = [slice(None)] * 3
+    index[painted_axis] = centre
+    painted[tuple(index)] = case.label[tuple(index)]
+    # k = 1: round 2 labels every slice, round 3 fuses the three axes
+    job = Job.create(tmp_path / "job", case.image, case.geometry, painted, "self-labelling", classes={1: "Anterior", 2: "Posterior"},
+                     device="cpu", parameters={"rounds": 3, "iterations_per_round": 4, "batch_size": 4, "threads": 1,
+                                               "save_probabilities": True, "method_options": {"k": 1.0, "fusion_passes": 1}})
+    assert run_job(job.directory, install_signals=False) == layout.EXIT_FINISHED
+    model = load_segmenter(export_model(job.directory, tmp_path / "model"))
+    assert isinstance(model.network, AxisEnsemble) and sorted(model.network_config.axes) == [0, 1, 2]
+    assert model.network_config.axes[0] == painted_axis  # the labelling network runs across the painted axis
+    _, probabilities = model.predict(read_image(job.directory / "inputs" / "image.nrrd")[0])
+    # (probabilities, not labels: four training steps leave near-ties that float rounding may tip either way)
+    for value in (1, 2):
+        streamed = read_image(layout.round_dir(job.directory, 3) / f"probability-{value}.nrrd")[0]
+        assert np.allclose(probabilities[value], streamed, atol=1e-4)
+
+
 def test_bench_writes_round_curve_and_paper_rows(sample_dir, tmp_path):
     from SparseSegLib.bench import BenchConfig, run_benchmark
 

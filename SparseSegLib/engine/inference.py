@@ -40,16 +40,23 @@ def predict_probabilities(
         tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
         return inferer(patch_size)(tensor, _softmax(network, device))[0].float().cpu().numpy()
     # 2D: one network across axis 0, or an axis ensemble whose members' softmax is averaged
-    members = zip(network.members, network.axes) if isinstance(network, AxisEnsemble) else [(network, 0)]
+    # (a single network may run across another axis than 0: one exported from a job painted across that axis)
+    members = zip(network.members, network.axes) if isinstance(network, AxisEnsemble) else [(network, config.axes[0])]
     total, count = None, 0
-    for member, axis in members:
+    for number, (member, axis) in enumerate(members):
         view = to_axis(image, axis)
-        roi = patch_size if axis == 0 else default_patch_size(view.shape, config)  # the saved patch is axis 0's
+        swapped = bool(config.swap_in_plane and config.swap_in_plane[number])
+        if swapped:  # this member learnt its slices with the two in-plane axes the other way round
+            view = view.swapaxes(1, 2)
+        roi = patch_size if axis == 0 and not swapped else default_patch_size(view.shape, config)  # the saved patch is axis 0's
         stack = slice_stack(view, config.context_slices)
         window, softmax = inferer(roi), _softmax(member, device)
         chunks = [window(torch.from_numpy(stack[first : first + slice_chunk]).to(device), softmax).float().cpu().numpy()
                   for first in range(0, stack.shape[0], slice_chunk)]
-        probabilities = from_axis(np.concatenate(chunks).transpose(1, 0, 2, 3), axis, 1)
+        probabilities = np.concatenate(chunks).transpose(1, 0, 2, 3)
+        if swapped:
+            probabilities = probabilities.swapaxes(2, 3)
+        probabilities = from_axis(probabilities, axis, 1)
         total, count = (probabilities if total is None else total + probabilities), count + 1
     return total if count == 1 else total / count
 

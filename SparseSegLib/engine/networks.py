@@ -28,10 +28,15 @@ class NetworkConfig:
     context_slices: int = 0  # 2D only: neighbouring slices on each side given as extra channels
     arch: str = "monai"  # monai: residual MONAI UNet; plain: the self-labelling paper's plain 2D U-Net
     axes: tuple[int, ...] = (0,)  # 2D only: slice axes; more than one = an AxisEnsemble fusing one network per entry
+    swap_in_plane: tuple[bool, ...] = ()  # per axes entry: slices fed with their two in-plane axes swapped (() = none)
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
         self.axes = tuple(int(a) for a in self.axes)
+        self.swap_in_plane = tuple(bool(v) for v in self.swap_in_plane)
+        if self.swap_in_plane and len(self.swap_in_plane) != len(self.axes):
+            raise SparseSegError(f"swap_in_plane {self.swap_in_plane} needs one entry per axis {self.axes}",
+                                 "Give one true/false per axis, or none.")
         if self.dims not in (2, 3):
             raise SparseSegError(f"network dims must be 2 or 3, not {self.dims}", "Use --network 2d or 3d.")
         if len(self.channels) < 2:
@@ -57,6 +62,7 @@ class NetworkConfig:
         data = asdict(self)
         data["channels"] = list(self.channels)
         data["axes"] = list(self.axes)
+        data["swap_in_plane"] = list(self.swap_in_plane)
         return data
 
     @classmethod
@@ -81,7 +87,7 @@ def build_network(config: NetworkConfig, num_classes: int) -> torch.nn.Module:
     if len(config.axes) > 1:
         from .axis_ensemble import AxisEnsemble
 
-        single = replace(config, axes=(0,))
+        single = replace(config, axes=(0,), swap_in_plane=())
         return AxisEnsemble([build_network(single, num_classes) for _ in config.axes], config.axes)
     if config.arch == "plain":
         if config.dims != 2:

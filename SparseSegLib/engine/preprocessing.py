@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import SparseSegError
 
-NORMALIZATIONS = ("zscore", "zscore-slice", "none")
+NORMALIZATIONS = ("zscore", "zscore-slice", "zscore-slice-1", "zscore-slice-2", "none")
 
 
 def normalize(image: np.ndarray, mode: str = "zscore") -> np.ndarray:
@@ -14,7 +14,8 @@ def normalize(image: np.ndarray, mode: str = "zscore") -> np.ndarray:
 
     ``zscore``: whole volume to mean 0, sd 1 (robust default for cropped MRI/CT patches);
     ``zscore-slice``: each slice along axis 0 on its own (what the incremental 2D self-labelling
-    paper does); ``none``: leave as is (data that is already normalised).
+    paper does; ``-1`` / ``-2``: each slice across array axis 1 / 2, for a model trained on slices across
+    that axis); ``none``: leave as is (data that is already normalised).
     """
     image = np.asarray(image, dtype=np.float32)
     if mode == "none":
@@ -23,6 +24,9 @@ def normalize(image: np.ndarray, mode: str = "zscore") -> np.ndarray:
         return _zscore(image, axis=None)
     if mode == "zscore-slice":
         return _zscore(image, axis=(1, 2))
+    if mode in ("zscore-slice-1", "zscore-slice-2"):
+        across = int(mode[-1])
+        return _zscore(image, axis=tuple(a for a in range(3) if a != across))
     raise SparseSegError(f"unknown normalization {mode!r}", f"Use one of: {', '.join(NORMALIZATIONS)}.")
 
 

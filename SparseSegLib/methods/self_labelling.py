@@ -905,6 +905,42 @@ class _SelfLabelling:
             yield result
 
 
+    def segmenter_from_state(self, cases: list[Case], options: MethodOptions, state: dict) -> Segmenter:
+        """The model a job's round state holds, on the job volume's own axes (Slicer's "Save model").
+
+        A job trains on the volume transposed so that the painted axis comes first (:meth:`run_rounds`), and
+        after a fusion round holds networks across the other two axes too: the labelling network and those
+        members are rebuilt as the job built them and given the original array axes they run across.
+        """
+        settings = self.settings(options)
+        axis = painted_axis(cases)
+        order = (axis,) + tuple(a for a in range(3) if a != axis)
+        work = [transpose_case(case, order) for case in cases] if axis else cases
+        segmenter = self.build(work, options, settings)
+        labelling = segmenter.network
+        try:
+            labelling.load_state_dict(state["network"])
+            members = {}
+            for member_axis, weights in ((state.get("method_state") or {}).get("members") or {}).items():
+                members[int(member_axis)] = copy.deepcopy(labelling)
+                members[int(member_axis)].load_state_dict(weights)
+        except RuntimeError as error:
+            raise SparseSegError(f"the checkpoint does not fit this job's {self.name} network "
+                                 f"({str(error).splitlines()[0][:160]})",
+                                 "The job's settings changed since the checkpoint was written; run the job again.") from None
+        job_axes = (0, *sorted(members))
+        axes = tuple(order[a] for a in job_axes)  # job axes -> the volume's own
+        # a member's slices keep the job frame's in-plane order, which may be the other way round on the volume's own
+        swap = tuple([order[b] for b in range(3) if b != a] != [c for c in range(3) if c != order[a]] for a in job_axes)
+        config = replace(segmenter.network_config, axes=axes, swap_in_plane=swap if any(swap) else ())
+        network = AxisEnsemble([labelling, *(members[a] for a in sorted(members))], axes) if members else labelling
+        # the saved patch is the one across axis 0: a network across another axis sizes its own from the image
+        patch = segmenter.patch_size if axes[0] == 0 else default_patch_size(cases[0].image.shape, config)
+        # the job z-scored each slice across the painted axis (on the transposed volume)
+        normalization = f"zscore-slice-{axis}" if axis and segmenter.normalization == "zscore-slice" else segmenter.normalization
+        return replace(segmenter, network=network, network_config=config, patch_size=patch, normalization=normalization)
+
+
 #: Cohorts at least this large give 15% of their volumes to validation when none are given (see ``train``).
 HOLD_OUT_FROM = 10
 

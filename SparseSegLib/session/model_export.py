@@ -2,7 +2,9 @@
 
 Runs in the worker's Python (it imports torch), started by the Slicer module's "Save model". The
 network is rebuilt exactly as the worker built it for the job (same network preset, patch size and
-classes), the checkpoint's weights are loaded (``weights_only=True``) and the folder is written with
+classes; a method with its own network, self-labelling, rebuilds it with ``segmenter_from_state``,
+axis-fusion members and the painted axis included), the checkpoint's weights are loaded
+(``weights_only=True``) and the folder is written with
 :meth:`~SparseSegLib.engine.model.Segmenter.save`, so ``sparseseg predict`` and "Load model" read it.
 """
 
@@ -19,9 +21,11 @@ def export_model(job_directory: str | Path, model_directory: str | Path) -> Path
     import torch
 
     from ..case import Case
-    from ..io import read_annotation, read_image
+    from ..io import read_annotation, read_image, read_label
     from ..jobs import layout
+    from ..jobs.regions import annotated_mask
     from ..jobs.schema import read_job
+    from ..methods import get_method
     from ..methods.base import MethodOptions
     from ..methods.common import new_segmenter
 
@@ -37,6 +41,8 @@ def export_model(job_directory: str | Path, model_directory: str | Path) -> Path
         raise SparseSegError(f"the checkpoint {checkpoint} holds no network weights", "Save the model from another job.")
     image, geometry = read_image(spec.image)
     label, names, colors = read_annotation(spec.annotation, geometry)
+    mask = read_label(spec.region["mask"], geometry) if spec.region["kind"] == "mask" else None
+    annotated, _ = annotated_mask(spec.region, label, geometry, mask)
     names = {**names, **spec.class_names()}
     colors = {**colors, **spec.class_colors()}
     parameters = spec.parameters
@@ -44,15 +50,19 @@ def export_model(job_directory: str | Path, model_directory: str | Path) -> Path
     patch = adjustments.get("patch_size") or parameters["patch_size"]
     options = MethodOptions(network=parameters["network"], budget=parameters["budget"], device="cpu", seed=spec.seed,
                             patch_size=tuple(patch) if patch else None, normalization=parameters["normalization"],
-                            rounds=spec.rounds)
-    case = Case(spec.case_id, image, geometry, label, None, names, colors)
-    segmenter = new_segmenter([case], options, spec.method)
-    try:
-        segmenter.network.load_state_dict(state["network"])
-    except RuntimeError as error:
-        raise SparseSegError(f"the checkpoint does not fit a {parameters['network']} network of this job "
-                             f"({str(error).splitlines()[0][:160]})",
-                             "This method uses its own network; apply its rounds instead of a saved model.") from None
+                            rounds=spec.rounds, extra=dict(parameters.get("method_options") or {}))
+    case = Case(spec.case_id, image, geometry, label, annotated, names, colors)
+    method = get_method(spec.method)
+    if hasattr(method, "segmenter_from_state"):  # a method with its own network (self-labelling)
+        segmenter = method.segmenter_from_state([case], options, state)
+    else:
+        segmenter = new_segmenter([case], options, spec.method)
+        try:
+            segmenter.network.load_state_dict(state["network"])
+        except RuntimeError as error:
+            raise SparseSegError(f"the checkpoint does not fit a {parameters['network']} network of this job "
+                                 f"({str(error).splitlines()[0][:160]})",
+                                 "This method uses its own network; apply its rounds instead of a saved model.") from None
     segmenter.training = {"job": str(job_directory), "round": done, "method": spec.method,
                           "rounds": spec.rounds, "parameters": {k: v for k, v in parameters.items() if k != "method_options"}}
     return segmenter.save(model_directory)
