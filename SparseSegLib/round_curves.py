@@ -78,7 +78,8 @@ def reuse_runs(results: dict, path: Path, log=print) -> list[str]:
 
 
 def write_round_curves(results: dict, out: Path) -> Path | None:
-    """``round_dice.png``: test Dice after each round against the fraction of slices labelled."""
+    """``round_dice.png``: test Dice after each round; a hollow marker once every training slice is labelled
+    (the fusion rounds, and an ensemble's average, come after that point)."""
     curves = {name: run["folds"][0].get("round_curve") for name, run in results["runs"].items()}
     curves = {name: curve for name, curve in curves.items() if curve}
     if not curves:
@@ -93,16 +94,20 @@ def write_round_curves(results: dict, out: Path) -> Path | None:
     reference = reference_for(results["dataset"]["name"], Path(results["dataset"]["root"]).name)
     figure, axis = plt.subplots(figsize=(7.5, 4.5), dpi=110)
     for name, curve in curves.items():
-        x = [p["labelled_fraction"] for p in curve["points"]]
+        x = list(range(1, len(curve["points"]) + 1))
         y = [p["dice"] for p in curve["points"]]
-        axis.plot(x, y, marker="o", markersize=3, label=name)
+        (line,) = axis.plot(x, y, marker="o", markersize=3, label=name)
+        full = [(i, d) for i, d, p in zip(x, y, curve["points"]) if p["labelled_fraction"] >= 1.0]
+        if full:
+            axis.plot(*zip(*full), linestyle="none", marker="o", markersize=6, markerfacecolor="white",
+                      color=line.get_color())
     if reference:
         for key, style in (("self-labelling-faithful (2D)", ":"), ("sparse-only (2D)", "--")):
             row = reference.rows.get(key)
             if row and "dice" in row.metrics:
                 axis.axhline(row.metrics["dice"], linestyle=style, color="grey", linewidth=1)
                 axis.text(0.0, row.metrics["dice"] + 0.01, f"paper: {row.label}", color="grey", fontsize=7)
-    axis.set_xlabel("fraction of training slices labelled (GT + pseudo-labels) after the round")
+    axis.set_xlabel("round (hollow: every training slice labelled; fusion rounds, then an ensemble's average, last)")
     axis.set_ylabel(f"test Dice ({results['headline_group']} label)")
     axis.set_ylim(0, 1)
     axis.grid(alpha=0.3)
