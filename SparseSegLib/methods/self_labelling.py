@@ -805,6 +805,10 @@ class _SelfLabelling:
     def train(self, cases: list[Case], options: MethodOptions, reporter: Reporter, validation: list[Case] | None = None):
         """Self-label a cohort until every training volume is labelled; returns the final segmenter.
 
+        With ``ensemble`` N, N independent runs (training seeds ``seed`` .. ``seed + N - 1``) are averaged into
+        one model: one run may leak past a structure's end or lose it, and nothing it trains on shows which
+        (README.md, third exploration); then ``ensemble_passes`` let the average re-label every run.
+
         Without validation cases, a cohort of :data:`HOLD_OUT_FROM` or more volumes gives 15% of them (seeded) to
         validation, as the paper's 70/15/15 protocol does, so that ``sparseseg train`` stops early and keeps the
         best weights of each round on held-out annotation exactly as the benchmark does, rather than watching its
