@@ -29,7 +29,7 @@ bench: venv
 
 # Issue 6: the self-labelling table of README.md next to the paper's Table 2: baselines, faithful/random, the
 # improved default (two runs averaged) and the previous default (v4, one run), as two parallel single-threaded
-# queues (2 cores, about 40 minutes each on a quiet machine), merged into one report.
+# queues (2 cores; the default's queue took 31 min at issue 6's fourth stop), merged into one report.
 SL_BENCH = OMP_NUM_THREADS=1 $(VENV)/bin/sparseseg bench --dataset ../shared/data/hippocampus \
 	--annotation central-slice --budget paper
 SL_OUT = bench-output/self_labelling_parts

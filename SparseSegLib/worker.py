@@ -56,6 +56,22 @@ FAULTS = ("oom", "oom-once", "bug")
 CHECKPOINT_FORMAT = 1
 
 
+def read_job_case(spec: JobSpec):
+    """The job's case (image, annotation, annotated mask as the region says, class names and colours) and a
+    description of the region; shared by the worker and Save model, which must see the same annotated mask."""
+    from .case import Case
+    from .io import read_annotation, read_image, read_label
+    from .jobs.regions import annotated_mask
+
+    image, geometry = read_image(spec.image)
+    label, names, colors = read_annotation(spec.annotation, geometry)
+    mask = read_label(spec.region["mask"], geometry) if spec.region["kind"] == "mask" else None
+    annotated, description = annotated_mask(spec.region, label, geometry, mask)
+    case = Case(spec.case_id, image, geometry, label, annotated, {**names, **spec.class_names()},
+                {**colors, **spec.class_colors()})
+    return case, description
+
+
 class JobCancelled(Exception):
     """Raised when a stop was requested; the worker then writes a ``cancelled`` event."""
 
@@ -223,22 +239,15 @@ class Worker:
     def load_case(self, spec: JobSpec):
         """The job's case (image, annotation, annotated mask, class names) and the optional reference."""
         from .annotation import check_annotation
-        from .case import Case
-        from .io import read_annotation, read_image, read_label
-        from .jobs.regions import annotated_mask
+        from .io import read_label
 
         try:
-            image, geometry = read_image(spec.image)
-            label, names, colors = read_annotation(spec.annotation, geometry)
-            mask = read_label(spec.region["mask"], geometry) if spec.region["kind"] == "mask" else None
-            annotated, description = annotated_mask(spec.region, label, geometry, mask)
-            summary = check_annotation(label, annotated)
-            reference = read_label(spec.reference, geometry) if spec.reference is not None else None
+            case, description = read_job_case(spec)
+            summary = check_annotation(case.label, case.annotated)
+            reference = read_label(spec.reference, case.geometry) if spec.reference is not None else None
         except SparseSegError as error:
             raise _kind(error, "input")
-        names = {**names, **spec.class_names()}
-        colors = {**colors, **spec.class_colors()}
-        case = Case(spec.case_id, image, geometry, label, annotated, names, colors)
+        geometry = case.geometry
         classes = ", ".join(f"{v}: {n}" for v, n in sorted(summary.foreground_per_class.items()))
         self.events.emit("log", message=(
             f"annotation: {description}; {summary.annotated_voxels} annotated voxels "

@@ -349,11 +349,15 @@ def test_a_fusion_pass_can_be_relabelled_by_another_model(cohort):
     loop = new_loop(cohort[:2], k=1.0, fuse_axes=True, fusion_epochs=1, fusion_passes=1, relabel_postprocess=False)
     list(loop.run())
     teacher = copy.deepcopy(loop.final_network()), loop.final_config()
-    for member in teacher[0].members:  # another model than the loop's own
-        torch.nn.init.normal_(next(member.parameters()), std=0.5)
+    with torch.no_grad():  # another model than the loop's own: one that is sure of class 2 everywhere
+        for member in teacher[0].members:
+            member.head.bias[2] += 20.0
     gt_before = [t[g].copy() for t, g in zip(loop.targets, loop.gt)]
     expected = [pseudo_labels(predict_probabilities(teacher[0], image, teacher[1], loop.segmenter.patch_size, loop.device),
                               loop.settings.theta, loop.settings.threshold) for image in loop.images]
+    own = pseudo_labels(predict_probabilities(loop.final_network(), loop.images[0], loop.final_config(),
+                                              loop.segmenter.patch_size, loop.device), loop.settings.theta, loop.settings.threshold)
+    assert not np.array_equal(own, expected[0])  # the two models' labels differ, so the check below can tell them apart
     loop.total += 1
     loop.fusion_round(loop.total, 0.0, teacher)
     for target, gt, before, proposal, labelled in zip(loop.targets, loop.gt, gt_before, expected, loop.labelled):

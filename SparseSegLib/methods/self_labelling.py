@@ -888,10 +888,8 @@ class _SelfLabelling:
         slices): the volumes are transposed so that it comes first, and every result is transposed back.
         """
         settings = self.settings(options)
-        axis = painted_axis(cases)
-        order = (axis,) + tuple(a for a in range(3) if a != axis)
+        axis, order, work = job_frame(cases)
         inverse = tuple(int(a) for a in np.argsort(order))
-        work = [transpose_case(case, order) for case in cases] if axis else cases
         segmenter = self.build(work, options, settings)
         loop = SelfLabellingLoop(self.name, segmenter, work, options, reporter, settings, should_stop=should_stop,
                                  total_rounds=int(options.rounds))
@@ -908,7 +906,6 @@ class _SelfLabelling:
                 result.metrics["slice_axis"] = axis
             yield result
 
-
     def segmenter_from_state(self, cases: list[Case], options: MethodOptions, state: dict) -> Segmenter:
         """The model a job's round state holds, on the job volume's own axes (Slicer's "Save model").
 
@@ -916,11 +913,8 @@ class _SelfLabelling:
         after a fusion round holds networks across the other two axes too: the labelling network and those
         members are rebuilt as the job built them and given the original array axes they run across.
         """
-        settings = self.settings(options)
-        axis = painted_axis(cases)
-        order = (axis,) + tuple(a for a in range(3) if a != axis)
-        work = [transpose_case(case, order) for case in cases] if axis else cases
-        segmenter = self.build(work, options, settings)
+        axis, order, work = job_frame(cases)
+        segmenter = self.build(work, options, self.settings(options))
         labelling = segmenter.network
         try:
             labelling.load_state_dict(state["network"])
@@ -978,6 +972,16 @@ def painted_axis(cases: list[Case]) -> int:
         others = tuple(a for a in range(3) if a != axis)
         counts.append(int(np.count_nonzero(annotated.any(axis=others))))
     return int(np.argmin(counts))  # ties -> the lowest axis (0, the slice stack)
+
+
+def job_frame(cases: list[Case]) -> tuple[int, tuple[int, int, int], list[Case]]:
+    """The painted axis, the axis order that brings it first, and the cases transposed to that order.
+
+    A job's 2D networks work on slices across the painted axis; training and Save model must agree on the frame.
+    """
+    axis = painted_axis(cases)
+    order = (axis,) + tuple(a for a in range(3) if a != axis)
+    return axis, order, [transpose_case(case, order) for case in cases] if axis else cases
 
 
 def transpose_case(case: Case, order: tuple[int, ...]) -> Case:

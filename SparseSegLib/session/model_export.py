@@ -20,14 +20,12 @@ from ..errors import SparseSegError
 def export_model(job_directory: str | Path, model_directory: str | Path) -> Path:
     import torch
 
-    from ..case import Case
-    from ..io import read_annotation, read_image, read_label
     from ..jobs import layout
-    from ..jobs.regions import annotated_mask
     from ..jobs.schema import read_job
     from ..methods import get_method
     from ..methods.base import MethodOptions
     from ..methods.common import new_segmenter
+    from ..worker import read_job_case
 
     job_directory = Path(job_directory)
     spec = read_job(job_directory)
@@ -39,19 +37,13 @@ def export_model(job_directory: str | Path, model_directory: str | Path) -> Path
     state = payload.get("state") or {}
     if "network" not in state:
         raise SparseSegError(f"the checkpoint {checkpoint} holds no network weights", "Save the model from another job.")
-    image, geometry = read_image(spec.image)
-    label, names, colors = read_annotation(spec.annotation, geometry)
-    mask = read_label(spec.region["mask"], geometry) if spec.region["kind"] == "mask" else None
-    annotated, _ = annotated_mask(spec.region, label, geometry, mask)
-    names = {**names, **spec.class_names()}
-    colors = {**colors, **spec.class_colors()}
+    case, _ = read_job_case(spec)
     parameters = spec.parameters
     adjustments = payload.get("adjustments") or {}
     patch = adjustments.get("patch_size") or parameters["patch_size"]
     options = MethodOptions(network=parameters["network"], budget=parameters["budget"], device="cpu", seed=spec.seed,
                             patch_size=tuple(patch) if patch else None, normalization=parameters["normalization"],
                             rounds=spec.rounds, extra=dict(parameters.get("method_options") or {}))
-    case = Case(spec.case_id, image, geometry, label, annotated, names, colors)
     method = get_method(spec.method)
     if hasattr(method, "segmenter_from_state"):  # a method with its own network (self-labelling)
         segmenter = method.segmenter_from_state([case], options, state)
