@@ -569,3 +569,45 @@ def test_a_network_that_proposes_only_background_is_reported_not_silently_propag
     frozen.reporter = Recorder()
     list(frozen.run())
     assert len(frozen.reporter.messages) == 1 and "round 2/2" in frozen.reporter.messages[0][0]
+
+
+def test_co_labelling_runs_share_pseudo_labels_made_by_their_averaged_networks(cohort):
+    # two runs in lockstep: round 2's new slices are labelled once, from the mean of both runs' round-1 networks
+    method = get_method("self-labelling")
+    options = MethodOptions(budget="quick", seed=0, device="cpu", extra={**TINY, "continuity": 0.0})
+    settings = method.settings(options)
+    loops = [SelfLabellingLoop("self-labelling", method.build(cohort[:2], replace(options, seed=s), settings), cohort[:2],
+                               replace(options, seed=s), SilentReporter(), settings, stream=False) for s in (0, 1)]
+    loops[0].label_together_with(loops[1:])
+    runs = [loop.run() for loop in loops]
+    for run in runs:
+        next(run)  # round 1: ground truth only
+    networks = [copy.deepcopy(loop.labeller()) for loop in loops]
+    assert not all(torch.equal(a, b) for a, b in zip(*(n.state_dict().values() for n in networks)))  # two seeds, two networks
+    before = [lab.copy() for lab in loops[0].labelled]
+    round2 = [next(run) for run in runs]
+    assert round2[0].metrics["new_slices"] > 0 and round2[1].metrics["new_slices"] == 0  # the follower did not label
+    assert loops[1].targets is loops[0].targets and loops[1].labelled is loops[0].labelled
+    from SparseSegLib.methods.self_labelling import predict_slices
+    v = 0
+    new = np.flatnonzero((loops[0].labelled[v] == 2) & (before[v] == 0))
+    multiple = loops[0].segmenter.network_config.size_multiple
+    mean = np.mean([predict_slices(n, loops[0].images[v], new, settings.context, multiple) for n in networks], axis=0)
+    expected = pseudo_labels(mean, settings.theta, settings.threshold, settings.background_theta)
+    alone = pseudo_labels(predict_slices(networks[0], loops[0].images[v], new, settings.context, multiple),
+                          settings.theta, settings.threshold, settings.background_theta)
+    assert np.array_equal(loops[0].targets[v][new], expected)
+    assert not np.array_equal(expected, alone)  # the peer's network changed the labels
+    with pytest.raises(SparseSegError, match="co_labelling"):
+        method.settings(MethodOptions(extra={"ensemble": 1, "co_labelling": True}))
+
+
+def test_a_co_labelled_ensemble_trains_and_saves_like_an_ensemble(cohort, tmp_path):
+    extra = {**TINY, "k": 1.0, "fuse_axes": True, "fusion_epochs": 1, "fusion_passes": 2, "ensemble": 2, "co_labelling": True}
+    both = get_method("self-labelling").train(cohort[:3], MethodOptions(budget="quick", seed=0, device="cpu", extra=extra),
+                                              SilentReporter())
+    # each run: round 1, round 2 (every slice labelled), two fusion passes (the second re-labelled by both runs' average)
+    assert [r["ensemble_run"] for r in both.training["rounds"]] == [1] * 4 + [2] * 4
+    assert both.network_config.axes == (0, 1, 2, 0, 1, 2)
+    loaded = load_segmenter(both.save(tmp_path / "model"))
+    assert np.allclose(loaded.predict(cohort[0].image)[1], both.predict(cohort[0].image)[1], atol=1e-5)

@@ -100,6 +100,7 @@ class Settings:
     relabel_theta: float = 0.0       # confidence those re-labels need (0: theta); the fused model is better calibrated than one network
     ensemble: int = 1                # cohorts: independent runs (training seeds seed, seed + 1, ...) whose models are averaged
     ensemble_passes: int = 0         # then passes in which the runs' averaged model re-labels every run's pseudo-labels
+    co_labelling: bool = False       # the ensemble's runs go round by round together on one set of pseudo-labels, made by their averaged networks
 
     def check(self) -> None:
         choices = {"classes": ("merged", "multi"), "threshold": ("binarise", "ignore"), "order": ("outward", "random"),
@@ -128,6 +129,9 @@ class Settings:
         if self.ensemble_passes < 0 or (self.ensemble_passes and (self.ensemble < 2 or not self.fuse_axes)):
             raise SparseSegError("self-labelling: ensemble_passes needs ensemble >= 2 and fuse_axes",
                                  "E.g. ensemble 2 fuse_axes true ensemble_passes 1, or ensemble_passes 0.")
+        if self.co_labelling and self.ensemble < 2:
+            raise SparseSegError("self-labelling: co_labelling needs ensemble >= 2",
+                                 "E.g. ensemble 2 co_labelling true, or co_labelling false.")
         if self.fusion_passes < 1:
             raise SparseSegError("self-labelling: fusion_passes must be >= 1", "E.g. fusion_passes 2.")
         if self.sigma <= 0:
@@ -378,6 +382,20 @@ class SelfLabellingLoop(RoundLoop):
             self.total = min(self.total, int(settings.max_rounds))
         self.members: dict[int, torch.nn.Module] = {}  # networks across axes 1 and 2, trained by the fusion round
         self.slice_fields: dict[tuple[int, int], object] = {}  # continuity: registration of each slice's inner neighbour
+        self.peers: list[SelfLabellingLoop] = []  # co-labelling: the other runs, whose networks label with this one's
+        self.leader: SelfLabellingLoop | None = None  # co-labelling: the run that makes this one's pseudo-labels
+
+    def label_together_with(self, followers: list["SelfLabellingLoop"]) -> None:
+        """Co-labelling: ``followers`` train on this loop's pseudo-labels, which the average of every run's network makes.
+
+        Independent runs of one chain fail in different places (one leaks past a structure's end, another loses
+        it; README.md); averaging them at the end removes a leak but cannot bring back a lost end. Deciding every
+        slice with their average keeps one run's early mistake from becoming the chain's.
+        """
+        for follower in followers:
+            follower.targets, follower.labelled, follower.gt = self.targets, self.labelled, self.gt
+            follower.leader = self
+        self.peers = list(followers)
 
     # -- targets ----------------------------------------------------------------------------
 
@@ -408,9 +426,15 @@ class SelfLabellingLoop(RoundLoop):
         return self.teacher if self.teacher is not None else self.segmenter.network
 
     def expand(self) -> int:
-        """Pseudo-label the next slices of every volume (and, with ``refresh``, re-predict earlier ones)."""
-        network, added = self.labeller(), 0
+        """Pseudo-label the next slices of every volume (and, with ``refresh``, re-predict earlier ones).
+
+        With co-labelling peers, their labelling networks' softmax is averaged with this one's; a follower
+        does not label (its leader has, for both).
+        """
         self.proposed_foreground = 0
+        if self.leader is not None:
+            return 0
+        networks, added = [self.labeller(), *(peer.labeller() for peer in self.peers)], 0
         multiple = self.segmenter.network_config.size_multiple
         for v, (image, target, labelled, gt) in enumerate(zip(self.images, self.targets, self.labelled, self.gt)):
             new = next_slices(labelled > 0, self.step[v], self.settings.order, self.rng)
@@ -418,7 +442,8 @@ class SelfLabellingLoop(RoundLoop):
             slices = np.union1d(new, redo).astype(int)
             if slices.size == 0:
                 continue
-            probabilities = predict_slices(network, image, slices, self.settings.context, multiple)
+            probabilities = np.mean([predict_slices(network, image, slices, self.settings.context, multiple)
+                                     for network in networks], axis=0)
             # innermost first, so that with continuity each slice sees its inner neighbour's label of this round
             for n in np.argsort(distance_to(gt, slices), kind="stable"):
                 s = int(slices[n])
@@ -437,7 +462,8 @@ class SelfLabellingLoop(RoundLoop):
                 self.targets[v][s][free] = proposal[free]
                 labelled[s] = 2
             added += int(new.size)
-        self.segmenter.network.train()
+        for loop in (self, *self.peers):
+            loop.segmenter.network.train()
         return added
 
     def neighbour_footprint(self, v: int, s: int) -> np.ndarray:
@@ -641,9 +667,12 @@ class SelfLabellingLoop(RoundLoop):
         """
         summaries = {}
         if self.members:  # a later pass: the fused model re-labels, then every network is fine-tuned on its labels
-            changed = self.relabel_with_fused_model(*(teacher or ()))
-            whose = "the runs' averaged model" if teacher else "the fused model"
-            self.reporter.log(f"{stage}: {whose} re-labelled the pseudo-labels ({changed} voxels changed)")
+            if self.peers and teacher is None:
+                teacher = self.co_teacher()
+            if self.leader is None:
+                changed = self.relabel_with_fused_model(*(teacher or ()))
+                whose = "the runs' averaged model" if teacher else "the fused model"
+                self.reporter.log(f"{stage}: {whose} re-labelled the pseudo-labels ({changed} voxels changed)")
             self.sampler = PatchSampler(self.training_volumes(index, None), 2, self.segmenter.patch_size,
                                         context_slices=self.settings.context, augment=False,
                                         foreground_ratio=self.settings.foreground_ratio,
@@ -677,6 +706,16 @@ class SelfLabellingLoop(RoundLoop):
                 "loss": float(np.mean([s["loss"] for s in summaries.values()])),
                 "monitor": summaries[1]["monitor"], "best": {str(a): s["best"] for a, s in summaries.items()},
                 "augmented": False, "fused_axes": [0, *sorted(self.members)], "labeller_validation": round(reference, 4)}
+
+    def co_teacher(self) -> tuple[torch.nn.Module, NetworkConfig]:
+        """Co-labelling: every run's fused model averaged (network, config), to re-label the shared pseudo-labels."""
+        loops = [self, *self.peers]
+        axes = tuple(a for loop in loops for a in loop.final_config().axes)
+        members = []
+        for loop in loops:
+            network = loop.final_network()
+            members += list(network.members) if isinstance(network, AxisEnsemble) else [network]
+        return AxisEnsemble(members, axes), replace(self.final_config(), axes=axes)
 
     def relabel_with_fused_model(self, network: torch.nn.Module | None = None, config: NetworkConfig | None = None) -> int:
         """Replace every pseudo-label with the fused model's (or the given ``network``'s; same threshold reading);
@@ -822,7 +861,9 @@ class _SelfLabelling:
             reporter.log(f"{self.name}: {len(validation)} of {len(cases) + len(validation)} volumes held out for validation "
                          "(early stopping on their annotated slices)")
         runs = []
-        for run in range(settings.ensemble):
+        if settings.co_labelling:
+            runs = self._train_together(cases, options, reporter, validation, settings)
+        for run in range(settings.ensemble if not runs else 0):
             run_options = replace(options, seed=options.seed + run)
             if settings.ensemble > 1:
                 reporter.log(f"{self.name}: ensemble run {run + 1}/{settings.ensemble} (training seed {run_options.seed})")
@@ -879,6 +920,33 @@ class _SelfLabelling:
         trained = replace(segmenter, network=loop.final_network(), network_config=loop.final_config())
         trained.round_snapshots = loop.snapshots
         return trained, rounds, loop
+
+    def _train_together(self, cases: list[Case], options: MethodOptions, reporter: Reporter,
+                        validation: list[Case] | None, settings: Settings) -> list[tuple[Segmenter, list[dict], SelfLabellingLoop]]:
+        """Co-labelling: the ``ensemble`` runs (training seeds seed, seed + 1, ...) go through the rounds side by side
+        on one set of pseudo-labels, each slice decided by their averaged networks (and each re-labelling pass by
+        their averaged fused models); each run trains its own networks on them. Returns what :meth:`_train_once`
+        returns, per run."""
+        segmenters = [self.build(cases, replace(options, seed=options.seed + run), settings) for run in range(settings.ensemble)]
+        loops = [SelfLabellingLoop(self.name, segmenter, cases, replace(options, seed=options.seed + run), reporter, settings,
+                                   validation=validation, stream=False, keep_state=False)
+                 for run, segmenter in enumerate(segmenters)]
+        loops[0].label_together_with(loops[1:])
+        reporter.log(f"{self.name}: {len(cases)} volumes, {loops[0].total} rounds, {len(loops)} runs (training seeds "
+                     f"{options.seed}-{options.seed + len(loops) - 1}) labelling together, k {settings.k:g}, theta "
+                     f"{settings.theta:g} ({settings.threshold}), classes {settings.classes}")
+        rounds: list[list[dict]] = [[] for _ in loops]
+        for results in zip(*(loop.run() for loop in loops)):
+            for run, result in enumerate(results):
+                rounds[run].append(result.metrics)
+            reporter.log(f"{self.name} round {results[0].index}/{results[0].total}: {results[0].metrics['labelled_fraction']:.1%} "
+                         f"of slices labelled, monitor {', '.join(str(r.metrics['best']) for r in results)}")
+        runs = []
+        for segmenter, loop, run_rounds in zip(segmenters, loops, rounds):
+            trained = replace(segmenter, network=loop.final_network(), network_config=loop.final_config())
+            trained.round_snapshots = loop.snapshots
+            runs.append((trained, run_rounds, loop))
+        return runs
 
     def run_rounds(self, cases: list[Case], options: MethodOptions, reporter: Reporter, state: dict | None = None,
                    should_stop: Callable[[], bool] | None = None) -> Iterator[RoundResult]:
