@@ -33,7 +33,10 @@ def round_test_curve(segmenter, test: list, device, class_names: dict, headline:
         config = snapshot.get("config", segmenter.network_config)
         network = build_network(config, segmenter.num_classes)
         network.load_state_dict(snapshot["state"])
-        at_round = replace(segmenter, network=network, network_config=config)
+        # ... and may be fed another way (a 3D student follows 2D networks that z-score each slice)
+        at_round = replace(segmenter, network=network, network_config=config,
+                           patch_size=tuple(snapshot.get("patch_size", segmenter.patch_size)),
+                           normalization=snapshot.get("normalization", segmenter.normalization))
         dice = [_dice(at_round.predict(c.image, device)[0], c.label, class_names, headline) for c in test]
         points.append({"round": snapshot["round"], "labelled_fraction": snapshot["labelled_fraction"],
                        "dice": float(np.nanmean(dice)), "dice_sd": float(np.nanstd(dice, ddof=1)) if len(dice) > 1 else 0.0})

@@ -611,3 +611,22 @@ def test_a_co_labelled_ensemble_trains_and_saves_like_an_ensemble(cohort, tmp_pa
     assert both.network_config.axes == (0, 1, 2, 0, 1, 2)
     loaded = load_segmenter(both.save(tmp_path / "model"))
     assert np.allclose(loaded.predict(cohort[0].image)[1], both.predict(cohort[0].image)[1], atol=1e-5)
+
+
+def test_a_3d_student_learns_the_final_models_pseudo_labels_and_becomes_the_model(cohort, tmp_path):
+    extra = {**TINY, "k": 1.0, "fuse_axes": True, "fusion_epochs": 1, "fusion_passes": 1, "student_3d": True}
+    options = MethodOptions(budget="quick", seed=0, device="cpu", iterations=4, extra=extra)
+    student = get_method("self-labelling").train(cohort[:3], options, SilentReporter())
+    assert student.network_config.dims == 3 and student.postprocess == "lcc-fill"
+    assert len(student.class_names) == 2  # the cohort's two classes, as the 2D teacher had them
+    assert student.training["rounds"][-1]["student"] == "3d"
+    # the curve: three 2D rounds fed as the 2D model is (slice z-score, 2D patch), then the student
+    snapshots = student.round_snapshots
+    assert [s["round"] for s in snapshots] == [1, 2, 3, 4]
+    assert snapshots[0]["normalization"] == "zscore-slice" and len(snapshots[0]["patch_size"]) == 2
+    assert snapshots[-1]["config"].dims == 3 and snapshots[-1]["normalization"] == student.normalization
+    loaded = load_segmenter(student.save(tmp_path / "model"))
+    assert np.allclose(loaded.predict(cohort[0].image)[1], student.predict(cohort[0].image)[1], atol=1e-5)
+    from SparseSegLib.round_curves import round_test_curve
+    curve = round_test_curve(student, cohort[2:], "cpu", student.class_names, "merged")
+    assert [p["round"] for p in curve["points"]] == [1, 2, 3, 4]

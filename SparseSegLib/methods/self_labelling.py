@@ -53,7 +53,8 @@ from ..engine.slice_registration import slice_transform, warp_label
 from ..engine.trainer import TrainingCancelled, seed_everything
 from ..errors import SparseSegError
 from .base import MethodOptions, Reporter, RoundResult, register
-from .common import RoundLoop, class_names_of, network_snapshot
+from ..engine.device import select_device
+from .common import RoundLoop, class_names_of, fit, network_snapshot, new_segmenter
 
 
 @dataclass
@@ -100,6 +101,7 @@ class Settings:
     relabel_theta: float = 0.0       # confidence those re-labels need (0: theta); the fused model is better calibrated than one network
     ensemble: int = 1                # cohorts: independent runs (training seeds seed, seed + 1, ...) whose models are averaged
     ensemble_passes: int = 0         # then passes in which the runs' averaged model re-labels every run's pseudo-labels
+    student_3d: bool = False         # cohorts: a 3D U-Net trained on the final model's pseudo-labels of every training volume is the model
     co_labelling: bool = False       # the ensemble's runs go round by round together on one set of pseudo-labels, made by their averaged networks
 
     def check(self) -> None:
@@ -887,6 +889,14 @@ class _SelfLabelling:
                                           for (seg, _, _), loop in zip(runs, loops)])
                 snapshots.append(self._snapshot(segmenter, snapshots[-1]))
             rounds = [{**r, "ensemble_run": n + 1} for n, (_, run_rounds, _) in enumerate(runs) for r in run_rounds]
+        if settings.student_3d:
+            for snapshot in snapshots:  # the 2D rounds are fed as the 2D model is, the student its own way
+                snapshot.setdefault("patch_size", segmenter.patch_size)
+                snapshot.setdefault("normalization", segmenter.normalization)
+            segmenter, student_summary = self._train_student(segmenter, cases, options, reporter, validation, settings)
+            snapshots.append({**self._snapshot(segmenter, snapshots[-1]), "patch_size": segmenter.patch_size,
+                              "normalization": segmenter.normalization})
+            rounds = [*rounds, student_summary]
         segmenter.training = {"stage": self.name, "settings": {k: (list(v) if isinstance(v, tuple) else v)
                                                                for k, v in asdict(settings).items()},
                               "train": {"iterations": int(sum(r["iterations"] for r in rounds)),
@@ -894,6 +904,43 @@ class _SelfLabelling:
                               "rounds": rounds, "final_loss": rounds[-1]["loss"] if rounds else None}
         segmenter.round_snapshots = snapshots  # per-round weights for the benchmark's test curve (not saved)
         return segmenter
+
+    def _train_student(self, teacher: Segmenter, cases: list[Case], options: MethodOptions, reporter: Reporter,
+                       validation: list[Case] | None, settings: Settings) -> tuple[Segmenter, dict]:
+        """A 3D U-Net trained on the final 2D model's pseudo-labels of every training volume (ground truth kept).
+
+        The 2D networks decide slice by slice, and even fused across three axes they leave ragged ends where a
+        structure thins out; a 3D network sees the whole shape of every training volume at once and learns it
+        from the cohort (the confident voxels only: uncertain ones stay out of the loss).
+        """
+        started = time.perf_counter()
+        volumes = []
+        student_options = replace(options, network="3d")
+        student = new_segmenter(cases, student_options, self.name)
+        student = replace(student, network=build_network(student.network_config, teacher.num_classes),
+                          class_names=teacher.class_names, class_colors=teacher.class_colors, postprocess=teacher.postprocess)
+        for case in cases:
+            _, probabilities = teacher.predict(case.image, self.device_of(options))
+            target = pseudo_labels(probabilities, settings.relabel_theta or settings.theta, settings.threshold,
+                                   settings.background_theta)
+            if settings.relabel_postprocess:
+                target = postprocessed_proposal(target, probabilities, settings.postprocess)
+            truth = case.sparse_label(UNKNOWN)
+            if settings.classes == "merged":
+                truth = np.where(truth > 0, 1, truth)
+            known = truth != UNKNOWN
+            target[known] = truth[known]  # ground truth is never overruled
+            volumes.append(TrainingVolume(normalize(case.image, student.normalization), target.astype(np.int16)))
+        merged = (lambda c: replace(c, label=(c.label > 0).astype(c.label.dtype))) if settings.classes == "merged" else (lambda c: c)
+        reporter.log(f"{self.name}: training a 3D student on the pseudo-labels of {len(volumes)} volumes")
+        summary = fit(student, volumes, student_options, reporter, f"{self.name} 3D student",
+                      [merged(c) for c in validation] if validation else None)
+        return student, {"student": "3d", "iterations": summary["train"].get("iterations", 0), "loss": summary["final_loss"],
+                         "epochs": 0, "best": None, "seconds": round(time.perf_counter() - started, 3)}
+
+    @staticmethod
+    def device_of(options: MethodOptions):
+        return select_device(options.device)
 
     @staticmethod
     def _snapshot(segmenter: Segmenter, previous: dict) -> dict:
