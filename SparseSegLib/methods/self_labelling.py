@@ -915,7 +915,9 @@ class _SelfLabelling:
         """
         started = time.perf_counter()
         volumes = []
-        student_options = replace(options, network="3d")
+        # validated (best weights kept) as the bench validates the full 3D baseline: ten times over its schedule
+        student_options = replace(options, network="3d", validate_every=max(1, options.schedule(3)["iterations"] // 10)
+                                  if validation else 0)
         student = new_segmenter(cases, student_options, self.name)
         student = replace(student, network=build_network(student.network_config, teacher.num_classes),
                           class_names=teacher.class_names, class_colors=teacher.class_colors, postprocess=teacher.postprocess)
