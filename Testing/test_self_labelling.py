@@ -43,8 +43,8 @@ from SparseSegLib.methods.self_labelling import (
 )
 
 #: A few steps per round: enough for the mechanics, seconds per test on a CPU.
-#: One run, not the default's ensemble of two (the ensemble has its own test).
-TINY = {"epoch_iterations": 3, "first_epochs": 2, "round_epochs": 1, "batch_size": 4, "ensemble": 1}
+#: One run of 2D networks, not the default's co-labelled ensemble of two with a 3D student (each has its own test).
+TINY = {"epoch_iterations": 3, "first_epochs": 2, "round_epochs": 1, "batch_size": 4, "ensemble": 1, "student_3d": False}
 
 
 @pytest.fixture(scope="module")
@@ -311,7 +311,7 @@ def test_fusion_round_trains_a_network_across_each_other_axis_and_averages_them(
 
 def test_an_ensemble_averages_independent_runs_of_other_training_seeds(cohort, tmp_path):
     # k = 1 with one fusion pass: each run is round 1, round 2 (every slice labelled), round 3 (three-axis fusion)
-    extra = {**TINY, "k": 1.0, "fuse_axes": True, "fusion_epochs": 1, "fusion_passes": 1}
+    extra = {**TINY, "k": 1.0, "fuse_axes": True, "fusion_epochs": 1, "fusion_passes": 1, "co_labelling": False}
     method = get_method("self-labelling")
     one = method.train(cohort[:3], MethodOptions(budget="quick", seed=0, device="cpu", extra=extra), SilentReporter())
     other = method.train(cohort[:3], MethodOptions(budget="quick", seed=1, device="cpu", extra=extra), SilentReporter())
@@ -332,7 +332,7 @@ def test_an_ensemble_averages_independent_runs_of_other_training_seeds(cohort, t
 
 def test_ensemble_passes_relabel_every_run_with_the_averaged_model(cohort):
     extra = {**TINY, "k": 1.0, "fuse_axes": True, "fusion_epochs": 1, "fusion_passes": 1, "ensemble": 2,
-             "ensemble_passes": 1}
+             "ensemble_passes": 1, "co_labelling": False}
     both = get_method("self-labelling").train(cohort[:3], MethodOptions(budget="quick", seed=0, device="cpu", extra=extra),
                                               SilentReporter())
     # each run: rounds 1-3, then one pass re-labelled by the two runs' average; the curve ends with the average
@@ -598,8 +598,8 @@ def test_co_labelling_runs_share_pseudo_labels_made_by_their_averaged_networks(c
                           settings.theta, settings.threshold, settings.background_theta)
     assert np.array_equal(loops[0].targets[v][new], expected)
     assert not np.array_equal(expected, alone)  # the peer's network changed the labels
-    with pytest.raises(SparseSegError, match="co_labelling"):
-        method.settings(MethodOptions(extra={"ensemble": 1, "co_labelling": True}))
+    # one run has nobody to label with: co_labelling is then one ordinary run (the default's worker jobs)
+    assert method.settings(MethodOptions(extra={"ensemble": 1, "co_labelling": True})).co_labelling
 
 
 def test_a_co_labelled_ensemble_trains_and_saves_like_an_ensemble(cohort, tmp_path):
