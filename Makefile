@@ -28,8 +28,9 @@ bench: venv
 		--methods sparse-only,full --networks 2d,3d --budget paper --out bench-output/hippocampus
 
 # Issue 6: the self-labelling table of README.md next to the paper's Table 2: baselines, faithful/random, the
-# improved default (two runs averaged) and the previous default (v4, one run), as two parallel single-threaded
-# queues (2 cores; the default's queue took 31 min at issue 6's fourth stop), merged into one report.
+# improved default (two co-labelled runs + 3D student) and the previous default (v5), as two parallel
+# single-threaded queues (2 cores; the default's bench took 33 min at issue 6's fifth stop, the other queue's
+# rows 20 min + v5's 28 min at the fourth), merged into one report.
 SL_BENCH = OMP_NUM_THREADS=1 $(VENV)/bin/sparseseg bench --dataset ../shared/data/hippocampus \
 	--annotation central-slice --budget paper
 SL_OUT = bench-output/self_labelling_parts
@@ -38,7 +39,7 @@ bench-self-labelling: venv
 	( $(SL_BENCH) --methods sparse-only,full --networks 2d --out $(SL_OUT)/baselines2d && \
 	  $(SL_BENCH) --methods self-labelling-faithful,self-labelling-random --out $(SL_OUT)/faithful && \
 	  $(SL_BENCH) --methods full --networks 3d --out $(SL_OUT)/full3d && \
-	  $(SL_BENCH) --methods self-labelling-v4 --out $(SL_OUT)/v4 ) & first=$$!; \
+	  $(SL_BENCH) --methods self-labelling-v5 --out $(SL_OUT)/v5 ) & first=$$!; \
 	( $(SL_BENCH) --methods self-labelling --out $(SL_OUT)/default ) & second=$$!; \
 	wait $$first && wait $$second
 	$(VPY) -m SparseSegLib.round_curves $(SL_OUT)/*/results.json --out bench-output/self_labelling_final

@@ -13,8 +13,10 @@ Registered variants (all share :class:`SelfLabellingLoop`, a :class:`~.common.Ro
   part with the best weights carried to the next round, augmentation on the first model only,
   pseudo-labels frozen once added, threshold read as the code does (``binarise``: p < theta -> background).
 * ``self-labelling-random``: the same, adding randomly chosen slices instead of growing outwards.
-* ``self-labelling``: our improved default (see :data:`IMPROVED`, chosen by the ablation in README.md).
-* ``self-labelling-v4``: the previous default (one run, three fusion passes).
+* ``self-labelling``: our improved default (see :data:`IMPROVED`, chosen by the ablation in README.md): for
+  cohorts two runs labelling together (``co_labelling``) and a 3D student trained on their pseudo-labels.
+* ``self-labelling-v5``: the previous default (two independent runs averaged, four fusion passes).
+* ``self-labelling-v4``: the default before (one run, three fusion passes).
 * ``self-labelling-v3``: the default before (no registration continuity, one fusion pass).
 * ``self-labelling-v2``: v3 without distance weighting and fusion round.
 * ``self-labelling-v1``: the first improved configuration (v2 + EMA teacher).
