@@ -914,12 +914,11 @@ class _SelfLabelling:
                        validation: list[Case] | None, settings: Settings) -> tuple[Segmenter, dict]:
         """A 3D U-Net trained on the final 2D model's pseudo-labels of every training volume (ground truth kept).
 
-        The 2D networks decide slice by slice, and even fused across three axes they leave ragged ends where a
-        structure thins out; a 3D network sees the whole shape of every training volume at once and learns it
-        from the cohort (the confident voxels only: uncertain ones stay out of the loss).
+        The 2D networks decide slice by slice (even fused across three axes), each training volume's labels carrying
+        its own chain's mistakes; a 3D network trained on all of them at once learns one shape from the cohort
+        (confident voxels only: uncertain ones stay out of the loss). Measured: +0.008 / +0.012 Dice (README.md).
         """
-        started = time.perf_counter()
-        volumes = []
+        started, device, volumes = time.perf_counter(), select_device(options.device), []
         # validated (best weights kept) as the bench validates the full 3D baseline: ten times over its schedule
         student_options = replace(options, network="3d", validate_every=max(1, options.schedule(3)["iterations"] // 10)
                                   if validation else 0)
@@ -927,7 +926,7 @@ class _SelfLabelling:
         student = replace(student, network=build_network(student.network_config, teacher.num_classes),
                           class_names=teacher.class_names, class_colors=teacher.class_colors, postprocess=teacher.postprocess)
         for case in cases:
-            _, probabilities = teacher.predict(case.image, self.device_of(options))
+            _, probabilities = teacher.predict(case.image, device)
             target = pseudo_labels(probabilities, settings.relabel_theta or settings.theta, settings.threshold,
                                    settings.background_theta)
             if settings.relabel_postprocess:
@@ -944,10 +943,6 @@ class _SelfLabelling:
                       [merged(c) for c in validation] if validation else None)
         return student, {"student": "3d", "iterations": summary["train"].get("iterations", 0), "loss": summary["final_loss"],
                          "epochs": 0, "best": None, "seconds": round(time.perf_counter() - started, 3)}
-
-    @staticmethod
-    def device_of(options: MethodOptions):
-        return select_device(options.device)
 
     @staticmethod
     def _snapshot(segmenter: Segmenter, previous: dict) -> dict:
