@@ -598,8 +598,6 @@ def test_co_labelling_runs_share_pseudo_labels_made_by_their_averaged_networks(c
                           settings.theta, settings.threshold, settings.background_theta)
     assert np.array_equal(loops[0].targets[v][new], expected)
     assert not np.array_equal(expected, alone)  # the peer's network changed the labels
-    # one run has nobody to label with: co_labelling is then one ordinary run (the default's worker jobs)
-    assert method.settings(MethodOptions(extra={"ensemble": 1, "co_labelling": True})).co_labelling
 
 
 def test_a_co_labelled_ensemble_trains_and_saves_like_an_ensemble(cohort, tmp_path):

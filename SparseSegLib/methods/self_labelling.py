@@ -321,6 +321,16 @@ def postprocessed_proposal(proposal: np.ndarray, probabilities: np.ndarray, mode
     return out
 
 
+def relabel_proposal(probabilities: np.ndarray, settings: Settings) -> np.ndarray:
+    """A whole-volume pseudo-label from a final (fused) model: ``relabel_theta`` (or theta), then, with
+    ``relabel_postprocess``, the model's own post-processing; the fusion passes and the 3D student share it."""
+    proposal = pseudo_labels(probabilities, settings.relabel_theta or settings.theta, settings.threshold,
+                             settings.background_theta)
+    if settings.relabel_postprocess:
+        proposal = postprocessed_proposal(proposal, probabilities, settings.postprocess)
+    return proposal
+
+
 def _rotate_batch(images: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, generator: np.random.Generator):
     """Random flips and rotations up to +-90 degrees (the paper's augmentation), nearest for labels."""
     batch = images.shape[0]
@@ -716,13 +726,9 @@ class SelfLabellingLoop(RoundLoop):
 
     def co_teacher(self) -> tuple[torch.nn.Module, NetworkConfig]:
         """Co-labelling: every run's fused model averaged (network, config), to re-label the shared pseudo-labels."""
-        loops = [self, *self.peers]
-        axes = tuple(a for loop in loops for a in loop.final_config().axes)
-        members = []
-        for loop in loops:
-            network = loop.final_network()
-            members += list(network.members) if isinstance(network, AxisEnsemble) else [network]
-        return AxisEnsemble(members, axes), replace(self.final_config(), axes=axes)
+        average = average_runs([replace(loop.segmenter, network=loop.final_network(), network_config=loop.final_config())
+                                for loop in (self, *self.peers)])
+        return average.network, average.network_config
 
     def relabel_with_fused_model(self, network: torch.nn.Module | None = None, config: NetworkConfig | None = None) -> int:
         """Replace every pseudo-label with the fused model's (or the given ``network``'s; same threshold reading);
@@ -736,10 +742,7 @@ class SelfLabellingLoop(RoundLoop):
         changed = 0
         for v, (image, target, labelled) in enumerate(zip(self.images, self.targets, self.labelled)):
             probabilities = predict_probabilities(network, image, config, self.segmenter.patch_size, self.device)
-            proposal = pseudo_labels(probabilities, self.settings.relabel_theta or self.settings.theta, self.settings.threshold,
-                                     self.settings.background_theta)
-            if self.settings.relabel_postprocess:
-                proposal = postprocessed_proposal(proposal, probabilities, self.settings.postprocess)
+            proposal = relabel_proposal(probabilities, self.settings)
             for s in np.flatnonzero(labelled == 2):
                 free = ~self._gt_voxels(v, s)
                 changed += int(np.count_nonzero(target[s][free] != proposal[s][free]))
@@ -927,10 +930,7 @@ class _SelfLabelling:
                           class_names=teacher.class_names, class_colors=teacher.class_colors, postprocess=teacher.postprocess)
         for case in cases:
             _, probabilities = teacher.predict(case.image, device)
-            target = pseudo_labels(probabilities, settings.relabel_theta or settings.theta, settings.threshold,
-                                   settings.background_theta)
-            if settings.relabel_postprocess:
-                target = postprocessed_proposal(target, probabilities, settings.postprocess)
+            target = relabel_proposal(probabilities, settings)
             truth = case.sparse_label(UNKNOWN)
             if settings.classes == "merged":
                 truth = np.where(truth > 0, 1, truth)
@@ -941,8 +941,8 @@ class _SelfLabelling:
         reporter.log(f"{self.name}: training a 3D student on the pseudo-labels of {len(volumes)} volumes")
         summary = fit(student, volumes, student_options, reporter, f"{self.name} 3D student",
                       [merged(c) for c in validation] if validation else None)
-        return student, {"student": "3d", "iterations": summary["train"].get("iterations", 0), "loss": summary["final_loss"],
-                         "epochs": 0, "best": None, "seconds": round(time.perf_counter() - started, 3)}
+        return student, {"student": "3d", "iterations": summary["train"]["iterations"], "loss": summary["final_loss"],
+                         "seconds": round(time.perf_counter() - started, 3)}
 
     @staticmethod
     def _snapshot(segmenter: Segmenter, previous: dict) -> dict:
