@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench bench-worker-io bench-slicer bench-gradual bench-self-labelling bench-threads clean
+.PHONY: venv demo test bench bench-worker-io bench-slicer bench-gradual bench-self-labelling bench-self-labelling-jobs bench-threads clean
 
 venv: $(STAMP)
 
@@ -43,6 +43,11 @@ bench-self-labelling: venv
 	( $(SL_BENCH) --methods self-labelling --out $(SL_OUT)/default ) & second=$$!; \
 	wait $$first && wait $$second
 	$(VPY) -m SparseSegLib.round_curves $(SL_OUT)/*/results.json --out bench-output/self_labelling_final
+
+# Issue 6: self-labelling as the Slicer user runs it (one volume, one slice, a worker job): 10 hippocampus test
+# volumes, the default against theta 0.7, every streamed round scored (~35 min single-threaded)
+bench-self-labelling-jobs: venv
+	OMP_NUM_THREADS=1 $(VPY) -m SparseSegLib.benchmarks.self_labelling_jobs --volumes 10 --out bench-output/sl_jobs
 
 bench-worker-io: venv
 	$(VPY) -m SparseSegLib.benchmarks.worker_io
