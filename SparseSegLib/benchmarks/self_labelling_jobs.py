@@ -27,7 +27,7 @@ from ..annotation import annotate_case
 from ..case import Case
 from ..dataset import load_dataset, split_cases
 from ..methods import MethodOptions, get_method
-from ..methods.self_labelling import per_side, rounds_needed
+from ..methods.self_labelling import natural_rounds
 from ..metrics import case_metrics
 from ..progress import TerminalReporter, format_duration
 from .gradual import environment
@@ -58,12 +58,9 @@ def _number(value: str):
             return value
 
 
-def natural_rounds(case: Case, method, options: MethodOptions) -> int:
-    """Rounds until every slice is labelled, plus the fusion passes: the number a cohort run takes by itself."""
-    settings = method.settings(options)
-    labelled = case.annotated.reshape(case.annotated.shape[0], -1).any(1)
-    fusion = settings.fusion_passes if settings.fuse_axes else 0
-    return 1 + rounds_needed(labelled, per_side(case.image.shape[0], settings.k), settings.order) + fusion
+def job_rounds(case: Case, method, options: MethodOptions) -> int:
+    """Rounds until every slice is labelled, plus the fusion passes: what a cohort run takes by itself."""
+    return natural_rounds([case.annotated.reshape(case.annotated.shape[0], -1).any(1)], method.settings(options))
 
 
 def run_job(case: Case, method, options: MethodOptions, reporter) -> dict:
@@ -129,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         case = annotate_case(dataset.load(records[case_id]), "central-slice", args.split_seed)
         for name, extra in variants:
             options = MethodOptions(network="2d", budget=args.budget, device="cpu", seed=args.seed, extra=extra)
-            options.rounds = args.rounds or natural_rounds(case, method, options)
+            options.rounds = args.rounds or job_rounds(case, method, options)
             job = run_job(case, method, options, reporter)
             data["variants"][name]["jobs"].append(job)
             print(f"{case_id} {name}: Dice {job['dice'][-1]:.3f} after {job['rounds']} rounds "

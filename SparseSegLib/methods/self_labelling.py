@@ -219,6 +219,13 @@ def rounds_needed(labelled: np.ndarray, step: int, order: str) -> int:
     return int(math.ceil(distance.max() / step))
 
 
+def natural_rounds(labelled: list[np.ndarray], settings: Settings) -> int:
+    """Rounds a run takes by itself: the first model, then until every slice of every volume is labelled
+    (``labelled``: per volume, non-zero per annotated slice), then the fusion passes."""
+    needed = max(rounds_needed(np.asarray(lab) > 0, per_side(len(lab), settings.k), settings.order) for lab in labelled)
+    return 1 + needed + (settings.fusion_passes if settings.fuse_axes else 0)
+
+
 def next_slices(labelled: np.ndarray, step: int, order: str, rng: np.random.Generator) -> np.ndarray:
     """Slice indices to pseudo-label next: within ``step`` of the labelled block (outward) or at random."""
     free = np.flatnonzero(~labelled)
@@ -392,9 +399,7 @@ class SelfLabellingLoop(RoundLoop):
         self.snapshots: list[dict] = []
         self.history: list[dict] = []
         self.proposed_foreground = 0  # foreground voxels among the last round's proposals (0 = collapse)
-        needed = max(rounds_needed(lab > 0, step, settings.order) for lab, step in zip(self.labelled, self.step))
-        fusion = settings.fusion_passes if settings.fuse_axes else 0
-        self.total = int(total_rounds) if total_rounds else 1 + needed + fusion
+        self.total = int(total_rounds) if total_rounds else natural_rounds(self.labelled, settings)
         if settings.max_rounds and not total_rounds:
             self.total = min(self.total, int(settings.max_rounds))
         self.members: dict[int, torch.nn.Module] = {}  # networks across axes 1 and 2, trained by the fusion round
