@@ -34,6 +34,7 @@ from SparseSegLib.methods.self_labelling import (
     erosion_at,
     follow_footprint,
     inner_neighbour,
+    labelling_alone,
     next_slices,
     per_side,
     postprocessed_proposal,
@@ -432,6 +433,31 @@ def test_network_axes_are_checked():
 
 # --------------------------------------------------------------------------------------------------
 # Worker job and benchmark
+
+
+class LogRecorder(SilentReporter):
+    """Keeps what a method logs."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def test_a_run_that_labels_alone_uses_the_single_network_threshold(cohort):
+    method = get_method("self-labelling")
+    default = method.settings(MethodOptions())
+    assert (default.theta, default.solo_theta) == (0.6, 0.7)  # 0.6 for co-labelled averages, 0.7 for one network
+    assert labelling_alone(default).theta == 0.7
+    assert labelling_alone(method.settings(MethodOptions(extra={"theta": 0.65}))).theta == 0.65  # the user's theta holds
+    assert labelling_alone(method.settings(MethodOptions(extra={"theta": 0.65, "solo_theta": 0.8}))).theta == 0.8
+    with pytest.raises(SparseSegError, match="solo_theta"):
+        method.settings(MethodOptions(extra={"solo_theta": 0.3}))
+    reporter = LogRecorder()
+    options = MethodOptions(budget="quick", seed=3, device="cpu", rounds=1, extra=TINY)
+    list(method.run_rounds(cohort[:1], options, reporter))  # a worker job: one run, nothing labels with it
+    assert any("theta 0.7" in line and "alone" in line for line in reporter.lines)
 
 
 def test_worker_job_streams_rounds(sample_dataset, tmp_path):

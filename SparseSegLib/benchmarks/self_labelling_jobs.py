@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--volumes", type=int, default=10, help="test volumes of the bench split (default 10)")
+    parser.add_argument("--start", type=int, default=0, help="the first test volume's index (parallel runs take other volumes)")
     parser.add_argument("--method", default="self-labelling")
     parser.add_argument("--variant", action="append", default=None,
                         help="NAME:key=value,... method_options of one variant (repeatable; default: "
@@ -116,13 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     records = {r.case_id: r for r in dataset.cases}
     method = get_method(args.method)
     args.out.mkdir(parents=True, exist_ok=True)
-    data = {"config": {"dataset": str(args.dataset), "volumes": args.volumes, "method": args.method, "budget": args.budget,
+    data = {"config": {"dataset": str(args.dataset), "volumes": args.volumes, "start": args.start, "method": args.method, "budget": args.budget,
                        "rounds": args.rounds, "split_seed": args.split_seed, "seed": args.seed},
             "variants": {name: {"options": options, "jobs": []} for name, options in variants},
             "environment": environment()}
     reporter = TerminalReporter()
     started = time.perf_counter()
-    for case_id in part["test"][: args.volumes]:
+    for case_id in part["test"][args.start: args.start + args.volumes]:
         case = annotate_case(dataset.load(records[case_id]), "central-slice", args.split_seed)
         for name, extra in variants:
             options = MethodOptions(network="2d", budget=args.budget, device="cpu", seed=args.seed, extra=extra)
