@@ -5,7 +5,8 @@
 A job (`sparseseg run`, the Slicer module's Start) trains on its own volume only: one run of the 2D networks, no
 validation part (the training loss is monitored), no ensemble and no 3D student, streaming a full prediction after
 every round. The cohort benchmark (`sparseseg bench`) cannot say how well that works, nor whether settings chosen
-on cohorts (theta 0.6 came from co-labelled ensembles) suit it. This runs the method's own job path
+on cohorts suit it (theta 0.6 was chosen for co-labelled ensembles; a job labels with one network, at
+``solo_theta`` 0.7). This runs the method's own job path
 (``run_rounds``, what the worker calls) on the first ``--volumes`` test volumes of the hippocampus bench split,
 once per ``--variant``, and scores every streamed round against the full label (merged foreground, as the
 cohort bench). Variants run side by side on each volume, so their ratios share the machine's noise.
@@ -27,7 +28,7 @@ from ..annotation import annotate_case
 from ..case import Case
 from ..dataset import load_dataset, split_cases
 from ..methods import MethodOptions, get_method
-from ..methods.self_labelling import natural_rounds
+from ..methods.self_labelling import labelling_alone, natural_rounds
 from ..metrics import case_metrics
 from ..progress import TerminalReporter, format_duration
 from .gradual import environment
@@ -86,12 +87,12 @@ def write_report(data: dict, out: Path) -> None:
              f"{data['config']['volumes']} test volumes of the 70/15/15 split seed {data['config']['split_seed']}, "
              f"central slice annotated, budget {data['config']['budget']}, one job per volume and variant; "
              "merged Dice against the full label.", "",
-             "| variant | method_options | Dice after round 5 | Dice at the end (mean ± sd) | rounds | s per job |",
-             "|---|---|---|---|---|---|"]
+             "| variant | method_options | theta used | Dice after round 5 (or the last) | Dice at the end (mean ± sd) | rounds | s per job |",
+             "|---|---|---|---|---|---|---|"]
     for name, variant in data["variants"].items():
         s = summarise(variant["jobs"]) if variant["jobs"] else None
         if s:
-            lines.append(f"| {name} | `{json.dumps(variant['options'])}` | {s['round5_mean']:.3f} | "
+            lines.append(f"| {name} | `{json.dumps(variant['options'])}` | {variant['theta']:g} | {s['round5_mean']:.3f} | "
                          f"{s['final_mean']:.3f} ± {s['final_sd']:.3f} | {s['rounds_mean']:.1f} | {s['seconds_mean']:.0f} |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
@@ -104,14 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="self-labelling")
     parser.add_argument("--variant", action="append", default=None,
                         help="NAME:key=value,... method_options of one variant (repeatable; default: "
-                             "'default:' and 'theta07:theta=0.7')")
+                             "'default:' (a job's theta 0.7) and 'theta06:theta=0.6' (the co-labelled cohorts' theta))")
     parser.add_argument("--budget", default="quick", help="quick (the module's default) or paper")
     parser.add_argument("--rounds", type=int, default=0, help="rounds per job (0: every slice labelled + fusion)")
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0, help="training seed of every job")
     parser.add_argument("--out", type=Path, default=Path("bench-output/sl_jobs"))
     args = parser.parse_args(argv)
-    variants = [parse_variant(v) for v in (args.variant or ["default:", "theta07:theta=0.7"])]
+    variants = [parse_variant(v) for v in (args.variant or ["default:", "theta06:theta=0.6"])]
     dataset = load_dataset(args.dataset)
     part = split_cases([r.case_id for r in dataset.cases], (0.7, 0.15, 0.15), args.split_seed)
     records = {r.case_id: r for r in dataset.cases}
@@ -119,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     data = {"config": {"dataset": str(args.dataset), "volumes": args.volumes, "start": args.start, "method": args.method, "budget": args.budget,
                        "rounds": args.rounds, "split_seed": args.split_seed, "seed": args.seed},
-            "variants": {name: {"options": options, "jobs": []} for name, options in variants},
+            "variants": {name: {"options": options, "jobs": [],
+                                "theta": labelling_alone(method.settings(MethodOptions(budget=args.budget, extra=options))).theta}
+                         for name, options in variants},
             "environment": environment()}
     reporter = TerminalReporter()
     started = time.perf_counter()
