@@ -171,7 +171,8 @@ IMPROVED_V5: dict = {**IMPROVED_V4, "fusion_passes": 4, "ensemble": 2}
 #: averaged networks are less sure than one at a structure's ends, where theta 0.7 left them under-segmented
 #: (README.md, fourth exploration).
 #: A run that labels alone (a worker job; ``ensemble=1``) keeps theta 0.7: one network is surer than the average, and
-#: at 0.6 it over-ran a cohort's ends (second exploration) and lost one job volume in five (the job benchmark).
+#: at 0.6 one v4 run over-ran a cohort's ends (0.753 against 0.786, second exploration); on 15 single-volume jobs the
+#: two thresholds score alike (0.429 / 0.419 Dice, paired difference 0.010 ± 0.098; README.md).
 IMPROVED: dict = {**IMPROVED_V5, "co_labelling": True, "student_3d": True, "theta": 0.6, "solo_theta": 0.7}
 
 #: Schedules per budget: iterations per epoch, most epochs for the first model / later rounds, patience.
@@ -212,8 +213,8 @@ def labelling_alone(settings: Settings) -> Settings:
     """The settings of a run whose pseudo-labels one network decides (``solo_theta`` as theta, when set).
 
     Co-labelled runs average their networks' softmax, which is less sure than one network where they disagree, at a
-    structure's ends: the default's theta 0.6 was chosen for that, and one network at 0.6 over-runs the ends
-    (README.md, second exploration and the job benchmark).
+    structure's ends: the default's theta 0.6 was chosen for that, and one network at 0.6 over-ran a cohort's ends
+    (README.md, second exploration).
     """
     return replace(settings, theta=settings.solo_theta) if settings.solo_theta else settings
 
