@@ -26,6 +26,7 @@ import numpy as np
 
 from ..annotation import annotate_case
 from ..case import Case
+from ..cli import parse_options
 from ..dataset import load_dataset, split_cases
 from ..methods import MethodOptions, get_method
 from ..methods.self_labelling import labelling_alone, natural_rounds
@@ -40,23 +41,10 @@ MODULE_ROUNDS = 5
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
-    """``NAME:key=value,key=value`` (``NAME:`` alone: the method's defaults) -> (name, method_options)."""
+    """``NAME:key=value,key=value`` (``NAME:`` alone: the method's defaults) -> (name, method_options), values
+    read as ``--option`` reads them."""
     name, _, rest = text.partition(":")
-    options = {}
-    for item in filter(None, rest.split(",")):
-        key, _, value = item.partition("=")
-        options[key] = value == "true" if value in ("true", "false") else _number(value)
-    return name or "default", options
-
-
-def _number(value: str):
-    try:
-        return int(value)
-    except ValueError:
-        try:
-            return float(value)
-        except ValueError:
-            return value
+    return name or "default", parse_options([item for item in rest.split(",") if item])
 
 
 def job_rounds(case: Case, method, options: MethodOptions) -> int:
