@@ -449,7 +449,7 @@ def test_a_run_that_labels_alone_uses_the_single_network_threshold(cohort):
     method = get_method("self-labelling")
     default = method.settings(MethodOptions())
     assert (default.theta, default.solo_theta) == (0.6, 0.7)  # 0.6 for co-labelled averages, 0.7 for one network
-    assert labelling_alone(default).theta == 0.7
+    assert labelling_alone(default).theta == 0.7 == method.job_settings(MethodOptions()).theta
     assert labelling_alone(method.settings(MethodOptions(extra={"theta": 0.65}))).theta == 0.65  # the user's theta holds
     assert labelling_alone(method.settings(MethodOptions(extra={"theta": 0.65, "solo_theta": 0.8}))).theta == 0.8
     with pytest.raises(SparseSegError, match="solo_theta"):

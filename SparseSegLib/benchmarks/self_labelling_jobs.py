@@ -29,7 +29,7 @@ from ..case import Case
 from ..cli import parse_options
 from ..dataset import load_dataset, split_cases
 from ..methods import MethodOptions, get_method
-from ..methods.self_labelling import labelling_alone, natural_rounds
+from ..methods.self_labelling import natural_rounds
 from ..metrics import case_metrics
 from ..progress import TerminalReporter, format_duration
 from .gradual import environment
@@ -49,7 +49,12 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 def job_rounds(case: Case, method, options: MethodOptions) -> int:
     """Rounds until every slice is labelled, plus the fusion passes: what a cohort run takes by itself."""
-    return natural_rounds([case.annotated.reshape(case.annotated.shape[0], -1).any(1)], method.settings(options))
+    return natural_rounds([case.annotated.reshape(case.annotated.shape[0], -1).any(1)], method.job_settings(options))
+
+
+def dice_after(job: dict, index: int) -> float:
+    """The job's Dice after round ``index`` (after its last round when it ran fewer)."""
+    return job["dice"][min(index, job["rounds"]) - 1]
 
 
 def run_job(case: Case, method, options: MethodOptions, reporter) -> dict:
@@ -64,7 +69,7 @@ def run_job(case: Case, method, options: MethodOptions, reporter) -> dict:
 
 def summarise(jobs: list[dict]) -> dict:
     final = np.array([job["dice"][-1] for job in jobs])
-    early = np.array([job["dice"][min(MODULE_ROUNDS, job["rounds"]) - 1] for job in jobs])
+    early = np.array([dice_after(job, MODULE_ROUNDS) for job in jobs])
     return {"n": len(jobs), "final_mean": float(final.mean()), "final_sd": float(final.std(ddof=1)) if len(final) > 1 else 0.0,
             "round5_mean": float(early.mean()), "seconds_mean": float(np.mean([job["seconds"] for job in jobs])),
             "rounds_mean": float(np.mean([job["rounds"] for job in jobs]))}
@@ -78,8 +83,8 @@ def write_report(data: dict, out: Path) -> None:
              "| variant | method_options | theta used | Dice after round 5 (or the last) | Dice at the end (mean ± sd) | rounds | s per job |",
              "|---|---|---|---|---|---|---|"]
     for name, variant in data["variants"].items():
-        s = summarise(variant["jobs"]) if variant["jobs"] else None
-        if s:
+        if variant["jobs"]:
+            s = summarise(variant["jobs"])
             lines.append(f"| {name} | `{json.dumps(variant['options'])}` | {variant['theta']:g} | {s['round5_mean']:.3f} | "
                          f"{s['final_mean']:.3f} ± {s['final_sd']:.3f} | {s['rounds_mean']:.1f} | {s['seconds_mean']:.0f} |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
@@ -109,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     data = {"config": {"dataset": str(args.dataset), "volumes": args.volumes, "start": args.start, "method": args.method, "budget": args.budget,
                        "rounds": args.rounds, "split_seed": args.split_seed, "seed": args.seed},
             "variants": {name: {"options": options, "jobs": [],
-                                "theta": labelling_alone(method.settings(MethodOptions(budget=args.budget, extra=options))).theta}
+                                "theta": method.job_settings(MethodOptions(budget=args.budget, extra=options)).theta}
                          for name, options in variants},
             "environment": environment()}
     reporter = TerminalReporter()
@@ -122,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             job = run_job(case, method, options, reporter)
             data["variants"][name]["jobs"].append(job)
             print(f"{case_id} {name}: Dice {job['dice'][-1]:.3f} after {job['rounds']} rounds "
-                  f"(round {MODULE_ROUNDS}: {job['dice'][min(MODULE_ROUNDS, job['rounds']) - 1]:.3f}), {job['seconds']:.0f} s",
+                  f"(round {MODULE_ROUNDS}: {dice_after(job, MODULE_ROUNDS):.3f}), {job['seconds']:.0f} s",
                   flush=True)
         (args.out / "results.json").write_text(json.dumps(data, indent=1))  # a stopped run keeps what it finished
         write_report(data, args.out)

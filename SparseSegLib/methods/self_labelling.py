@@ -853,6 +853,10 @@ class _SelfLabelling:
     def settings(self, options: MethodOptions) -> Settings:
         return resolve_settings(self.preset, options)
 
+    def job_settings(self, options: MethodOptions) -> Settings:
+        """What a worker job runs with: one run, nothing labels with it (see :func:`labelling_alone`)."""
+        return labelling_alone(self.settings(options))
+
     def check_options(self, options: MethodOptions) -> None:
         self.settings(options)
 
@@ -1030,7 +1034,7 @@ class _SelfLabelling:
         The 2D network works on slices across the axis the user painted (the axis with the fewest annotated
         slices): the volumes are transposed so that it comes first, and every result is transposed back.
         """
-        settings = labelling_alone(self.settings(options))  # a job is one run: nothing labels with it
+        settings = self.job_settings(options)
         axis, order, work = job_frame(cases)
         inverse = tuple(int(a) for a in np.argsort(order))
         segmenter = self.build(work, options, settings)
@@ -1058,7 +1062,7 @@ class _SelfLabelling:
         members are rebuilt as the job built them and given the original array axes they run across.
         """
         axis, order, work = job_frame(cases)
-        segmenter = self.build(work, options, self.settings(options))
+        segmenter = self.build(work, options, self.job_settings(options))
         labelling = segmenter.network
         try:
             labelling.load_state_dict(state["network"])
