@@ -39,7 +39,7 @@ bench-self-labelling: venv
 	( $(SL_BENCH) --methods sparse-only,full --networks 2d --out $(SL_OUT)/baselines2d && \
 	  $(SL_BENCH) --methods self-labelling-faithful,self-labelling-random --out $(SL_OUT)/faithful && \
 	  $(SL_BENCH) --methods full --networks 3d --out $(SL_OUT)/full3d && \
-	  $(SL_BENCH) --methods self-labelling-v5 --out $(SL_OUT)/v5 ) & first=$$!; \
+	  $(SL_BENCH) --methods self-labelling-v6 --out $(SL_OUT)/v6 ) & first=$$!; \
 	( $(SL_BENCH) --methods self-labelling --out $(SL_OUT)/default ) & second=$$!; \
 	wait $$first && wait $$second
 	$(VPY) -m SparseSegLib.round_curves $(SL_OUT)/*/results.json --out bench-output/self_labelling_final

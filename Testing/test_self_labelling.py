@@ -460,6 +460,23 @@ def test_a_run_that_labels_alone_uses_the_single_network_threshold(cohort):
     assert any("theta 0.7" in line and "alone" in line for line in reporter.lines)
 
 
+def test_longer_epochs_scale_the_budgets_schedule_but_not_the_fusion_networks_training():
+    method = get_method("self-labelling")
+    paper = method.settings(MethodOptions(budget="paper"))
+    # the labelling network trains three times as long per epoch; the fusion networks get a third of the epochs
+    assert (paper.epoch_scale, paper.epoch_iterations, paper.fusion_epochs) == (3, 60, 7)
+    assert (paper.first_epochs, paper.round_epochs, paper.patience) == (8, 2, 2)  # epochs count as before
+    budget = method.settings(MethodOptions(budget="paper", extra={"epoch_scale": 1}))
+    assert (budget.epoch_iterations, budget.fusion_epochs) == (20, 20)
+    quick = method.settings(MethodOptions(budget="quick"))
+    assert (quick.epoch_iterations, quick.fusion_epochs) == (30, 3)
+    given = method.settings(MethodOptions(budget="paper", extra={"epoch_iterations": 25}))
+    assert (given.epoch_iterations, given.fusion_epochs) == (25, 20)  # what the user sets is not scaled
+    assert get_method("self-labelling-faithful").settings(MethodOptions(budget="paper")).epoch_iterations == 20
+    with pytest.raises(SparseSegError, match="epoch_scale"):
+        method.settings(MethodOptions(extra={"epoch_scale": 0}))
+
+
 def test_worker_job_streams_rounds(sample_dataset, tmp_path):
     from SparseSegLib.jobs import layout
     from SparseSegLib.jobs.client import Job
