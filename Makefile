@@ -28,9 +28,8 @@ bench: venv
 		--methods sparse-only,full --networks 2d,3d --budget paper --out bench-output/hippocampus
 
 # Issue 6: the self-labelling table of README.md next to the paper's Table 2: baselines, faithful/random, the
-# improved default (two co-labelled runs + 3D student) and the previous default (v5), as two parallel
-# single-threaded queues (2 cores; the default's bench took 33 min at issue 6's fifth stop, the other queue's
-# rows 20 min + v5's 28 min at the fourth), merged into one report.
+# improved default (two co-labelled runs, epochs 3x the budget's) and the previous default (v6), as two parallel
+# single-threaded queues (2 cores), merged into one report.
 SL_BENCH = OMP_NUM_THREADS=1 $(VENV)/bin/sparseseg bench --dataset ../shared/data/hippocampus \
 	--annotation central-slice --budget paper
 SL_OUT = bench-output/self_labelling_parts

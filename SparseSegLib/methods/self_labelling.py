@@ -181,7 +181,7 @@ IMPROVED_V5: dict = {**IMPROVED_V4, "fusion_passes": 4, "ensemble": 2}
 IMPROVED_V6: dict = {**IMPROVED_V5, "co_labelling": True, "student_3d": True, "theta": 0.6, "solo_theta": 0.7}
 #: Our improved default (issue 6, seventh stop): v6 with epochs three times the budget's length for the labelling
 #: network (the fusion networks keep their training), and no 3D student. v6 scored 0.817 / 0.731 / 0.668 on three
-#: training-seed pairs: its chains start from a first model of 160 iterations (validation Dice 0.09-0.41) and on two
+#: training-seed pairs: its chains start from a first model of 160 iterations (validation Dice 0.09-0.42) and on two
 #: pairs of three under-labelled from round 2 on (0.60x the true foreground by round 8); with three times the
 #: training the pseudo-labels of all three pairs hold 0.89-0.93x it, Dice 0.84-0.85 after round 5 (v6: 0.71-0.77),
 #: and the averaged 2D models score 0.846 / 0.833 / 0.802, which the 3D student no longer improves (0.830 / 0.828 /
