@@ -44,7 +44,8 @@ bench-self-labelling: venv
 	$(VPY) -m SparseSegLib.round_curves $(SL_OUT)/*/results.json --out bench-output/self_labelling_final
 
 # Issue 6: self-labelling as the Slicer user runs it (one volume, one slice, a worker job): 10 hippocampus test
-# volumes, the default (theta 0.7 for one run) against theta 0.6, every streamed round scored (~35 min single-threaded)
+# volumes, the default (theta 0.7 for one run) against theta 0.6, every streamed round scored (~35 min
+# single-threaded with the budget's epochs at the sixth stop; a job takes about twice as long since epoch_scale 3)
 bench-self-labelling-jobs: venv
 	OMP_NUM_THREADS=1 $(VPY) -m SparseSegLib.benchmarks.self_labelling_jobs --volumes 10 --out bench-output/sl_jobs
 

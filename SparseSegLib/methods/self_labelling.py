@@ -1063,9 +1063,11 @@ class _SelfLabelling:
                                  total_rounds=int(options.rounds))
         if axis:
             reporter.log(f"{self.name}: annotated slices lie across array axis {axis}; the 2D network runs along it")
-        if settings.ensemble > 1 or settings.student_3d:
-            reporter.log(f"{self.name}: ensemble {settings.ensemble} and the 3D student apply to cohorts "
-                         "(sparseseg train/bench); this job streams one run of 2D networks")
+        cohort_only = [name for name, on in ((f"ensemble {settings.ensemble}", settings.ensemble > 1),
+                                             ("the 3D student", settings.student_3d)) if on]
+        if cohort_only:
+            reporter.log(f"{self.name}: {' and '.join(cohort_only)} apply to cohorts (sparseseg train/bench); "
+                         "this job streams one run of 2D networks")
         reporter.log(f"{self.name}: theta {settings.theta:g} ({settings.threshold}), k {settings.k:g}, one run labelling alone")
         for result in loop.run(state):
             if axis:
