@@ -7,6 +7,7 @@ by round (:func:`~SparseSegLib.methods.base.iter_rounds`) and after every round 
 1. ``rounds/NNN/label.nrrd`` (and optional probability / uncertainty maps), each atomically;
 2. ``checkpoint/round-NNN.pt``: the method's resumable state (``torch.load(weights_only=True)``-safe);
 3. ``rounds/NNN/round.json`` (atomic, fsynced): the commit point, a round is complete iff it exists;
+   it also names the slice to annotate next, the one the round is least sure of (:mod:`.jobs.suggestion`);
 4. a ``round`` event; then older checkpoints are pruned.
 
 So ``kill -9`` loses at most the round in progress, and ``--resume`` continues after the newest
@@ -304,6 +305,7 @@ class Worker:
         import torch
 
         from .io import write_image
+        from .jobs.suggestion import SUGGESTION_KEY, normalized_entropy
 
         index = result.index
         folder = layout.round_dir(self.jobdir, index)
@@ -316,18 +318,19 @@ class Worker:
         write_image(label, case.geometry, folder / layout.LABEL_FILE)
         written["label"] = layout.LABEL_FILE
         probabilities = result.probabilities.get(case.case_id)
+        uncertainty = result.uncertainty.get(case.case_id)
+        if uncertainty is None and probabilities is not None:
+            uncertainty = normalized_entropy(probabilities)
+        training = {key: value for key, value in result.metrics.items() if key != SUGGESTION_KEY}
+        suggestion = self.suggest(spec, case, label, uncertainty, result.metrics.get(SUGGESTION_KEY))
         if spec.parameters["save_probabilities"] and probabilities is not None:
             for value in range(1, probabilities.shape[0]):
                 name = layout.probability_file(value)
                 write_image(probabilities[value].astype(np.float32), case.geometry, folder / name)
                 written[f"probability-{value}"] = name
-        if spec.parameters["save_uncertainty"]:
-            uncertainty = result.uncertainty.get(case.case_id)
-            if uncertainty is None and probabilities is not None:
-                uncertainty = normalized_entropy(probabilities)
-            if uncertainty is not None:
-                write_image(np.asarray(uncertainty, dtype=np.float32), case.geometry, folder / layout.UNCERTAINTY_FILE)
-                written["uncertainty"] = layout.UNCERTAINTY_FILE
+        if spec.parameters["save_uncertainty"] and uncertainty is not None:
+            write_image(np.asarray(uncertainty, dtype=np.float32), case.geometry, folder / layout.UNCERTAINTY_FILE)
+            written["uncertainty"] = layout.UNCERTAINTY_FILE
         for name in written.values():
             fsync_file(folder / name)
         metrics = None
@@ -352,20 +355,42 @@ class Worker:
                          "origin": list(case.geometry.origin), "direction": list(case.geometry.direction)},
             "classes": {str(v): n for v, n in sorted(case.class_names.items())},
             "metrics": metrics,
-            "training": result.metrics,
+            "training": training,
             "checkpoint": f"{layout.CHECKPOINT_DIR}/{checkpoint.name}",
             "elapsed_s": round(time.perf_counter() - started, 3),
+            **({SUGGESTION_KEY: suggestion} if suggestion else {}),
         }
         from .jobs.events import jsonable
 
         record = jsonable(record)
         atomic_write_json(folder / layout.ROUND_FILE, record)  # the commit point
         self.events.emit("round", round=index, rounds=result.total, files=files, metrics=metrics,
-                         training=result.metrics, elapsed_s=record["elapsed_s"])
+                         training=training, elapsed_s=record["elapsed_s"],
+                         **({SUGGESTION_KEY: record[SUGGESTION_KEY]} if suggestion else {}))
         for older, path in layout.checkpoints(self.jobdir).items():
             if older < index:
                 path.unlink(missing_ok=True)
         return record
+
+    def suggest(self, spec: JobSpec, case, label, uncertainty, own) -> dict | None:
+        """The round's "annotate next" slice (:mod:`.jobs.suggestion`): the method's ``own`` when it names a slice
+        of the volume, else the least certain slice of ``uncertainty``; None without either (or with nothing
+        left to annotate). Computed from the in-memory result, so it costs no file."""
+        from .jobs.suggestion import method_suggestion, suggest_slice, suggestion_axis
+
+        if case.annotated is None:  # a Case without a mask is annotated everywhere (Case.sparse_label)
+            return None
+        axis = suggestion_axis(spec.region, case.label, case.annotated)
+        if axis is None:
+            return None
+        if own is not None:
+            chosen = method_suggestion(own, axis, case.image.shape)
+            if chosen is not None:
+                return chosen
+            self.events.emit("warning", message=f"the method's suggested slice {own!r} is not a slice of the volume "
+                                                f"(shape {case.image.shape})",
+                             hint="Ignored: the suggestion is computed from the round's uncertainty instead.")
+        return suggest_slice(uncertainty, label, case.annotated, axis) if uncertainty is not None else None
 
     def should_stop(self) -> bool:
         if self.fault and not self._fault_fired or self.fault == "oom":
@@ -467,15 +492,6 @@ class Worker:
         record = layout.read_round_record(self.jobdir, done)
         self.events.emit("finished", rounds=done, label=record["files"]["label"], files=record["files"])
         return layout.EXIT_FINISHED
-
-
-def normalized_entropy(probabilities):
-    """Voxel-wise entropy of class probabilities ``(C, k, j, i)`` divided by ``log C`` (0 = certain, 1 = uniform)."""
-    import numpy as np
-
-    p = np.clip(np.asarray(probabilities, dtype=np.float32), 1e-7, 1.0)
-    entropy = -(p * np.log(p)).sum(axis=0)
-    return (entropy / np.log(max(p.shape[0], 2))).astype(np.float32)
 
 
 def _error_event(events: EventWriter | None, error: SparseSegError, kind: str, **extra) -> None:

@@ -199,6 +199,32 @@ def test_polling_reader_never_sees_partial_files_or_events(streamed):
     assert leftovers == []
 
 
+def test_each_round_names_the_least_certain_unpainted_slice(streamed, case):
+    """Annotate next: round.json and the round event name a slice along the painted axis (k) that is inside the
+    volume and not painted; it is what the scoring gives on the round's own uncertainty and label, and once
+    the user paints it, the next suggestion is another slice."""
+    from SparseSegLib.jobs.suggestion import SuggestedSlice, suggest_slice
+
+    job, watcher, outcome, _ = streamed
+    painted_slices = [12, 17, 22]
+    annotated = np.zeros(case.image.shape, bool)
+    annotated[painted_slices] = True
+    rounds = [e for e in watcher.events if e["event"] == "round"]
+    assert len(rounds) == 3
+    for event in rounds:
+        data = job.load_round(event["round"])
+        suggestion = data.record["suggested_slice"]
+        assert event["suggested_slice"] == suggestion
+        assert suggestion["axis"] == 0 and 0 <= suggestion["index"] < case.image.shape[0]
+        assert suggestion["index"] not in painted_slices and suggestion["score"] > 0
+        assert suggest_slice(data.uncertainty, data.label, annotated, 0) == suggestion
+        assert SuggestedSlice.from_record(data.record).index == suggestion["index"]
+        repainted = annotated.copy()
+        repainted[suggestion["index"]] = True
+        after = suggest_slice(data.uncertainty, data.label, repainted, 0)
+        assert after is not None and after["index"] not in painted_slices + [suggestion["index"]]
+
+
 # --------------------------------------------------------------------------------------------------
 # Cancel, kill -9 and resume
 

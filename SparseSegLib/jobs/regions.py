@@ -32,6 +32,18 @@ def painted_slices(label: np.ndarray, axis: int) -> list[int]:
     return [int(s) for s in np.flatnonzero(np.any(np.asarray(label) > 0, axis=other))]
 
 
+def resolve_slice_axis(label: np.ndarray, axis: int | str = "auto") -> int:
+    """The array axis a slice-painted ``label`` was painted along: ``axis`` itself, or for ``"auto"`` the axis
+    with the fewest painted slices (see module doc); shared by the annotated mask and the worker's
+    suggested slice, so both name the same axis."""
+    if axis == "auto":
+        counts = [len(painted_slices(label, a)) for a in range(3)]
+        axis = int(np.argmin(counts))
+    if axis not in (0, 1, 2):
+        raise SparseSegError(f"slice axis {axis!r} is not an axis of a 3D volume", "Use auto, 0 (k), 1 (j) or 2 (i).")
+    return int(axis)
+
+
 def slices_mask(label: np.ndarray, axis: int | str = "auto") -> tuple[np.ndarray, int, list[int]]:
     """``(mask, axis, slices)``: the annotated mask of a slice-painted label map (see module doc)."""
     label = np.asarray(label)
@@ -42,11 +54,7 @@ def slices_mask(label: np.ndarray, axis: int | str = "auto") -> tuple[np.ndarray
             "the annotation has no painted voxel, so no slice is annotated",
             "Paint the structure on at least one slice (or use ROI boxes with --region boxes).",
         )
-    if axis == "auto":
-        counts = [len(painted_slices(label, a)) for a in range(3)]
-        axis = int(np.argmin(counts))
-    if axis not in (0, 1, 2):
-        raise SparseSegError(f"slice axis {axis!r} is not an axis of a 3D volume", "Use auto, 0 (k), 1 (j) or 2 (i).")
+    axis = resolve_slice_axis(label, axis)
     slices = painted_slices(label, axis)
     mask = np.zeros(label.shape, bool)
     index: list = [slice(None)] * 3
