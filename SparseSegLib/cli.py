@@ -24,6 +24,7 @@ EPILOG = """examples:
   sparseseg bench --dataset ../shared/data/hippocampus --annotation central-slice --methods sparse-only,full --out bench
   sparseseg run --image image.nrrd --annotation painted.seg.nrrd --method sparse-only --rounds 3 --out job
   sparseseg run --resume job
+  sparseseg run job --continue --annotation corrected.nrrd --out job-stage-2
 
 annotation specs: central-slice[:AXIS] | slices:N[:AXIS] | boxes:N:SIZE | full
   (AXIS 0 = k, the slice stack, default; 1 = j; 2 = i)
@@ -113,13 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("jobdir", nargs="?", type=Path, help="job folder holding job.json (leave out when creating one with --out)")
     run.add_argument("--resume", action="store_true", help="continue JOBDIR after its newest complete round")
+    run.add_argument("--continue", action="store_true", dest="continue_job",
+                     help="the next stage of JOBDIR, as the Slicer module's Continue: --annotation holds every slice "
+                          "painted so far; each newly painted slice (along the job's slice axis, or --axis) becomes "
+                          "ground truth and training resumes from JOBDIR's newest checkpoint in a new job folder "
+                          "(--out, default JOBDIR-stage-2, or stage-N+1 for a folder named stage-N); --rounds: more "
+                          "rounds (default 2; a job whose method decides its rounds keeps deciding)")
     run.add_argument("--image", type=Path, help="image to segment (NRRD, NIfTI, ...)")
     run.add_argument("--annotation", type=Path, help="the user's annotation: label map or Slicer .seg.nrrd on the image grid")
     run.add_argument("--region", choices=["slices", "boxes"], help="what the annotation covers (default slices)")
     run.add_argument("--axis", choices=["auto", "0", "1", "2"], help="slice axis in array order 0=k, 1=j, 2=i (default auto)")
     run.add_argument("--boxes", help="with --region boxes: JSON list of ROI boxes, or a .json file holding one")
     run.add_argument("--method", help=method_help + " (default sparse-only)")
-    run.add_argument("--out", type=Path, help="new job folder to create and run")
+    run.add_argument("--out", type=Path, help="new job folder to create and run (with --continue: the next stage's)")
     run.add_argument("--rounds", type=int, help="rounds to run, each writes a full result (default 1)")
     run.add_argument("--iterations-per-round", type=int, help="training iterations per round (default: budget / rounds)")
     run.add_argument("--reference", type=Path, help="full reference label map: per-round metrics")
@@ -316,6 +323,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .jobs.layout import CANCEL_FILE, EXIT_FINISHED
     from .worker import run_job
 
+    if args.continue_job:
+        return _run_continuation(args)
     creating = any(v is not None for v in (args.image, args.annotation, args.out))
     creation_only = {"--region": args.region, "--axis": args.axis, "--boxes": args.boxes, "--method": args.method,
                      "--rounds": args.rounds, "--iterations-per-round": args.iterations_per_round,
@@ -359,6 +368,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     code = run_job(jobdir, resume=args.resume, echo=lambda event: print(format_event(event), file=sys.stderr, flush=True))
     if code == EXIT_FINISHED:
         print(f"job folder: {jobdir}")
+    return code
+
+
+def _run_continuation(args: argparse.Namespace) -> int:
+    """``sparseseg run JOBDIR --continue --annotation CORRECTED``: create the next stage (see
+    :mod:`.jobs.continuation`) and run it in this process, printing events as ``run`` does."""
+    from .jobs.continuation import continue_from_annotation
+    from .jobs.events import format_event
+    from .jobs.layout import EXIT_FINISHED
+    from .worker import run_job
+
+    if args.jobdir is None or args.annotation is None:
+        raise SparseSegError("--continue needs JOBDIR and --annotation", "E.g. sparseseg run job --continue "
+                                                                          "--annotation corrected.nrrd.")
+    others = {"--resume": args.resume or None, "--image": args.image, "--region": args.region, "--boxes": args.boxes,
+              "--method": args.method, "--iterations-per-round": args.iterations_per_round,
+              "--reference": args.reference, "--network": args.network, "--budget": args.budget,
+              "--batch-size": args.batch_size, "--device": args.device, "--seed": args.seed}
+    given = [name for name, value in others.items() if value is not None]
+    if given:
+        raise SparseSegError(f"{', '.join(given)} cannot be combined with --continue",
+                             "A continued stage keeps the job's image, method and settings; give --annotation, "
+                             "--out, --rounds or --axis.")
+    if args.rounds is not None and args.rounds < 1:
+        raise SparseSegError(f"--rounds {args.rounds} adds no round", "Give --rounds 1 or more.")
+    axis = None if args.axis in (None, "auto") else int(args.axis)
+    job, correction = continue_from_annotation(args.jobdir, args.annotation, args.out, more_rounds=args.rounds, axis=axis)
+    rounds = job.spec.parameters.get("rounds")
+    if not correction.slices:
+        print(f"sparseseg: warning: {args.annotation} paints no slice that {args.jobdir} did not already have; the "
+              "next stage goes on training on the same annotation", file=sys.stderr)
+    elif rounds is None and args.rounds is not None:
+        print("sparseseg: warning: --rounds is ignored: this job's method decides how many rounds it runs",
+              file=sys.stderr)
+    print(f"created job {job.directory}: {correction.describe()} become ground truth; "
+          f"{'rounds decided by the method' if rounds is None else f'rounds up to {rounds}'}", file=sys.stderr)
+    code = run_job(job.directory, resume=True, echo=lambda event: print(format_event(event), file=sys.stderr, flush=True))
+    if code == EXIT_FINISHED:
+        print(f"job folder: {job.directory}")
     return code
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SparseSegError
-from ..jobs import layout
+from ..jobs import continuation, layout
 from ..jobs.client import Job, default_python
 from ..jobs.events import format_event
 from ..jobs.regions import AXIS_NAMES, annotated_mask, painted_slices
@@ -102,14 +101,6 @@ class SessionSettings:
 
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text or "volume").strip("_")[:60] or "volume"
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
 
 
 class Session:
@@ -375,7 +366,8 @@ class Session:
 
     def continue_session(self, rounds: int | None = None) -> Job:
         """Continue: corrected slices become ground truth; a new stage resumes from the last checkpoint
-        and trains ``rounds`` more rounds."""
+        and trains ``rounds`` more rounds (the job's rounds stay null where the method decides). The stage is
+        made by :func:`~SparseSegLib.jobs.continuation.continue_job`, as ``sparseseg run --continue`` makes it."""
         previous = self.job
         if previous is None:
             raise SparseSegError("nothing to continue", "Press Start first.")
@@ -386,24 +378,19 @@ class Session:
             raise SparseSegError("the previous stage left no complete round to continue from",
                                  "Start again (the first round was not finished).")
         axis, slices, current = self.find_corrections()
-        label = self.annotation_label.copy()
-        mask = self.annotated_mask.copy()
-        index: list = [slice(None)] * 3
-        index[axis] = slices
-        label[tuple(index)] = current[tuple(index)]
-        mask[tuple(index)] = True
+        label, mask = continuation.paste_slices(self.annotation_label, self.annotated_mask, current, axis, slices)
         more = int(rounds if rounds is not None else self.settings.continue_rounds)
         stage = len(self.jobs) + 1
-        job = self._create_job(stage, label, rounds=done + more, mask=mask)
-        for number in range(1, done + 1):
-            for path in layout.round_dir(previous.directory, number).iterdir():
-                _link_or_copy(path, layout.round_dir(job.directory, number) / path.name)
-        _link_or_copy(layout.checkpoint_path(previous.directory, done), layout.checkpoint_path(job.directory, done))
+        job = continuation.continue_job(previous.directory, self.root / f"stage-{stage}", label, mask,
+                                        more_rounds=more, parameters=self.settings.parameters(),
+                                        device=self.settings.device)
+        self.jobs.append(job)
         self.annotation_label, self.annotated_mask = label, mask
         self.corrections.append({"stage": stage, "axis": axis, "slices": slices})
         shown = ", ".join(map(str, slices[:12])) + (", ..." if len(slices) > 12 else "")
+        planned = "until the method is done" if job.spec.parameters.get("rounds") is None else f"{more} more round(s)"
         self._say(f"continue: {len(slices)} corrected slice(s) along axis {axis} ({AXIS_NAMES[axis]}) become ground "
-                  f"truth{': ' + shown if slices else ''}; {more} more round(s) from round {done}")
+                  f"truth{': ' + shown if slices else ''}; {planned} from round {done}")
         self._start_job(job, resume=True)
         return job
 
