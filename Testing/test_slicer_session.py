@@ -270,3 +270,69 @@ def test_dependency_probe_reports_missing_packages(tmp_path):
     assert report["missing"] == ["torch", "monai"]
     assert tasks.missing_requirements(report) == ["torch>=2.1", "monai>=1.3"]
     assert "missing: torch, monai" in tasks.describe_environment(report)
+
+
+def add_slice_views(scene) -> dict:
+    """The three slice views of Slicer's conventional layout (Red axial, Yellow sagittal, Green coronal)."""
+    import slicer
+
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+    views = {}
+    for name, orientation in (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal")):
+        node = scene.CreateNodeByClass("vtkMRMLSliceNode")
+        node.SetName(name)
+        node.SetLayoutName(name)
+        node.SetSingletonTag(name)
+        views[name] = scene.AddNode(node)
+        assert views[name].SetOrientation(orientation)
+    return views
+
+
+def test_session_exposes_the_suggested_slice_and_jumps_the_views_there(scene, sample_case, tmp_path):
+    """Annotate next: after a round the session names the slice the worker is least sure of (an unpainted k
+    slice, i.e. axial here), placed in world RAS through the volume's IJK-to-RAS and its parent transform;
+    the jump puts the axial view on it; once that slice is ground truth it is no longer suggested."""
+    volume = add_volume(scene, sample_case.image, sample_case.geometry.ijk_to_ras(), "hippocampus")
+    k = both_classes_slice(sample_case.label)
+    annotation = paint(scene, volume, sample_case.label, [k])
+    session = Session(volume, annotation, tiny(rounds=1, iterations_per_round=8), tmp_path)
+    assert session.suggested_slice() is None  # nothing before the first round
+    job = session.start()
+    run_until(session, finished(session))
+    assert session.status == "finished", session.log
+
+    record = job.round_record(1)["suggested_slice"]
+    suggestion = session.suggested_slice()
+    assert suggestion is not None and (suggestion.axis, suggestion.index) == (record["axis"], record["index"])
+    assert suggestion.axis == 0 and suggestion.index != k and 0 <= suggestion.index < sample_case.image.shape[0]
+    assert suggestion.orientation == "axial" and suggestion.round == 1
+    i, j, kk = record["ijk"]
+    ras = mrml.ijk_to_ras(volume) @ np.array([i, j, kk, 1.0])
+    assert np.allclose(suggestion.ras, ras[:3])
+    assert np.allclose(np.abs(suggestion.normal), (0, 0, 1))
+    assert f"slice {suggestion.index}" in suggestion.describe() and "axial" in suggestion.describe()
+
+    views = add_slice_views(scene)
+    shown, names = session.jump_to_suggested_slice()
+    assert shown == suggestion and names == ["Red"]
+    red = mrml.matrix_to_array(views["Red"].GetSliceToRAS())
+    assert np.allclose(red[:3, 3], suggestion.ras)  # centred on the point, in the suggested slice's plane
+    on_slice = np.linalg.inv(mrml.ijk_to_ras(volume)) @ np.append(red[:3, 3], 1.0)
+    assert np.isclose(on_slice[2], suggestion.index)
+    assert "annotate next: axial slice" in session.log[-1] and "Red" in session.log[-1]
+
+    # under a transform the point moves with the volume (views jump in world coordinates)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = np.eye(4)
+    shift[:3, 3] = (5.0, -7.0, 11.0)
+    transform.SetMatrixTransformToParent(mrml.array_to_matrix(shift))
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    assert np.allclose(session.suggested_slice().ras, np.asarray(suggestion.ras) + (5.0, -7.0, 11.0))
+    volume.SetAndObserveTransformNodeID(None)
+
+    # painted and made ground truth (what Continue does to the annotated mask): no longer suggested
+    session.annotated_mask[suggestion.index] = True
+    assert session.suggested_slice() is None
+    with pytest.raises(Exception, match="no slice is suggested"):
+        session.jump_to_suggested_slice()
+    assert temporary_nodes(scene) == []
