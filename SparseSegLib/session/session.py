@@ -39,7 +39,8 @@ from ..jobs import continuation, layout
 from ..jobs.client import Job, default_python
 from ..jobs.events import format_event
 from ..jobs.regions import AXIS_NAMES, annotated_mask, painted_slices
-from . import mrml
+from ..jobs.suggestion import SuggestedSlice
+from . import annotate_next, mrml
 
 #: Segment tag (and result-node attribute) holding the round a segment's voxels come from.
 ROUND_TAG = "SparseSeg.Round"
@@ -137,6 +138,7 @@ class Session:
         self.imported_rounds: list[int] = []
         self.pending_rounds: deque[int] = deque()
         self.last_imported_label: np.ndarray | None = None
+        self.last_suggestion: SuggestedSlice | None = None  # the newest imported round's "annotate next"
         self.last_progress: dict | None = None
         self.log: list[str] = []
         self.corrections: list[dict] = []
@@ -292,6 +294,7 @@ class Session:
                                      tags={ROUND_TAG: str(index)})
         self.result_node.SetAttribute(ROUND_TAG, str(index))
         self.last_imported_label = data.label
+        self.last_suggestion = SuggestedSlice.from_record(data.record)
         self.imported_rounds.append(index)
         uncertainty = data.record.get("files", {}).get("uncertainty")
         if self.settings.save_uncertainty and uncertainty:
@@ -304,6 +307,35 @@ class Session:
             mrml.set_volume_from_array(self.uncertainty_node, values, self.ras_matrix)
             self.uncertainty_node.SetAndObserveTransformNodeID(self.volume_node.GetTransformNodeID())
         self.timings["import_s"] = time.perf_counter() - started
+
+    # -- annotate next ----------------------------------------------------------------------------
+
+    def suggested_slice(self) -> annotate_next.SliceSuggestion | None:
+        """The slice the newest imported round is least sure of, placed in world RAS (see
+        :mod:`.annotate_next`); None before the first round, when the method gave none, or once that slice
+        is ground truth (the user painted it and pressed Continue, and no newer round has come yet)."""
+        suggested = self.last_suggestion
+        if suggested is None or self.ras_matrix is None or self.image is None:
+            return None
+        if self.annotated_mask is not None:
+            others = tuple(a for a in range(3) if a != suggested.axis)
+            if 0 <= suggested.index < self.image.shape[suggested.axis] and \
+                    np.all(self.annotated_mask, axis=others)[suggested.index]:
+                return None
+        return annotate_next.locate(suggested, self.ras_matrix, self.image.shape,
+                                    annotate_next.to_world_matrix(self.volume_node))
+
+    def jump_to_suggested_slice(self) -> tuple[annotate_next.SliceSuggestion, list[str]]:
+        """Centre the slice views on the suggested slice: ``(suggestion, names of the views showing it)``."""
+        suggestion = self.suggested_slice()
+        if suggestion is None:
+            raise SparseSegError("no slice is suggested yet",
+                                 "Wait for a round: each names the slice it is least sure of.")
+        views = annotate_next.jump_slice_views(self.scene, suggestion)
+        self._say(f"annotate next: {suggestion.describe()}"
+                  + (f", shown in the {', '.join(views)} view" if views
+                     else f"; no slice view shows {suggestion.orientation} slices (set one to {suggestion.orientation})"))
+        return suggestion, views
 
     # -- progress ---------------------------------------------------------------------------------
 
