@@ -69,6 +69,7 @@ class SparseSeg(ScriptedLoadableModule):
 Segment a 3D volume from a sparse annotation: paint each structure on one slice (or inside ROI boxes),
 press Start, and watch pseudo-labels arrive round by round in the result segmentation. Correct a few
 slices with the Segment Editor and press Continue: corrected slices become ground truth.
+"Go to suggested slice" shows the slice the latest round is least sure of: the one worth painting next.
 Training runs in a background process (GPU when available). See the README's "Use in 3D Slicer" section.
 """
         self.parent.acknowledgementText = """
@@ -143,6 +144,7 @@ class SparseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.stopButton.connect("clicked(bool)", self.onStop)
         self.ui.continueButton.connect("clicked(bool)", self.onContinue)
         self.ui.acceptButton.connect("clicked(bool)", self.onAccept)
+        self.ui.suggestedSliceButton.connect("clicked(bool)", self.onGoToSuggestedSlice)
         self.ui.applyModelButton.connect("clicked(bool)", self.onApplyModel)
         self.ui.saveModelButton.connect("clicked(bool)", self.onSaveModel)
         self.ui.loadModelButton.connect("clicked(bool)", self.onLoadModel)
@@ -206,6 +208,7 @@ class SparseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.stopButton.enabled = running
         self.ui.continueButton.enabled = bool(session and session.can_continue)
         self.ui.acceptButton.enabled = bool(session and session.imported_rounds and session.status != "accepted")
+        self.ui.suggestedSliceButton.enabled = bool(session and session.status != "accepted" and session.suggested_slice())
         self.ui.saveModelButton.enabled = bool(session and session.imported_rounds and not running)
         self.ui.applyModelButton.enabled = bool(p and p.applyVolume and (p.modelDirectory or (session and session.imported_rounds)))
         self.ui.startButton.toolTip = ("Train on the annotation and stream rounds into the result segmentation" if ready
@@ -217,6 +220,9 @@ class SparseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         fraction, text = session.progress()
         self.ui.progressBar.value = int(round(100 * fraction))
+        suggestion = session.suggested_slice() if session.status != "accepted" else None
+        if suggestion is not None:
+            text += f"; annotate next: {suggestion.describe()}"
         self.ui.statusLabel.text = text if not session.error_message else session.error_message
         for line in session.log[self._logLines:]:
             self.ui.logTextEdit.appendPlainText(line)
@@ -250,6 +256,12 @@ class SparseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onAccept(self) -> None:
         self._run("Failed to accept the result.", self.logic.accept)
+
+    def onGoToSuggestedSlice(self) -> None:
+        # the session centres every slice view on the suggested slice (vtkMRMLSliceNode.JumpAllSlices with
+        # CenteredJumpSlice, checked in Slicer/Slicer Libs/MRML/Core/vtkMRMLSliceNode.cxx); the log names the
+        # view that shows it, or says that none has that orientation
+        self._run("Failed to go to the suggested slice.", self.logic.goToSuggestedSlice)
 
     def onTimer(self) -> None:
         try:
@@ -425,6 +437,12 @@ class SparseSegLogic(ScriptedLoadableModuleLogic):
         if self.session is not None:
             self.session.accept()
 
+    def goToSuggestedSlice(self):
+        """Jump the slice views to the slice the newest round is least sure of: ``(suggestion, view names)``."""
+        if self.session is None:
+            raise SparseSegError("no slice is suggested yet", "Press Start: each round names the slice it is least sure of.")
+        return self.session.jump_to_suggested_slice()
+
     def shutdown(self) -> None:
         if self.session is not None:
             self.session.close(block=False)
@@ -560,6 +578,12 @@ class SparseSegTest(ScriptedLoadableModuleTest):
         self.assertEqual(segment.GetName(), "Ball")
         self.assertEqual(mrml.segment_tag(segment, "SparseSeg.Round"), "2")
         self.assertEqual(mrml.segment_fingerprint(annotation), before)
+
+        self.delayDisplay("Go to the suggested slice: an unpainted axial slice, in the Red view")
+        suggestion, views = logic.goToSuggestedSlice()
+        self.assertEqual(suggestion.axis, 0)
+        self.assertNotEqual(suggestion.index, 12)
+        self.assertIn("Red", views)
 
         self.delayDisplay("Correct slice 6, Continue")
         corrected = slicer.util.arrayFromSegmentBinaryLabelmap(result, "SparseSeg_1", volume)

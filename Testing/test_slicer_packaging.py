@@ -154,6 +154,49 @@ def test_every_parameter_is_bound_to_a_matching_widget():
     assert 'method: Annotated[str, Choice(list(METHOD_CHOICES))] = "gradual"' in source
 
 
+def widget_methods(cls_name: str) -> set[str]:
+    cls = next(n for n in module_tree().body if isinstance(n, ast.ClassDef) and n.name == cls_name)
+    return {item.name for item in cls.body if isinstance(item, ast.FunctionDef)}
+
+
+def test_every_connected_button_is_a_push_button_with_a_handler():
+    """``self.ui.<button>.connect("clicked(bool)", self.<handler>)``: the button is a push or tool button in the
+    .ui and the handler a method of the widget (the Go to suggested slice button included)."""
+    widgets = ui_widgets()
+    connected = {}
+    for node in ast.walk(module_tree()):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "connect"
+                and isinstance(node.func.value, ast.Attribute) and len(node.args) == 2
+                and isinstance(node.args[1], ast.Attribute)):
+            connected[node.func.value.attr] = (ast.literal_eval(node.args[0]), node.args[1].attr)
+    assert connected.get("suggestedSliceButton") == ("clicked(bool)", "onGoToSuggestedSlice")
+    methods = widget_methods("SparseSegWidget")
+    for name, (signal, handler) in connected.items():
+        if signal != "clicked(bool)":
+            continue
+        assert widgets[name][0] in ("QPushButton", "QToolButton"), f"{name} is a {widgets[name][0]}"
+        assert handler in methods, f"{name} is connected to {handler}, which SparseSegWidget lacks"
+
+
+def test_suggested_slice_button_starts_disabled_and_follows_the_session():
+    """The button is off until a round names a slice; the widget enables it from the session's suggestion and the
+    logic's handler jumps through the session (the part tested headless in test_slicer_session.py)."""
+    from SparseSegLib.session.session import Session
+
+    root = ET.parse(UI).getroot()
+    button = next(w for w in root.iter("widget") if w.get("name") == "suggestedSliceButton")
+    properties = {p.get("name"): p for p in button.findall("property")}
+    assert properties["text"].findtext("string") == "Go to suggested slice"
+    assert properties["enabled"].findtext("bool") == "false"
+    assert properties["toolTip"].findtext("string")
+    source = MODULE.read_text()
+    assert "self.ui.suggestedSliceButton.enabled = " in source and "session.suggested_slice()" in source
+    assert "goToSuggestedSlice" in widget_methods("SparseSegLogic")
+    assert "self.session.jump_to_suggested_slice()" in source
+    assert "annotate next: {suggestion.describe()}" in source  # the status line names the slice
+    assert callable(Session.suggested_slice) and callable(Session.jump_to_suggested_slice)
+
+
 def test_node_selectors_get_the_scene():
     root = ET.parse(UI).getroot()
     receivers = {c.findtext("receiver") for c in root.iter("connection")
