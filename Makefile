@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench bench-worker-io bench-slicer bench-gradual bench-self-labelling bench-self-labelling-jobs bench-threads clean
+.PHONY: venv demo test bench bench-worker-io bench-slicer bench-gradual bench-self-labelling bench-self-labelling-jobs bench-threads bench-interactive clean
 
 venv: $(STAMP)
 
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install -q "$(TORCH_SPEC)"
-	$(VPY) -m pip install -q -e ".[test]"
+	$(VPY) -m pip install -q -e ".[test,bench]"
 	touch $(STAMP)
 
 demo: venv
@@ -48,6 +48,14 @@ bench-self-labelling: venv
 # single-threaded with the budget's epochs at the sixth stop; a job takes about twice as long since epoch_scale 3)
 bench-self-labelling-jobs: venv
 	OMP_NUM_THREADS=1 $(VPY) -m SparseSegLib.benchmarks.self_labelling_jobs --volumes 10 --out bench-output/sl_jobs
+
+# Issue 19: the Slicer user played on 10 left-atrium + 10 hippocampus report scans and the mni152 tissue map: the
+# central slice painted, Start with the module's defaults, 4 corrections (suggested slices) with Continue, next to
+# Fill between slices and copy-the-slice; two scans at a time, one thread each. Long: --resume goes on after a stop.
+# Pick settings on the dev scans first: add --split dev (and --method / --option / --parameter for a candidate).
+bench-interactive: venv
+	OMP_NUM_THREADS=1 $(VPY) -m SparseSegLib.benchmarks.interactive --mni152 --jobs 2 --threads 1 \
+		--out bench-output/interactive --resume
 
 bench-worker-io: venv
 	$(VPY) -m SparseSegLib.benchmarks.worker_io
