@@ -29,6 +29,7 @@ from slicer.parameterNodeWrapper import Choice, Decimals, WithinRange, parameter
 from slicer.util import VTKObservationMixin
 
 try:  # guarded: a broken or partial install must still let the module load and say what is wrong
+    from SparseSegLib.defaults import START_METHOD
     from SparseSegLib.errors import SparseSegError
     from SparseSegLib.session.session import (
         DEVICE_CHOICES,
@@ -44,7 +45,8 @@ try:  # guarded: a broken or partial install must still let the module load and 
 except ImportError as error:  # pragma: no cover - only in a broken install
     _IMPORT_ERROR = error
     SparseSegError = RuntimeError
-    METHOD_CHOICES = ("gradual", "self-labelling", "sparse-only")
+    START_METHOD = "propagate"
+    METHOD_CHOICES = ("propagate", "gradual", "self-labelling", "sparse-only")
     REGION_CHOICES = ("slices", "boxes")
     ORIENTATION_CHOICES = ("auto", "axial", "coronal", "sagittal")
     DEVICE_CHOICES = ("auto", "cuda", "cpu")
@@ -91,9 +93,9 @@ class SparseSegParameterNode:
     annotation: vtkMRMLSegmentationNode
     regionKind: Annotated[str, Choice(list(REGION_CHOICES))] = "slices"
     sliceOrientation: Annotated[str, Choice(list(ORIENTATION_CHOICES))] = "auto"
-    method: Annotated[str, Choice(list(METHOD_CHOICES))] = "gradual"
-    rounds: Annotated[int, WithinRange(1, 100)] = 5
-    continueRounds: Annotated[int, WithinRange(1, 100)] = 2
+    method: Annotated[str, Choice(list(METHOD_CHOICES))] = START_METHOD  # SparseSegLib.defaults: Start = `sparseseg run`
+    rounds: Annotated[int, WithinRange(0, 100)] = 0  # 0 = auto: the method runs until it is done
+    continueRounds: Annotated[int, WithinRange(0, 100)] = 0
     network: Annotated[str, Choice(["2d", "3d"])] = "2d"
     budget: Annotated[str, Choice(["quick", "paper"])] = "quick"
     iterationsPerRound: Annotated[int, WithinRange(0, 1000000)] = 0
@@ -329,7 +331,7 @@ class SparseSegLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def settingsFromParameters(p) -> "SessionSettings":
         return SessionSettings(
-            method=p.method, rounds=p.rounds, continue_rounds=p.continueRounds,
+            method=p.method, rounds=p.rounds or None, continue_rounds=p.continueRounds or None,
             iterations_per_round=p.iterationsPerRound or None, network=p.network, budget=p.budget,
             learning_rate=p.learningRate, batch_size=p.batchSize or None, augment=p.augment,
             save_uncertainty=p.saveUncertainty, device=p.device, seed=p.seed, region=p.regionKind,

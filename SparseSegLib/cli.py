@@ -22,7 +22,7 @@ EPILOG = """examples:
   sparseseg predict --model model --input image.nii.gz --out predictions
   sparseseg evaluate --pred predictions --ref labelsTr --json scores.json
   sparseseg bench --dataset ../shared/data/hippocampus --annotation central-slice --methods sparse-only,full --out bench
-  sparseseg run --image image.nrrd --annotation painted.seg.nrrd --method sparse-only --rounds 3 --out job
+  sparseseg run --image image.nrrd --annotation painted.seg.nrrd --out job   # what the module's Start runs
   sparseseg run --resume job
   sparseseg run job --continue --annotation corrected.nrrd --out job-stage-2
 
@@ -125,9 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--region", choices=["slices", "boxes"], help="what the annotation covers (default slices)")
     run.add_argument("--axis", choices=["auto", "0", "1", "2"], help="slice axis in array order 0=k, 1=j, 2=i (default auto)")
     run.add_argument("--boxes", help="with --region boxes: JSON list of ROI boxes, or a .json file holding one")
-    run.add_argument("--method", help=method_help + " (default sparse-only)")
+    run.add_argument("--method", help=method_help + " (default: the Slicer module's Start method, propagate)")
     run.add_argument("--out", type=Path, help="new job folder to create and run (with --continue: the next stage's)")
-    run.add_argument("--rounds", type=int, help="rounds to run, each writes a full result (default 1)")
+    run.add_argument("--rounds", type=int, help="rounds to run, each writes a full result (default: the method runs "
+                                                "until it is done)")
     run.add_argument("--iterations-per-round", type=int, help="training iterations per round (default: budget / rounds)")
     run.add_argument("--reference", type=Path, help="full reference label map: per-round metrics")
     run.add_argument("--network", choices=["2d", "3d"], help="network (default 2d)")
@@ -348,10 +349,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise SparseSegError("--boxes needs --region boxes", "Add --region boxes.")
             axis = args.axis or "auto"
             region = {"kind": "slices", "axis": axis if axis == "auto" else int(axis)}
-        parameters = {key: value for key, value in (("rounds", args.rounds), ("iterations_per_round", args.iterations_per_round),
+        from .defaults import START_METHOD, start_parameters
+
+        parameters = start_parameters() if args.method is None else {}  # Start's defaults, as the module runs them
+        parameters |= {key: value for key, value in (("rounds", args.rounds), ("iterations_per_round", args.iterations_per_round),
                                                      ("network", args.network), ("budget", args.budget),
                                                      ("batch_size", args.batch_size)) if value is not None}
-        job = Job.create_from_files(args.out, args.image, args.annotation, args.method or "sparse-only", region=region,
+        job = Job.create_from_files(args.out, args.image, args.annotation, args.method or START_METHOD, region=region,
                                     reference=args.reference, parameters=parameters, device=args.device or "auto",
                                     seed=0 if args.seed is None else args.seed)
         jobdir = job.directory

@@ -8,11 +8,11 @@ interactive benchmark (``python -m SparseSegLib.benchmarks.interactive``) is whe
 from __future__ import annotations
 
 #: The method Start runs.
-START_METHOD = "gradual"
+START_METHOD = "propagate"
 
 #: job.json parameters Start sets (the schema fills in the rest). ``rounds`` None: the method decides how many
 #: rounds it needs to finish (e.g. until every slice is labelled), instead of a count that stops half way.
-_START_PARAMETERS: dict = {"rounds": 5}
+_START_PARAMETERS: dict = {"rounds": None}
 
 
 def start_parameters() -> dict:

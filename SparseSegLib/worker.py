@@ -419,7 +419,7 @@ class Worker:
         done = self.resume_point(spec, resume)
         self.events.emit("started", pid=os.getpid(), method=spec.method, rounds=spec.rounds, resume_from=done,
                          device=spec.device, version=__version__, python=sys.executable)
-        if done >= spec.rounds:
+        if spec.rounds is not None and done >= spec.rounds:
             return self.finish(spec, done, note="nothing to resume: every round is complete")
         case, reference = self.load_case(spec)
         if self.stop():
@@ -429,7 +429,7 @@ class Worker:
 
         from .engine.device import describe_device, select_device
         from .methods import get_method
-        from .methods.base import MethodOptions, iter_rounds
+        from .methods.base import MethodOptions, iter_rounds, planned_rounds
 
         if spec.parameters["threads"]:
             torch.set_num_threads(int(spec.parameters["threads"]))
@@ -454,7 +454,13 @@ class Worker:
             if adjustments:
                 options = replace(options, **{k: (tuple(v) if k == "patch_size" and v else v) for k, v in adjustments.items()})
                 self.events.emit("log", message=f"resuming with the reduced settings of an earlier retry: {adjustments}")
-        reporter = EventReporter(self.events, spec.rounds)
+        rounds = planned_rounds(method, case, options, state)
+        if spec.rounds is None:
+            if done >= rounds:
+                return self.finish(spec, done, note="nothing to resume: every round is complete")
+            options = replace(options, rounds=rounds)
+            self.events.emit("log", message=f"{spec.method} plans {rounds - done} round(s) (rounds {done + 1}-{rounds})")
+        reporter = EventReporter(self.events, rounds)
         reporter.round = done + 1
         retried = False
         while True:
@@ -463,7 +469,7 @@ class Worker:
                     self.write_round(spec, case, reference, result, adjustments, started)
                     state, done = result.state, result.index
                     reporter.round = done + 1
-                    if done < spec.rounds and self.stop():
+                    if done < rounds and self.stop():
                         raise JobCancelled()
                 break
             except Exception as error:

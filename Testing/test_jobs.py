@@ -51,7 +51,7 @@ def test_minimal_job_gets_defaults(tmp_path):
     assert spec.image == tmp_path.resolve() / "inputs" / "image.nrrd"
     assert spec.region == {"kind": "slices", "axis": "auto"}
     assert spec.parameters == PARAMETER_DEFAULTS
-    assert spec.rounds == 1 and spec.device == "auto" and spec.seed == 0 and spec.reference is None
+    assert spec.rounds is None and spec.device == "auto" and spec.seed == 0 and spec.reference is None  # None: the method decides
 
 
 def test_full_job_round_trips_through_make_job(tmp_path):

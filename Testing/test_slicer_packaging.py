@@ -151,7 +151,7 @@ def test_every_parameter_is_bound_to_a_matching_widget():
         assert cls in BINDINGS[kind], f"{field} ({kind}) is bound to {name}, a {cls}: parameterNodeWrapper cannot bind that"
     # choices in the module match the session's, so the GUI never offers what the logic refuses
     source = MODULE.read_text()
-    assert 'method: Annotated[str, Choice(list(METHOD_CHOICES))] = "gradual"' in source
+    assert "method: Annotated[str, Choice(list(METHOD_CHOICES))] = START_METHOD" in source  # one set of defaults
 
 
 def widget_methods(cls_name: str) -> set[str]:

@@ -258,7 +258,8 @@ def format_event(event: dict) -> str:
     kind = event.get("event")
     if kind == "started":
         resumed = f", resuming after round {event['resume_from']}" if event.get("resume_from") else ""
-        return (f"started `{event.get('method')}`: {event.get('rounds')} round(s) on device {event.get('device')} "
+        planned = "rounds until done" if event.get("rounds") is None else f"{event.get('rounds')} round(s)"
+        return (f"started `{event.get('method')}`: {planned} on device {event.get('device')} "
                 f"(pid {event.get('pid')}{resumed})")
     if kind == "progress":
         total = max(int(event.get("total") or 1), 1)

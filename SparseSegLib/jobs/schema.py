@@ -21,7 +21,8 @@ Schema version 1 (paths are relative to the job directory unless absolute)::
           {"kind": "full"}                             every voxel is annotated
       "classes": {"1": {"name": "Anterior", "color": [1.0, 0.5, 0.0]}, "2": "Posterior"},   optional
       "parameters": {                           optional, every key optional:
-        "rounds": 1,                  rounds to run; each streams a full-volume result
+        "rounds": null,               rounds to run, each streams a full-volume result (null: the method decides,
+                                      e.g. until every slice is labelled)
         "iterations_per_round": null, training iterations per round (default: the budget's iterations / rounds)
         "iterations": null,           total iterations (overrides the budget's)
         "budget": "quick",            quick | paper
@@ -72,7 +73,7 @@ INPUT_KEYS = ("image", "annotation", "reference")
 
 #: Parameter defaults; ``None`` means "the method's or budget's choice".
 PARAMETER_DEFAULTS: dict[str, Any] = {
-    "rounds": 1,
+    "rounds": None,  # the method decides how many rounds it needs (see SparseSegLib.defaults)
     "iterations_per_round": None,
     "iterations": None,
     "budget": "quick",
@@ -107,8 +108,10 @@ class JobSpec:
     raw: dict = field(default_factory=dict, repr=False)
 
     @property
-    def rounds(self) -> int:
-        return int(self.parameters["rounds"])
+    def rounds(self) -> int | None:
+        """Rounds asked for, or None: the method decides (the worker asks it, see ``planned_rounds``)."""
+        value = self.parameters["rounds"]
+        return None if value is None else int(value)
 
     def class_names(self) -> dict[int, str]:
         return {value: spec["name"] for value, spec in self.classes.items() if spec.get("name")}
@@ -339,7 +342,7 @@ def _validate_parameters(check: _Checker, parameters: Any) -> dict:
     for key, value in parameters.items():
         name = f"parameters.{key}"
         if key in ("rounds",):
-            result[key] = check.integer(value, name, low=1, high=1000)
+            result[key] = check.integer(value, name, low=1, high=1000, none=True)
         elif key in ("iterations_per_round", "iterations", "batch_size", "threads"):
             result[key] = check.integer(value, name, low=1, none=True)
         elif key == "budget":

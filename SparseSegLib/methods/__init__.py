@@ -4,3 +4,4 @@ from .base import METHODS, Method, MethodOptions, Reporter, get_method, register
 from . import supervised  # noqa: F401  (registers sparse-only and full)
 from . import gradual  # noqa: F401  (registers gradual)
 from . import self_labelling  # noqa: F401  (registers self-labelling and its variants)
+from . import propagate  # noqa: F401  (registers propagate, the single-scan default)

@@ -41,13 +41,13 @@ class MethodOptions:
     extra: dict = field(default_factory=dict)
     #: Round-based runs (see :class:`RoundMethod`): how many rounds, and training iterations per round
     #: (None: the schedule's iterations spread over the rounds, so the total budget does not change).
-    rounds: int = 1
+    rounds: int | None = 1  # None: the method decides (a worker job whose parameters.rounds is null)
     iterations_per_round: int | None = None
 
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:
             raise SparseSegError(f"unknown budget {self.budget!r}", f"Use one of: {', '.join(BUDGETS)}.")
-        if int(self.rounds) < 1:
+        if self.rounds is not None and int(self.rounds) < 1:
             raise SparseSegError(f"rounds must be at least 1, not {self.rounds}", "Use rounds >= 1.")
         if self.iterations_per_round is not None and int(self.iterations_per_round) < 1:
             raise SparseSegError(f"iterations per round must be at least 1, not {self.iterations_per_round}",
@@ -66,7 +66,7 @@ class MethodOptions:
         """Training iterations of one round: explicit, else the schedule's total split over the rounds."""
         if self.iterations_per_round is not None:
             return int(self.iterations_per_round)
-        return max(1, math.ceil(self.schedule(dims)["iterations"] / int(self.rounds)))
+        return max(1, math.ceil(self.schedule(dims)["iterations"] / int(self.rounds or 1)))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -173,7 +173,7 @@ def iter_rounds(method: Method, cases: list[Case], options: MethodOptions, repor
     if hasattr(method, "run_rounds"):
         yield from method.run_rounds(cases, options, reporter, state=state, should_stop=should_stop)
         return
-    if int(options.rounds) != 1:
+    if int(options.rounds or 1) != 1:
         raise SparseSegError(f"method {method.name!r} does not run in rounds", "Run it with rounds 1.")
     if state is not None and int(state.get("round", 0)) >= 1:
         return
@@ -192,6 +192,16 @@ def iter_rounds(method: Method, cases: list[Case], options: MethodOptions, repor
     yield RoundResult(index=1, total=1, labels=labels, probabilities=probabilities,
                       metrics=dict(segmenter.training or {}),
                       state={"format": 1, "method": method.name, "round": 1, "network": network})
+
+
+def planned_rounds(method: Method, case: Case, options: MethodOptions, state: dict | None = None) -> int:
+    """Rounds a job runs: the options' count, or when that is None (the job leaves it to the method) the
+    method's own plan (``planned_rounds(case, options, state)``: e.g. until every slice is labelled), else 1."""
+    if options.rounds is not None:
+        return int(options.rounds)
+    if hasattr(method, "planned_rounds"):
+        return int(method.planned_rounds(case, options, state))
+    return 1
 
 
 METHODS: dict[str, Callable[[], Method]] = {}

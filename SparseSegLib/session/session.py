@@ -2,7 +2,7 @@
 
 Typical use (the module's widget does exactly this from a ``qt.QTimer``)::
 
-    session = Session(volume_node, annotation_node, SessionSettings(method="gradual", rounds=5), work_dir)
+    session = Session(volume_node, annotation_node, SessionSettings(), work_dir)  # the Start defaults
     session.start()                       # exports the job, starts ``python -m SparseSegLib.worker``
     ... every 200 ms: session.poll()      # never blocks; imports at most one new round per call
     session.cancel()                      # Stop: the worker ends at its next step, rounds so far stay
@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..defaults import START_METHOD, start_parameters
 from ..errors import SparseSegError
 from ..jobs import continuation, layout
 from ..jobs.client import Job, default_python
@@ -49,7 +50,8 @@ CLASS_TAG = "SparseSeg.Class"
 #: Result-node attribute holding the job folder of the newest stage.
 JOB_ATTRIBUTE = "SparseSeg.Job"
 #: Methods offered in the module (round-based, sparse annotation); a test checks each is registered.
-METHOD_CHOICES = ("gradual", "self-labelling", "sparse-only")
+METHOD_CHOICES = (START_METHOD,) + tuple(m for m in ("propagate", "gradual", "self-labelling", "sparse-only")
+                                          if m != START_METHOD)
 REGION_CHOICES = ("slices", "boxes")
 ORIENTATION_CHOICES = ("auto", "axial", "coronal", "sagittal")
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
@@ -59,8 +61,8 @@ DEVICE_CHOICES = ("auto", "cuda", "cpu")
 class SessionSettings:
     """What the user chose in the module (the parameter node's values, in job terms)."""
 
-    method: str = "gradual"
-    rounds: int = 5
+    method: str = START_METHOD
+    rounds: int | None = field(default_factory=lambda: start_parameters()["rounds"])  # None: the method decides
     iterations_per_round: int | None = None
     network: str = "2d"
     budget: str = "quick"
@@ -76,12 +78,12 @@ class SessionSettings:
     python: str | None = None
     env: dict = field(default_factory=dict)
     method_options: dict = field(default_factory=dict)
-    continue_rounds: int = 2
+    continue_rounds: int | None = None  # None: as many as the method needs for the new paint
 
     def parameters(self, rounds: int | None = None) -> dict:
         """``job.json`` parameters (validated by the job schema when the job is created)."""
         parameters = {
-            "rounds": int(rounds if rounds is not None else self.rounds),
+            "rounds": _rounds(rounds if rounds is not None else self.rounds),
             "network": self.network,
             "budget": self.budget,
             "learning_rate": float(self.learning_rate),
@@ -98,6 +100,11 @@ class SessionSettings:
 
     def worker_python(self) -> str:
         return str(self.python) if self.python else default_python()
+
+
+def _rounds(value: int | None) -> int | None:
+    """A job's rounds: 0 or None (the module's "auto") leaves the count to the method."""
+    return int(value) if value else None
 
 
 def _safe_name(text: str) -> str:
@@ -136,6 +143,7 @@ class Session:
         self.slice_axis: int | None = None
         self.region_description = ""
         self.imported_rounds: list[int] = []
+        self.planned = 0  # the newest plan the worker announced (round / progress events)
         self.pending_rounds: deque[int] = deque()
         self.last_imported_label: np.ndarray | None = None
         self.last_suggestion: SuggestedSlice | None = None  # the newest imported round's "annotate next"
@@ -251,6 +259,8 @@ class Session:
         events = job.poll()
         for event in events:
             kind = event.get("event")
+            if event.get("rounds"):  # round and progress events carry the plan (the method's when the job leaves it)
+                self.planned = int(event["rounds"])
             if kind == "round" and event.get("round") not in self.imported_rounds:
                 self.pending_rounds.append(int(event["round"]))
             elif kind == "progress":
@@ -339,12 +349,19 @@ class Session:
 
     # -- progress ---------------------------------------------------------------------------------
 
+    def planned_rounds(self) -> int:
+        """Rounds the running stage will end at: the job's count, or the method's plan once the worker has said it."""
+        job = self.job
+        if job is not None and job.spec.rounds is not None:
+            return int(job.spec.rounds)
+        return max(self.planned, max(self.imported_rounds, default=0))
+
     def progress(self) -> tuple[float, str]:
         """``(fraction 0..1 of the planned rounds, one line: round, step, ETA)`` for a progress bar."""
         job = self.job
         if job is None:
             return 0.0, "not started"
-        planned = max(1, int(job.spec.rounds)) if job is not None else 1
+        planned = max(1, self.planned_rounds()) if job is not None else 1
         event = self.last_progress
         done = max(self.imported_rounds, default=0)
         if self.status in ("finished",) and not self.pending_rounds:

@@ -1,0 +1,140 @@
+"""Registration propagation: carry painted slices' labels through a volume, slice by slice.
+
+Neighbouring slices of a scan differ by a small deformation, so a label painted on one slice can be moved to
+the next by registering the two slices' images (SimpleITK's symmetric-forces demons, a dense 2D displacement
+field) and warping the label with that field; repeated, the label travels outwards until the next painted slice
+or the end of the volume. Between two painted slices both chains are blended by distance, so a gap is filled
+from both ends (what Slicer's Fill between slices does by shape alone, here guided by the image). This is the
+self-supervised branch of the collaborative-learning seed (methods.md section 4) in its training-free form, and
+the single-scan default's first result (``methods/propagate``).
+
+Labels travel as soft one-hot maps (linear interpolation of each foreground class), so the output is a
+probability per class; chains never cross a painted slice, whose labels are ground truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import SparseSegError
+
+
+@dataclass(frozen=True)
+class PropagationSettings:
+    """Demons settings. ``smoothing`` is the field's Gaussian sd in pixels: larger = stiffer, smoother warps."""
+
+    iterations: int = 50
+    smoothing: float = 1.5
+    image_smoothing: float = 0.0  # Gaussian sd (pixels) applied to the slices before registration
+
+
+def _as_image(array: np.ndarray) -> sitk.Image:
+    return sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
+
+
+class SliceRegistration:
+    """Displacement fields between neighbouring slices of one normalised volume (slices along axis 0).
+
+    ``transform(source, target)`` maps the target slice's pixels onto the source slice, which is what warping
+    the source's label onto the target needs; fields are computed on demand and cached, since a gap between
+    two painted slices uses each pair once per direction.
+    """
+
+    def __init__(self, volume: np.ndarray, settings: PropagationSettings) -> None:
+        self.volume = volume
+        self.settings = settings
+        self._cache: dict[tuple[int, int], sitk.Transform] = {}
+        if settings.image_smoothing > 0:
+            smoothed = sitk.SmoothingRecursiveGaussian(_as_image(volume), float(settings.image_smoothing))
+            self.volume = sitk.GetArrayFromImage(smoothed)
+
+    def transform(self, source: int, target: int) -> sitk.Transform:
+        key = (source, target)
+        if key not in self._cache:
+            demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
+            demons.SetNumberOfIterations(int(self.settings.iterations))
+            demons.SetStandardDeviations(float(self.settings.smoothing))
+            field = demons.Execute(_as_image(self.volume[target]), _as_image(self.volume[source]))
+            self._cache[key] = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
+        return self._cache[key]
+
+    def warp(self, maps: np.ndarray, source: int, target: int) -> np.ndarray:
+        """Soft maps ``(C, j, i)`` of slice ``source`` warped onto slice ``target`` (linear, 0 outside)."""
+        transform = self.transform(source, target)
+        warped = []
+        for channel in maps:
+            image = _as_image(channel)
+            warped.append(sitk.GetArrayFromImage(sitk.Resample(image, image, transform, sitk.sitkLinear, 0.0)))
+        return np.clip(np.stack(warped), 0.0, 1.0)
+
+
+def one_hot_foreground(label_slice: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(C - 1, j, i)`` float maps of classes 1..C-1."""
+    return np.stack([(label_slice == value).astype(np.float32) for value in range(1, num_classes)])
+
+
+def propagate_slices(
+    volume: np.ndarray,
+    label: np.ndarray,
+    painted: list[int],
+    num_classes: int,
+    settings: PropagationSettings | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    registration: SliceRegistration | None = None,
+) -> np.ndarray:
+    """Class probabilities ``(C, k, j, i)`` of ``label``'s painted slices (indices along axis 0) propagated
+    through the normalised ``volume``.
+
+    Painted slices keep their labels exactly; a slice between two painted ones blends the two chains with weights
+    falling linearly with distance; slices beyond the outermost painted ones take the single chain. Background is
+    what the foreground classes leave. ``should_stop`` is polled once per slice (cancellation).
+    """
+    if volume.shape != label.shape:
+        raise SparseSegError(f"image {volume.shape} and label {label.shape} differ in shape",
+                             "Give a label map on the image's grid.")
+    depth = volume.shape[0]
+    painted = sorted({int(p) for p in painted})
+    if not painted or painted[0] < 0 or painted[-1] >= depth:
+        raise SparseSegError(f"painted slices {painted} are not inside a volume of {depth} slices",
+                             "Paint at least one slice of the volume.")
+    registration = registration or SliceRegistration(volume, settings or PropagationSettings())
+    foreground = np.zeros((num_classes - 1,) + volume.shape, np.float32)
+    total_weight = np.zeros(depth, np.float32)
+    for index, start in enumerate(painted):
+        foreground[:, start] = one_hot_foreground(label[start], num_classes)
+        total_weight[start] = np.inf
+        for direction in (-1, 1):
+            neighbour = index + direction
+            stop = painted[neighbour] if 0 <= neighbour < len(painted) else (-1 if direction < 0 else depth)
+            span = abs(stop - start)
+            current = foreground[:, start].copy()
+            position = start
+            while position + direction != stop:
+                if should_stop is not None and should_stop():
+                    from .trainer import TrainingCancelled
+
+                    raise TrainingCancelled()
+                target = position + direction
+                current = registration.warp(current, position, target)
+                # a gap filled from both ends: each chain counts by its closeness; open ends: the one chain
+                weight = 1.0 if stop in (-1, depth) else (span - abs(target - start)) / span
+                foreground[:, target] += weight * current
+                total_weight[target] += weight
+                position = target
+    open_slices = np.isfinite(total_weight) & (total_weight > 0)
+    foreground[:, open_slices] /= total_weight[open_slices][None, :, None, None]
+    foreground = np.clip(foreground, 0.0, 1.0)
+    total = foreground.sum(0)
+    over = total > 1.0
+    foreground[:, over] /= total[over]
+    return np.concatenate([np.clip(1.0 - foreground.sum(0), 0.0, 1.0)[None], foreground])
+
+
+def slice_distance(depth: int, painted: list[int]) -> np.ndarray:
+    """Distance (in slices) of every slice along axis 0 to the nearest painted one."""
+    positions = np.arange(depth)[:, None]
+    return np.abs(positions - np.asarray(sorted(painted))[None]).min(1)

@@ -1,0 +1,146 @@
+"""``propagate``: one scan, a few painted slices -> the whole object, in two streamed rounds per stage.
+
+What a user pressing Start gets (the single-scan default, :mod:`SparseSegLib.defaults`):
+
+1. **Registration round** (seconds): the painted slices' labels travel through the volume slice by slice,
+   each neighbouring pair registered with 2D demons (:mod:`SparseSegLib.engine.propagation`); gaps between
+   painted slices are filled from both ends.
+2. **Network round** (a minute or two on a CPU): a small 2.5D U-Net learns from the painted slices, the
+   propagated labels of the nearby slices and background far from the propagated object; its prediction is
+   fused with the registration's (by default a voxel is kept where both agree: the collaborative-learning seed's
+   certain region) and the result keeps only components that touch the paint.
+
+Painted slices are ground truth and come back unchanged. Each Continue (new painted slices) is a new stage:
+both rounds again, from every slice painted so far, the network warm-started from the previous stage.
+ROI boxes have no slices to propagate from: such a job runs the network round alone on the annotated voxels.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from ...case import Case
+from ...engine.device import select_device
+from ...engine.propagation import PropagationSettings, propagate_slices, slice_distance
+from ...errors import SparseSegError
+from ..base import MethodOptions, Reporter, RoundResult, register
+from .fusion import anchor_at_paint, fuse
+from .network import train_and_predict, training_targets
+from .settings import PropagateSettings
+from .volume import PaintedVolume
+
+STATE_FORMAT = 1
+
+
+@register("propagate")
+class PropagateMethod:
+    """Registration propagation of the painted slices, then a network fused with it (streamed per round)."""
+
+    summary = "one scan: painted slices registered through the volume, then a 2D network fused with them"
+
+    def check_options(self, options: MethodOptions) -> None:
+        PropagateSettings.parse(options.extra)
+
+    def train(self, cases: list[Case], options: MethodOptions, reporter: Reporter, validation=None):
+        raise SparseSegError("propagate segments one scan at a time (a worker job), it does not train a cohort model",
+                             "Use `sparseseg run --image ... --annotation ...`, or train a cohort with self-labelling.")
+
+    def planned_rounds(self, case: Case, options: MethodOptions, state: dict | None = None) -> int:
+        """Rounds this job runs when the job leaves it to the method: the stage's rounds after ``state``'s."""
+        settings = PropagateSettings.parse(options.extra)
+        volume = PaintedVolume.from_case(case, settings)
+        return _StagePlan.make(volume, state).last_round
+
+    def run_rounds(self, cases: list[Case], options: MethodOptions, reporter: Reporter, state: dict | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> Iterator[RoundResult]:
+        if len(cases) != 1:
+            raise SparseSegError(f"propagate runs on one scan, not {len(cases)}", "Run one job per scan.")
+        settings = PropagateSettings.parse(options.extra)
+        case = cases[0]
+        volume = PaintedVolume.from_case(case, settings)
+        plan = _StagePlan.make(volume, state)
+        total = max(plan.last_round, int(options.rounds or 0))  # rounds asked beyond the stage: more network rounds
+        device = select_device(options.device)
+        initial = state.get("network") if state else None
+        registration = None
+        for index in range(plan.next_round, total + 1):
+            started = time.perf_counter()
+            kind = plan.kind(index)
+            num_classes = max(int(case.num_classes), int(volume.label.max()) + 1)
+            if kind == "registration" or registration is None and volume.painted:
+                registration = propagate_slices(
+                    volume.image, volume.label, volume.painted, num_classes,
+                    PropagationSettings(settings.demons_iterations, settings.demons_smoothing),
+                    should_stop=should_stop)
+            if kind == "registration":
+                probabilities, network_state = registration, initial
+                labels = registration.argmax(0).astype(np.uint8)
+                reporter.log(f"propagate round {index}: painted slices {volume.painted} along axis {volume.axis} "
+                             f"registered through {volume.image.shape[0]} slices")
+            else:
+                distance = slice_distance(volume.image.shape[0], volume.painted) if volume.painted else None
+                target, weight = training_targets(volume.label, volume.painted, registration, distance, settings,
+                                                  annotated=None if volume.painted else volume.annotated)
+                network, network_state = train_and_predict(
+                    volume.image, target, weight, num_classes, settings, options.seed + settings.seed_offset + index,
+                    device, reporter, f"propagate round {index}/{total}", should_stop, initial)
+                initial = network_state
+                if registration is None:
+                    labels, probabilities = network.argmax(0).astype(np.uint8), network
+                else:
+                    labels, probabilities = fuse(network, registration, settings.fusion)
+            if settings.anchor:
+                labels = anchor_at_paint(labels, volume.painted_foreground)
+            labels[volume.annotated] = volume.label[volume.annotated]  # the paint is ground truth, exactly
+            state = {"format": STATE_FORMAT, "method": "propagate", "round": index, "rounds": total,
+                     "network": network_state or {}, "stage_first": plan.first_round,
+                     "painted": [int(s) for s in volume.painted], "axis": -1 if volume.axis is None else volume.axis,
+                     "annotated_voxels": int(volume.annotated.sum())}
+            metrics = {"step": kind, "stage_first_round": plan.first_round, "painted_slices": len(volume.painted),
+                       "foreground_voxels": int((labels > 0).sum()), "seconds": round(time.perf_counter() - started, 3)}
+            yield RoundResult(index=index, total=total, labels={case.case_id: volume.to_case_grid(labels)},
+                              probabilities={case.case_id: _background_outside(volume.to_case_grid(probabilities))},
+                              metrics=metrics, state=state)
+
+
+def _background_outside(probabilities: np.ndarray) -> np.ndarray:
+    """Probabilities put back on the full grid: outside the crop the background is certain."""
+    outside = probabilities.sum(0) == 0
+    probabilities[0][outside] = 1.0
+    return probabilities
+
+
+class _StagePlan:
+    """Which rounds this run still owes: a stage is a registration round then a network round (one network round
+    for ROI boxes). A job with new paint since ``state`` starts a new stage after the state's round; the same
+    paint with a finished stage owes nothing; an interrupted stage finishes."""
+
+    def __init__(self, first_round: int, next_round: int, steps: tuple[str, ...]) -> None:
+        self.first_round, self.next_round, self.steps = first_round, next_round, steps
+
+    @property
+    def last_round(self) -> int:
+        return self.first_round + len(self.steps) - 1
+
+    def kind(self, index: int) -> str:
+        position = index - self.first_round
+        return self.steps[position] if position < len(self.steps) else "network"  # rounds asked beyond the stage
+
+    @classmethod
+    def make(cls, volume: PaintedVolume, state: dict | None) -> _StagePlan:
+        steps = ("registration", "network") if volume.painted else ("network",)
+        if not state:
+            return cls(1, 1, steps)
+        if state.get("method") != "propagate" or int(state.get("format", 0)) != STATE_FORMAT:
+            raise SparseSegError(f"the checkpoint is from method {state.get('method')!r}, not propagate",
+                                 "Continue with the job that wrote it, or start again in a new folder.")
+        done = int(state["round"])
+        same_paint = (list(state.get("painted", [])) == volume.painted
+                      and int(state.get("annotated_voxels", -1)) == int(volume.annotated.sum()))
+        first = int(state.get("stage_first", 1))
+        if same_paint:
+            return cls(first, done + 1, steps)
+        return cls(done + 1, done + 1, steps)

@@ -1,0 +1,50 @@
+"""Fusing the network's and the registration's class probabilities, and anchoring the result at the paint."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def fuse(network: np.ndarray, registration: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, probabilities)`` from two ``(C, k, j, i)`` probability maps.
+
+    ``intersection``: a voxel takes class c only where both branches' most likely class is c (the seed's
+    certain region), otherwise background; ``average``: the argmax of the mean; ``network`` /
+    ``registration``: one branch alone (ablations). The probabilities returned are the mean in every mode
+    (what the uncertainty map and the suggested slice are computed from).
+    """
+    mean = 0.5 * (network + registration)
+    if mode == "network":
+        return network.argmax(0).astype(np.uint8), network
+    if mode == "registration":
+        return registration.argmax(0).astype(np.uint8), registration
+    if mode == "average":
+        return mean.argmax(0).astype(np.uint8), mean
+    by_network, by_registration = network.argmax(0), registration.argmax(0)
+    labels = np.where(by_network == by_registration, by_network, 0).astype(np.uint8)
+    return labels, mean
+
+
+def anchor_at_paint(labels: np.ndarray, painted_foreground: np.ndarray) -> np.ndarray:
+    """Keep the 3D connected components of the foreground that touch painted foreground, fill their holes.
+
+    A component the painting cannot reach is a false positive by construction (the user painted the object, and
+    the object is what is propagated); with nothing touching the paint the labels are returned unchanged.
+    """
+    foreground = labels > 0
+    components, count = ndimage.label(foreground)
+    if count == 0:
+        return labels
+    touching = np.unique(components[painted_foreground & foreground])
+    touching = touching[touching > 0]
+    if touching.size == 0:
+        return labels
+    keep = np.isin(components, touching)
+    result = np.where(keep, labels, 0).astype(labels.dtype)
+    holes = ndimage.binary_fill_holes(keep) & ~keep
+    if holes.any():
+        # a hole takes the class most of its neighbours have (one class: that class)
+        values = result[keep]
+        result[holes] = np.bincount(values, minlength=2)[1:].argmax() + 1
+    return result

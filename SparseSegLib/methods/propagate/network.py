@@ -1,0 +1,90 @@
+"""The network branch: a small 2.5D U-Net trained on one scan's painted slices and its nearby propagated labels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from ...engine.inference import predict_probabilities
+from ...engine.networks import NetworkConfig, build_network
+from ...engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
+from ...engine.trainer import TrainConfig, seed_everything, train_network
+from ..base import Reporter
+from .settings import PropagateSettings
+
+
+def network_config(settings: PropagateSettings) -> NetworkConfig:
+    """Four levels (a slice crop of a few hundred pixels needs no more) and one residual unit: trains in a minute."""
+    return NetworkConfig(dims=2, channels=(16, 32, 64, 128), num_res_units=1, context_slices=settings.context_slices)
+
+
+def patch_size(shape: tuple[int, int, int], settings: PropagateSettings) -> tuple[int, int]:
+    """In-plane patch: the crop where it fits, else ``settings.patch``, in multiples of 8."""
+    return tuple(min(settings.patch, int(np.ceil(n / 8) * 8)) for n in shape[1:])
+
+
+def training_targets(label: np.ndarray, painted: list[int], registration: np.ndarray | None, distance: np.ndarray,
+                     settings: PropagateSettings, annotated: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(target, weight)`` for the network.
+
+    Painted slices (or, for ROI boxes, the annotated voxels) are ground truth at weight 1. Slices within
+    ``pseudo_distance`` of the paint take the registration's labels, weighted by closeness (Gaussian in slice
+    distance) and confidence (how far the most likely class stands above a uniform guess). Everywhere else the
+    voxels far from the propagated object (``negative_margin`` pixels in-plane) are background at
+    ``negative_weight``: what teaches a network that has seen one slice not to label other, similar tissue.
+    """
+    depth = label.shape[0]
+    target = np.full(label.shape, UNKNOWN, np.int64)
+    weight = np.zeros(label.shape, np.float32)
+    if registration is not None:
+        classes = registration.shape[0]
+        reach = max(1.0, settings.pseudo_distance * depth)
+        likely = registration.argmax(0)
+        confidence = np.clip((registration.max(0) - 1.0 / classes) / (1.0 - 1.0 / classes), 0.0, 1.0)
+        near = distance <= reach
+        target[near] = likely[near]
+        closeness = np.exp(-((distance / reach) ** 2)).astype(np.float32)
+        weight[near] = (closeness[:, None, None] * confidence)[near]
+        if settings.negative_weight > 0:
+            object_ = ndimage.binary_dilation(likely > 0, structure=np.ones((1, 3, 3), bool),
+                                              iterations=max(1, settings.negative_margin))
+            far = ~object_ & (target == UNKNOWN)
+            target[far] = 0
+            weight[far] = settings.negative_weight
+    if annotated is not None:
+        target[annotated] = label[annotated]
+        weight[annotated] = 1.0
+    else:
+        target[painted] = label[painted]
+        weight[painted] = 1.0
+    return target, weight
+
+
+def train_and_predict(volume: np.ndarray, target: np.ndarray, weight: np.ndarray, num_classes: int,
+                      settings: PropagateSettings, seed: int, device: torch.device, reporter: Reporter, stage: str,
+                      should_stop: Callable[[], bool] | None = None,
+                      initial: dict | None = None) -> tuple[np.ndarray, dict]:
+    """Train the network (from ``initial`` weights when given) and return its probabilities ``(C, k, j, i)``
+    over ``volume`` and its weights (CPU tensors)."""
+    seed_everything(seed)
+    config = network_config(settings)
+    network = build_network(config, num_classes)
+    if initial:
+        network.load_state_dict(initial)
+    patch = patch_size(volume.shape, settings)
+    sampler = PatchSampler([TrainingVolume(volume, target, weight)], 2, patch, context_slices=config.context_slices,
+                           augment=True, seed=seed)
+    train = TrainConfig(iterations=settings.iterations, batch_size=settings.batch_size,
+                        log_every=max(1, settings.iterations // 10))
+    reporter.log(f"{stage}: {train.iterations} iterations, batch {train.batch_size}, patch {patch}, "
+                 f"{sampler.labelled_voxels} labelled voxels, device {device.type}")
+    train_network(network, sampler, train, device,
+                  progress=lambda step, total, loss, sps: reporter.progress(stage, step, total, loss, sps),
+                  should_stop=should_stop)
+    probabilities = predict_probabilities(network, volume, config, patch, device)
+    state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+    network.cpu()
+    return probabilities, state

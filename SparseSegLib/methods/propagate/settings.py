@@ -1,0 +1,86 @@
+"""The ``propagate`` method's options (``--option KEY=VALUE`` / a job's ``method_options``), checked up front."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ...errors import SparseSegError
+
+FUSIONS = ("intersection", "average", "network", "registration")
+
+
+@dataclass(frozen=True)
+class PropagateSettings:
+    """Why each default: chosen on the interactive benchmark's development scans (docs/results/interactive.md).
+
+    * ``demons_iterations`` / ``demons_smoothing``: per neighbouring-slice pair; stiffer fields drift less.
+    * ``iterations``: training steps of the 2D network per stage (batch ``batch_size``); a few hundred are
+      enough for one scan's painted slices and keep the stage within a minute or two on two CPU cores.
+    * ``pseudo_distance``: slices this far (as a fraction of the depth) from a painted slice lend their
+      propagated labels to the network's training, weighted by closeness and confidence; farther ones only
+      lend background far from the propagated object (``negative_weight``, ``negative_margin`` pixels away).
+    * ``fusion``: ``intersection`` keeps a voxel where the network and the registration agree (the
+      collaborative-learning seed's certain region), which stops both a network's blobs far away and a
+      registration chain that runs past the object's end; ``average`` averages their probabilities.
+    * ``anchor``: keep only 3D components of the result that touch painted foreground (a result never has
+      blobs the painting cannot reach).
+    * ``crop_margin``: work in the painted foreground's in-plane bounding box grown by this fraction of its
+      size on each side (at least ``min_margin`` pixels); nothing outside it is labelled.
+    """
+
+    demons_iterations: int = 50
+    demons_smoothing: float = 1.5
+    iterations: int = 300
+    batch_size: int = 8
+    patch: int = 128
+    context_slices: int = 1
+    pseudo_distance: float = 0.12
+    negative_weight: float = 0.5
+    negative_margin: int = 5
+    fusion: str = "intersection"
+    anchor: bool = True
+    crop_margin: float = 0.5
+    min_margin: int = 16
+    seed_offset: int = 0
+
+    @classmethod
+    def parse(cls, extra: dict | None) -> PropagateSettings:
+        """Settings from a method-options dict; unknown keys and bad values are errors that say what is allowed."""
+        known = {f.name: f for f in fields(cls)}
+        values = {}
+        for key, value in (extra or {}).items():
+            if key not in known:
+                raise SparseSegError(f"unknown option {key!r} for method propagate",
+                                     f"Known options: {', '.join(sorted(known))}.")
+            default = known[key].default
+            try:
+                if isinstance(default, bool):
+                    value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+                elif isinstance(default, int):
+                    value = int(value)
+                elif isinstance(default, float):
+                    value = float(value)
+                else:
+                    value = str(value)
+            except (TypeError, ValueError):
+                raise SparseSegError(f"option {key}={value!r} is not a {type(default).__name__}",
+                                     f"Give a {type(default).__name__}, e.g. {key}={default}.") from None
+            values[key] = value
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise SparseSegError(f"unknown fusion {self.fusion!r}", f"Use one of: {', '.join(FUSIONS)}.")
+        positive = ("demons_iterations", "iterations", "batch_size", "patch")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise SparseSegError(f"option {name} must be at least 1, not {getattr(self, name)}", f"Give {name} >= 1.")
+        if self.patch % 8:
+            raise SparseSegError(f"option patch must be a multiple of 8, not {self.patch}", "E.g. patch=128.")
+        for name in ("pseudo_distance", "negative_weight", "crop_margin", "demons_smoothing"):
+            if getattr(self, name) < 0:
+                raise SparseSegError(f"option {name} must not be negative", f"Give {name} >= 0.")
+        if self.context_slices < 0 or self.negative_margin < 0 or self.min_margin < 0:
+            raise SparseSegError("context_slices, negative_margin and min_margin must not be negative", "Give values >= 0.")

@@ -1,0 +1,74 @@
+"""One scan as the ``propagate`` method sees it: painted slices along axis 0, cropped to where the object can be."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...case import Case
+from ...engine.preprocessing import normalize
+from ...errors import SparseSegError
+from ...jobs.continuation import whole_slice_axis
+from .settings import PropagateSettings
+
+
+@dataclass
+class PaintedVolume:
+    """The case moved so that its painted slices run along axis 0 and cropped in-plane around the paint.
+
+    ``axis`` is the array axis the user painted along (None: ROI boxes or scattered voxels, which have no
+    slices to propagate from); ``window`` the in-plane crop (two slices of the moved array).
+    """
+
+    axis: int | None
+    painted: list[int]
+    image: np.ndarray  # normalised, moved, cropped
+    label: np.ndarray  # ground truth (moved, cropped); meaningful where ``annotated``
+    annotated: np.ndarray
+    window: tuple[slice, slice]
+    full_shape: tuple[int, int, int]  # the moved, uncropped shape
+
+    @classmethod
+    def from_case(cls, case: Case, settings: PropagateSettings) -> PaintedVolume:
+        if case.annotated is None or case.label is None:
+            raise SparseSegError(f"case {case.case_id} has no annotation", "Paint at least one slice of the object.")
+        annotated = np.asarray(case.annotated, dtype=bool)
+        axis = whole_slice_axis(annotated)
+        moved_axis = 0 if axis is None else axis
+        label = np.moveaxis(np.where(annotated, case.label, 0), moved_axis, 0)
+        mask = np.moveaxis(annotated, moved_axis, 0)
+        image = np.moveaxis(np.asarray(case.image, dtype=np.float32), moved_axis, 0)
+        painted = [int(s) for s in np.flatnonzero(mask.all(axis=(1, 2)))] if axis is not None else []
+        foreground = label > 0
+        if not foreground.any():
+            raise SparseSegError(f"case {case.case_id}: the annotation holds no foreground",
+                                 "Paint the object (not only background) on at least one slice.")
+        window = _window(foreground.any(0), settings)
+        crop = (slice(None),) + window
+        return cls(axis=axis, painted=painted, image=normalize(image[crop], "zscore"), label=label[crop],
+                   annotated=mask[crop], window=window, full_shape=image.shape)
+
+    @property
+    def painted_foreground(self) -> np.ndarray:
+        return self.annotated & (self.label > 0)
+
+    def to_case_grid(self, cropped: np.ndarray, fill: float = 0) -> np.ndarray:
+        """A cropped ``(..., k, j, i)`` array put back on the case's own grid (``fill`` outside the crop)."""
+        lead = cropped.shape[:-3]
+        full = np.full(lead + self.full_shape, fill, dtype=cropped.dtype)
+        full[(Ellipsis, slice(None)) + self.window] = cropped
+        moved_axis = 0 if self.axis is None else self.axis
+        return np.ascontiguousarray(np.moveaxis(full, len(lead), len(lead) + moved_axis))
+
+
+def _window(footprint: np.ndarray, settings: PropagateSettings) -> tuple[slice, slice]:
+    """The painted foreground's in-plane bounding box grown by ``crop_margin`` of its size (at least
+    ``min_margin`` pixels) on each side, clipped to the slice."""
+    window = []
+    for axis in range(2):
+        present = np.flatnonzero(footprint.any(axis=1 - axis))
+        first, last = int(present[0]), int(present[-1]) + 1
+        margin = max(settings.min_margin, int(np.ceil(settings.crop_margin * (last - first))))
+        window.append(slice(max(0, first - margin), min(footprint.shape[axis], last + margin)))
+    return tuple(window)
