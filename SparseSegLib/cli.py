@@ -380,7 +380,7 @@ def _run_continuation(args: argparse.Namespace) -> int:
     :mod:`.jobs.continuation`) and run it in this process, printing events as ``run`` does."""
     from .jobs.continuation import continue_from_annotation
     from .jobs.events import format_event
-    from .jobs.layout import EXIT_FINISHED
+    from .jobs.layout import EXIT_FINISHED, last_complete_round
     from .worker import run_job
 
     if args.jobdir is None or args.annotation is None:
@@ -408,7 +408,11 @@ def _run_continuation(args: argparse.Namespace) -> int:
               file=sys.stderr)
     print(f"created job {job.directory}: {correction.describe()} become ground truth; "
           f"{'rounds decided by the method' if rounds is None else f'rounds up to {rounds}'}", file=sys.stderr)
+    done = last_complete_round(job.directory)
     code = run_job(job.directory, resume=True, echo=lambda event: print(format_event(event), file=sys.stderr, flush=True))
+    if code == EXIT_FINISHED and last_complete_round(job.directory) == done:
+        print(f"sparseseg: warning: the method planned no round after round {done}, so the new slices were not "
+              "trained on; the result is the earlier stage's", file=sys.stderr)
     if code == EXIT_FINISHED:
         print(f"job folder: {job.directory}")
     return code

@@ -145,6 +145,8 @@ def play_scan(scan: Scan, settings: PlaySettings, folder: Path, log=print) -> di
                            more_rounds=settings.continue_rounds)
         watched = watch(job, pressed, settings, resume=True)
         stage = _stage_record(len(painted), job, watched, list(painted))
+        if watched["status"] == "finished" and not watched["rounds"]:
+            stage["message"] = "the method planned no round after the earlier stage's last: the slice was not trained on"
         stage["final"] = (_score_round(job, stage["rounds"][-1]["round"], reference, spacing, classes)
                           if stage["rounds"] else None)
         record["stages"].append(stage)
