@@ -125,7 +125,8 @@ def _scan_list(scans: list[dict]) -> list[str]:
         final = (r["stages"][-1].get("final") or {}).get("dice")
         lines.append(f"- `{r['case_id']}` ({'x'.join(map(str, r['shape']))}): {r['status']}; painted {slices}; "
                      f"last Dice {final if final is not None else '–'}")
-        fallbacks = [p["note"] for p in r["stages"][-1]["painted"] if p.get("note")]
+        fallbacks = [f"slice {p['index']}: {p['note']}" for p in r["stages"][-1]["painted"]
+                     if p["source"] == "gap" and p.get("note")]
         if fallbacks:
             lines.append(f"  - fallbacks: {'; '.join(fallbacks)}")
     return lines
@@ -138,12 +139,14 @@ def write_report(results: dict, out: Path) -> Path:
     max_slices = int(config.get("slices", 5))
     lines = ["# Interactive benchmark: one painted slice, then corrections", "",
              f"Job: method `{job.get('method')}`, parameters `{job.get('parameters')}` ({job.get('source', '')}); "
-             f"next slice: {config.get('next', 'suggested')}; Continue adds {config.get('continue_rounds')} round(s) "
-             "(unless the method decides); split "
+             f"next slice: {config.get('next', 'suggested')}; Continue: "
+             + ("the method decides its rounds" if (job.get("parameters") or {}).get("rounds", 0) is None
+                else f"{config.get('continue_rounds')} more round(s)") + "; split "
              f"`{config.get('split')}` (seed {config.get('split_seed')}); device {job.get('device')}, "
              f"{config.get('jobs')} scan(s) at a time with {config.get('threads')} thread(s) per worker.", "",
              "Dice / HD95 / RAVD are the mean over the classes. Baselines paint the same number of slices evenly "
-             "over the object's extent along k; Fill between slices with one slice is that slice alone.", ""]
+             "over the object's extent along k; Fill between slices interpolates each class on its own (as Slicer "
+             "does with one segment per class) and with one slice is that slice alone.", ""]
     if config.get("command"):
         lines += [f"Command: `{config['command']}`", ""]
     grouped = scans_by_dataset(results)
