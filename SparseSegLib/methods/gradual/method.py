@@ -1,0 +1,71 @@
+"""``gradual``: the registered method (worker rounds, cohort training, Save model) around :class:`GradualLoop`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+from ...case import Case
+from ...engine.model import Segmenter
+from ...errors import SparseSegError
+from ..base import MethodOptions, Reporter, RoundResult, register
+from ..common import new_segmenter
+from .loop import GradualLoop
+from .settings import PAPER_ROUNDS, parse_settings
+from .slice_axis import across_axis, painted_axis
+
+
+@register("gradual")
+class GradualLearning:
+    summary = ("Gradual Learning (Engster et al.): grow the annotated boxes/slices by s voxels per round with "
+               "confident pseudo-labels anchored at the paint; --network 3d = 3D GL, 2d = slice-stack GL")
+
+    def check_options(self, options: MethodOptions) -> None:
+        extra = {k: v for k, v in (options.extra or {}).items() if k != "rounds"}  # rounds: a cohort setting of train
+        parse_settings(replace(options, extra=extra))
+
+    def run_rounds(self, cases: list[Case], options: MethodOptions, reporter: Reporter, state: dict | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> Iterator[RoundResult]:
+        parse_settings(options)  # bad options fail before the network is built
+        segmenter = new_segmenter(cases, options, self.name)
+        loop = GradualLoop(self.name, segmenter, cases, options, reporter, should_stop)
+        if state is not None and (state.get("method_state") or {}).get("covered_at") and loop.settings.stop_when_covered:
+            return  # the run already ended when the volume was covered
+        self.loop = loop
+        for result in loop.run(state):
+            covered = bool(result.metrics.get("covered"))
+            if covered and loop.settings.stop_when_covered and result.index < result.total:
+                reporter.log(f"{self.name}: the volume is covered after round {result.index}; stopping")
+                yield replace(result, total=result.index)
+                return
+            yield result
+
+    def segmenter_from_state(self, cases: list[Case], options: MethodOptions, state: dict) -> Segmenter:
+        """The model a job's round state holds (Slicer's "Save model"): the job's network, across the painted axis.
+
+        Without this a 2D network trained across array axis 1 or 2 would be saved as one running across axis 0.
+        """
+        segmenter = across_axis(new_segmenter(cases, options, self.name), painted_axis(cases), cases, options)
+        try:
+            segmenter.network.load_state_dict(state["network"])
+        except RuntimeError as error:
+            raise SparseSegError(f"the checkpoint does not fit a {options.network} network of this job "
+                                 f"({str(error).splitlines()[0][:160]})",
+                                 "The job's settings changed since the checkpoint was written; run the job again.") from None
+        return segmenter
+
+    def train(self, cases: list[Case], options: MethodOptions, reporter: Reporter, validation: list[Case] | None = None):
+        """All rounds (``options.rounds``, or the ``rounds`` option / the paper's 11 when that is 1); the last network."""
+        rounds = int(options.rounds)
+        if rounds == 1:
+            rounds = int((options.extra or {}).get("rounds", PAPER_ROUNDS))
+        options = replace(options, rounds=rounds, extra={k: v for k, v in (options.extra or {}).items() if k != "rounds"})
+        history = []
+        for result in self.run_rounds(cases, options, reporter):
+            history.append({k: v for k, v in result.metrics.items() if k != "gradual"})
+        segmenter = self.loop.segmenter
+        segmenter.training = {"stage": self.name, "rounds": history, "options": self.loop.settings.to_dict(),
+                              "step": self.loop.step, "slice_axis": self.loop.slice_axis,
+                              "iterations_per_round": options.round_iterations(segmenter.network_config.dims),
+                              "note": "validation cases are not used by gradual learning"}
+        return segmenter
