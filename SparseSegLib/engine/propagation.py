@@ -77,6 +77,18 @@ def one_hot_foreground(label_slice: np.ndarray, num_classes: int) -> np.ndarray:
     return np.stack([(label_slice == value).astype(np.float32) for value in range(1, num_classes)])
 
 
+def open_end_reach(label_slice: np.ndarray, spacing_kji: tuple[float, float, float], scale: float) -> float:
+    """How far (in slices) a chain beyond the outermost painted slice may carry the object: ``scale`` times the
+    painted foreground's equivalent radius (the radius of a disc of its area, in mm) over the slice spacing.
+
+    Registration alone cannot see where an object ends (past its end the chain keeps carrying the label over
+    whatever tissue lies there), so an open end fades out at about the object's own in-plane size: a compact
+    object (tumour, atrium, hippocampus) ends within about its radius. A longer object is reached by painting
+    a slice further along; gaps between painted slices never fade."""
+    area_mm2 = float((label_slice > 0).sum()) * spacing_kji[1] * spacing_kji[2]
+    return scale * np.sqrt(area_mm2 / np.pi) / max(spacing_kji[0], 1e-6)
+
+
 def propagate_slices(
     volume: np.ndarray,
     label: np.ndarray,
@@ -85,13 +97,16 @@ def propagate_slices(
     settings: PropagationSettings | None = None,
     should_stop: Callable[[], bool] | None = None,
     registration: SliceRegistration | None = None,
+    open_end_reach: Callable[[int], float] | None = None,
 ) -> np.ndarray:
     """Class probabilities ``(C, k, j, i)`` of ``label``'s painted slices (indices along axis 0) propagated
     through the normalised ``volume``.
 
     Painted slices keep their labels exactly; a slice between two painted ones blends the two chains with weights
-    falling linearly with distance; slices beyond the outermost painted ones take the single chain. Background is
-    what the foreground classes leave. ``should_stop`` is polled once per slice (cancellation).
+    falling linearly with distance; slices beyond the outermost painted ones take the single chain, faded by a
+    Gaussian of the distance over ``open_end_reach(painted slice)`` slices when given (the foreground falls below
+    one half at about 0.83 reach). Background is what the foreground classes leave. ``should_stop`` is polled
+    once per slice (cancellation).
     """
     if volume.shape != label.shape:
         raise SparseSegError(f"image {volume.shape} and label {label.shape} differ in shape",
@@ -111,6 +126,8 @@ def propagate_slices(
             neighbour = index + direction
             stop = painted[neighbour] if 0 <= neighbour < len(painted) else (-1 if direction < 0 else depth)
             span = abs(stop - start)
+            open_end = stop in (-1, depth)
+            reach = open_end_reach(start) if open_end and open_end_reach is not None else None
             current = foreground[:, start].copy()
             position = start
             while position + direction != stop:
@@ -121,8 +138,9 @@ def propagate_slices(
                 target = position + direction
                 current = registration.warp(current, position, target)
                 # a gap filled from both ends: each chain counts by its closeness; open ends: the one chain
-                weight = 1.0 if stop in (-1, depth) else (span - abs(target - start)) / span
-                foreground[:, target] += weight * current
+                weight = 1.0 if open_end else (span - abs(target - start)) / span
+                fade = 1.0 if reach is None else float(np.exp(-((target - start) / max(reach, 1e-6)) ** 2))
+                foreground[:, target] += weight * fade * current
                 total_weight[target] += weight
                 position = target
     open_slices = np.isfinite(total_weight) & (total_weight > 0)

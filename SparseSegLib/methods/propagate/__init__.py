@@ -24,11 +24,11 @@ import numpy as np
 
 from ...case import Case
 from ...engine.device import select_device
-from ...engine.propagation import PropagationSettings, propagate_slices, slice_distance
+from ...engine.propagation import PropagationSettings, open_end_reach, propagate_slices, slice_distance
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter, RoundResult, register
 from .fusion import anchor_at_paint, fuse
-from .network import train_and_predict, training_targets
+from .network import train_across_axes, training_targets
 from .settings import PropagateSettings
 from .volume import PaintedVolume
 
@@ -74,7 +74,7 @@ class PropagateMethod:
                 registration = propagate_slices(
                     volume.image, volume.label, volume.painted, num_classes,
                     PropagationSettings(settings.demons_iterations, settings.demons_smoothing),
-                    should_stop=should_stop)
+                    should_stop=should_stop, open_end_reach=_reach_of(volume, case, settings))
             if kind == "registration":
                 probabilities, network_state = registration, initial
                 labels = registration.argmax(0).astype(np.uint8)
@@ -84,14 +84,14 @@ class PropagateMethod:
                 distance = slice_distance(volume.image.shape[0], volume.painted) if volume.painted else None
                 target, weight = training_targets(volume.label, volume.painted, registration, distance, settings,
                                                   annotated=None if volume.painted else volume.annotated)
-                network, network_state = train_and_predict(
+                network, network_state = train_across_axes(
                     volume.image, target, weight, num_classes, settings, options.seed + settings.seed_offset + index,
                     device, reporter, f"propagate round {index}/{total}", should_stop, initial)
                 initial = network_state
                 if registration is None:
                     labels, probabilities = network.argmax(0).astype(np.uint8), network
                 else:
-                    labels, probabilities = fuse(network, registration, settings.fusion)
+                    labels, probabilities = fuse(network, registration, settings.fusion, settings.fusion_margin)
             if settings.anchor:
                 labels = anchor_at_paint(labels, volume.painted_foreground)
             labels[volume.annotated] = volume.label[volume.annotated]  # the paint is ground truth, exactly
@@ -104,6 +104,16 @@ class PropagateMethod:
             yield RoundResult(index=index, total=total, labels={case.case_id: volume.to_case_grid(labels)},
                               probabilities={case.case_id: _background_outside(volume.to_case_grid(probabilities))},
                               metrics=metrics, state=state)
+
+
+def _reach_of(volume: PaintedVolume, case: Case, settings: PropagateSettings):
+    """The open-end reach per painted slice (None: open ends never fade)."""
+    if not settings.open_end:
+        return None
+    spacing = case.geometry.spacing_kji
+    axis = 0 if volume.axis is None else volume.axis
+    moved = (spacing[axis],) + tuple(spacing[a] for a in range(3) if a != axis)
+    return lambda start: open_end_reach(volume.label[start], moved, settings.open_end)
 
 
 def _background_outside(probabilities: np.ndarray) -> np.ndarray:

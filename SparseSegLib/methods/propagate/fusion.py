@@ -6,12 +6,14 @@ import numpy as np
 from scipy import ndimage
 
 
-def fuse(network: np.ndarray, registration: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+def fuse(network: np.ndarray, registration: np.ndarray, mode: str, margin: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """``(labels, probabilities)`` from two ``(C, k, j, i)`` probability maps.
 
     ``intersection``: a voxel takes class c only where both branches' most likely class is c (the seed's
     certain region), otherwise background; ``average``: the argmax of the mean; ``network`` /
-    ``registration``: one branch alone (ablations). The probabilities returned are the mean in every mode
+    ``registration``: one branch alone (ablations); ``near``: the network's class wherever it lies within
+    ``margin`` pixels (in-plane) of the registration's foreground, so the network draws the boundary but cannot
+    add objects the propagation never reached. The probabilities returned are the mean in every mode
     (what the uncertainty map and the suggested slice are computed from).
     """
     mean = 0.5 * (network + registration)
@@ -22,6 +24,9 @@ def fuse(network: np.ndarray, registration: np.ndarray, mode: str) -> tuple[np.n
     if mode == "average":
         return mean.argmax(0).astype(np.uint8), mean
     by_network, by_registration = network.argmax(0), registration.argmax(0)
+    if mode == "near":
+        reach = ndimage.binary_dilation(by_registration > 0, structure=np.ones((1, 3, 3), bool), iterations=max(1, margin))
+        return np.where(reach, by_network, 0).astype(np.uint8), mean
     labels = np.where(by_network == by_registration, by_network, 0).astype(np.uint8)
     return labels, mean
 

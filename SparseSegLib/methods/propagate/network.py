@@ -88,3 +88,25 @@ def train_and_predict(volume: np.ndarray, target: np.ndarray, weight: np.ndarray
     state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
     network.cpu()
     return probabilities, state
+
+
+def train_across_axes(volume: np.ndarray, target: np.ndarray, weight: np.ndarray, num_classes: int,
+                      settings: PropagateSettings, seed: int, device: torch.device, reporter: Reporter, stage: str,
+                      should_stop: Callable[[], bool] | None = None,
+                      initial: dict | None = None) -> tuple[np.ndarray, dict]:
+    """One network per axis of ``settings.axes`` (slices across that axis), their probabilities averaged.
+
+    Across the painted slices (axis 0) a 2D network sees each slice on its own; across the other two it sees the
+    object in profile, ends included, which is where a slice-by-slice chain cannot tell that the object stopped.
+    The weights come back keyed ``"<axis>.<name>"``; ``initial`` is read the same way (a warm start per axis).
+    """
+    total, state = None, {}
+    for axis in settings.axes:
+        own = {k.split(".", 1)[1]: v for k, v in (initial or {}).items() if k.split(".", 1)[0] == str(axis)}
+        moved = [np.ascontiguousarray(np.moveaxis(a, axis, 0)) for a in (volume, target, weight)]
+        probabilities, weights = train_and_predict(*moved, num_classes, settings, seed + 97 * axis, device, reporter,
+                                                   f"{stage} (slices across axis {axis})", should_stop, own or None)
+        probabilities = np.moveaxis(probabilities, 1, axis + 1)
+        total = probabilities if total is None else total + probabilities
+        state.update({f"{axis}.{k}": v for k, v in weights.items()})
+    return total / len(settings.axes), state

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 
 from ...errors import SparseSegError
 
-FUSIONS = ("intersection", "average", "network", "registration")
+FUSIONS = ("intersection", "near", "average", "network", "registration")
 
 
 @dataclass(frozen=True)
@@ -14,22 +14,28 @@ class PropagateSettings:
     """Why each default: chosen on the interactive benchmark's development scans (docs/results/interactive.md).
 
     * ``demons_iterations`` / ``demons_smoothing``: per neighbouring-slice pair; stiffer fields drift less.
+    * ``open_end``: beyond the outermost painted slices the propagated object fades out over this many of its
+      own equivalent radii (0: never; :func:`~SparseSegLib.engine.propagation.open_end_reach`).
     * ``iterations``: training steps of the 2D network per stage (batch ``batch_size``); a few hundred are
       enough for one scan's painted slices and keep the stage within a minute or two on two CPU cores.
     * ``pseudo_distance``: slices this far (as a fraction of the depth) from a painted slice lend their
       propagated labels to the network's training, weighted by closeness and confidence; farther ones only
       lend background far from the propagated object (``negative_weight``, ``negative_margin`` pixels away).
+    * ``network_axes``: the slice directions the network branch learns and predicts across, averaged ("0": the
+      painted slices' own; "0,1,2": also the two orthogonal ones, which see the object's ends in profile).
     * ``fusion``: ``intersection`` keeps a voxel where the network and the registration agree (the
       collaborative-learning seed's certain region), which stops both a network's blobs far away and a
-      registration chain that runs past the object's end; ``average`` averages their probabilities.
+      registration chain that runs past the object's end; ``near`` lets the network decide within
+      ``fusion_margin`` pixels (in-plane) of the registration's object; ``average`` averages their probabilities.
     * ``anchor``: keep only 3D components of the result that touch painted foreground (a result never has
       blobs the painting cannot reach).
     * ``crop_margin``: work in the painted foreground's in-plane bounding box grown by this fraction of its
       size on each side (at least ``min_margin`` pixels); nothing outside it is labelled.
     """
 
-    demons_iterations: int = 50
-    demons_smoothing: float = 1.5
+    demons_iterations: int = 100
+    demons_smoothing: float = 1.0
+    open_end: float = 2.0
     iterations: int = 300
     batch_size: int = 8
     patch: int = 128
@@ -37,11 +43,21 @@ class PropagateSettings:
     pseudo_distance: float = 0.12
     negative_weight: float = 0.5
     negative_margin: int = 5
-    fusion: str = "intersection"
+    network_axes: str = "0,1,2"
+    fusion: str = "average"
+    fusion_margin: int = 2
     anchor: bool = True
     crop_margin: float = 0.5
     min_margin: int = 16
     seed_offset: int = 0
+
+    @property
+    def axes(self) -> tuple[int, ...]:
+        """``network_axes`` as axes of the painted volume (0 = across the painted slices)."""
+        try:
+            return tuple(int(a) for a in str(self.network_axes).replace(" ", "").split(",") if a != "")
+        except ValueError:
+            return ()
 
     @classmethod
     def parse(cls, extra: dict | None) -> PropagateSettings:
@@ -71,6 +87,9 @@ class PropagateSettings:
         return settings
 
     def check(self) -> None:
+        if not self.axes or any(a not in (0, 1, 2) for a in self.axes) or len(set(self.axes)) != len(self.axes):
+            raise SparseSegError(f"network_axes {self.network_axes!r} must list distinct axes 0, 1, 2",
+                                 'E.g. network_axes=0 or network_axes="0,1,2".')
         if self.fusion not in FUSIONS:
             raise SparseSegError(f"unknown fusion {self.fusion!r}", f"Use one of: {', '.join(FUSIONS)}.")
         positive = ("demons_iterations", "iterations", "batch_size", "patch")
@@ -79,8 +98,8 @@ class PropagateSettings:
                 raise SparseSegError(f"option {name} must be at least 1, not {getattr(self, name)}", f"Give {name} >= 1.")
         if self.patch % 8:
             raise SparseSegError(f"option patch must be a multiple of 8, not {self.patch}", "E.g. patch=128.")
-        for name in ("pseudo_distance", "negative_weight", "crop_margin", "demons_smoothing"):
+        for name in ("open_end", "pseudo_distance", "negative_weight", "crop_margin", "demons_smoothing"):
             if getattr(self, name) < 0:
                 raise SparseSegError(f"option {name} must not be negative", f"Give {name} >= 0.")
-        if self.context_slices < 0 or self.negative_margin < 0 or self.min_margin < 0:
-            raise SparseSegError("context_slices, negative_margin and min_margin must not be negative", "Give values >= 0.")
+        if self.context_slices < 0 or self.negative_margin < 0 or self.min_margin < 0 or self.fusion_margin < 0:
+            raise SparseSegError("context_slices, negative_margin, min_margin and fusion_margin must not be negative", "Give values >= 0.")

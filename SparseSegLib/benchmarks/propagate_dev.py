@@ -1,0 +1,69 @@
+"""Quick development sweep of ``propagate`` on the interactive benchmark's *dev* scans (never its report scans).
+
+Runs the Start stage (one painted central slice along k) in-process, no worker, and prints the merged-foreground
+Dice and RAVD of every round per scan and the mean per round: what the settings of the single-scan default were
+chosen with (docs/results/interactive.md lists each run). The interactive benchmark proper plays the module's
+user through real worker jobs and corrections; this is its fast inner loop for comparing options::
+
+    OMP_NUM_THREADS=1 python -m SparseSegLib.benchmarks.propagate_dev --dataset left_atrium --cases 3 \\
+        --option fusion=average --option network_axes=0,1,2 [--first-round-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from .interactive.scans import DATA_ROOT, central_slice, choose_scans
+
+
+def merged_scores(labels: np.ndarray, reference: np.ndarray, spacing) -> tuple[float, float]:
+    """Dice and RAVD of all foreground classes as one (the sweep's quick figure; the benchmark keeps every class)."""
+    from ..metrics import binary_metrics
+
+    figures = binary_metrics(labels > 0, reference > 0, spacing)
+    return float(figures["dice"]), float(figures["ravd"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from ..cli import parse_options
+    from ..methods import get_method
+    from ..methods.base import MethodOptions, SilentReporter
+
+    parser = argparse.ArgumentParser(prog="python -m SparseSegLib.benchmarks.propagate_dev", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="hippocampus", help="a folder under ../shared/data or a path")
+    parser.add_argument("--cases", type=int, default=5, help="dev scans (at most the dev part's 5)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a propagate option")
+    parser.add_argument("--first-round-only", action="store_true", help="stop after the registration round")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    folder = DATA_ROOT / args.dataset if not args.dataset.startswith(("/", ".")) else args.dataset
+    options = MethodOptions(device="cpu", extra=parse_options(args.option), rounds=None)
+    per_scan = []
+    for scan in choose_scans(folder, "dev", args.cases):
+        case = scan.load()
+        reference = case.label.copy()
+        annotated = np.zeros(reference.shape, bool)
+        annotated[central_slice(reference)] = True
+        case = case.with_annotation(annotated)
+        started, scores = time.perf_counter(), []
+        for result in get_method("propagate").run_rounds([case], options, SilentReporter()):
+            scores.append(merged_scores(result.labels[case.case_id], reference, case.geometry.spacing_kji))
+            if args.first_round_only:
+                break
+        per_scan.append([d for d, _ in scores])
+        print(f"  {scan.case_id}: Dice " + " ".join(f"{d:.3f}" for d, _ in scores)
+              + f", RAVD {scores[-1][1]:+.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
+    means = np.mean(np.array(per_scan), axis=0)
+    print(f"{args.dataset} dev x{len(per_scan)} {' '.join(args.option) or '(defaults)'}: mean Dice per round "
+          + " ".join(f"{m:.3f}" for m in means))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The single-scan default, ``propagate``, on a real sample scan: registration propagation, the network round,
+the Start job as the module makes it (a real worker process), a correction stage and the flooding guard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from SparseSegLib.defaults import START_METHOD, start_parameters
+from SparseSegLib.engine.propagation import PropagationSettings, propagate_slices, slice_distance
+from SparseSegLib.engine.preprocessing import normalize
+from SparseSegLib.errors import SparseSegError
+from SparseSegLib.jobs.client import Job
+from SparseSegLib.jobs.continuation import continue_job
+from SparseSegLib.methods import get_method
+from SparseSegLib.methods.base import MethodOptions, SilentReporter
+from SparseSegLib.methods.propagate.fusion import anchor_at_paint, fuse
+from SparseSegLib.methods.propagate.settings import PropagateSettings
+
+#: Small enough for a test (seconds), large enough for the network to learn the painted slice.
+QUICK = {"iterations": 40, "batch_size": 4}
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+
+
+def central(label: np.ndarray) -> int:
+    present = np.flatnonzero((label > 0).any(axis=(1, 2)))
+    return int((present[0] + present[-1]) // 2)
+
+
+def painted_case(case, slices: list[int]):
+    annotated = np.zeros(case.label.shape, bool)
+    annotated[slices] = True
+    return case.with_annotation(annotated)
+
+
+def test_propagation_keeps_painted_slices_and_follows_the_object_nearby(sample_case):
+    label = sample_case.label
+    middle = central(label)
+    probabilities = propagate_slices(normalize(sample_case.image), label, [middle], 3, PropagationSettings())
+    assert probabilities.shape == (3,) + label.shape
+    np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-5)
+    result = probabilities.argmax(0)
+    np.testing.assert_array_equal(result[middle], label[middle])
+    # the neighbours are followed well, better than copying the painted slice onto them
+    for neighbour in (middle - 1, middle + 1):
+        propagated = dice(result[neighbour] > 0, label[neighbour] > 0)
+        copied = dice(label[middle] > 0, label[neighbour] > 0)
+        assert propagated > 0.75 and propagated >= copied - 0.02, (neighbour, propagated, copied)
+
+
+def test_a_gap_between_painted_slices_is_filled_from_both_ends(sample_case):
+    label = sample_case.label
+    present = np.flatnonzero((label > 0).any(axis=(1, 2)))
+    low, high = int(present[len(present) // 4]), int(present[3 * len(present) // 4])
+    one_sided = propagate_slices(normalize(sample_case.image), label, [low], 3).argmax(0)
+    two_sided = propagate_slices(normalize(sample_case.image), label, [low, high], 3).argmax(0)
+    np.testing.assert_array_equal(two_sided[high], label[high])
+    gap = slice(low + 1, high)
+    assert dice(two_sided[gap] > 0, label[gap] > 0) > dice(one_sided[gap] > 0, label[gap] > 0)
+
+
+def test_slice_distance_and_bad_painted_slices():
+    np.testing.assert_array_equal(slice_distance(6, [1, 4]), [1, 0, 1, 1, 0, 1])
+    with pytest.raises(SparseSegError, match="not inside"):
+        propagate_slices(np.zeros((4, 5, 5), np.float32), np.zeros((4, 5, 5), np.uint8), [7], 2)
+
+
+def test_fusion_modes_and_anchoring():
+    network = np.zeros((2, 1, 4, 4), np.float32)
+    registration = np.zeros_like(network)
+    network[1, 0, :2] = 1.0  # network: rows 0-1
+    registration[1, 0, 1:3] = 1.0  # registration: rows 1-2
+    network[0], registration[0] = 1 - network[1], 1 - registration[1]
+    labels, mean = fuse(network, registration, "intersection")
+    assert labels[0, :, 0].tolist() == [0, 1, 0, 0]
+    assert fuse(network, registration, "network")[0][0, :, 0].tolist() == [1, 1, 0, 0]
+    np.testing.assert_allclose(mean, 0.5 * (network + registration))
+    blobs = np.zeros((1, 8, 8), np.uint8)
+    blobs[0, 1:3, 1:3] = 1  # touches the paint
+    blobs[0, 6:8, 6:8] = 1  # does not
+    paint = np.zeros(blobs.shape, bool)
+    paint[0, 1, 1] = True
+    anchored = anchor_at_paint(blobs, paint)
+    assert anchored[0, 1:3, 1:3].all() and not anchored[0, 6:, 6:].any()
+
+
+def test_unknown_or_bad_options_are_clear_errors():
+    with pytest.raises(SparseSegError, match="unknown option 'thet'"):
+        PropagateSettings.parse({"thet": 1})
+    with pytest.raises(SparseSegError, match="fusion"):
+        PropagateSettings.parse({"fusion": "union-of-everything"})
+    with pytest.raises(SparseSegError, match="not a int"):
+        PropagateSettings.parse({"iterations": "many"})
+    assert PropagateSettings.parse({"anchor": "false", "iterations": "7"}) == PropagateSettings(anchor=False, iterations=7)
+
+
+def test_two_rounds_per_stage_then_a_new_stage_for_new_paint(sample_case):
+    method = get_method("propagate")
+    options = MethodOptions(device="cpu", extra=dict(QUICK), rounds=None)
+    middle = central(sample_case.label)
+    case = painted_case(sample_case, [middle])
+    assert method.planned_rounds(case, options) == 2
+    results = list(method.run_rounds([case], options, SilentReporter()))
+    assert [r.index for r in results] == [1, 2] and [r.metrics["step"] for r in results] == ["registration", "network"]
+    for result in results:
+        labels = result.labels[case.case_id]
+        np.testing.assert_array_equal(labels[middle], sample_case.label[middle])  # the paint comes back unchanged
+        np.testing.assert_allclose(result.probabilities[case.case_id].sum(0), 1.0, atol=1e-4)
+    state = results[-1].state
+    assert method.planned_rounds(case, options, state) == 2  # same paint, stage done: nothing more to run
+    assert list(method.run_rounds([case], options, SilentReporter(), state=state)) == []
+    corrected = painted_case(sample_case, [middle, middle + 3])
+    assert method.planned_rounds(corrected, options, state) == 4
+    more = list(method.run_rounds([corrected], options, SilentReporter(), state=state))
+    assert [r.index for r in more] == [3, 4]
+    np.testing.assert_array_equal(more[-1].labels[case.case_id][middle + 3], sample_case.label[middle + 3])
+
+
+def test_a_cohort_is_refused_with_a_hint(sample_case):
+    with pytest.raises(SparseSegError, match="one scan"):
+        get_method("propagate").train([sample_case, sample_case], MethodOptions(), SilentReporter())
+
+
+def test_flooding_guard_a_small_object_never_comes_back_as_most_of_the_volume(sample_case):
+    """Paint only the smaller class on one slice: the result must stay near that object's size, nowhere
+    near the volume (the old default came back with 7x the object on a brain MRI)."""
+    label = np.where(sample_case.label == 2, 1, 0).astype(np.uint8)
+    small = type(sample_case)(sample_case.case_id, sample_case.image, sample_case.geometry, label,
+                              class_names={1: "posterior"})
+    case = painted_case(small, [central(label)])
+    results = list(get_method("propagate").run_rounds([case], MethodOptions(device="cpu", extra=dict(QUICK), rounds=None),
+                                                      SilentReporter()))
+    for result in results:
+        predicted = int((result.labels[case.case_id] > 0).sum())
+        assert predicted < 2.0 * int(label.sum()), (result.index, predicted, int(label.sum()))
+        assert predicted < 0.05 * label.size
+
+
+def test_the_start_job_streams_its_rounds_and_stops_by_itself_then_a_correction_is_ground_truth(sample_case, tmp_path):
+    """The module's Start: the default method and parameters (rounds left to the method), a real worker process;
+    then Continue with one more painted slice (the module's and ``sparseseg run --continue``'s path)."""
+    assert START_METHOD == "propagate" and start_parameters()["rounds"] is None
+    label = sample_case.label
+    middle = central(label)
+    painted = np.zeros_like(label)
+    painted[middle] = label[middle]
+    parameters = {**start_parameters(), "method_options": dict(QUICK)}
+    job = Job.create(tmp_path / "stage-1", sample_case.image, sample_case.geometry, painted, START_METHOD,
+                     region={"kind": "slices", "axis": "auto"}, parameters=parameters, device="cpu",
+                     classes={1: {"name": "Anterior"}, 2: {"name": "Posterior"}}, case_id=sample_case.case_id)
+    job.start(env={"OMP_NUM_THREADS": "1"})
+    outcome = job.wait(timeout=300)
+    assert outcome.status == "finished", outcome.message
+    assert job.complete_rounds() == [1, 2]
+    first, final = job.load_round(1).label, job.load_round(2).label
+    reference = label > 0
+    assert dice(final > 0, reference) >= dice(first > 0, reference) - 0.05
+    # Continue: one more whole slice painted becomes ground truth; the stage runs its own two rounds
+    extra = middle + 4
+    new_label, mask = painted.copy(), np.zeros(label.shape, bool)
+    new_label[extra] = label[extra]
+    mask[[middle, extra]] = True
+    stage = continue_job(job.directory, tmp_path / "stage-2", new_label, mask)
+    stage.start(env={"OMP_NUM_THREADS": "1"}, resume=True)
+    outcome = stage.wait(timeout=300)
+    assert outcome.status == "finished", outcome.message
+    assert stage.complete_rounds() == [1, 2, 3, 4]
+    corrected = stage.load_round(4).label
+    np.testing.assert_array_equal(corrected[extra], label[extra])
+    np.testing.assert_array_equal(corrected[middle], label[middle])
