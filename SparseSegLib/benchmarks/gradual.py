@@ -135,7 +135,9 @@ def gl_options(args, sizes: dict, network: str = "3d", step=None, stop_when_cove
     return MethodOptions(network=network, device="cpu", seed=args.seed, rounds=args.rounds,
                          iterations_per_round=iterations or args.iterations_per_round, batch_size=args.batch_size,
                          learning_rate=args.learning_rate, patch_size=patch,
-                         extra={"step": step if step is not None else sizes["step"], "stop_when_covered": stop_when_covered})
+                         extra={"step": step if step is not None else sizes["step"], "stop_when_covered": stop_when_covered,
+                                # the paper's pseudo-labels: no confidence gate, no anchoring at the paint (issue 19)
+                                "confidence": None, "anchor": False})
 
 
 def protocol_split(args):
