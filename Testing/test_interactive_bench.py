@@ -141,7 +141,8 @@ def test_one_tiny_scan_end_to_end_with_a_correction(sample_dir, tmp_path, capsys
 
     annotated = read_label(f"{second['job']}/inputs/annotated.nrrd")
     assert annotated[added["index"]].all() if added["axis"] == 0 else np.take(annotated, added["index"], added["axis"]).all()
-    assert set(record["baselines"]["even"]) == {"1", "2"} and record["baselines"]["even"]["2"]["fill"]["dice"] >= 0
+    assert set(record["baselines"]["even"]) == {"1", "2", "3", "4", "5"}  # up to 5 whatever the play stops at
+    assert 0 <= record["baselines"]["even"]["2"]["fill"]["dice"] <= 1
     assert "hippocampus" in (tmp_path / "report.md").read_text() and (tmp_path / PNG_NAME).is_file()
     capsys.readouterr()
     assert main(arguments + ["--resume"]) == 0

@@ -4,6 +4,8 @@
   :mod:`SparseSegLib.jobs.suggestion`): what a user who presses the module's "annotate next" button paints.
 * ``worst``: the unpainted slice along k with the most wrong voxels in the current result, found with the
   reference: an oracle, so an upper bound of what any suggestion can reach.
+* ``gap``: the middle of the largest unpainted gap of the object's extent (:func:`gap_slice`): a user who spreads
+  slices evenly without help; what the suggestion has to beat.
 
 When a round names no slice, or one already painted, the user does what they would do without help: paint the
 middle of the largest unpainted gap in the object's extent along k (:func:`gap_slice`); the record says so.
@@ -19,7 +21,7 @@ from ...annotation import object_extent
 from ...errors import SparseSegError
 from ...jobs.suggestion import SuggestedSlice
 
-RULES = ("suggested", "worst")
+RULES = ("suggested", "worst", "gap")
 
 
 @dataclass(frozen=True)
@@ -89,9 +91,11 @@ def suggested_slice(record: dict, reference: np.ndarray, mask: np.ndarray) -> Ne
 
 
 def choose_next(rule: str, label: np.ndarray, record: dict, reference: np.ndarray, mask: np.ndarray) -> NextSlice:
-    """The next slice under ``rule`` (``suggested`` or ``worst``) given the current result and its round record."""
+    """The next slice under ``rule`` (``suggested``, ``worst`` or ``gap``) given the current result and its round record."""
     if rule == "suggested":
         return suggested_slice(record, reference, mask)
     if rule == "worst":
         return worst_slice(label, reference, mask)
+    if rule == "gap":
+        return gap_slice(reference, mask)
     raise SparseSegError(f"unknown rule for the next slice {rule!r}", f"Use one of {', '.join(RULES)}.")

@@ -155,7 +155,8 @@ def play_scan(scan: Scan, settings: PlaySettings, folder: Path, log=print) -> di
 
     own = [[p["index"] for p in s["painted"]] for s in record["stages"]
            if all(p["axis"] == 0 for p in s["painted"])]
-    record["baselines"] = baselines(reference, spacing, classes, range(1, settings.slices + 1), own)
+    # baselines up to 5 slices whatever the play stops at: "3 painted slices vs Fill between 5" needs both
+    record["baselines"] = baselines(reference, spacing, classes, range(1, max(settings.slices, 5) + 1), own)
     complete = all(s["status"] == "finished" and s["final"] for s in record["stages"]) and \
         len(record["stages"]) == settings.slices
     record["status"] = "done" if complete else "incomplete"
