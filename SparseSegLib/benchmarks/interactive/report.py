@@ -195,3 +195,40 @@ def plot_dice(grouped: dict[str, list[dict]], max_slices: int, path: Path) -> Pa
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def merge_results(runs: list[dict]) -> dict:
+    """One results dict from several runs of the same job (e.g. one run per data set played side by side): their
+    scans together, the first run's settings, the largest slice count and every run's command."""
+    jobs = {repr(sorted((run.get("job") or {}).items())) for run in runs}
+    if len(jobs) > 1:
+        from ...errors import SparseSegError
+
+        raise SparseSegError("the runs played different jobs", "Merge only runs of the same method and parameters.")
+    merged = {"job": runs[0].get("job", {}), "config": dict(runs[0].get("config", {})), "scans": {}}
+    merged["config"]["slices"] = max(int((run.get("config") or {}).get("slices", 5)) for run in runs)
+    merged["config"]["command"] = " ; ".join(str((run.get("config") or {}).get("command", "")) for run in runs)
+    for run in runs:
+        merged["scans"].update(run.get("scans", {}))
+    return merged
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m SparseSegLib.benchmarks.interactive.report RUN/results.json ... --out DIR``: one report of several runs."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m SparseSegLib.benchmarks.interactive.report",
+                                     description="Merge interactive-benchmark runs into one report.md and PNG.")
+    parser.add_argument("results", nargs="+", type=Path, help="results.json files of the runs")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the merged results.json, report.md, PNG")
+    args = parser.parse_args(argv)
+    merged = merge_results([json.loads(path.read_text()) for path in args.results])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(merged, indent=1))
+    print(write_report(merged, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
