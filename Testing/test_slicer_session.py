@@ -336,3 +336,38 @@ def test_session_exposes_the_suggested_slice_and_jumps_the_views_there(scene, sa
     with pytest.raises(Exception, match="no slice is suggested"):
         session.jump_to_suggested_slice()
     assert temporary_nodes(scene) == []
+
+
+def test_start_defaults_run_until_the_method_is_done_and_continue_runs_a_new_stage(scene, sample_case, tmp_path):
+    """The module's Start with its defaults (SparseSegLib.defaults: propagate, rounds left to the method): the
+    progress bar follows the method's plan, the job stops by itself, and Continue with one corrected slice runs the
+    method's next stage with that slice as ground truth (only the iterations are cut to keep the test short)."""
+    from SparseSegLib.defaults import START_METHOD
+
+    volume = add_volume(scene, sample_case.image, sample_case.geometry.ijk_to_ras(), "hippocampus")
+    k = both_classes_slice(sample_case.label)
+    annotation = paint(scene, volume, sample_case.label, [k])
+    settings = SessionSettings(threads=1, device="cpu", method_options={"iterations": 20, "batch_size": 4})
+    assert settings.method == START_METHOD and settings.rounds is None
+    session = Session(volume, annotation, settings, tmp_path)
+    job = session.start()
+    assert json.loads((job.directory / "job.json").read_text())["parameters"]["rounds"] is None
+    run_until(session, finished(session))
+    assert session.status == "finished", session.log
+    assert session.imported_rounds == [1, 2] and session.planned_rounds() == 2
+    assert session.progress()[0] == 1.0
+    c = next(s for s in range(sample_case.label.shape[0]) if abs(s - k) > 2 and (sample_case.label[s] > 0).sum() > 20)
+    current = session.result_label()
+    import slicer.util
+
+    for value in (1, 2):
+        mask = current == value
+        mask[c] = sample_case.label[c] == value
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), session.result_node,
+                                                         f"SparseSeg_{value}", volume)
+    second = session.continue_session()
+    assert json.loads((second.directory / "job.json").read_text())["parameters"]["rounds"] is None
+    run_until(session, finished(session))
+    assert session.status == "finished", session.log
+    assert session.imported_rounds == [1, 2, 3, 4] and session.planned_rounds() == 4
+    assert np.array_equal(session.result_label()[c], sample_case.label[c])

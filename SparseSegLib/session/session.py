@@ -428,7 +428,7 @@ class Session:
                                  "Start again (the first round was not finished).")
         axis, slices, current = self.find_corrections()
         label, mask = continuation.paste_slices(self.annotation_label, self.annotated_mask, current, axis, slices)
-        more = int(rounds if rounds is not None else self.settings.continue_rounds)
+        more = rounds if rounds is not None else self.settings.continue_rounds  # None: the method's or 2 more
         stage = len(self.jobs) + 1
         job = continuation.continue_job(previous.directory, self.root / f"stage-{stage}", label, mask,
                                         more_rounds=more, parameters=self.settings.parameters(),
