@@ -137,14 +137,34 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     run.add_argument("--seed", type=int, help="training seed (default 0)")
 
-    demo = commands.add_parser("demo", help="the main job on the bundled sample data (a few minutes on CPU)")
-    demo.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default demo-output)")
-    demo.add_argument("--method", default="gradual", help=method_help + " (default gradual)")
-    demo.add_argument("--rounds", type=int, default=4, help="gradual: rounds, each grows the labelled block (default 4)")
-    demo.add_argument("--network", default="2d", choices=["2d", "3d"])
-    demo.add_argument("--annotation", default="central-slice", help="sparse annotation spec, default central-slice")
-    _add_training(demo)
-    _add_common(demo)
+    demo = commands.add_parser(
+        "demo", help="what the Slicer module's Start gives, on bundled sample scans (a few minutes on CPU)",
+        description="Play the Slicer module's user on sample scans: paint the object's central slice along k (every "
+                    "voxel of it), press Start (the module's job with its defaults, run by a real worker; every "
+                    "streamed round printed with its Dice against the full reference), then one correction: paint "
+                    "the slice the last round suggests and Continue. Writes OUT/jobs/<scan>/stage-1, stage-2 (the "
+                    "job folders), OUT/labels/*.nii.gz and OUT/segmentations/*.seg.nrrd (the final result), "
+                    "OUT/metrics.md (every stage scored) and OUT/picture.png (look at this first). A Start job "
+                    "trains no cohort model, so there is no model folder: each stage's checkpoint is in its job "
+                    "folder.",
+        epilog="The cohort demo's --rounds, --network, --annotation, --budget and --iterations are gone: give a job "
+               "parameter with --parameter (e.g. --parameter rounds=3 --parameter network=3d) and a method "
+               "option with --option (e.g. --option iterations=100).")
+    demo.add_argument("--out", type=Path, default=Path("demo-output"),
+                      help="output folder (default demo-output; an earlier demo's files there are replaced)")
+    demo.add_argument("--cases", default="3", metavar="N|all",
+                      help="how many scans to play, the first of dataset.json's list (default 3; all: every scan)")
+    demo.add_argument("--dataset", type=Path, help="an MSD-style folder with dataset.json to play instead of the "
+                                                   "bundled hippocampus sample (labels needed: they are painted from)")
+    demo.add_argument("--method", help=method_help + " (default: the module's Start method, propagate)")
+    demo.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", dest="options",
+                      help="a method option for the job (repeatable), e.g. --option iterations=100; the method "
+                           "lists the ones it knows when given an unknown one")
+    demo.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE", dest="parameters",
+                      help="a job.json parameter over the Start defaults (repeatable), e.g. --parameter rounds=3")
+    demo.add_argument("--device", default="auto", help="the job's device: auto (cuda > mps > cpu, as the module), "
+                                                       "cpu, cuda, cuda:N or mps")
+    demo.add_argument("--seed", type=int, default=0, help="the job's training seed (default 0)")
     return parser
 
 
@@ -291,10 +311,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import SAMPLE_DATA, run_demo
 
-    written = run_demo(args.out, annotation=args.annotation, method=args.method, network=args.network, rounds=args.rounds,
-                       budget=args.budget, device=args.device, seed=args.seed, method_options=parse_options(args.options))
+    text = str(args.cases).strip().lower()
+    if text == "all":
+        cases = None
+    elif text.isdigit() and int(text) > 0:
+        cases = int(text)
+    else:
+        raise SparseSegError(f"--cases {args.cases!r} is not a number of scans",
+                             "Give --cases 1 or more, or --cases all.")
+    written = run_demo(args.out, dataset_dir=args.dataset or SAMPLE_DATA, cases=cases, method=args.method,
+                       options=args.options, parameters=args.parameters, device=args.device, seed=args.seed)
     print("demo wrote:")
     for kind, path in written.items():
         print(f"  {kind:<14} {path}")
