@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"dev: the first {DEV_SCANS} scans of each data set's seeded order (pick settings there); "
                              "report: the scans after them (default)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the scan order (default 0)")
+    parser.add_argument("--skip", type=int, default=0,
+                        help="leave out the first N scans of the part (to play one part in two processes side by "
+                             "side, each with its own --out; merge them with python -m "
+                             "SparseSegLib.benchmarks.interactive.report)")
     parser.add_argument("--mni152", nargs="?", const=DATA_ROOT / "mni152", type=Path, default=None, metavar="DIR",
                         help="also play the mni152 template's tissue map (grey / white matter) as a multi-class scan")
     parser.add_argument("--method", help="the job's method (default: the module's Start method, SparseSegLib.defaults)")
@@ -84,7 +88,7 @@ def job_settings(method: str | None, options: list[str], parameters: list[str]) 
 
 def choose(args: argparse.Namespace) -> list[Scan]:
     folders = args.dataset or [DATA_ROOT / name for name in DEFAULT_DATASETS]
-    scans = [scan for folder in folders for scan in choose_scans(folder, args.split, args.cases, args.split_seed)]
+    scans = [scan for folder in folders for scan in choose_scans(folder, args.split, args.cases + args.skip, args.split_seed)[args.skip:]]
     if args.mni152 is not None:
         scans.append(mni152_scan(args.mni152))
     keys = [scan.key for scan in scans]
