@@ -67,6 +67,18 @@ def finished(session: Session):
     return lambda: session.status in ("finished", "cancelled", "error") and not session.pending_rounds and not session.job.is_running()
 
 
+def correct_slice(session: Session, volume, reference: np.ndarray, index: int) -> None:
+    """What the user does in the Segment Editor: paint the reference over slice ``index`` of the result node."""
+    import slicer.util
+
+    current = session.result_label()
+    for value in (1, 2):
+        mask = current == value
+        mask[index] = reference[index] == value
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), session.result_node,
+                                                         f"SparseSeg_{value}", volume)
+
+
 def temporary_nodes(scene) -> list[str]:
     names = []
     for index in range(scene.GetNumberOfNodes()):
@@ -200,14 +212,7 @@ def test_cancel_mid_round_then_continue_with_a_corrected_slice(scene, sample_cas
 
     # the user corrects slice c of the result (paints the reference there) in the Segment Editor
     c = next(s for s in range(sample_case.label.shape[0]) if s != k and (sample_case.label[s] > 0).sum() > 20)
-    current = session.result_label()
-    for value in (1, 2):
-        mask = current == value
-        mask[c] = sample_case.label[c] == value
-        import slicer.util
-
-        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), session.result_node,
-                                                         f"SparseSeg_{value}", volume)
+    correct_slice(session, volume, sample_case.label, c)
     axis, slices, _ = session.find_corrections()
     assert (axis, slices) == (0, [c])
 
@@ -357,14 +362,7 @@ def test_start_defaults_run_until_the_method_is_done_and_continue_runs_a_new_sta
     assert session.imported_rounds == [1, 2] and session.planned_rounds() == 2
     assert session.progress()[0] == 1.0
     c = next(s for s in range(sample_case.label.shape[0]) if abs(s - k) > 2 and (sample_case.label[s] > 0).sum() > 20)
-    current = session.result_label()
-    import slicer.util
-
-    for value in (1, 2):
-        mask = current == value
-        mask[c] = sample_case.label[c] == value
-        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), session.result_node,
-                                                         f"SparseSeg_{value}", volume)
+    correct_slice(session, volume, sample_case.label, c)
     second = session.continue_session()
     assert json.loads((second.directory / "job.json").read_text())["parameters"]["rounds"] is None
     run_until(session, finished(session))
