@@ -109,6 +109,9 @@ def test_two_rounds_per_stage_then_a_new_stage_for_new_paint(sample_case):
         labels = result.labels[case.case_id]
         np.testing.assert_array_equal(labels[middle], sample_case.label[middle])  # the paint comes back unchanged
         np.testing.assert_allclose(result.probabilities[case.case_id].sum(0), 1.0, atol=1e-4)
+    suggestion = results[-1].metrics["suggested_slice"]
+    assert suggestion["axis"] == 0 and suggestion["index"] != middle
+    assert 0 <= suggestion["index"] < sample_case.label.shape[0]
     state = results[-1].state
     assert method.planned_rounds(case, options, state) == 2  # same paint, stage done: nothing more to run
     assert list(method.run_rounds([case], options, SilentReporter(), state=state)) == []
@@ -171,3 +174,14 @@ def test_the_start_job_streams_its_rounds_and_stops_by_itself_then_a_correction_
     corrected = stage.load_round(4).label
     np.testing.assert_array_equal(corrected[extra], label[extra])
     np.testing.assert_array_equal(corrected[middle], label[middle])
+
+
+def test_the_suggested_slice_is_the_middle_of_the_widest_unpainted_stretch_of_the_result():
+    from SparseSegLib.methods.propagate.suggestion import widest_gap_slice
+
+    labels = np.zeros((20, 4, 4), np.uint8)
+    labels[3:15] = 1  # the predicted object spans slices 3..14
+    assert widest_gap_slice(labels, [9]) == 5  # 3..8 is wider than 10..14
+    assert widest_gap_slice(labels, [3, 9, 14]) == 6  # once painted, the next widest stretch
+    assert widest_gap_slice(labels, list(range(3, 15))) is None  # nothing left inside the object
+    assert widest_gap_slice(np.zeros_like(labels), [9]) is None

@@ -30,6 +30,7 @@ from ..base import MethodOptions, Reporter, RoundResult, register
 from .fusion import anchor_at_paint, fuse
 from .network import train_across_axes, training_targets
 from .settings import PropagateSettings
+from .suggestion import widest_gap_slice
 from .volume import PaintedVolume
 
 STATE_FORMAT = 1
@@ -101,6 +102,10 @@ class PropagateMethod:
                      "annotated_voxels": int(volume.annotated.sum())}
             metrics = {"step": kind, "stage_first_round": plan.first_round, "painted_slices": len(volume.painted),
                        "foreground_voxels": int((labels > 0).sum()), "seconds": round(time.perf_counter() - started, 3)}
+            if settings.suggest == "gap" and volume.axis is not None:
+                index_next = widest_gap_slice(labels, volume.painted)
+                if index_next is not None:
+                    metrics["suggested_slice"] = {"axis": int(volume.axis), "index": index_next}
             yield RoundResult(index=index, total=total, labels={case.case_id: volume.to_case_grid(labels)},
                               probabilities={case.case_id: _background_outside(volume.to_case_grid(probabilities))},
                               metrics=metrics, state=state)

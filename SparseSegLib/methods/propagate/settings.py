@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from ...errors import SparseSegError
 
 FUSIONS = ("intersection", "near", "average", "network", "registration")
+SUGGESTIONS = ("gap", "entropy")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class PropagateSettings:
       ``fusion_margin`` pixels (in-plane) of the registration's object; ``average`` averages their probabilities.
     * ``anchor``: keep only 3D components of the result that touch painted foreground (a result never has
       blobs the painting cannot reach).
+    * ``suggest``: the slice to paint next: ``gap`` (middle of the widest unpainted stretch of the predicted
+      object, :mod:`.suggestion`) or ``entropy`` (the worker's generic least-certain slice).
     * ``crop_margin``: work in the painted foreground's in-plane bounding box grown by this fraction of its
       size on each side (at least ``min_margin`` pixels); nothing outside it is labelled.
     """
@@ -49,6 +52,7 @@ class PropagateSettings:
     anchor: bool = True
     crop_margin: float = 0.5
     min_margin: int = 16
+    suggest: str = "gap"
     seed_offset: int = 0
 
     @property
@@ -90,6 +94,8 @@ class PropagateSettings:
         if not self.axes or any(a not in (0, 1, 2) for a in self.axes) or len(set(self.axes)) != len(self.axes):
             raise SparseSegError(f"network_axes {self.network_axes!r} must list distinct axes 0, 1, 2",
                                  'E.g. network_axes=0 or network_axes="0,1,2".')
+        if self.suggest not in SUGGESTIONS:
+            raise SparseSegError(f"unknown suggest {self.suggest!r}", f"Use one of: {', '.join(SUGGESTIONS)}.")
         if self.fusion not in FUSIONS:
             raise SparseSegError(f"unknown fusion {self.fusion!r}", f"Use one of: {', '.join(FUSIONS)}.")
         positive = ("demons_iterations", "iterations", "batch_size", "patch")
