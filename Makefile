@@ -53,9 +53,12 @@ bench-self-labelling-jobs: venv
 # central slice painted, Start with the module's defaults, 4 corrections (suggested slices) with Continue, next to
 # Fill between slices and copy-the-slice; two scans at a time, one thread each. Long: --resume goes on after a stop.
 # Pick settings on the dev scans first: add --split dev (and --method / --option / --parameter for a candidate).
+# Issue 19: the module's user on 10 left-atrium + 10 hippocampus report scans + mni152 (hours on 2 CPU cores;
+# docs/results/interactive.md ran the data sets as separate side-by-side processes), then Start's speed on 240x240x155
 bench-interactive: venv
 	OMP_NUM_THREADS=1 $(VPY) -m SparseSegLib.benchmarks.interactive --mni152 --jobs 2 --threads 1 \
 		--out bench-output/interactive --resume
+	$(VPY) -m SparseSegLib.benchmarks.start_speed --threads 2
 
 bench-worker-io: venv
 	$(VPY) -m SparseSegLib.benchmarks.worker_io
