@@ -67,10 +67,10 @@ class PropagateMethod:
         device = select_device(options.device)
         initial = state.get("network") if state else None
         registration = None
+        num_classes = max(int(case.num_classes), int(volume.label.max()) + 1)
         for index in range(plan.next_round, total + 1):
             started = time.perf_counter()
             kind = plan.kind(index)
-            num_classes = max(int(case.num_classes), int(volume.label.max()) + 1)
             if kind == "registration" or registration is None and volume.painted:
                 registration = propagate_slices(
                     volume.image, volume.label, volume.painted, num_classes,
@@ -98,8 +98,7 @@ class PropagateMethod:
             labels[volume.annotated] = volume.label[volume.annotated]  # the paint is ground truth, exactly
             state = {"format": STATE_FORMAT, "method": "propagate", "round": index, "rounds": total,
                      "network": network_state or {}, "stage_first": plan.first_round,
-                     "painted": [int(s) for s in volume.painted], "axis": -1 if volume.axis is None else volume.axis,
-                     "annotated_voxels": int(volume.annotated.sum())}
+                     "painted": [int(s) for s in volume.painted], "annotated_voxels": int(volume.annotated.sum())}
             metrics = {"step": kind, "stage_first_round": plan.first_round, "painted_slices": len(volume.painted),
                        "foreground_voxels": int((labels > 0).sum()), "seconds": round(time.perf_counter() - started, 3)}
             if settings.suggest == "gap" and volume.axis is not None:
