@@ -375,7 +375,8 @@ class SparseSegLogic(ScriptedLoadableModuleLogic):
 
     def installDependencies(self, requirements) -> None:
         """Install into Slicer's Python; torch through the PyTorch extension so the CUDA build matches the
-        driver. Asks once per Slicer session (never in testing mode). torch is not imported here."""
+        driver. Asks once per Slicer session (never in testing mode). The extension's ``installTorch`` imports torch
+        into Slicer's Python once installed; SparseSeg itself never uses it there (training runs in the worker)."""
         testing = slicer.app.commandOptions().testingEnabled
         if self._installDeclined:
             raise SparseSegError("the dependencies are not installed", "Press Start again after installing them, or restart Slicer.")
@@ -392,13 +393,12 @@ class SparseSegLogic(ScriptedLoadableModuleLogic):
                 raise SparseSegError("the PyTorch extension is not installed",
                                      "Install 'PyTorch' from the Extensions Manager (it is a dependency of SparseSeg) "
                                      "and restart Slicer.") from None
-            getArguments = getattr(PyTorchUtils.PyTorchUtilsLogic, "_getPipInstallArguments", None)
-            if getArguments is not None:  # pip arguments for the CUDA build that matches the driver
-                slicer.util.pip_install(getArguments(None, torchRequirement[len("torch"):], None))
-            else:  # older PyTorch extension: same choice through light-the-torch, in a child process
-                slicer.util.pip_install("light-the-torch")
-                import subprocess
-                subprocess.check_call([tasks.default_python(), "-m", "light_the_torch", "install", torchRequirement])
+            # the extension's public API picks the torch build that matches the NVIDIA driver (light-the-torch);
+            # consent was asked above, once (PyTorchUtils/PyTorchUtils.py, fepegar/SlicerPyTorch)
+            installed = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                askConfirmation=False, torchVersionRequirement=torchRequirement[len("torch"):] or None)
+            if installed is None:
+                raise SparseSegError("torch was not installed", "See the Python console for the PyTorch extension's output.")
         others = [r for r in requirements if not r.startswith("torch")]
         if others:
             slicer.util.pip_install(" ".join(f'"{r}"' for r in others))
