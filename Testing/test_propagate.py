@@ -14,7 +14,7 @@ from SparseSegLib.jobs.client import Job
 from SparseSegLib.jobs.continuation import continue_job
 from SparseSegLib.methods import get_method
 from SparseSegLib.methods.base import MethodOptions, SilentReporter
-from SparseSegLib.methods.propagate.fusion import anchor_at_paint, fuse
+from SparseSegLib.methods.propagate.fusion import anchor_at_paint, classes_from_registration, fuse
 from SparseSegLib.methods.propagate.settings import PropagateSettings
 
 #: Small enough for a test (seconds), large enough for the network to learn the painted slice.
@@ -85,6 +85,19 @@ def test_fusion_modes_and_anchoring():
     paint[0, 1, 1] = True
     anchored = anchor_at_paint(blobs, paint)
     assert anchored[0, 1:3, 1:3].all() and not anchored[0, 6:, 6:].any()
+
+
+def test_classes_from_registration_keep_the_fused_object_and_the_registration_split():
+    labels = np.array([[[1, 1, 1, 0, 2]]], np.uint8)  # the fused object: 4 voxels, classes blurred
+    registration = np.zeros((3, 1, 1, 5), np.float32)
+    registration[1, 0, 0, :2] = 0.8  # the registration carries class 1 on voxels 0-1
+    registration[2, 0, 0, 2:4] = 0.6  # and class 2 on voxels 2-3; voxel 4 it never reached
+    registration[0] = 1 - registration[1:].sum(0)
+    assert classes_from_registration(labels, registration)[0, 0].tolist() == [1, 1, 2, 0, 2]
+    one_class = registration[:2].copy()
+    assert classes_from_registration(labels, one_class) is labels
+    with pytest.raises(SparseSegError, match="classes"):
+        PropagateSettings.parse({"classes": "network"})
 
 
 def test_unknown_or_bad_options_are_clear_errors():

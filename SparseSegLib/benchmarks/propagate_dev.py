@@ -1,7 +1,7 @@
 """Quick development sweep of ``propagate`` on the interactive benchmark's *dev* scans (never its report scans).
 
 Runs the Start stage (one painted central slice along k) in-process, no worker, and prints the merged-foreground
-Dice and RAVD of every round per scan and the mean per round: what the settings of the single-scan default were
+Dice, the class-mean Dice and RAVD of every round per scan and the mean per round: what the settings of the single-scan default were
 chosen with (docs/results/interactive.md lists each run). The interactive benchmark proper plays the module's
 user through real worker jobs and corrections; this is its fast inner loop for comparing options::
 
@@ -26,6 +26,15 @@ def merged_scores(labels: np.ndarray, reference: np.ndarray, spacing) -> tuple[f
 
     figures = binary_metrics(labels > 0, reference > 0, spacing)
     return float(figures["dice"]), float(figures["ravd"])
+
+
+def class_mean_dice(labels: np.ndarray, reference: np.ndarray, spacing) -> float:
+    """Dice per foreground class of the reference, averaged (what the interactive benchmark's tables report)."""
+    from ..metrics import binary_metrics
+
+    classes = [int(c) for c in np.unique(reference) if c > 0]
+    return float(np.mean([binary_metrics(labels == c, reference == c, spacing)["dice"]
+                          for c in classes]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,15 +62,17 @@ def main(argv: list[str] | None = None) -> int:
         case = case.with_annotation(annotated)
         started, scores = time.perf_counter(), []
         for result in get_method("propagate").run_rounds([case], options, SilentReporter()):
-            scores.append(merged_scores(result.labels[case.case_id], reference, case.geometry.spacing_kji))
+            labels = result.labels[case.case_id]
+            scores.append(merged_scores(labels, reference, case.geometry.spacing_kji) + (class_mean_dice(labels, reference, case.geometry.spacing_kji),))
             if args.first_round_only:
                 break
-        per_scan.append([d for d, _ in scores])
-        print(f"  {scan.case_id}: Dice " + " ".join(f"{d:.3f}" for d, _ in scores)
+        per_scan.append([(d, c) for d, _, c in scores])
+        print(f"  {scan.case_id}: Dice " + " ".join(f"{d:.3f}" for d, _, _ in scores)
+              + " class mean " + " ".join(f"{c:.3f}" for _, _, c in scores)
               + f", RAVD {scores[-1][1]:+.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
     means = np.mean(np.array(per_scan), axis=0)
     print(f"{args.dataset} dev x{len(per_scan)} {' '.join(args.option) or '(defaults)'}: mean Dice per round "
-          + " ".join(f"{m:.3f}" for m in means))
+          + " ".join(f"{m:.3f}" for m in means[:, 0]) + ", class mean " + " ".join(f"{m:.3f}" for m in means[:, 1]))
     return 0
 
 

@@ -27,7 +27,7 @@ from ...engine.device import select_device
 from ...engine.propagation import PropagationSettings, open_end_reach, propagate_slices, slice_distance
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter, RoundResult, register
-from .fusion import anchor_at_paint, fuse
+from .fusion import anchor_at_paint, classes_from_registration, fuse
 from .network import train_across_axes, training_targets
 from .settings import PropagateSettings
 from .suggestion import widest_gap_slice
@@ -93,6 +93,8 @@ class PropagateMethod:
                     labels, probabilities = network.argmax(0).astype(np.uint8), network
                 else:
                     labels, probabilities = fuse(network, registration, settings.fusion, settings.fusion_margin)
+                    if settings.classes == "registration":
+                        labels = classes_from_registration(labels, registration)
             if settings.anchor:
                 labels = anchor_at_paint(labels, volume.painted_foreground)
             labels[volume.annotated] = volume.label[volume.annotated]  # the paint is ground truth, exactly

@@ -8,6 +8,7 @@ from ...errors import SparseSegError
 
 FUSIONS = ("intersection", "near", "average", "network", "registration")
 SUGGESTIONS = ("gap", "entropy")
+CLASS_SOURCES = ("fused", "registration")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class PropagateSettings:
       collaborative-learning seed's certain region), which stops both a network's blobs far away and a
       registration chain that runs past the object's end; ``near`` lets the network decide within
       ``fusion_margin`` pixels (in-plane) of the registration's object; ``average`` averages their probabilities.
+    * ``classes`` (several foreground classes): ``fused`` takes each object voxel's class from the fused
+      probabilities, ``registration`` from the registration wherever it reached (the painted split between
+      an object's parts travels with it; the networks still decide what is object).
     * ``anchor``: keep only 3D components of the result that touch painted foreground (a result never has
       blobs the painting cannot reach).
     * ``suggest``: the slice to paint next: ``gap`` (middle of the widest unpainted stretch of the predicted
@@ -49,6 +53,7 @@ class PropagateSettings:
     network_axes: str = "0,1,2"
     fusion: str = "average"
     fusion_margin: int = 2
+    classes: str = "fused"
     anchor: bool = True
     crop_margin: float = 0.5
     min_margin: int = 16
@@ -96,6 +101,8 @@ class PropagateSettings:
                                  'E.g. network_axes=0 or network_axes="0,1,2".')
         if self.suggest not in SUGGESTIONS:
             raise SparseSegError(f"unknown suggest {self.suggest!r}", f"Use one of: {', '.join(SUGGESTIONS)}.")
+        if self.classes not in CLASS_SOURCES:
+            raise SparseSegError(f"unknown classes {self.classes!r}", f"Use one of: {', '.join(CLASS_SOURCES)}.")
         if self.fusion not in FUSIONS:
             raise SparseSegError(f"unknown fusion {self.fusion!r}", f"Use one of: {', '.join(FUSIONS)}.")
         positive = ("demons_iterations", "iterations", "batch_size", "patch")
