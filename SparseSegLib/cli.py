@@ -43,6 +43,10 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", dest="options",
                         help="a method option (repeatable), e.g. --option fuse_axes=true --option theta=0.8; "
                              "the method lists the ones it knows when given an unknown one")
+    parser.add_argument("--labelled", type=int, metavar="N",
+                        help="semi-supervised setting: only N training volumes (seeded) keep their annotation, the "
+                             "others are used unlabelled (methods that use unlabelled volumes: mean-teacher, ua-mt; "
+                             "same as --option labelled=N)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,6 +206,14 @@ def parse_options(items: list[str]) -> dict:
     return options
 
 
+def _method_options(args: argparse.Namespace) -> dict:
+    """``--option`` items, plus ``--labelled N`` as the method option ``labelled``."""
+    options = parse_options(args.options)
+    if getattr(args, "labelled", None) is not None:
+        options["labelled"] = args.labelled
+    return options
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .annotation import annotate_case, check_annotation
     from .dataset import load_dataset
@@ -210,7 +222,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     method = get_method(args.method)
     options = MethodOptions(network=args.network, budget=args.budget, device=args.device, seed=args.seed,
-                            iterations=args.iterations, extra=parse_options(args.options))
+                            iterations=args.iterations, extra=_method_options(args))
     method.check_options(options)  # a mistyped option fails before any data is loaded
     dataset = load_dataset(args.dataset)
     if args.cases:
@@ -304,7 +316,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = BenchConfig(dataset=args.dataset, annotation=args.annotation, methods=parse_methods(args.methods),
                          out=args.out, networks=networks, budget=args.budget, folds=args.folds, split=split,
                          seed=args.seed, device=args.device, max_cases=args.max_cases, iterations=args.iterations,
-                         reuse_runs=args.reuse_runs, options=parse_options(args.options), train_seed=args.train_seed)
+                         reuse_runs=args.reuse_runs, options=_method_options(args), train_seed=args.train_seed)
     run_benchmark(config)
     print(f"report: {args.out / 'report.md'}")
     return 0

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import SparseSegError
 
-NORMALIZATIONS = ("zscore", "zscore-slice", "zscore-slice-1", "zscore-slice-2", "none")
+NORMALIZATIONS = ("zscore", "zscore-slice", "zscore-slice-1", "zscore-slice-2", "sitk", "none")
 
 
 def normalize(image: np.ndarray, mode: str = "zscore") -> np.ndarray:
@@ -15,13 +15,19 @@ def normalize(image: np.ndarray, mode: str = "zscore") -> np.ndarray:
     ``zscore``: whole volume to mean 0, sd 1 (robust default for cropped MRI/CT patches);
     ``zscore-slice``: each slice along axis 0 on its own (what the incremental 2D self-labelling
     paper does; ``-1`` / ``-2``: each slice across array axis 1 / 2, for a model trained on slices across
-    that axis); ``none``: leave as is (data that is already normalised).
+    that axis); ``sitk``: the Mean Teacher seed's SimpleITK steps (z-score over the non-zero voxels, then
+    clipping at the 0.5/99.5 percentiles, :mod:`.sitk_preprocessing`); ``none``: leave as is (data that is already
+    normalised).
     """
     image = np.asarray(image, dtype=np.float32)
     if mode == "none":
         return image.copy()
     if mode == "zscore":
         return _zscore(image, axis=None)
+    if mode == "sitk":
+        from .sitk_preprocessing import normalize_intensity
+
+        return normalize_intensity(image)
     if mode == "zscore-slice":
         return _zscore(image, axis=(1, 2))
     if mode in ("zscore-slice-1", "zscore-slice-2"):

@@ -1,0 +1,164 @@
+"""``mean-teacher`` and ``ua-mt``: a student trained on labelled voxels, a teacher (EMA of the student) whose
+predictions on unlabelled voxels the student must match (Tarvainen & Valpola 2017; Yu et al., MICCAI 2019).
+
+UA-MT keeps only the voxels where the teacher is certain: the entropy of its mean prediction over ``passes``
+stochastic passes (dropout + input noise) must be below a threshold that rises from 0.75 ln 2 to ln 2.
+
+Two settings through the same code (:mod:`.data`): semi-supervised (``labelled=N`` fully labelled volumes, the
+rest unlabelled: the papers') and sparse (every volume's annotated slices or boxes labelled, the rest of every
+volume unlabelled: SparseSeg's). The seed's SimpleITK preprocessing (:mod:`SparseSegLib.engine.sitk_preprocessing`)
+is on by default (``preprocessing=false`` to compare). As a worker job the one scan's annotated voxels are the
+labelled data and everything else the unlabelled, and each streamed round carries the teacher's uncertainty map.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ...case import Case
+from ...engine.device import select_device
+from ...engine.trainer import seed_everything
+from ...errors import SparseSegError
+from ..base import MethodOptions, Reporter, RoundResult, register
+from ..common import class_names_of
+from .data import BatchSource, PreparedVolume, prepare, semi_supervised_split
+from .network import build_student, network_config
+from .predict import CroppingSegmenter, teacher_uncertainty
+from .settings import ITERATIONS, MeanTeacherSettings
+from .training import MeanTeacherTrainer
+
+STATE_FORMAT = 1
+#: Rounds of a worker job that leaves the count to the method.
+JOB_ROUNDS = 3
+#: Largest default patch per axis (k, j, i): the reference's 112x112x80 crops ("paper"), 64^3 on a CPU ("quick").
+PATCH_CAP = {"paper": (80, 112, 112), "quick": (64, 64, 64)}
+
+
+def default_patch(volumes: list[PreparedVolume], options: MethodOptions, multiple: int) -> tuple[int, int, int]:
+    """The options' patch, else the largest volume rounded up to ``multiple``, capped per axis by the budget."""
+    if options.patch_size:
+        patch = tuple(int(p) for p in options.patch_size)
+    else:
+        largest = np.max([v.image.shape for v in volumes], axis=0)
+        cap = PATCH_CAP[options.budget]
+        patch = tuple(min(int(math.ceil(n / multiple) * multiple), max(multiple, c // multiple * multiple))
+                      for n, c in zip(largest, cap))
+    if len(patch) != 3 or any(p % multiple for p in patch):
+        raise SparseSegError(f"patch size {patch} does not fit this network", f"Give 3 sizes, each a multiple of {multiple}.")
+    return patch
+
+
+class _MeanTeacherBase:
+    """What both methods share; ``uncertainty_aware`` says which one a subclass is."""
+
+    uncertainty_aware = False
+
+    def check_options(self, options: MethodOptions) -> None:
+        """The method's network is always the seed's 3D U-Net, whatever ``--network`` says (the bench's default is 2d)."""
+        MeanTeacherSettings.parse(options.extra)
+
+    def _setup(self, cases: list[Case], options: MethodOptions, reporter: Reporter):
+        settings = MeanTeacherSettings.parse(options.extra)
+        seed_everything(options.seed)
+        seen = semi_supervised_split(cases, settings.labelled, options.seed)
+        volumes = [prepare(case, settings, options.normalization) for case in seen]
+        config = network_config(settings.channels, settings.num_res_units)
+        patch = default_patch(volumes, options, config.size_multiple)
+        names = class_names_of(cases)
+        colors: dict[int, tuple] = {}
+        for case in cases:
+            colors.update(case.class_colors)
+        segmenter = CroppingSegmenter(
+            network=build_student(config, max(names, default=0) + 1, settings.dropout), network_config=config,
+            patch_size=patch, class_names=names, normalization="sitk" if settings.preprocessing else options.normalization,
+            method=self.name, class_colors=colors, margin=settings.margin)
+        labelled = sum(int(np.any(v.target >= 0)) for v in volumes)
+        reporter.log(f"{self.name}: {labelled} of {len(volumes)} volumes with labels "
+                     f"({'semi-supervised' if settings.labelled else 'sparse'} setting), patch {patch}, "
+                     f"preprocessing {'SimpleITK' if settings.preprocessing else options.normalization}")
+        return settings, volumes, segmenter
+
+    def _iterations(self, options: MethodOptions) -> int:
+        return int(options.iterations or ITERATIONS[options.budget])
+
+    def train(self, cases: list[Case], options: MethodOptions, reporter: Reporter, validation: list[Case] | None = None):
+        """A cohort model: the student after the whole schedule (the reference keeps the last, not the best)."""
+        settings, volumes, segmenter = self._setup(cases, options, reporter)
+        iterations = self._iterations(options)
+        device = select_device(options.device)
+        trainer = MeanTeacherTrainer(segmenter.network, settings, iterations, segmenter.num_classes,
+                                     self.uncertainty_aware, device)
+        started = time.perf_counter()
+        losses = trainer.run(BatchSource(volumes, segmenter.patch_size, settings, options.seed), iterations, reporter,
+                             self.name)
+        segmenter.network.cpu().eval()
+        segmenter.training = {"stage": self.name, "iterations": iterations, "settings": settings.to_dict(),
+                              "final_loss": float(np.mean(losses[-25:])), "seconds": time.perf_counter() - started,
+                              "history": trainer.history[-40:]}
+        return segmenter
+
+    # -- a worker job: one scan, rounds streamed --------------------------------------------------
+
+    def planned_rounds(self, case: Case, options: MethodOptions, state: dict | None = None) -> int:
+        return int(state.get("rounds", JOB_ROUNDS)) if state else JOB_ROUNDS
+
+    def run_rounds(self, cases: list[Case], options: MethodOptions, reporter: Reporter, state: dict | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> Iterator[RoundResult]:
+        """Rounds of training on the scans' annotated voxels (the rest unlabelled); each round predicts every scan
+        with the student and maps the teacher's uncertainty (normalised entropy of ``uncertainty_passes``)."""
+        settings, volumes, segmenter = self._setup(cases, options, reporter)
+        if settings.labelled is not None:
+            raise SparseSegError("labelled=N applies to a cohort, not to a job", "Leave out the labelled option.")
+        rounds = int(options.rounds or JOB_ROUNDS)
+        per_round = int(options.iterations_per_round or math.ceil(self._iterations(options) / rounds))
+        device = select_device(options.device)
+        trainer = MeanTeacherTrainer(segmenter.network, settings, per_round * rounds, segmenter.num_classes,
+                                     self.uncertainty_aware, device)
+        source = BatchSource(volumes, segmenter.patch_size, settings, options.seed)
+        done = 0
+        if state is not None:
+            if int(state.get("format", 0)) != STATE_FORMAT or state.get("method") != self.name:
+                raise SparseSegError(f"the checkpoint is from {state.get('method')!r}, not {self.name!r}",
+                                     "Resume with the job that wrote it, or start again in a new folder.")
+            trainer.load_state(state["trainer"])
+            source.rng.bit_generator.state = json.loads(state["rng"][0])
+            source.labelled.rng.bit_generator.state = json.loads(state["rng"][1])
+            done = int(state["round"])
+        for index in range(done + 1, rounds + 1):
+            started = time.perf_counter()
+            losses = trainer.run(source, per_round * index, reporter, f"{self.name} round {index}/{rounds}", should_stop)
+            labels, probabilities, uncertainty = {}, {}, {}
+            for case in cases:
+                labels[case.case_id], probabilities[case.case_id] = segmenter.predict(case.image, device)
+                if trainer.teacher is not None:
+                    uncertainty[case.case_id] = teacher_uncertainty(trainer.teacher, segmenter, case.image,
+                                                                    settings.uncertainty_passes, settings.noise, device)
+            last = trainer.history[-1] if trainer.history else {}
+            metrics = {"iterations": per_round, "iterations_total": trainer.step,
+                       "loss": float(np.mean(losses[-25:])) if losses else None,
+                       "consistency_weight": last.get("weight"), "threshold": last.get("threshold"),
+                       "certain": last.get("certain"), "seconds": round(time.perf_counter() - started, 3)}
+            round_state = {"format": STATE_FORMAT, "method": self.name, "round": index, "rounds": rounds,
+                           "network": {k: v.detach().cpu().clone() for k, v in segmenter.network.state_dict().items()},
+                           "trainer": trainer.state(),
+                           "rng": [json.dumps(source.rng.bit_generator.state),
+                                   json.dumps(source.labelled.rng.bit_generator.state)]}
+            yield RoundResult(index, rounds, labels, probabilities, uncertainty, metrics, round_state)
+
+
+@register("mean-teacher")
+class MeanTeacher(_MeanTeacherBase):
+    summary = "3D U-Net student + EMA teacher, consistency on unlabelled voxels (Mean Teacher)"
+    uncertainty_aware = False
+
+
+@register("ua-mt")
+class UncertaintyAwareMeanTeacher(_MeanTeacherBase):
+    summary = "Mean Teacher whose consistency keeps only voxels the teacher is certain of (UA-MT, MC dropout)"
+    uncertainty_aware = True
