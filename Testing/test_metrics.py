@@ -283,3 +283,22 @@ def test_real_hippocampus_label_against_itself_and_shifted():
     for group in ("Anterior", "Posterior", "merged"):
         assert 0.5 < moved[group]["dice"] < 1.0
         assert moved[group]["hd95"] >= 1.0
+
+
+def test_count_based_overlap_scores_match_the_monai_scores_and_leave_unknown_voxels_out():
+    from SparseSegLib.metrics import foreground_dices, mask_dice, mask_iou
+
+    pred = np.zeros((4, 5, 6), np.uint8)
+    ref = np.zeros_like(pred)
+    pred[1:3, 1:4, 1:4] = 1  # 18 voxels
+    ref[1:3, 2:5, 1:4] = 1   # 18 voxels, 12 shared
+    pred[0, 0, :2] = 2       # class 2 only in the prediction
+    assert mask_dice(pred == 1, ref == 1) == 2 * 12 / 36 and mask_iou(pred == 1, ref == 1) == 12 / 24
+    full = binary_metrics(pred == 1, ref == 1, ISOTROPIC)
+    assert mask_dice(pred == 1, ref == 1) == pytest.approx(full["dice"]) and mask_iou(pred == 1, ref == 1) == pytest.approx(full["iou"])
+    empty = np.zeros_like(pred, bool)
+    assert mask_dice(empty, empty) == 1.0 and mask_dice(empty, empty, empty=None) is None and mask_iou(empty, empty) == 1.0
+    assert foreground_dices(pred, ref, 4) == [2 * 12 / 36, 0.0]  # class 3 is in neither: not scored
+    known = np.zeros_like(pred, bool)
+    known[1] = True  # one slice annotated: 9 predicted, 9 true, 6 shared there; class 2 lies outside it
+    assert foreground_dices(pred, ref, 3, known=known) == [2 * 6 / 18]
