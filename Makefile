@@ -28,7 +28,8 @@ bench: venv
 		--methods sparse-only,full --networks 2d,3d --budget paper --out bench-output/hippocampus
 
 # Issue 6: the self-labelling table of README.md next to the paper's Table 2: baselines, faithful/random, the
-# improved default (two co-labelled runs, epochs 3x the budget's) and the previous default (v6), as two parallel
+# improved default (two co-labelled runs, epochs 3x the budget's) and the previous default (v6: the options in
+# docs/results/self-labelling.md), as two parallel
 # single-threaded queues (2 cores), merged into one report.
 SL_BENCH = OMP_NUM_THREADS=1 $(VENV)/bin/sparseseg bench --dataset ../shared/data/hippocampus \
 	--annotation central-slice --budget paper
@@ -38,7 +39,7 @@ bench-self-labelling: venv
 	( $(SL_BENCH) --methods sparse-only,full --networks 2d --out $(SL_OUT)/baselines2d && \
 	  $(SL_BENCH) --methods self-labelling-faithful,self-labelling-random --out $(SL_OUT)/faithful && \
 	  $(SL_BENCH) --methods full --networks 3d --out $(SL_OUT)/full3d && \
-	  $(SL_BENCH) --methods self-labelling-v6 --out $(SL_OUT)/v6 ) & first=$$!; \
+	  $(SL_BENCH) --methods self-labelling --option epoch_scale=1 --option student_3d=true --out $(SL_OUT)/v6 ) & first=$$!; \
 	( $(SL_BENCH) --methods self-labelling --out $(SL_OUT)/default ) & second=$$!; \
 	wait $$first && wait $$second
 	$(VPY) -m SparseSegLib.round_curves $(SL_OUT)/*/results.json --out bench-output/self_labelling_final

@@ -30,6 +30,7 @@ from SparseSegLib.errors import SparseSegError
 from SparseSegLib.methods import MethodOptions, get_method
 from SparseSegLib.methods.base import SilentReporter
 from SparseSegLib.methods.self_labelling import (
+    RETIRED_NAMES,
     SelfLabellingLoop,
     erosion_at,
     follow_footprint,
@@ -175,6 +176,27 @@ def test_unknown_or_bad_options_are_clear_errors(cohort):
     assert (faithful.classes, faithful.threshold, faithful.refresh, faithful.optimizer) == ("merged", "binarise", False, "rmsprop")
 
 
+@pytest.mark.parametrize("old_name", sorted(RETIRED_NAMES))
+def test_a_retired_method_name_is_reproduced_by_options_of_a_registered_one(old_name):
+    # v1-v6 and the ablations were method names; each is now a registered method plus options that must resolve to
+    # exactly the settings its preset gave, whatever the budget and whatever else the user sets
+    from SparseSegLib.cli import parse_options
+    from SparseSegLib.methods import METHODS
+    from SparseSegLib.methods.self_labelling import option_lines, resolve_settings
+    from SparseSegLib.methods.self_labelling.presets import RETIRED_PRESETS
+
+    method, options = RETIRED_NAMES[old_name]
+    assert old_name not in METHODS and method in METHODS
+    for budget in ("quick", "paper"):
+        for user in ({}, {"theta": 0.65, "epoch_iterations": 5}, {"solo_theta": 0.8}):
+            old = resolve_settings(RETIRED_PRESETS[old_name], MethodOptions(budget=budget, extra=user))
+            assert get_method(method).settings(MethodOptions(budget=budget, extra={**options, **user})) == old
+    # the command line reads the options back as written, and the results document lists exactly them
+    assert parse_options(option_lines(old_name).replace("--option ", "").split()) == options
+    document = (Path(__file__).resolve().parents[1] / "docs" / "results" / "self-labelling.md").read_text()
+    assert f"| `{old_name}` | `{method}` | `{option_lines(old_name)}` |" in document
+
+
 def test_postprocess_keeps_the_largest_component_and_fills_holes():
     labels = np.zeros((9, 9, 9), np.uint8)
     labels[1:6, 1:6, 1:6] = 1
@@ -234,7 +256,9 @@ def test_random_order_labels_scattered_slices(cohort):
 
 
 def test_refresh_repredicts_pseudo_labels_but_frozen_does_not(cohort):
-    frozen, refreshed = new_loop(cohort, "self-labelling-no-refresh"), new_loop(cohort, "self-labelling")
+    # the first improved configuration's ablation row (once "self-labelling-no-refresh") against the default
+    frozen = new_loop(cohort, **RETIRED_NAMES["self-labelling-no-refresh"][1])
+    refreshed = new_loop(cohort, "self-labelling")
     changed = {}
     for name, loop in (("frozen", frozen), ("refresh", refreshed)):
         runner = loop.run()
@@ -498,7 +522,11 @@ def test_worker_job_streams_rounds(sample_dataset, tmp_path):
     assert [e["round"] for e in rounds] == [1, 2, 3]
     record = json.loads((layout.round_dir(job.directory, 3) / layout.ROUND_FILE).read_text())
     assert record["training"]["labelled_slices"] == 5 and record["training"]["new_slices"] == 2
-    assert record["metrics"]["merged"]["dice"] >= 0  # scored against the reference each round
+    # scored against the reference each round, on exactly the label the round streamed
+    from SparseSegLib.metrics import mask_dice
+
+    streamed = job.load_round(3, probabilities=False).label
+    assert record["metrics"]["merged"]["dice"] == pytest.approx(mask_dice(streamed > 0, case.label > 0), abs=1e-6)
 
 
 @pytest.mark.parametrize("painted_axis", [0, 2])
@@ -585,7 +613,7 @@ def test_job_painted_across_another_axis_expands_along_that_axis(sample_dataset)
 def test_a_network_that_proposes_only_background_is_reported_not_silently_propagated(cohort, monkeypatch):
     """An undertrained first model that sees no foreground anywhere would teach every later round
     "all background" and end empty; the round says so (warning + metric) instead of hiding it."""
-    import SparseSegLib.methods.self_labelling as module
+    import SparseSegLib.methods.self_labelling.labelling as module  # where the loop's labelling step predicts slices
 
     def background_only(network, image, slices, context, multiple):
         probabilities = np.zeros((3, len(slices), *image.shape[1:]), np.float32)  # (C, n, j, i)

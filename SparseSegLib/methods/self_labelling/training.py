@@ -1,0 +1,163 @@
+"""How a round trains: epochs with early stopping, LR x0.1 on plateau, best weights kept, the EMA teacher.
+
+A mixin of :class:`~.loop.SelfLabellingLoop`. The paper trains each round as a Keras ``fit`` with callbacks, which
+is not what :func:`~SparseSegLib.engine.trainer.train_network` does (a fixed number of iterations with polynomial
+decay); the loop here keeps the paper's schedule so that the faithful variant is the paper's. The validation score
+is the mean class Dice on annotated voxels (:func:`~SparseSegLib.metrics.foreground_dices`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from ...engine.axis_ensemble import from_axis, to_axis
+from ...engine.losses import MaskedDiceCELoss
+from ...engine.model import Segmenter
+from ...engine.sampling import PatchSampler
+from ...engine.trainer import TrainingCancelled
+from ...metrics import foreground_dices
+from ..base import MethodOptions, Reporter
+from ..common import network_snapshot
+from .settings import Settings
+from .slices import predict_slices, rotate_batch
+
+
+class TrainingMixin:
+    """Trains the labelling network (or a fusion network) for one round (see :meth:`train_this_round`)."""
+
+    settings: Settings
+    segmenter: Segmenter
+    options: MethodOptions
+    reporter: Reporter
+    sampler: PatchSampler
+    teacher: torch.nn.Module | None
+    optimizer: torch.optim.Optimizer | None
+    validation: list[tuple[np.ndarray, np.ndarray]]
+    total: int
+    global_step: int
+
+    def _loss(self) -> MaskedDiceCELoss:
+        return MaskedDiceCELoss(dice_weight=1.0 if self.settings.loss == "dice-ce" else 0.0, ce_weight=1.0)
+
+    def _validate(self, network: torch.nn.Module, axis: int = 0) -> float:
+        """Mean foreground Dice on the annotated voxels of the validation volumes (higher is better).
+
+        A network across another ``axis`` than the annotated slices' predicts the whole volume, scored on the same voxels.
+        """
+        multiple = self.segmenter.network_config.size_multiple
+        scores = []
+        for image, target in self.validation:
+            if axis:
+                view = to_axis(image, axis)
+                every = np.arange(view.shape[0])
+                guess = from_axis(predict_slices(network, view, every, self.settings.context, multiple).argmax(0), axis)
+                truth = target
+            else:
+                slices = np.flatnonzero((target >= 0).reshape(target.shape[0], -1).any(1))
+                guess = predict_slices(network, image, slices, self.settings.context, multiple).argmax(0)
+                truth = target[slices]
+            scores += foreground_dices(guess, truth, self.segmenter.num_classes, known=truth >= 0)
+        network.train()
+        return float(np.mean(scores)) if scores else 0.0
+
+    def new_optimizer(self, network: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        parameters = (network or self.segmenter.network).parameters()
+        if self.settings.optimizer == "rmsprop":
+            return torch.optim.RMSprop(parameters, lr=self.settings.learning_rate, alpha=0.9, eps=1e-7)
+        return torch.optim.Adam(parameters, lr=self.settings.learning_rate, weight_decay=1e-5)
+
+    def _ema_update(self, step: int) -> None:
+        decay = min(self.settings.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for teacher, student in zip(self.teacher.parameters(), self.segmenter.network.parameters()):
+                teacher.mul_(decay).add_(student.detach(), alpha=1 - decay)
+
+    def train_this_round(self, index: int, stage: str, network: torch.nn.Module | None = None,
+                         sampler: PatchSampler | None = None, axis: int = 0) -> dict:
+        """Epochs of ``epoch_iterations`` until early stopping (patience) or the round's cap; best weights kept.
+
+        By default the self-labelling network on ``self.sampler``; the fusion round passes a network across
+        another ``axis`` with its own sampler (fresh optimiser, no EMA teacher, ``fusion_epochs``).
+        """
+        settings = self.settings
+        member = network is not None
+        network, sampler = network or self.segmenter.network, sampler or self.sampler
+        teacher = None if member else self.teacher
+        network.to(self.device).train()
+        if teacher is not None:
+            teacher.to(self.device).eval()
+        augment = (settings.augment_first and index == 1) or (settings.augment_rounds and index > 1)
+        epochs = settings.fusion_epochs if member else settings.first_epochs if index == 1 else settings.round_epochs
+        if self.options.iterations_per_round:  # the worker's setting: one long epoch per round
+            epochs, epoch_iterations = 1, int(self.options.iterations_per_round)
+        elif self.options.iterations:  # --iterations: a total, the first model getting 4 shares, later rounds 1
+            share = max(1, int(self.options.iterations) // (self.total + 3))
+            epochs, epoch_iterations = 1, share * (4 if index == 1 else 1)
+        else:
+            epoch_iterations = settings.epoch_iterations
+        if member and (self.options.iterations_per_round or self.options.iterations):
+            epochs, epoch_iterations = 1, epoch_iterations * (1 if self.options.iterations_per_round else 4)
+        if member:
+            optimizer = self.new_optimizer(network)
+        else:
+            optimizer = self.optimizer if settings.keep_optimizer and self.optimizer is not None else self.new_optimizer()
+            if settings.keep_optimizer:
+                self.optimizer = optimizer
+        for group in optimizer.param_groups:  # LR x0.1 on plateau acts within a round; each round starts at the base LR
+            group["lr"] = settings.learning_rate
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.1, patience=settings.lr_patience)
+        loss_function = self._loss()
+        aug_rng = np.random.default_rng(self.options.seed * 7919 + index)
+        best, best_state, stale, losses, monitored = -float("inf"), None, 0, [], []
+        total = epochs * epoch_iterations
+        started, step = time.perf_counter(), 0
+        for epoch in range(epochs):
+            epoch_losses = []
+            for _ in range(epoch_iterations):
+                if self.should_stop is not None and self.should_stop():
+                    raise TrainingCancelled()
+                images, targets, weights = sampler.sample(settings.batch_size)
+                if augment:
+                    images, targets, weights = rotate_batch(images, targets, weights, aug_rng)
+                images, targets, weights = images.to(self.device), targets.to(self.device), weights.to(self.device)
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_function(network(images).float(), targets, weights)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                self.global_step += 1
+                if teacher is not None:
+                    self._ema_update(self.global_step)
+                epoch_losses.append(float(loss.detach()))
+                if step % max(1, min(10, total // 20)) == 0 or step == total:
+                    self.reporter.progress(stage, step, total, float(np.mean(epoch_losses[-10:])),
+                                           (time.perf_counter() - started) / step)
+            losses += epoch_losses
+            # monitor: validation Dice on annotated voxels, else (as the paper's code) the training loss
+            score = (self._validate(network if member else self.labeller(), axis) if self.validation
+                     else -float(np.mean(epoch_losses)))
+            monitored.append(round(score, 4))
+            plateau.step(score)
+            if score > best + 1e-4:
+                best, stale = score, 0
+                best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+                best_teacher = network_snapshot(teacher) if teacher is not None else None
+            else:
+                stale += 1
+                # fusion networks get at least half their epochs (added when they started from scratch and sat at
+                # all-background for several epochs; kept with the warm start, which the final benchmark measured)
+                if stale >= settings.patience and (not member or epoch + 1 >= epochs // 2):
+                    break
+        if best_state is not None and self.validation:
+            network.load_state_dict(best_state)
+            if best_teacher is not None:
+                teacher.load_state_dict(best_teacher)
+        network.cpu()
+        if teacher is not None:
+            teacher.cpu()
+        return {"epochs": len(monitored), "iterations": step, "loss": float(np.mean(losses[-25:])) if losses else None,
+                "monitor": "validation dice" if self.validation else "-training loss", "best": round(best, 4),
+                "augmented": augment}
