@@ -1,0 +1,34 @@
+"""Out of GPU memory: recognising it, and the smaller settings the one retry runs with."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True when ``error`` is (or was raised while handling) a torch out-of-memory error."""
+    import torch
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, torch.OutOfMemoryError):
+            return True
+        if isinstance(error, RuntimeError) and "out of memory" in str(error).lower() and "cuda" in str(error).lower():
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def reduce_memory(options, case_shape: tuple[int, int, int]):
+    """``(options, description)`` with half the batch, or half the patch when the batch is already 1."""
+    from ..engine.networks import NetworkConfig, default_patch_size
+
+    network = NetworkConfig.preset(options.network)
+    batch = options.schedule(network.dims)["batch_size"]
+    if batch > 1:
+        return replace(options, batch_size=batch // 2), f"batch size {batch} -> {batch // 2}"
+    patch = tuple(options.patch_size) if options.patch_size else default_patch_size(case_shape, network)
+    multiple = network.size_multiple
+    smaller = tuple(max(multiple, (p // 2) // multiple * multiple) for p in patch)
+    return replace(options, patch_size=smaller), f"patch size {patch} -> {smaller}"
