@@ -285,7 +285,7 @@ def test_options_freeze_confidence_restart_and_validation(cases):
     assert parse_settings(options_3d(confidence="none", anchor="false")).to_dict()["confidence"] is None
     assert parse_settings(options_3d(confidence=None)).confidence is None and not parse_settings(options_3d(anchor=False)).anchor
     assert parse_settings(options_2d()).grow_axes == "slice" and parse_settings(options_3d()).grow_axes == "all"
-    assert "gradual" in get_method("gradual").name
+    assert isinstance(get_method("gradual"), GradualLearning) and get_method("gradual").name == "gradual"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from SparseSegLib.jobs import layout
 from SparseSegLib.jobs.atomic import sha256_file
 from SparseSegLib.jobs.client import Job
 from SparseSegLib.jobs.events import read_events, validate_event
+from SparseSegLib.metrics import mask_dice
 
 pytestmark = pytest.mark.slow
 
@@ -174,9 +175,15 @@ def test_job_streams_rounds_with_input_geometry(streamed, case):
         total = result.probabilities[1] + result.probabilities[2]
         assert total.min() >= 0 and total.max() <= 1 + 1e-5
         assert 0 <= result.uncertainty.min() and result.uncertainty.max() <= 1 + 1e-5
-        assert 0 <= result.metrics["merged"]["dice"] <= 1 and "Anterior" in result.metrics
+        # the round is scored on exactly the label it streamed, against the reference on the same grid
+        assert result.metrics["merged"]["dice"] == pytest.approx(mask_dice(result.label > 0, case.label > 0), abs=1e-6)
+        assert result.metrics["Anterior"]["dice"] == pytest.approx(mask_dice(result.label == 1, case.label == 1), abs=1e-6)
         assert result.record["classes"] == {"1": "Anterior", "2": "Posterior"}
         assert result.record["training"]["iterations_total"] == 30 * event["round"]
+    # each round trains on: 90 steps on three painted slices of hippocampus_001 scored 0.137, 0.244, 0.368 (merged
+    # Dice, one thread, repeatable); a worker that restarted or skipped training between rounds would not climb
+    dice = [job.load_round(event["round"]).metrics["merged"]["dice"] for event in rounds]
+    assert dice[0] < dice[1] < dice[2] and dice[2] > 0.25, dice
     progress = [e for e in watcher.events if e["event"] == "progress"]
     assert {e["round"] for e in progress} == {1, 2, 3}
     assert all(0 < e["step"] <= e["total"] == 30 and e["eta_s"] >= 0 for e in progress)
@@ -460,7 +467,7 @@ def test_worker_bug_is_reported_with_exit_code_and_error_event(fault_runs):
     assert "Traceback" not in runs["bug"].output_tail()  # stderr stays clean; the traceback is in worker.log
 
 
-def test_command_line_run_from_files_with_ras_boxes(fault_runs, case):
+def test_command_line_run_from_files_with_ras_boxes(fault_runs, case, sample_dir):
     _, _, (code, out, err, jobdir) = fault_runs
     assert code == 0, err
     assert "round 2/2 written" in err and "finished 2 round(s)" in err and str(jobdir) in out
@@ -472,7 +479,8 @@ def test_command_line_run_from_files_with_ras_boxes(fault_runs, case):
     result = job.load_round()
     assert result.index == 2 and result.geometry.matches(case.geometry)
     assert result.record["classes"] == {"1": "Anterior", "2": "Posterior"}  # names from the .seg.nrrd
-    assert result.metrics["merged"]["dice"] >= 0
+    reference, _ = read_image(sample_dir / "labelsTr" / "hippocampus_001.nii.gz")
+    assert result.metrics["merged"]["dice"] == pytest.approx(mask_dice(result.label > 0, reference > 0), abs=1e-6)
     resumed = subprocess.run([sys.executable, "-m", "SparseSegLib.cli", "run", "--resume", str(jobdir)],
                              capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert resumed.returncode == 0 and "nothing to resume" in resumed.stderr
