@@ -1,0 +1,170 @@
+"""``collaborative``: collaborative learning of semi- and self-supervised pseudo-labels (Osman, Li, Huang, Wang;
+seed collaborative-learning.md, methods.md section 4).
+
+Only whole labelled slices (the central slice of every training volume in the paper) are ground truth.
+
+1. **Registration branch** (self-supervised): a 2D registration network learns to align neighbouring slices by
+   image similarity alone and carries each labelled slice outwards, slice by slice (``registration=demons``: the
+   training-free demons fields of the single-scan default instead).
+2. **Semi-supervised branch**: a 2D segmentation network trained on the labelled slices, then also on its own
+   argmax pseudo-labels of the other slices, recomputed every epoch and weighted by a ramped alpha(t).
+3. **Fusion** and **final network**: certain = both branches agree, uncertain = only one says object; the final
+   network learns from ground truth + certain labels + beta-weighted uncertain labels.
+
+Cohorts run through ``sparseseg train/predict/bench`` (:meth:`CollaborativeMethod.train`); one scan runs as a worker
+job whose rounds stream each stage's result (:meth:`CollaborativeMethod.run_rounds`): registration propagation, then
+the semi branch's network, then the final network.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ...case import Case, Geometry
+from ...engine.device import select_device
+from ...errors import SparseSegError
+from ...jobs.continuation import whole_slice_axis
+from ..base import MethodOptions, Reporter, RoundResult, register
+from ..common import network_snapshot, new_segmenter
+from .branches import Scan, final_network, final_targets, registration_branch, scan_of, semi_branch
+from .settings import CollaborativeSettings
+
+STATE_FORMAT = 1
+
+
+def stages(settings: CollaborativeSettings) -> tuple[str, ...]:
+    """The job's rounds, in order: each branch that runs, then the final network."""
+    return (("registration",) if settings.uses_registration else ()) + (("semi",) if settings.uses_semi else ()) + ("final",)
+
+
+@register("collaborative")
+class CollaborativeMethod:
+    """Semi-supervised and registration pseudo-labels fused by agreement, then a final 2D network."""
+
+    summary = "collaborative learning: registration-network + semi-supervised pseudo-labels fused by agreement"
+
+    def check_options(self, options: MethodOptions) -> None:
+        CollaborativeSettings.parse(options.extra)
+        if options.network != "2d":
+            raise SparseSegError(f"collaborative trains 2D networks, not {options.network}", "Use --network 2d.")
+
+    def train(self, cases: list[Case], options: MethodOptions, reporter: Reporter, validation: list[Case] | None = None):
+        """One model for a cohort (validation cases are not used: the paper selects no checkpoint)."""
+        self.check_options(options)
+        settings = CollaborativeSettings.parse(options.extra)
+        device = select_device(options.device)
+        scans = [scan_of(case, options.normalization) for case in cases]
+        segmenter = new_segmenter(cases, options, self.name)
+        started, record = time.perf_counter(), {"settings": settings.__dict__.copy()}
+        registration = semi = None
+        if settings.uses_registration:
+            registration, record["registration"] = registration_branch(
+                scans, segmenter.num_classes, settings, device, options.seed, reporter, f"{self.name} registration")
+            record["registration"]["seconds"] = round(time.perf_counter() - started, 1)
+        if settings.uses_semi:
+            tick = time.perf_counter()
+            semi_segmenter = new_segmenter(cases, options, f"{self.name}-semi")
+            semi, record["semi"] = semi_branch(semi_segmenter, scans, settings, options, device, reporter, f"{self.name} semi")
+            record["semi"]["seconds"] = round(time.perf_counter() - tick, 1)
+        volumes, record["fusion"] = final_targets(scans, semi, registration, settings)
+        tick = time.perf_counter()
+        record["final"] = final_network(segmenter, volumes, settings, options, device, reporter, f"{self.name} final")
+        record["final"]["seconds"] = round(time.perf_counter() - tick, 1)
+        record["seconds"] = round(time.perf_counter() - started, 1)
+        segmenter.training = record
+        return segmenter
+
+    def planned_rounds(self, case: Case, options: MethodOptions, state: dict | None = None) -> int:
+        return len(stages(CollaborativeSettings.parse(options.extra)))
+
+    def run_rounds(self, cases: list[Case], options: MethodOptions, reporter: Reporter, state: dict | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> Iterator[RoundResult]:
+        """One scan: a round per stage (registration, semi, final), each a full-volume result; painted voxels are
+        ground truth and come back unchanged. ``state`` resumes after its round."""
+        if len(cases) != 1:
+            raise SparseSegError(f"a collaborative job runs on one scan, not {len(cases)}", "Run one job per scan, "
+                                 "or train a cohort with `sparseseg train --method collaborative`.")
+        self.check_options(options)
+        settings = CollaborativeSettings.parse(options.extra)
+        plan = stages(settings)
+        device = select_device(options.device)
+        case = cases[0]
+        if case.annotated is None or case.label is None:
+            raise SparseSegError(f"case {case.case_id} has no annotation", "Paint at least one slice of the object.")
+        axis = whole_slice_axis(case.annotated)
+        if axis is None and settings.uses_registration:
+            raise SparseSegError("the annotation has no whole painted slices to propagate from (ROI boxes?)",
+                                 "Paint whole slices, or use the option branches=semi.")
+        moved = _moved_case(case, axis or 0)
+        scan = scan_of(moved, options.normalization)
+        segmenter = new_segmenter([moved], options, self.name)
+        done = _check_state(state, plan)
+        kept = dict(state or {})
+        registration = [kept["registration"].numpy()] if kept.get("registration") is not None else None
+        semi = [kept["semi"].numpy()] if kept.get("semi") is not None else None
+        for index in range(done + 1, len(plan) + 1):
+            started, kind = time.perf_counter(), plan[index - 1]
+            stage = f"{self.name} round {index}/{len(plan)} ({kind})"
+            if kind == "registration":
+                registration, record = registration_branch([scan], segmenter.num_classes, settings, device, options.seed,
+                                                           reporter, stage, should_stop)
+                probabilities = registration[0]
+            elif kind == "semi":
+                semi_segmenter = new_segmenter([moved], options, f"{self.name}-semi")
+                semi, record = semi_branch(semi_segmenter, [scan], settings, options, device, reporter, stage, should_stop)
+                probabilities, network = semi[0], semi_segmenter.network
+            else:
+                volumes, counts = final_targets([scan], semi, registration, settings)
+                record = {**final_network(segmenter, volumes, settings, options, device, reporter, stage, should_stop), **counts}
+                from .branches import predict_normalised
+
+                probabilities, network = predict_normalised(segmenter, scan.image, device), segmenter.network
+            labels = probabilities.argmax(0).astype(np.uint8)
+            labels[scan.labelled] = scan.target[scan.labelled]
+            kept = {"format": STATE_FORMAT, "method": self.name, "round": index, "rounds": len(plan),
+                    "network": network_snapshot(network) if kind != "registration" else {},
+                    "registration": _as_tensor(registration), "semi": _as_tensor(semi)}
+            metrics = {"step": kind, "foreground_voxels": int((labels > 0).sum()),
+                       "seconds": round(time.perf_counter() - started, 3),
+                       **{k: v for k, v in record.items() if isinstance(v, (int, float, str))}}
+            yield RoundResult(index=index, total=len(plan), labels={case.case_id: _moved_back(labels, axis or 0)},
+                              probabilities={case.case_id: _moved_back(probabilities.astype(np.float32), axis or 0, lead=1)},
+                              metrics=metrics, state=kept)
+
+
+def _moved_case(case: Case, axis: int) -> Case:
+    """The case with its painted slices along axis 0 (geometry only sized: the branches work in voxels)."""
+    move = lambda array: None if array is None else np.ascontiguousarray(np.moveaxis(array, axis, 0))  # noqa: E731
+    image = move(case.image)
+    spacing = case.geometry.spacing_kji
+    moved_spacing = (spacing[axis],) + tuple(spacing[a] for a in range(3) if a != axis)
+    geometry = Geometry(size=tuple(int(n) for n in image.shape[::-1]), spacing=tuple(float(s) for s in moved_spacing[::-1]))
+    return Case(case.case_id, image, geometry, move(case.label), move(case.annotated), dict(case.class_names),
+                dict(case.class_colors))
+
+
+def _moved_back(array: np.ndarray, axis: int, lead: int = 0) -> np.ndarray:
+    return np.ascontiguousarray(np.moveaxis(array, lead, lead + axis))
+
+
+def _as_tensor(results: list[np.ndarray] | None) -> torch.Tensor | None:
+    return None if results is None else torch.from_numpy(np.ascontiguousarray(results[0], dtype=np.float32))
+
+
+def _check_state(state: dict | None, plan: tuple[str, ...]) -> int:
+    """Rounds already done according to ``state`` (0 without one)."""
+    if not state:
+        return 0
+    if state.get("method") != "collaborative" or int(state.get("format", 0)) != STATE_FORMAT:
+        raise SparseSegError(f"the checkpoint is from method {state.get('method')!r}, not collaborative",
+                             "Resume with the job that wrote it, or start again in a new folder.")
+    if int(state.get("rounds", -1)) != len(plan):
+        raise SparseSegError("the checkpoint was written with other branches", "Resume with the job's own options.")
+    return int(state["round"])
+
+
+__all__ = ["CollaborativeMethod", "CollaborativeSettings", "Scan", "stages"]

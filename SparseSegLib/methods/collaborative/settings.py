@@ -1,0 +1,133 @@
+"""The ``collaborative`` method's options (``--option KEY=VALUE`` / a job's ``method_options``), checked up front."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ...engine.registration_network import REGULARIZERS, SIMILARITIES, RegistrationConfig
+from ...errors import SparseSegError
+
+BRANCHES = ("both", "semi", "registration")
+REGISTRATIONS = ("network", "demons")
+FUSIONS = ("weighted", "intersection", "union")
+
+
+@dataclass(frozen=True)
+class CollaborativeSettings:
+    """The paper's choices (Osman et al., seed collaborative-learning.md) and what was scaled down for a CPU, and why.
+
+    * ``branches``: ``both`` (the method), ``semi`` / ``registration`` (the paper's Set 1 ablations Semi-PL-Net and
+      Self-PL-Net: the final network learns from that branch's pseudo-labels alone).
+    * ``registration``: ``network`` (the paper: a 2D registration network trained on neighbouring-slice pairs,
+      :mod:`~SparseSegLib.engine.registration_network`) or ``demons`` (training-free SimpleITK demons of
+      :mod:`~SparseSegLib.engine.propagation`, the single-scan default's registration). Both carry the label with
+      :func:`~SparseSegLib.engine.propagation.propagate_slices`. ``reg_*`` configure the network: paper Adam 0.01,
+      batch 32; here 1e-3 and 16 (0.01 made the U-Net head diverge in short runs), ``reg_iterations`` steps.
+      ``open_end`` > 0 fades the chain beyond the labelled slice over that many object radii (0: the paper, no fade).
+    * Semi-supervised branch, counted in epochs of ``epoch_iterations`` steps (a batch of labelled slices plus a
+      batch of other slices each): labelled slices only until ``k1``, then pseudo-labels (the argmax of the network
+      as it was at the end of the previous epoch: "recomputed after every epoch") weighted by alpha(t), rising
+      linearly from 0 at ``k1`` to ``alpha_f`` at ``k2``; ``semi_epochs`` in all. Paper: K1 = 50, K2 = 100,
+      alpha_f = 3, gamma = 1; the epoch counts are scaled down (30 epochs of 10 steps) for a CPU.
+    * ``fusion``: ``weighted`` (the paper: certain = both branches agree, weight 1 with Dice + 1.0 CE; uncertain =
+      only one says object, labelled object with ``beta`` x (Dice + ``gamma_uncertain`` CE)), ``intersection``
+      (object only where both say so, the rest background) or ``union`` (object where either says so) (Set 4).
+    * Final network: the cohort's 2D network trained on ground truth + fused labels for the budget's iterations
+      (``--iterations``); flips when ``augment``; ``final_iterations`` > 0 overrides.
+    """
+
+    branches: str = "both"
+    registration: str = "network"
+    reg_iterations: int = 200
+    reg_batch_size: int = 16
+    reg_learning_rate: float = 1e-3
+    reg_channels: str = "8,16,32,64"
+    reg_similarity: str = "lncc"
+    reg_smoothness: float = 1.0
+    reg_regularizer: str = "bending"
+    reg_integration_steps: int = 7
+    demons_iterations: int = 100
+    demons_smoothing: float = 1.0
+    open_end: float = 0.0
+    epoch_iterations: int = 10
+    semi_epochs: int = 30
+    k1: int = 10
+    k2: int = 20
+    alpha_f: float = 3.0
+    gamma: float = 1.0
+    fusion: str = "weighted"
+    beta: float = 0.5
+    gamma_uncertain: float = 0.1
+    final_iterations: int = 0
+    augment: bool = True
+
+    @property
+    def uses_semi(self) -> bool:
+        return self.branches in ("both", "semi")
+
+    @property
+    def uses_registration(self) -> bool:
+        return self.branches in ("both", "registration")
+
+    def registration_config(self) -> RegistrationConfig:
+        channels = tuple(int(c) for c in str(self.reg_channels).split(",") if c.strip())
+        return RegistrationConfig(channels=channels, iterations=self.reg_iterations, batch_size=self.reg_batch_size,
+                                  learning_rate=self.reg_learning_rate, similarity=self.reg_similarity,
+                                  regularizer=self.reg_regularizer, smoothness=self.reg_smoothness,
+                                  integration_steps=self.reg_integration_steps)
+
+    def alpha(self, epoch: int) -> float:
+        """The paper's Eq. 3: 0 before ``k1``, linear to ``alpha_f`` at ``k2``, then ``alpha_f``."""
+        if epoch < self.k1:
+            return 0.0
+        if epoch >= self.k2:
+            return float(self.alpha_f)
+        return float(self.alpha_f) * (epoch - self.k1) / max(1, self.k2 - self.k1)
+
+    @classmethod
+    def parse(cls, extra: dict | None) -> CollaborativeSettings:
+        """Settings from a method-options dict; unknown keys and bad values are errors that say what is allowed."""
+        known = {f.name: f for f in fields(cls)}
+        values = {}
+        for key, value in (extra or {}).items():
+            if key not in known:
+                raise SparseSegError(f"unknown option {key!r} for method collaborative",
+                                     f"Known options: {', '.join(sorted(known))}.")
+            default = known[key].default
+            try:
+                if isinstance(default, bool):
+                    value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+                elif isinstance(default, int):
+                    value = int(value)
+                elif isinstance(default, float):
+                    value = float(value)
+                else:
+                    value = str(value)
+            except (TypeError, ValueError):
+                raise SparseSegError(f"option {key}={value!r} is not a {type(default).__name__}",
+                                     f"Give a {type(default).__name__}, e.g. {key}={default}.") from None
+            values[key] = value
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        for name, allowed in (("branches", BRANCHES), ("registration", REGISTRATIONS), ("fusion", FUSIONS),
+                              ("reg_similarity", SIMILARITIES), ("reg_regularizer", REGULARIZERS)):
+            if getattr(self, name) not in allowed:
+                raise SparseSegError(f"unknown {name} {getattr(self, name)!r}", f"Use one of: {', '.join(allowed)}.")
+        for name in ("reg_iterations", "reg_batch_size", "demons_iterations", "epoch_iterations", "semi_epochs"):
+            if getattr(self, name) < 1:
+                raise SparseSegError(f"option {name} must be at least 1, not {getattr(self, name)}", f"Give {name} >= 1.")
+        if not 0 <= self.k1 <= self.k2:
+            raise SparseSegError(f"need 0 <= k1 <= k2, not k1={self.k1}, k2={self.k2}", "E.g. k1=10 k2=20.")
+        for name in ("alpha_f", "gamma", "beta", "gamma_uncertain", "open_end", "reg_smoothness", "final_iterations"):
+            if getattr(self, name) < 0:
+                raise SparseSegError(f"option {name} must not be negative", f"Give {name} >= 0.")
+        try:
+            channels = tuple(int(c) for c in str(self.reg_channels).split(",") if c.strip())
+        except ValueError:
+            channels = ()
+        if len(channels) < 2 or min(channels) < 1:
+            raise SparseSegError(f"reg_channels {self.reg_channels!r} must list at least two positive widths",
+                                 'E.g. reg_channels="8,16,32,64".')
