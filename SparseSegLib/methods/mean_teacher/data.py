@@ -75,9 +75,11 @@ class BatchSource:
                                      augment=False, seed=seed)
         self.augment = augmentation(seed, rotate=self.patch[1] == self.patch[2]) if settings.augment else None
         self.unlabelled_batch = settings.unlabelled_batch if settings.uses_teacher else 0
+        self._unlabelled = [i for i, v in enumerate(volumes) if np.any(v.target < 0)] or list(range(len(volumes)))
 
     def _random_patch(self) -> tuple[np.ndarray, np.ndarray]:
-        volume = self.volumes[int(self.rng.integers(len(self.volumes)))]
+        # from volumes with unknown voxels (the reference's unlabelled volumes; in the sparse setting: all)
+        volume = self.volumes[int(self.rng.choice(self._unlabelled))]
         starts = [int(self.rng.integers(min(0, n - p), max(0, n - p) + 1)) for n, p in zip(volume.image.shape, self.patch)]
         return _crop(volume.image, starts, self.patch, 0.0)[None], _crop(volume.target, starts, self.patch, UNKNOWN)
 
