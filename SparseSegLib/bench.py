@@ -79,7 +79,7 @@ def _parts(dataset: Dataset, config: BenchConfig) -> list[dict[str, list[str]]]:
 
 def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None) -> dict:
     """Run every method x network on every fold and write the results; returns ``results.json``'s content."""
-    from .report import write_plots, write_report  # matplotlib only when a report is written
+    from .report import write_plots, write_report, write_results  # matplotlib only when a report is written
 
     reporter = reporter or TerminalReporter()
     for method in config.methods:  # unknown names and options fail before any training starts
@@ -156,7 +156,7 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
 
         reused = reuse_runs(results, config.reuse_runs, reporter.log)
         reporter.log(f"reused runs from {config.reuse_runs}: {', '.join(reused) or 'none'}")
-    (config.out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
+    write_results(results, config.out / "results.json")
     write_report(results, config.out / "report.md")
     write_plots(results, config.out)
     from .round_curves import append_round_report, write_round_curves
@@ -195,14 +195,6 @@ def _environment(device: str) -> dict:
         "machine": platform.machine(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-
-
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
 def parse_methods(text: str) -> list[str]:

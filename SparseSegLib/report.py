@@ -1,9 +1,16 @@
-"""Benchmark reports: ``report.md`` (our figures next to the paper's, with units) and PNG plots."""
+"""Benchmark reports: ``results.json``, ``report.md`` (our figures next to the paper's, with units) and PNG plots.
+
+Below both writers of a benchmark's results (:mod:`.bench` runs one, :mod:`.round_curves` combines parallel ones),
+so neither needs the other.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+
+import numpy as np
 
 from .metrics import DISPLAY_NAMES, METRIC_UNITS
 from .paper_figures import reference_for
@@ -12,6 +19,19 @@ from .progress import format_duration
 REPORT_METRICS = ("dice", "iou", "hd95", "assd", "tpr", "tnr", "ravd", "boundary_iou")
 PAPER_METRICS = ("dice", "iou", "tpr", "tnr", "hd95", "assd", "boundary_iou")
 
+
+
+def write_results(results: dict, path: Path) -> None:
+    """``results.json``: the benchmark's results as JSON (numpy scalars as numbers, paths as text)."""
+    Path(path).write_text(json.dumps(results, indent=1, default=_json_default))
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value)}")
 
 def _header(metric: str) -> str:
     unit = METRIC_UNITS.get(metric, "")

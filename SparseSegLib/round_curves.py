@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import case_metrics
+from .metrics import case_metrics, mask_dice
 
 
 def round_test_curve(segmenter, test: list, device, class_names: dict, headline: str) -> dict | None:
@@ -58,8 +58,7 @@ def _dice(predicted: np.ndarray, reference: np.ndarray, class_names: dict, group
     else:
         value = next((int(k) for k, v in class_names.items() if v == group), 1)
         guess, truth = predicted == value, reference == value
-    denominator = int(guess.sum()) + int(truth.sum())
-    return 1.0 if denominator == 0 else 2.0 * int((guess & truth).sum()) / denominator
+    return mask_dice(guess, truth)
 
 
 def reuse_runs(results: dict, path: Path, log=print) -> list[str]:
@@ -182,9 +181,8 @@ def combine_results(paths: list[Path], out: Path, wall_seconds: float | None = N
     Every ``results.json`` must hold the identical split and annotation (checked). ``wall_seconds`` is the
     wall time of the whole parallel run (default: the longest of the parts).
     """
-    from .bench import _json_default
     from .errors import SparseSegError
-    from .report import write_plots, write_report
+    from .report import write_plots, write_report, write_results
 
     parts = [json.loads(Path(p).read_text()) for p in paths]
     combined = json.loads(json.dumps(parts[0]))
@@ -198,7 +196,7 @@ def combine_results(paths: list[Path], out: Path, wall_seconds: float | None = N
     combined["wall_seconds"] = float(wall_seconds if wall_seconds is not None else max(p["wall_seconds"] for p in parts))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(combined, indent=1, default=_json_default))
+    write_results(combined, out / "results.json")
     write_report(combined, out / "report.md")
     write_plots(combined, out)
     write_round_curves(combined, out)

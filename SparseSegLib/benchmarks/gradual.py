@@ -40,6 +40,7 @@ from ..io import read_image, read_label
 from ..methods.base import MethodOptions
 from ..methods.gradual import GradualLearning
 from ..methods.supervised import FullSupervision
+from ..metrics import mask_dice, mask_iou
 from ..progress import TerminalReporter, format_duration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,19 +81,13 @@ def paper_sizes(shape: tuple[int, int, int]) -> dict:
 
 
 def iou(predicted: np.ndarray, reference: np.ndarray) -> float:
-    """Foreground IoU (all foreground classes merged); 1 when both are empty."""
-    a, b = predicted > 0, reference > 0
-    union = np.count_nonzero(a | b)
-    return float(np.count_nonzero(a & b) / union) if union else 1.0
+    """Foreground IoU (all foreground classes merged); 1 when both are empty (:func:`~SparseSegLib.metrics.mask_iou`)."""
+    return float(mask_iou(predicted > 0, reference > 0))
 
 
 def dice_per_class(predicted: np.ndarray, reference: np.ndarray, classes: list[int]) -> dict[int, float]:
-    scores = {}
-    for value in classes:
-        a, b = predicted == value, reference == value
-        total = np.count_nonzero(a) + np.count_nonzero(b)
-        scores[value] = float(2 * np.count_nonzero(a & b) / total) if total else 1.0
-    return scores
+    """Dice of each of ``classes``; 1 for a class absent from both (:func:`~SparseSegLib.metrics.mask_dice`)."""
+    return {value: float(mask_dice(predicted == value, reference == value)) for value in classes}
 
 
 def load_mni(factor: int) -> Case:

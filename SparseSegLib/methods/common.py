@@ -17,6 +17,7 @@ from ..engine.preprocessing import normalize
 from ..engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
 from ..engine.trainer import TrainConfig, seed_everything, train_network
 from ..errors import SparseSegError
+from ..metrics import foreground_dices
 from .base import MethodOptions, Reporter, RoundResult
 
 
@@ -65,12 +66,7 @@ def annotated_dice(segmenter: Segmenter, cases: list[Case], device) -> float:
     scores = []
     for case in cases:
         predicted, _ = segmenter.predict(case.image, device)
-        mask = np.ones(case.image.shape, bool) if case.annotated is None else case.annotated
-        truth, guess = case.label[mask], predicted[mask]
-        for value in range(1, segmenter.num_classes):
-            denominator = np.count_nonzero(truth == value) + np.count_nonzero(guess == value)
-            if denominator:
-                scores.append(2.0 * np.count_nonzero((truth == value) & (guess == value)) / denominator)
+        scores += foreground_dices(predicted, case.label, segmenter.num_classes, known=case.annotated)
     return float(np.mean(scores)) if scores else 0.0
 
 
