@@ -46,7 +46,7 @@ except ImportError as error:  # pragma: no cover - only in a broken install
     _IMPORT_ERROR = error
     SparseSegError = RuntimeError
     START_METHOD = "propagate"
-    METHOD_CHOICES = ("propagate", "gradual", "self-labelling", "sparse-only", "mean-teacher", "ua-mt")
+    METHOD_CHOICES = ("propagate", "gradual", "self-labelling", "sparse-only", "mean-teacher", "ua-mt", "collaborative")
     REGION_CHOICES = ("slices", "boxes")
     ORIENTATION_CHOICES = ("auto", "axial", "coronal", "sagittal")
     DEVICE_CHOICES = ("auto", "cuda", "cpu")

@@ -50,7 +50,8 @@ CLASS_TAG = "SparseSeg.Class"
 #: Result-node attribute holding the job folder of the newest stage.
 JOB_ATTRIBUTE = "SparseSeg.Job"
 #: Methods offered in the module (round-based, sparse annotation); a test checks each is registered.
-METHOD_CHOICES = (START_METHOD,) + tuple(m for m in ("propagate", "gradual", "self-labelling", "sparse-only", "mean-teacher", "ua-mt")
+METHOD_CHOICES = (START_METHOD,) + tuple(m for m in ("propagate", "gradual", "self-labelling", "sparse-only", "mean-teacher", "ua-mt",
+                                                      "collaborative")
                                           if m != START_METHOD)
 REGION_CHOICES = ("slices", "boxes")
 ORIENTATION_CHOICES = ("auto", "axial", "coronal", "sagittal")

@@ -1,0 +1,108 @@
+"""``collaborative`` on the real sample scans: the registration network learns, warping is exact at identity,
+propagation keeps the labelled slice, fusion sets are right, and a worker job streams its rounds and stops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from SparseSegLib.annotation import annotate_case
+from SparseSegLib.engine.preprocessing import normalize
+from SparseSegLib.engine.propagation import propagate_slices
+from SparseSegLib.engine.registration_network import (NetworkSliceRegistration, RegistrationConfig, RegistrationNetwork,
+                                                      train_registration)
+from SparseSegLib.errors import SparseSegError
+from SparseSegLib.methods import MethodOptions, get_method
+from SparseSegLib.methods.base import SilentReporter
+from SparseSegLib.methods.collaborative.fusion import CERTAIN, UNCERTAIN, certain_uncertain, fuse_labels
+from SparseSegLib.methods.collaborative.settings import CollaborativeSettings
+
+#: Tiny stages so the whole file runs in well under a minute on two CPU cores.
+TINY = dict(reg_iterations=15, reg_channels="4,8,16", semi_epochs=2, epoch_iterations=3, k1=1, k2=2, final_iterations=4)
+
+
+def test_registration_network_lowers_the_dissimilarity_of_neighbouring_slices(sample_case):
+    volume = normalize(sample_case.image)
+    config = RegistrationConfig(channels=(8, 16, 32), iterations=40, batch_size=8, learning_rate=3e-3)
+    network, losses = train_registration([volume], config, torch.device("cpu"), seed=0)
+    registration = NetworkSliceRegistration(network, volume)
+    middle = volume.shape[0] // 2
+    pairs = [(middle + d, middle + d + 1) for d in range(-4, 4)]
+    before = np.mean([registration.dissimilarity(s, t, identity=True) for s, t in pairs])
+    after = np.mean([registration.dissimilarity(s, t) for s, t in pairs])
+    assert after < before - 0.01, (before, after)
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+
+
+def test_an_untrained_network_is_the_identity_and_keeps_the_central_label(sample_case):
+    volume = normalize(sample_case.image)
+    label = sample_case.label
+    middle = volume.shape[0] // 2
+    registration = NetworkSliceRegistration(RegistrationNetwork(RegistrationConfig(channels=(4, 8))), volume)
+    maps = np.stack([(label[middle] == v).astype(np.float32) for v in (1, 2)])
+    assert np.abs(registration.field(middle, middle + 1)).max() == 0
+    np.testing.assert_allclose(registration.warp(maps, middle, middle + 1), maps, atol=1e-5)
+    # through the shared chaining of engine/propagation.py: the labelled slice is ground truth, exactly
+    probabilities = propagate_slices(volume, label, [middle], 3, registration=registration)
+    np.testing.assert_array_equal(probabilities.argmax(0)[middle], label[middle])
+    np.testing.assert_array_equal(probabilities.argmax(0)[middle + 1], label[middle])  # identity copies it on
+
+
+def test_fusion_certain_and_uncertain_sets_on_a_hand_made_example():
+    semi = np.array([[0, 1, 1, 0, 2]])
+    registration = np.array([[0, 1, 0, 1, 1]])
+    certain, uncertain = certain_uncertain(semi, registration)
+    np.testing.assert_array_equal(certain, [[True, True, False, False, False]])
+    np.testing.assert_array_equal(uncertain, [[False, False, True, True, True]])
+    labelled = np.array([[False, False, False, False, False]])
+    truth = np.zeros_like(semi)
+    target, kind = fuse_labels(semi, registration, labelled, truth, "weighted")
+    np.testing.assert_array_equal(target, [[0, 1, 1, 1, 2]])
+    np.testing.assert_array_equal(kind, [[CERTAIN, CERTAIN, UNCERTAIN, UNCERTAIN, UNCERTAIN]])
+    np.testing.assert_array_equal(fuse_labels(semi, registration, labelled, truth, "intersection")[0], [[0, 1, 0, 0, 0]])
+    np.testing.assert_array_equal(fuse_labels(semi, registration, labelled, truth, "union")[0], [[0, 1, 1, 1, 2]])
+    assert (fuse_labels(semi, registration, labelled, truth, "union")[1] == CERTAIN).all()
+    labelled = np.array([[False, False, True, False, False]])  # ground truth wins, whatever the branches say
+    target, kind = fuse_labels(semi, registration, labelled, truth, "weighted")
+    assert target[0, 2] == 0 and kind[0, 2] == CERTAIN
+
+
+def test_alpha_ramp_and_option_errors():
+    settings = CollaborativeSettings(k1=10, k2=20, alpha_f=3.0)
+    assert [settings.alpha(e) for e in (0, 9, 10, 15, 20, 99)] == [0.0, 0.0, 0.0, 1.5, 3.0, 3.0]
+    with pytest.raises(SparseSegError, match="unknown option"):
+        CollaborativeSettings.parse({"nope": 1})
+    with pytest.raises(SparseSegError, match="fusion"):
+        CollaborativeSettings.parse({"fusion": "maybe"})
+    with pytest.raises(SparseSegError, match="k1"):
+        CollaborativeSettings.parse({"k1": 5, "k2": 2})
+
+
+def test_a_worker_job_streams_its_rounds_then_stops_and_resumes_nothing(sample_case):
+    case = annotate_case(sample_case, "central-slice", 0)
+    method = get_method("collaborative")
+    options = MethodOptions(device="cpu", rounds=None, iterations=4, batch_size=2, extra=dict(TINY))
+    assert method.planned_rounds(case, options) == 3
+    results = list(method.run_rounds([case], options, SilentReporter()))
+    assert [r.index for r in results] == [1, 2, 3] and all(r.total == 3 for r in results)
+    assert [r.metrics["step"] for r in results] == ["registration", "semi", "final"]
+    for result in results:
+        labels = result.labels[case.case_id]
+        assert labels.shape == case.image.shape and labels.dtype == np.uint8
+        np.testing.assert_array_equal(labels[case.annotated], case.label[case.annotated])  # paint is ground truth
+        assert result.probabilities[case.case_id].shape == (3,) + case.image.shape
+    assert list(method.run_rounds([case], options, SilentReporter(), state=results[-1].state)) == []
+    resumed = list(method.run_rounds([case], options, SilentReporter(), state=results[0].state))
+    assert [r.metrics["step"] for r in resumed] == ["semi", "final"]
+
+
+def test_a_cohort_model_with_demons_registration_predicts_every_case(sample_dataset):
+    cases = [annotate_case(sample_dataset.load(ref), "central-slice", 0) for ref in sample_dataset.cases[:2]]
+    options = MethodOptions(device="cpu", iterations=4, batch_size=2,
+                            extra=dict(TINY, registration="demons", demons_iterations=5, fusion="intersection"))
+    segmenter = get_method("collaborative").train(cases, options, SilentReporter())
+    assert segmenter.training["registration"]["registration"] == "demons"
+    assert segmenter.training["fusion"]["uncertain"] >= 0
+    labels, probabilities = segmenter.predict(cases[0].image)
+    assert labels.shape == cases[0].image.shape and probabilities.shape[0] == 3
