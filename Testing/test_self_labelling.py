@@ -579,6 +579,9 @@ def test_bench_writes_round_curve_and_paper_rows(sample_dir, tmp_path):
     curve = results["runs"]["self-labelling-faithful (2D)"]["folds"][0]["round_curve"]
     assert len(curve["points"]) >= 10 and curve["points"][-1]["labelled_fraction"] == 1.0
     assert all(0 <= p["dice"] <= 1 for p in curve["points"])
+    # the last round's weights are the model the bench scored: the curve's end is the run's test Dice
+    merged = results["runs"]["self-labelling-faithful (2D)"]["summary"]["merged"]["dice"]["mean"]
+    assert curve["points"][-1]["dice"] == pytest.approx(merged, abs=1e-6)
     assert (tmp_path / "bench" / "round_dice.png").stat().st_size > 1000
     report = (tmp_path / "bench" / "report.md").read_text()
     assert "| 2D self-labelling | self-labelling-faithful (2D) | 0.615" in report

@@ -35,12 +35,13 @@ class CohortTraining:
 
     name: str
 
-    def train(self, cases: list[Case], options: MethodOptions, reporter: Reporter, validation: list[Case] | None = None):
+    def train(self, cases: list[Case], options: MethodOptions, reporter: Reporter,
+              validation: list[Case] | None = None) -> Segmenter:
         """Self-label a cohort until every training volume is labelled; returns the final segmenter.
 
         With ``ensemble`` N, N independent runs (training seeds ``seed`` .. ``seed + N - 1``) are averaged into
         one model: one run may leak past a structure's end or lose it, and nothing it trains on shows which
-        (README.md, third exploration); then ``ensemble_passes`` let the average re-label every run.
+        (docs/results/self-labelling.md, third exploration); then ``ensemble_passes`` let the average re-label every run.
 
         Without validation cases, a cohort of :data:`HOLD_OUT_FROM` or more volumes gives 15% of them (seeded) to
         validation, as the paper's 70/15/15 protocol does, so that ``sparseseg train`` stops early and keeps the
@@ -105,7 +106,7 @@ class CohortTraining:
 
         The 2D networks decide slice by slice (even fused across three axes), each training volume's labels carrying
         its own chain's mistakes; a 3D network trained on all of them at once learns one shape from the cohort
-        (confident voxels only: uncertain ones stay out of the loss). Measured: +0.008 / +0.012 Dice (README.md).
+        (confident voxels only: uncertain ones stay out of the loss). Measured: +0.008 / +0.012 Dice (docs/results/self-labelling.md).
         """
         started, device, volumes = time.perf_counter(), select_device(options.device), []
         # validated (best weights kept) as the bench validates the full 3D baseline: ten times over its schedule
@@ -132,6 +133,7 @@ class CohortTraining:
 
     @staticmethod
     def _snapshot(segmenter: Segmenter, previous: dict) -> dict:
+        """A round-curve entry for a model made after the rounds (an average, a student): the next round number."""
         return {"round": previous["round"] + 1, "labelled_fraction": previous["labelled_fraction"],
                 "state": network_snapshot(segmenter.network), "config": segmenter.network_config}
 

@@ -57,6 +57,7 @@ class FusionMixin:
         return AxisEnsemble([self.labeller(), *(self.members[a] for a in sorted(self.members))], self.final_config().axes)
 
     def final_config(self) -> NetworkConfig:
+        """The config of :meth:`final_network`: the labelling network's, with the axes of every fused network."""
         return replace(self.segmenter.network_config, axes=(0, *sorted(self.members)))
 
     def fuse(self, index: int, stage: str, teacher: tuple[torch.nn.Module, NetworkConfig] | None = None) -> dict:
@@ -115,7 +116,7 @@ class FusionMixin:
         ground truth stays.
 
         Networks across the other axes see each structure lengthwise and correct the labelling chain where it
-        ran past a structure's end or lost it (README.md); their average is a better teacher than the chain.
+        ran past a structure's end or lost it (docs/results/self-labelling.md); their average is a better teacher than the chain.
         """
         if network is None:
             network, config = self.final_network(), self.final_config()

@@ -96,6 +96,7 @@ class LabellingMixin:
         return carried
 
     def _gt_voxels(self, v: int, s: int) -> np.ndarray:
+        """The annotated voxels of slice ``s`` of volume ``v`` (all of it when the case has no annotated mask)."""
         case = self.cases[v]
         if case.annotated is None:
             return np.ones(case.image.shape[1:], bool)

@@ -70,7 +70,7 @@ class SelfLabellingLoop(LabellingMixin, TrainingMixin, FusionMixin, RoundLoop):
         """Co-labelling: ``followers`` train on this loop's pseudo-labels, which the average of every run's network makes.
 
         Independent runs of one chain fail in different places (one leaks past a structure's end, another loses
-        it; README.md); averaging them at the end removes a leak but cannot bring back a lost end. Deciding every
+        it; docs/results/self-labelling.md); averaging them at the end removes a leak but cannot bring back a lost end. Deciding every
         slice with their average keeps one run's early mistake from becoming the chain's.
         """
         for follower in followers:
@@ -81,6 +81,7 @@ class SelfLabellingLoop(LabellingMixin, TrainingMixin, FusionMixin, RoundLoop):
     # -- targets ----------------------------------------------------------------------------
 
     def _target(self, case: Case) -> np.ndarray:
+        """The case's sparse label (``UNKNOWN`` off the annotation), its classes merged when ``classes`` is merged."""
         target = case.sparse_label(UNKNOWN)
         if self.settings.classes == "merged":
             target = np.where(target > 0, 1, target).astype(np.int16)
@@ -88,12 +89,14 @@ class SelfLabellingLoop(LabellingMixin, TrainingMixin, FusionMixin, RoundLoop):
 
     @staticmethod
     def _gt_slices(target: np.ndarray) -> np.ndarray:
+        """Per slice 1 where the target holds any annotated voxel (ground truth), else 0."""
         labelled = (target >= 0).reshape(target.shape[0], -1).any(1).astype(np.int8)
         if not labelled.any():
             raise SparseSegError("a volume has no annotated voxel", "Annotate at least one slice of every volume.")
         return labelled
 
     def training_volumes(self, index: int, previous: RoundResult | None) -> list[TrainingVolume]:
+        """Ground truth + pseudo-labels of every volume, pseudo-labels weighted by distance unless ``uniform``."""
         volumes = []
         for image, target, labelled, gt in zip(self.images, self.targets, self.labelled, self.gt):
             weight = None
@@ -112,6 +115,7 @@ class SelfLabellingLoop(LabellingMixin, TrainingMixin, FusionMixin, RoundLoop):
     # -- state ----------------------------------------------------------------------------------
 
     def method_state(self) -> dict:
+        """Everything a resumed job needs to go on exactly: targets, labelled slices, teacher, RNG, optimiser, members."""
         return {
             "settings": json.dumps(asdict(self.settings)),
             "targets": [torch.from_numpy(t.copy()) for t in self.targets],
@@ -125,6 +129,7 @@ class SelfLabellingLoop(LabellingMixin, TrainingMixin, FusionMixin, RoundLoop):
         }
 
     def load_method_state(self, state: dict) -> None:
+        """The inverse of :meth:`method_state`."""
         if not state:
             return
         if len(state["targets"]) != len(self.targets):
@@ -144,6 +149,7 @@ class SelfLabellingLoop(LabellingMixin, TrainingMixin, FusionMixin, RoundLoop):
             self.members[int(axis)].load_state_dict(weights)
 
     def predict(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Labels and probabilities of every case with the final model (the fused one once fusion ran)."""
         segmenter = replace(self.segmenter, network=self.final_network(), network_config=self.final_config())
         labels, probabilities = {}, {}
         for case in self.cases:
@@ -151,6 +157,7 @@ class SelfLabellingLoop(LabellingMixin, TrainingMixin, FusionMixin, RoundLoop):
         return labels, probabilities
 
     def round_metrics(self, index: int, labels: dict[str, np.ndarray]) -> dict:
+        """How far labelling got: labelled slices, pseudo-labelled and ignored (uncertain) voxels."""
         slices = sum(lab.size for lab in self.labelled)
         pseudo = [t[lab == 2] for t, lab in zip(self.targets, self.labelled)]
         pseudo_voxels = int(sum(np.count_nonzero(p >= 0) for p in pseudo))
@@ -162,6 +169,7 @@ class SelfLabellingLoop(LabellingMixin, TrainingMixin, FusionMixin, RoundLoop):
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self, state: dict | None = None) -> Iterator[RoundResult]:
+        """Rounds after ``state``'s (all without it): expand, train, predict, yield; fusion passes once all is labelled."""
         self.global_step = 0
         done = self.restore(state) if state is not None else 0
         for index in range(done + 1, self.total + 1):

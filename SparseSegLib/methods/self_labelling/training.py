@@ -40,6 +40,7 @@ class TrainingMixin:
     global_step: int
 
     def _loss(self) -> MaskedDiceCELoss:
+        """Cross-entropy (the paper's BCE for two classes), plus Dice with ``loss=dice-ce``; unknown voxels masked."""
         return MaskedDiceCELoss(dice_weight=1.0 if self.settings.loss == "dice-ce" else 0.0, ce_weight=1.0)
 
     def _validate(self, network: torch.nn.Module, axis: int = 0) -> float:
@@ -64,12 +65,21 @@ class TrainingMixin:
         return float(np.mean(scores)) if scores else 0.0
 
     def new_optimizer(self, network: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        """RMSprop with Keras' defaults (the paper), or Adam with a little weight decay."""
         parameters = (network or self.segmenter.network).parameters()
         if self.settings.optimizer == "rmsprop":
             return torch.optim.RMSprop(parameters, lr=self.settings.learning_rate, alpha=0.9, eps=1e-7)
         return torch.optim.Adam(parameters, lr=self.settings.learning_rate, weight_decay=1e-5)
 
     def _ema_update(self, step: int) -> None:
+        """The EMA teacher follows the network: decay ``min(ema, (1 + step) / (10 + step))``, parameters only.
+
+        Not ``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn``: that one uses a fixed decay without
+        this warm-up, its first update copies the network instead of averaging it into the teacher's initial copy,
+        and its state dict (``module.`` keys, ``n_averaged``) differs from the teacher saved in round states; on the
+        same steps the two teachers differ (0.12 after five steps of a toy network), so the v1 results and the
+        jobs' checkpoints would not reproduce (issue 20).
+        """
         decay = min(self.settings.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             for teacher, student in zip(self.teacher.parameters(), self.segmenter.network.parameters()):
