@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from .interactive.scans import DATA_ROOT, central_slice, choose_scans
+from .interactive.scans import DATA_ROOT, central_slice, choose_scans, even_slices
 
 
 def merged_scores(labels: np.ndarray, reference: np.ndarray, spacing) -> tuple[float, float]:
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="hippocampus", help="a folder under ../shared/data or a path")
     parser.add_argument("--cases", type=int, default=5, help="dev scans (at most the dev part's 5)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a propagate option")
+    parser.add_argument("--slices", type=int, default=1,
+                        help="painted slices, evenly spread over the object's extent along k (1: the central one)")
     parser.add_argument("--first-round-only", action="store_true", help="stop after the registration round")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -58,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         case = scan.load()
         reference = case.label.copy()
         annotated = np.zeros(reference.shape, bool)
-        annotated[central_slice(reference)] = True
+        for index in (even_slices(reference, args.slices) if args.slices > 1 else [central_slice(reference)]):
+            annotated[index] = True
         case = case.with_annotation(annotated)
         started, scores = time.perf_counter(), []
         for result in get_method("propagate").run_rounds([case], options, SilentReporter()):
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
               + " class mean " + " ".join(f"{c:.3f}" for _, _, c in scores)
               + f", RAVD {scores[-1][1]:+.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
     means = np.mean(np.array(per_scan), axis=0)
-    print(f"{args.dataset} dev x{len(per_scan)} {' '.join(args.option) or '(defaults)'}: mean Dice per round "
+    print(f"{args.dataset} dev x{len(per_scan)}, {args.slices} slice(s), {' '.join(args.option) or '(defaults)'}: mean Dice per round "
           + " ".join(f"{m:.3f}" for m in means[:, 0]) + ", class mean " + " ".join(f"{m:.3f}" for m in means[:, 1]))
     return 0
 
