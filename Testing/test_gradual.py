@@ -324,7 +324,7 @@ def test_a_2d_gradual_job_painted_across_axis_2_propagates_and_saves_across_it(t
     from SparseSegLib.engine.model import load_segmenter
     from SparseSegLib.io import read_image
     from SparseSegLib.jobs.client import Job
-    from SparseSegLib.session.model_export import export_model
+    from SparseSegLib.worker.model_export import export_model
     from SparseSegLib.worker import run_job
 
     case = cases[0]

@@ -536,7 +536,7 @@ def test_a_self_labelling_job_saves_as_a_model_that_predicts_what_the_job_stream
     from SparseSegLib.io import read_image
     from SparseSegLib.jobs import layout
     from SparseSegLib.jobs.client import Job
-    from SparseSegLib.session.model_export import export_model
+    from SparseSegLib.worker.model_export import export_model
     from SparseSegLib.worker import run_job
 
     case = sample_dataset.load(sample_dataset.cases[1])

@@ -7,10 +7,8 @@ never Qt. The Qt widget (``SparseSeg/SparseSeg.py``) calls :class:`Session` from
 * :mod:`.mrml`: volume / segmentation / ROI nodes <-> arrays with exact geometry (RAS <-> LPS);
 * :mod:`.session`: :class:`Session`: export a job, start the worker, poll without blocking, import
   each round into a result segmentation, cancel, continue after corrections, accept;
-* :mod:`.tasks`: other child processes the module starts: the dependency probe, model export and
-  "apply model to a volume";
-* :mod:`.model_export` runs *in the child process* (it imports torch) and turns a job's newest
-  checkpoint into a model folder that ``sparseseg predict`` reads;
+* :mod:`.tasks`: other child processes the module starts: the dependency probe, model export
+  (:mod:`SparseSegLib.worker.model_export`, on the worker's side: it imports torch) and "apply model to a volume";
 * :mod:`.benchmark`: main-thread time of one poll and one round import (``python -m
   SparseSegLib.session.benchmark``).
 

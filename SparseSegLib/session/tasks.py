@@ -174,7 +174,7 @@ def save_model(job_directory: str | os.PathLike, model_directory: str | os.PathL
                env: dict | None = None) -> BackgroundTask:
     """Start writing the newest checkpoint of a job as a model folder (poll the returned task)."""
     model_directory = Path(model_directory)
-    command = [python or default_python(), "-m", "SparseSegLib.session.model_export", str(job_directory), str(model_directory)]
+    command = [python or default_python(), "-m", "SparseSegLib.worker.model_export", str(job_directory), str(model_directory)]
     return BackgroundTask(command, Path(job_directory) / "save-model.log", env=env)
 
 

@@ -1,6 +1,7 @@
-"""``python -m SparseSegLib.session.model_export JOBDIR MODEL_DIR``: a job's newest checkpoint as a model folder.
+"""``python -m SparseSegLib.worker.model_export JOBDIR MODEL_DIR``: a job's newest checkpoint as a model folder.
 
-Runs in the worker's Python (it imports torch), started by the Slicer module's "Save model". The
+Runs in the worker's Python (it imports torch, so it lives on the worker's side of the package, never under
+``session/``), started by the Slicer module's "Save model". The
 network is rebuilt exactly as the worker built it for the job (same network preset, patch size and
 classes; a method with its own network, self-labelling, rebuilds it with ``segmenter_from_state``,
 axis-fusion members and the painted axis included), the checkpoint's weights are loaded
@@ -25,7 +26,7 @@ def export_model(job_directory: str | Path, model_directory: str | Path) -> Path
     from ..methods import get_method
     from ..methods.base import MethodOptions
     from ..methods.common import new_segmenter
-    from ..worker import read_job_case
+    from .inputs import read_job_case
 
     job_directory = Path(job_directory)
     spec = read_job(job_directory)
@@ -61,7 +62,7 @@ def export_model(job_directory: str | Path, model_directory: str | Path) -> Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m SparseSegLib.session.model_export",
+    parser = argparse.ArgumentParser(prog="python -m SparseSegLib.worker.model_export",
                                      description="Write a job's newest checkpoint as a SparseSeg model folder.")
     parser.add_argument("job", type=Path)
     parser.add_argument("model", type=Path)
