@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from ..errors import SparseSegError
-from ..jobs.client import child_environment, default_python, kill_process_tree
+from ..jobs.processes import child_environment, default_python, kill_process_tree
 
 #: Python packages the worker needs in its interpreter, with the pip requirement that installs them.
 #: torch is special: inside Slicer it comes from the PyTorch extension (right CUDA build).
