@@ -10,6 +10,7 @@ dependency probe and "Save model" / "Apply model" run in the worker's Python.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -22,11 +23,11 @@ from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
-    ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
 from slicer.parameterNodeWrapper import Choice, Decimals, WithinRange, parameterNodeWrapper
 from slicer.util import VTKObservationMixin
+from SparseSegInstallLogic import SparseSegInstallLogic
 
 try:  # guarded: a broken or partial install must still let the module load and say what is wrong
     from SparseSegLib.defaults import START_METHOD
@@ -322,8 +323,7 @@ class SparseSegLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self.session = None
         self.applyTask = None
-        self._environments = {}  # probed worker Pythons: executable -> report
-        self._installDeclined = False
+        self.install = SparseSegInstallLogic()
 
     def getParameterNode(self):
         return SparseSegParameterNode(super().getParameterNode())
@@ -346,62 +346,8 @@ class SparseSegLogic(ScriptedLoadableModuleLogic):
     # -- dependencies ---------------------------------------------------------------------------------
 
     def ensureDependencies(self, settings, log=None) -> dict:
-        """Probe the worker's Python once; if torch/MONAI are missing from Slicer's own Python, ask once
-        and install them (PyTorch extension for torch, pip for the rest). Returns the probe report."""
-        python = settings.worker_python()
-        report = self._environments.get(python)
-        if report is None or report.get("missing"):
-            report = tasks.probe_environment(python)
-        missing = tasks.missing_requirements(report)
-        if missing:
-            ownPython = not settings.python
-            if not ownPython:
-                raise SparseSegError(f"the worker Python {python} lacks {', '.join(missing)}",
-                                     f"Install them into that environment (e.g. `{python} -m pip install {' '.join(missing)}`) "
-                                     "or leave the Python executable empty to use Slicer's own.")
-            self.installDependencies(missing)
-            report = tasks.probe_environment(python)
-            if report.get("missing"):
-                raise SparseSegError(f"installing {', '.join(report['missing'])} did not succeed",
-                                     "Restart Slicer and try again; see the Python console for pip's output.")
-        self._environments[python] = report
-        if log:
-            log(tasks.describe_environment(report, settings.device))
-        if settings.device == "cuda" and not report.get("cuda_available"):
-            raise SparseSegError("device CUDA was chosen but torch sees no CUDA GPU "
-                                 f"(torch CUDA build: {report.get('cuda_build') or 'none, CPU-only torch'})",
-                                 "Choose device auto or CPU, or install a CUDA build of torch that matches the driver.")
-        return report
-
-    def installDependencies(self, requirements) -> None:
-        """Install into Slicer's Python; torch through the PyTorch extension so the CUDA build matches the
-        driver. Asks once per Slicer session (never in testing mode). The extension's ``installTorch`` imports torch
-        into Slicer's Python once installed; SparseSeg itself never uses it there (training runs in the worker)."""
-        testing = slicer.app.commandOptions().testingEnabled
-        if self._installDeclined:
-            raise SparseSegError("the dependencies are not installed", "Press Start again after installing them, or restart Slicer.")
-        if not testing and not slicer.util.confirmOkCancelDisplay(
-                "SparseSeg trains a network in the background and needs these Python packages in Slicer:\n\n"
-                + "\n".join(requirements) + "\n\nInstall them now? This can take several minutes (torch is large)."):
-            self._installDeclined = True
-            raise SparseSegError("installation declined", "SparseSeg cannot train without torch and MONAI.")
-        torchRequirement = next((r for r in requirements if r.startswith("torch")), None)
-        if torchRequirement:
-            try:
-                import PyTorchUtils
-            except ModuleNotFoundError:
-                raise SparseSegError("the PyTorch extension is not installed",
-                                     "Install 'PyTorch' from the Extensions Manager (it is a dependency of SparseSeg) "
-                                     "and restart Slicer.") from None
-            # the extension's public API picks the torch build that matches the NVIDIA driver (light-the-torch);
-            # consent was asked above, once (PyTorchUtils/PyTorchUtils.py, fepegar/SlicerPyTorch)
-            installed = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-                askConfirmation=False, torchVersionRequirement=torchRequirement[len("torch"):] or None)
-            if installed is None:
-                raise SparseSegError("torch was not installed", "See the Python console for the PyTorch extension's output.")
-        others = [r for r in requirements if not r.startswith("torch")]
-        if others:
-            slicer.util.pip_install(" ".join(f'"{r}"' for r in others))
+        """The worker's Python checked (and, for Slicer's own, completed) by :class:`SparseSegInstallLogic`."""
+        return self.install.ensureDependencies(settings, log=log)
 
     # -- the session ------------------------------------------------------------------------------------
 
@@ -460,7 +406,7 @@ class SparseSegLogic(ScriptedLoadableModuleLogic):
         if self.session is None or self.session.job is None:
             raise SparseSegError("no trained model yet", "Run Start first.")
         task = tasks.save_model(self.session.job.directory, folder, python=self.settingsFromParameters(p).worker_python())
-        with slicer.util.WaitCursor() if hasattr(slicer.util, "WaitCursor") else _nullContext():
+        with slicer.util.WaitCursor() if hasattr(slicer.util, "WaitCursor") else contextlib.nullcontext():
             deadline = time.monotonic() + timeout
             while task.poll() is None:
                 slicer.app.processEvents()
@@ -499,114 +445,8 @@ class SparseSegLogic(ScriptedLoadableModuleLogic):
         return result
 
 
-class _nullContext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 #
-# SparseSegTest
+# SparseSegTest (SparseSegTest.py; Slicer's runTest looks the class up on this module)
 #
 
-
-class SparseSegTest(ScriptedLoadableModuleTest):
-    """The whole loop in real Slicer on a small synthetic volume: annotate one slice, Start, >= 2 rounds
-    streamed into the result, correct a slice, Continue, Save model, Apply model to a second volume.
-
-    Needs torch and MONAI in Slicer's Python (installed by the module on first Start; in testing mode the
-    install runs without asking). Run from Slicer's ctest (``slicer_add_python_unittest``) or the
-    Python console: ``slicer.util.selectModule('SparseSeg'); slicer.modules.SparseSegWidget.onReload()``.
-    """
-
-    def setUp(self):
-        slicer.mrmlScene.Clear()
-
-    def runTest(self):
-        self.setUp()
-        self.test_SparseSeg_loop()
-
-    def _waitFor(self, condition, timeout=300.0):
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError("timed out waiting for the worker")
-            slicer.app.processEvents()
-            time.sleep(0.05)
-
-    def _syntheticVolume(self, name, seed):
-        import numpy as np
-
-        rng = np.random.default_rng(seed)
-        k, j, i = np.mgrid[0:24, 0:40, 0:40]
-        ball = ((i - 20) ** 2 + (j - 20) ** 2 + ((k - 12) * 1.5) ** 2) < 12 ** 2
-        image = (ball * 100.0 + rng.normal(0, 10, ball.shape)).astype(np.float32)
-        node = slicer.util.addVolumeFromArray(image, ijkToRAS=np.diag([0.8, 0.8, 1.5, 1.0]), name=name)
-        return node, ball
-
-    def test_SparseSeg_loop(self):
-        import numpy as np
-
-        from SparseSegLib.session import mrml
-
-        self.delayDisplay("Building a volume and a one-slice annotation")
-        volume, ball = self._syntheticVolume("SparseSegTestVolume", 0)
-        annotation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Annotation")
-        annotation.CreateDefaultDisplayNodes()
-        annotation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-        segmentId = annotation.GetSegmentation().AddEmptySegment("Ball", "Ball", [0.9, 0.5, 0.1])
-        painted = np.zeros(ball.shape, np.uint8)
-        painted[12] = ball[12]
-        slicer.util.updateSegmentBinaryLabelmapFromArray(painted, annotation, segmentId, volume)
-        before = mrml.segment_fingerprint(annotation)
-
-        logic = SparseSegLogic()
-        p = logic.getParameterNode()
-        p.inputVolume, p.annotation = volume, annotation
-        p.method, p.rounds, p.iterationsPerRound, p.batchSize, p.device = "sparse-only", 2, 20, 2, "cpu"
-
-        self.delayDisplay("Start: rounds stream into the result segmentation")
-        try:
-            session = logic.start(p)
-        except SparseSegError as error:
-            if "declined" in str(error) or "PyTorch extension" in str(error):
-                self.skipTest(str(error))
-            raise
-        self._waitFor(lambda: (logic.poll() is not None) and not session.running)
-        self.assertEqual(session.status, "finished", session.log[-5:])
-        self.assertEqual(session.imported_rounds, [1, 2])
-        result = session.result_node
-        segment = result.GetSegmentation().GetSegment("SparseSeg_1")
-        self.assertEqual(segment.GetName(), "Ball")
-        self.assertEqual(mrml.segment_tag(segment, "SparseSeg.Round"), "2")
-        self.assertEqual(mrml.segment_fingerprint(annotation), before)
-
-        self.delayDisplay("Go to the suggested slice: an unpainted axial slice, in the Red view")
-        suggestion, views = logic.goToSuggestedSlice()
-        self.assertEqual(suggestion.axis, 0)
-        self.assertNotEqual(suggestion.index, 12)
-        self.assertIn("Red", views)
-
-        self.delayDisplay("Correct slice 6, Continue")
-        corrected = slicer.util.arrayFromSegmentBinaryLabelmap(result, "SparseSeg_1", volume)
-        corrected[6] = ball[6]
-        slicer.util.updateSegmentBinaryLabelmapFromArray(corrected, result, "SparseSeg_1", volume)
-        p.continueRounds = 1
-        job = logic.continueSession(p)
-        self._waitFor(lambda: (logic.poll() is not None) and not session.running)
-        self.assertEqual(session.imported_rounds[-1], 3)
-        self.assertIn(6, session.corrections[-1]["slices"])
-        self.assertTrue((job.directory / "inputs" / "annotated.nrrd").is_file())
-
-        self.delayDisplay("Save the model, apply it to a second volume")
-        other, _ = self._syntheticVolume("SparseSegTestVolume2", 1)
-        p.applyVolume = other
-        logic.applyModel(p)
-        self._waitFor(lambda: logic.applyTask is None or logic.applyTask.poll() is not None)
-        applied = logic.applyTask.result if logic.applyTask else None
-        self.assertIsNotNone(applied)
-        self.assertEqual(applied.GetSegmentation().GetSegment("SparseSeg_1").GetName(), "Ball")
-        logic.accept()
-        self.delayDisplay("Test passed")
+from SparseSegTest import SparseSegTest  # noqa: E402,F401

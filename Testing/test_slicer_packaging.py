@@ -241,7 +241,9 @@ print("loaded", len(widget.findChildren(QWidget)))
 
 def test_the_module_never_imports_torch():
     imported = set()
-    for node in ast.walk(module_tree()):
+    files = sorted(MODULE.parent.glob("*.py"))
+    assert {f.name for f in files} >= {"SparseSeg.py", "SparseSegInstallLogic.py", "SparseSegTest.py"}
+    for node in (n for f in files for n in ast.walk(ast.parse(f.read_text()))):
         if isinstance(node, ast.Import):
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
@@ -272,3 +274,16 @@ if __name__ == "__main__":
     if "--write" in sys.argv:
         write_list()
         print(f"rewrote the SparseSegLib list in {MODULE_CMAKE}")
+
+
+def test_every_module_script_is_installed():
+    """Each Python file of the scripted module (SparseSeg.py and the files it imports next to it, which Slicer finds
+    because it puts the module's folder on sys.path) is in MODULE_PYTHON_SCRIPTS, so the installed module has it."""
+    import re
+
+    block = re.search(r"set\(MODULE_PYTHON_SCRIPTS\n(.*?)\)", MODULE_CMAKE.read_text(), re.S).group(1)
+    listed = {line.strip().replace("${MODULE_NAME}", "SparseSeg") for line in block.splitlines() if line.strip()}
+    assert listed == {f.name for f in MODULE.parent.glob("*.py")}
+    source = MODULE.read_text()
+    assert "from SparseSegInstallLogic import SparseSegInstallLogic" in source
+    assert "from SparseSegTest import SparseSegTest" in source  # Slicer's runTest finds <Module>Test on the module
