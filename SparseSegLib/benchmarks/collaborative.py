@@ -8,7 +8,7 @@
   demons, against copying the central label unchanged; Dice of every slice's propagated label against its true
   label, by distance from the central slice (a table, JSON and a PNG). It reads the full labels, which the method
   never does: it is an evaluation.
-* ``report``: one Markdown table (B-IoU %, DSC %, ASSD mm, |RAVD|, mean +- sd over the test volumes, train time,
+* ``report``: one Markdown table (B-IoU % (SparseSegLib.metrics: 2 mm boundary band), IoU %, DSC %, ASSD mm, |RAVD|, mean +- sd over the test volumes, train time,
   command) from the runs' ``results.json``, beside the paper's Table 2.
 """
 
@@ -139,12 +139,12 @@ def _plot(result: dict, path: Path) -> None:
 
 def report(runs: list[Path]) -> str:
     """A Markdown table in the paper's units, one row per run of every ``results.json`` under ``runs``."""
-    lines = ["| run | test volumes | B-IoU % | DSC % | ASSD mm | RAVD (abs) | train time | command |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | test volumes | B-IoU % (2 mm band) | IoU % | DSC % | ASSD mm | RAVD (abs) | train time | command |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for folder in runs:
         path = folder / "results.json"
         if not path.is_file():
-            lines.append(f"| {folder.name} | (not run or not finished) | | | | | | |")
+            lines.append(f"| {folder.name} | (not run or not finished) | | | | | | | |")
             continue
         results = json.loads(path.read_text())
         command = (folder / "command.txt").read_text().strip() if (folder / "command.txt").is_file() else ""
@@ -157,7 +157,7 @@ def report(runs: list[Path]) -> str:
                 values = np.abs(values) if absolute else values
                 return f"{scale * np.nanmean(values):.2f} ± {scale * np.nanstd(values):.2f}"
 
-            lines.append(f"| {name} | {len(scores)} | {cell('boundary_iou', 100)} | {cell('dice', 100)} | {cell('assd')} | "
+            lines.append(f"| {name} | {len(scores)} | {cell('boundary_iou', 100)} | {cell('iou', 100)} | {cell('dice', 100)} | {cell('assd')} | "
                          f"{cell('ravd', absolute=True)} | {run['train_seconds'] / 60:.1f} min | `{command}` |")
     lines += ["", "| paper (Table 2, LA, 80 train / 20 test, 0.625 mm, GPU) | B-IoU % | DSC % | ASSD mm | RAVD |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {row} |" for name, row in PAPER_TABLE_2.items()]
