@@ -79,7 +79,7 @@ def test_alpha_ramp_and_option_errors():
         CollaborativeSettings.parse({"k1": 5, "k2": 2})
 
 
-def test_a_worker_job_streams_its_rounds_then_stops_and_resumes_nothing(sample_case):
+def test_a_worker_job_streams_its_rounds_stops_resumes_and_continues_with_new_paint(sample_case):
     case = annotate_case(sample_case, "central-slice", 0)
     method = get_method("collaborative")
     options = MethodOptions(device="cpu", rounds=None, iterations=4, batch_size=2, extra=dict(TINY))
@@ -95,6 +95,14 @@ def test_a_worker_job_streams_its_rounds_then_stops_and_resumes_nothing(sample_c
     assert list(method.run_rounds([case], options, SilentReporter(), state=results[-1].state)) == []
     resumed = list(method.run_rounds([case], options, SilentReporter(), state=results[0].state))
     assert [r.metrics["step"] for r in resumed] == ["semi", "final"]
+    # a Continue with one more painted slice is a new stage: three more rounds, numbered on
+    corrected = case.annotated.copy()
+    corrected[case.image.shape[0] // 2 + 3] = True
+    continued = case.with_annotation(corrected)
+    assert method.planned_rounds(continued, options, results[-1].state) == 6
+    stage_two = list(method.run_rounds([continued], options, SilentReporter(), state=results[-1].state))
+    assert [r.index for r in stage_two] == [4, 5, 6]
+    np.testing.assert_array_equal(stage_two[-1].labels[case.case_id][corrected], case.label[corrected])
 
 
 def test_a_cohort_model_with_demons_registration_predicts_every_case(sample_dataset):

@@ -79,7 +79,11 @@ class CollaborativeMethod:
         return segmenter
 
     def planned_rounds(self, case: Case, options: MethodOptions, state: dict | None = None) -> int:
-        return len(stages(CollaborativeSettings.parse(options.extra)))
+        """The last round of this job's stage: a stage is one round per step; new paint since ``state`` (a Continue)
+        starts a new stage after the state's round."""
+        plan = stages(CollaborativeSettings.parse(options.extra))
+        first, _ = _stage(state, plan, _paint_key(case))
+        return first + len(plan) - 1
 
     def run_rounds(self, cases: list[Case], options: MethodOptions, reporter: Reporter, state: dict | None = None,
                    should_stop: Callable[[], bool] | None = None) -> Iterator[RoundResult]:
@@ -102,13 +106,15 @@ class CollaborativeMethod:
         moved = _moved_case(case, axis or 0)
         scan = scan_of(moved, options.normalization)
         segmenter = new_segmenter([moved], options, self.name)
-        done = _check_state(state, plan)
-        kept = dict(state or {})
+        paint = _paint_key(case)
+        first, done = _stage(state, plan, paint)
+        total = first + len(plan) - 1
+        kept = dict(state or {}) if done >= first else {}  # a new stage recomputes both branches from the new paint
         registration = [kept["registration"].numpy()] if kept.get("registration") is not None else None
         semi = [kept["semi"].numpy()] if kept.get("semi") is not None else None
-        for index in range(done + 1, len(plan) + 1):
-            started, kind = time.perf_counter(), plan[index - 1]
-            stage = f"{self.name} round {index}/{len(plan)} ({kind})"
+        for index in range(done + 1, total + 1):
+            started, kind = time.perf_counter(), plan[index - first]
+            stage = f"{self.name} round {index}/{total} ({kind})"
             if kind == "registration":
                 registration, record = registration_branch([scan], segmenter.num_classes, settings, device, options.seed,
                                                            reporter, stage, should_stop)
@@ -125,13 +131,14 @@ class CollaborativeMethod:
                 probabilities, network = predict_normalised(segmenter, scan.image, device), segmenter.network
             labels = probabilities.argmax(0).astype(np.uint8)
             labels[scan.labelled] = scan.target[scan.labelled]
-            kept = {"format": STATE_FORMAT, "method": self.name, "round": index, "rounds": len(plan),
+            kept = {"format": STATE_FORMAT, "method": self.name, "round": index, "rounds": total, "stage_first": first,
+                    "steps": list(plan), "paint": paint,
                     "network": network_snapshot(network) if kind != "registration" else {},
                     "registration": _as_tensor(registration), "semi": _as_tensor(semi)}
             metrics = {"step": kind, "foreground_voxels": int((labels > 0).sum()),
                        "seconds": round(time.perf_counter() - started, 3),
                        **{k: v for k, v in record.items() if isinstance(v, (int, float, str))}}
-            yield RoundResult(index=index, total=len(plan), labels={case.case_id: _moved_back(labels, axis or 0)},
+            yield RoundResult(index=index, total=total, labels={case.case_id: _moved_back(labels, axis or 0)},
                               probabilities={case.case_id: _moved_back(probabilities.astype(np.float32), axis or 0, lead=1)},
                               metrics=metrics, state=kept)
 
@@ -155,16 +162,26 @@ def _as_tensor(results: list[np.ndarray] | None) -> torch.Tensor | None:
     return None if results is None else torch.from_numpy(np.ascontiguousarray(results[0], dtype=np.float32))
 
 
-def _check_state(state: dict | None, plan: tuple[str, ...]) -> int:
-    """Rounds already done according to ``state`` (0 without one)."""
+def _paint_key(case: Case) -> list[int]:
+    """What identifies a stage's annotation: the annotated voxel count and the annotated slices along each axis."""
+    annotated = np.asarray(case.annotated, dtype=bool) if case.annotated is not None else np.zeros(case.image.shape, bool)
+    return [int(annotated.sum())] + [int(annotated.any(axis=tuple(a for a in range(3) if a != axis)).sum()) for axis in range(3)]
+
+
+def _stage(state: dict | None, plan: tuple[str, ...], paint: list[int]) -> tuple[int, int]:
+    """``(first round of this stage, last round done)``: a fresh job starts at 1; a resumed one with the same paint
+    continues its stage; new paint (a Continue) starts a new stage after the state's round."""
     if not state:
-        return 0
+        return 1, 0
     if state.get("method") != "collaborative" or int(state.get("format", 0)) != STATE_FORMAT:
         raise SparseSegError(f"the checkpoint is from method {state.get('method')!r}, not collaborative",
                              "Resume with the job that wrote it, or start again in a new folder.")
-    if int(state.get("rounds", -1)) != len(plan):
+    done = int(state["round"])
+    if list(state.get("paint", [])) != list(paint):
+        return done + 1, done
+    if list(state.get("steps", [])) != list(plan):
         raise SparseSegError("the checkpoint was written with other branches", "Resume with the job's own options.")
-    return int(state["round"])
+    return int(state.get("stage_first", 1)), done
 
 
 __all__ = ["CollaborativeMethod", "CollaborativeSettings", "Scan", "stages"]
