@@ -188,4 +188,4 @@ def test_the_session_reads_a_suggestion_back(sample_label):
         assert SuggestedSlice.from_record(bad) is None
     event = {"event": "round", "round": 3, "rounds": 5, "files": {"label": "rounds/003/label.nrrd"},
              SUGGESTION_KEY: record[SUGGESTION_KEY]}
-    assert format_event(event).endswith("least certain: slice 14 along j")
+    assert format_event(event).endswith("annotate next: slice 14 along j")

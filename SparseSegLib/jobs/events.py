@@ -280,7 +280,7 @@ def format_event(event: dict) -> str:
             text += f" (Dice vs reference {summary['dice']:.3f})"
         suggestion = event.get("suggested_slice")
         if isinstance(suggestion, dict) and suggestion.get("axis") in (0, 1, 2):
-            text += f"; least certain: slice {suggestion.get('index')} along {'kji'[suggestion['axis']]}"
+            text += f"; annotate next: slice {suggestion.get('index')} along {'kji'[suggestion['axis']]}"
         return text
     if kind in ("warning", "error"):
         hint = f" {event['hint']}" if event.get("hint") else ""
