@@ -187,6 +187,42 @@ def test_the_start_job_streams_its_rounds_and_stops_by_itself_then_a_correction_
     corrected = stage.load_round(4).label
     np.testing.assert_array_equal(corrected[extra], label[extra])
     np.testing.assert_array_equal(corrected[middle], label[middle])
+    # Save model (the module's, in the worker's Python) then Apply it: the three networks as one model folder
+    from SparseSegLib.engine.model import load_segmenter
+    from SparseSegLib.worker.model_export import export_model
+
+    folder = export_model(stage.directory, tmp_path / "model")
+    model = load_segmenter(folder)
+    assert model.method == "propagate" and len(model.network.members) == 3 and sorted(model.network.axes) == [0, 1, 2]
+    applied, _ = model.predict(sample_case.image)
+    assert applied.shape == label.shape
+    assert (applied > 0).any()
+
+
+def test_a_saved_model_is_the_jobs_network_half(sample_case):
+    """The model Save writes runs each network across the scan axis it learnt on: on the job's crop it gives the
+    networks' own probabilities (the network round streams their average with the registration's)."""
+    from SparseSegLib.methods.propagate.model import segmenter_from_state
+    from SparseSegLib.methods.propagate.volume import PaintedVolume
+
+    label = sample_case.label
+    painted_axis = 2  # paint across i, so the frame's axes differ from the scan's
+    middle = int(np.flatnonzero(label.any((0, 1))).mean())
+    annotated = np.zeros(label.shape, bool)
+    annotated[:, :, middle] = True
+    case = sample_case.with_annotation(annotated)
+    options = MethodOptions(device="cpu", extra=dict(QUICK), rounds=None)
+    registration, fused = list(get_method("propagate").run_rounds([case], options, SilentReporter()))
+    network = 2 * fused.probabilities[case.case_id] - registration.probabilities[case.case_id]
+    model = segmenter_from_state(case, options, fused.state)
+    assert sorted(model.network.axes) == [0, 1, 2] and model.network.axes[0] == painted_axis
+    window = PaintedVolume.from_case(case, PropagateSettings(**QUICK)).window  # in the frame (painted axis first)
+    crop = [slice(None)] * 3
+    crop[[a for a in range(3) if a != painted_axis][0]] = window[0]
+    crop[[a for a in range(3) if a != painted_axis][1]] = window[1]
+    _, probabilities = model.predict(case.image[tuple(crop)])
+    difference = np.abs(probabilities - network[(slice(None), *crop)])
+    assert difference.mean() < 0.03, difference.mean()  # sliding windows of other sizes: small differences only
 
 
 def test_the_suggested_slice_is_the_middle_of_the_widest_unpainted_stretch_of_the_result():

@@ -49,6 +49,12 @@ class PropagateMethod:
         raise SparseSegError("propagate segments one scan at a time (a worker job), it does not train a cohort model",
                              "Use `sparseseg run --image ... --annotation ...`, or train a cohort with self-labelling.")
 
+    def segmenter_from_state(self, cases: list[Case], options: MethodOptions, state: dict):
+        """Save model: the stage's networks as one model folder (:mod:`.model`)."""
+        from .model import segmenter_from_state
+
+        return segmenter_from_state(cases[0], options, state)
+
     def planned_rounds(self, case: Case, options: MethodOptions, state: dict | None = None) -> int:
         """Rounds this job runs when the job leaves it to the method: the stage's rounds after ``state``'s."""
         settings = PropagateSettings.parse(options.extra)

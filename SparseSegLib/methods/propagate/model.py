@@ -1,0 +1,59 @@
+"""Save model for ``propagate``: the stage's three 2D networks as one model folder that ``predict`` / Apply read.
+
+A job trains each network on the painted volume (the painted axis moved to the front, cropped around the paint,
+z-scored over the crop) across one axis of that frame. The model maps each network back to the axis of the
+scan's own array it ran across (and notes where its two in-plane axes were the other way round), so the saved
+:class:`~SparseSegLib.engine.axis_ensemble.AxisEnsemble` averages them over a new scan as the job did. Without the
+registration branch and the crop, a saved model is the network half of the job: it segments other scans of the
+same kind, not as well as the job's own fused result (the crop's z-score becomes the whole scan's, and the
+networks never saw what lies outside the crop: the model keeps the largest connected object, holes filled, as
+the job keeps what touches the paint).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ...case import Case
+from ...engine.axis_ensemble import AxisEnsemble
+from ...engine.model import Segmenter
+from ...engine.networks import build_network, default_patch_size
+from ...errors import SparseSegError
+from ...jobs.continuation import whole_slice_axis
+from ..base import MethodOptions
+from .network import network_config
+from .settings import PropagateSettings
+
+
+def segmenter_from_state(case: Case, options: MethodOptions, state: dict) -> Segmenter:
+    """The model in a ``propagate`` round state (``state["network"]``: weights keyed ``"<frame axis>.<name>"``)."""
+    settings = PropagateSettings.parse(options.extra)
+    weights = state.get("network") or {}
+    if not weights:
+        raise SparseSegError("this job has no trained network yet (only the registration round has run)",
+                             "Wait for the stage's network round, then save the model.")
+    painted = whole_slice_axis(case.annotated) if case.annotated is not None else None
+    first = 0 if painted is None else int(painted)
+    order = [first] + [a for a in range(3) if a != first]  # frame axis -> the scan's own array axis
+    num_classes = max(int(case.num_classes), int(case.label.max()) + 1 if case.label is not None else 2)
+    config = network_config(settings)
+    members, axes, swap = [], [], []
+    for frame_axis in sorted({int(k.split(".", 1)[0]) for k in weights}):
+        own = {k.split(".", 1)[1]: v for k, v in weights.items() if k.split(".", 1)[0] == str(frame_axis)}
+        network = build_network(config, num_classes)
+        try:
+            network.load_state_dict(own)
+        except RuntimeError as error:
+            raise SparseSegError(f"the checkpoint does not fit propagate's network ({str(error).splitlines()[0][:160]})",
+                                 "The job's options changed since the checkpoint was written; run the job again.") from None
+        axis = order[frame_axis]
+        members.append(network)
+        axes.append(axis)
+        # the member saw its slices with the frame's in-plane order; prediction moves the scan's axis to the front
+        swap.append([order[b] for b in range(3) if b != frame_axis] != [c for c in range(3) if c != axis])
+    config = replace(config, axes=tuple(axes), swap_in_plane=tuple(swap) if any(swap) else ())
+    network = AxisEnsemble(members, tuple(axes)) if len(members) > 1 else members[0]
+    # the patch serves a member across the array's axis 0; the others size their own (engine.inference)
+    return Segmenter(network=network, network_config=config, patch_size=default_patch_size(case.image.shape, config),
+                     class_names=dict(case.class_names), normalization="zscore", method="propagate",
+                     class_colors=dict(case.class_colors), postprocess="lcc-fill")
