@@ -1,19 +1,19 @@
 """SparseSeg: segment a 3D volume from a sparse annotation (a painted slice or ROI boxes) in 3D Slicer.
 
-The module is deliberately thin. The GUI is declared in ``Resources/UI/SparseSeg.ui`` and bound to a
-parameter node (``parameterNodeWrapper`` + ``SlicerParameterName`` properties), so there is no
-hand-written GUI <-> parameter sync code. Everything that touches MRML lives in
-``SparseSegLib.session`` (tested headless on a real MRML scene); training runs in a separate worker
-process (``python -m SparseSegLib.worker``). This file never imports torch: the worker, the
-dependency probe and "Save model" / "Apply model" run in the worker's Python.
+The module is deliberately thin and split as SlicerNNUnet splits its module: this file holds the module, its
+parameter node and the widget; SparseSegLogic.py the logic, SparseSegInstallLogic.py the dependency install,
+SparseSegTest.py the self-test. The GUI is declared in ``Resources/UI/SparseSeg.ui`` and bound to the parameter
+node (``parameterNodeWrapper`` + ``SlicerParameterName`` properties). Everything that touches MRML or starts
+a process lives in ``SparseSegLib.session`` (tested headless on a real MRML scene with real processes). This
+file never imports torch: the worker, the dependency probe and Save / Apply model run in the worker's Python,
+as background processes the widget's timer polls.
 """
-
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import time
+import sys
+import traceback
 from typing import Annotated
 
 import qt
@@ -25,27 +25,37 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleWidget,
 )
-from slicer.parameterNodeWrapper import Choice, Decimals, WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.util import VTKObservationMixin
-from SparseSegInstallLogic import SparseSegInstallLogic
+
+# Developer mode (this repository's SparseSeg/ folder added to the module paths): Slicer puts only this file's
+# folder on sys.path, and SparseSegLib/ is one level up (installed, it lies next to this file).
+_REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isfile(os.path.join(_REPOSITORY, "SparseSegLib", "__init__.py")) and _REPOSITORY not in sys.path:
+    sys.path.append(_REPOSITORY)
 
 try:  # guarded: a broken or partial install must still let the module load and say what is wrong
     from SparseSegLib.defaults import START_METHOD
-    from SparseSegLib.errors import SparseSegError
-    from SparseSegLib.session.session import (
-        DEVICE_CHOICES,
-        METHOD_CHOICES,
-        ORIENTATION_CHOICES,
-        REGION_CHOICES,
-        Session,
-        SessionSettings,
-    )
-    from SparseSegLib.session import tasks
+    from SparseSegLib.session.controller import error_text
+    from SparseSegLib.session.settings import DEVICE_CHOICES, METHOD_CHOICES, ORIENTATION_CHOICES, REGION_CHOICES
+    from SparseSegLogic import SparseSegLogic
 
     _IMPORT_ERROR = None
 except ImportError as error:  # pragma: no cover - only in a broken install
     _IMPORT_ERROR = error
-    SparseSegError = RuntimeError
+
+    def error_text(error):
+        return str(error)
+
+    class SparseSegLogic(ScriptedLoadableModuleLogic):  # the parameter node only: the widget shows the error
+        controller = session = None
+
+        def getParameterNode(self):
+            return SparseSegParameterNode(super().getParameterNode())
+
+        def shutdown(self):
+            pass
+
     START_METHOD = "propagate"
     METHOD_CHOICES = ("propagate", "gradual", "self-labelling", "sparse-only", "mean-teacher", "ua-mt", "collaborative")
     REGION_CHOICES = ("slices", "boxes")
@@ -103,7 +113,7 @@ class SparseSegParameterNode:
     budget: Annotated[str, Choice(["quick", "paper"])] = "quick"
     iterationsPerRound: Annotated[int, WithinRange(0, 1000000)] = 0
     batchSize: Annotated[int, WithinRange(0, 1024)] = 0
-    learningRate: Annotated[float, WithinRange(1e-6, 1.0), Decimals(6)] = 0.001
+    learningRate: Annotated[float, WithinRange(1e-6, 1.0)] = 0.001  # decimals and step: set in the .ui
     augment: bool = False
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
@@ -132,10 +142,10 @@ class SparseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SparseSeg.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.uiWidget = slicer.util.loadUI(self.resourcePath("UI/SparseSeg.ui"))
+        self.layout.addWidget(self.uiWidget)
+        self.ui = slicer.util.childWidgetVariables(self.uiWidget)
+        self.uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SparseSegLogic()
 
         self.timer = qt.QTimer()
@@ -170,10 +180,7 @@ class SparseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+        self._disconnectParameterNode()
 
     def onSceneStartClose(self, caller, event) -> None:
         self.timer.stop()
@@ -193,33 +200,50 @@ class SparseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.inputVolume = first
 
     def setParameterNode(self, inputParameterNode) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+        self._disconnectParameterNode()
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            # connectParametersToGui returns the tag on every Slicer version; connectGui returns None before 5.10
+            # (Base/Python/slicer/parameterNodeWrapper/wrapper.py), and disconnectGui(None) disconnects nothing
+            self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(self.parameterWidgets())
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
         self.updateButtons()
+
+    def _disconnectParameterNode(self) -> None:
+        if self._parameterNode and self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+        self._parameterNodeGuiTag = None
+        if self._parameterNode:
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+
+    def parameterWidgets(self) -> dict:
+        """``{parameter name: widget}`` from the .ui's SlicerParameterName properties (what connectGui collects)."""
+        return {widget.property("SlicerParameterName"): widget for widget in self.uiWidget.findChildren(qt.QWidget)
+                if widget.property("SlicerParameterName")}
 
     # -- state shown in the GUI ---------------------------------------------------------------------
 
     def updateButtons(self, caller=None, event=None) -> None:
         p = self._parameterNode
-        session = self.logic.session if self.logic else None
-        running = bool(session and session.running)
+        controller = self.logic.controller if self.logic else None
+        session = controller.session if controller else None
+        running = bool(session and session.running) or bool(controller and controller.checking)
         ready = bool(p and p.inputVolume and p.annotation and _IMPORT_ERROR is None)
+        modelBusy = bool(controller and (controller.save_task or controller.apply_task or controller.apply_after_save))
         self.ui.startButton.enabled = ready and not running
-        self.ui.stopButton.enabled = running
+        self.ui.stopButton.enabled = bool(session and session.running)
         self.ui.continueButton.enabled = bool(session and session.can_continue)
         self.ui.acceptButton.enabled = bool(session and session.imported_rounds and session.status != "accepted")
         self.ui.suggestedSliceButton.enabled = bool(session and session.status != "accepted" and session.suggested_slice())
-        self.ui.saveModelButton.enabled = bool(session and session.imported_rounds and not running)
-        self.ui.applyModelButton.enabled = bool(p and p.applyVolume and (p.modelDirectory or (session and session.imported_rounds)))
+        self.ui.saveModelButton.enabled = bool(session and session.imported_rounds and not session.running and not modelBusy)
+        self.ui.applyModelButton.enabled = bool(p and p.applyVolume and not modelBusy
+                                                and (p.modelDirectory or (session and session.imported_rounds)))
         self.ui.startButton.toolTip = ("Train on the annotation and stream rounds into the result segmentation" if ready
                                        else "Select the input volume and the annotation segmentation")
 
     def showProgress(self) -> None:
+        if self.logic.controller and self.logic.controller.checking:
+            self.ui.statusLabel.text = "checking the worker's Python packages (first Start only) ..."
         session = self.logic.session
         if session is None:
             return
@@ -233,11 +257,23 @@ class SparseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.logTextEdit.appendPlainText(line)
         self._logLines = len(session.log)
 
+    def showError(self, message, error) -> None:
+        """A message box with what went wrong and what to do (a SparseSegError's hint); details: the traceback.
+        In testing mode Slicer's errorDisplay only logs."""
+        details = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        logging.error(f"{message}\n{details}")
+        text = f"{message}\n\n{error_text(error)}"
+        self.ui.statusLabel.text = " ".join(text.split())
+        slicer.util.errorDisplay(text, detailedText=details)
+
     # -- actions --------------------------------------------------------------------------------------
 
     def _run(self, message, function):
-        with slicer.util.tryWithErrorDisplay(message, waitCursor=True):
-            function()
+        try:
+            with slicer.util.WaitCursor():
+                function()
+        except Exception as error:  # a button's failure: shown with its hint, never raised into Qt
+            self.showError(message, error)
         self.showProgress()
         self.updateButtons()
 
@@ -245,9 +281,8 @@ class SparseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         def start():
             self._logLines = 0
             self.ui.logTextEdit.clear()
-            session = self.logic.start(self._parameterNode, log=self.ui.logTextEdit.appendPlainText)
-            self._parameterNode.resultSegmentation = session.result_node
-            self.timer.start()
+            self.logic.start(self._parameterNode, log=self.ui.logTextEdit.appendPlainText)
+            self.timer.start()  # polls the probe (first Start) or the worker
         self._run("Failed to start SparseSeg.", start)
 
     def onStop(self) -> None:
@@ -269,29 +304,25 @@ class SparseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._run("Failed to go to the suggested slice.", self.logic.goToSuggestedSlice)
 
     def onTimer(self) -> None:
-        try:
-            self.logic.poll()
-            result = self.logic.pollApply()
-            if result is not None:
-                self.ui.statusLabel.text = f"model applied: {result.GetName()}"
-        except Exception as error:  # keep the GUI alive; show what went wrong
-            logging.exception("SparseSeg poll failed")
-            self.ui.statusLabel.text = f"error: {error}"
-            self.timer.stop()
+        tick = self.logic.poll()  # never raises: failures come back in tick.errors, each once
+        if tick.saved:
+            self.ui.logTextEdit.appendPlainText(f"model saved to {tick.saved}")
+        if tick.applied is not None:
+            self.ui.logTextEdit.appendPlainText(f"model applied: {tick.applied.GetName()}")
         self.showProgress()
         self.updateButtons()
         if not self.logic.busy():
             self.timer.stop()
+        for what, error in tick.errors:
+            self.showError(POLL_FAILURES.get(what, "SparseSeg failed."), error)
 
     def onSaveModel(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Save the model into folder")
         if folder:
-            self._run("Failed to save the model.", lambda: self._saveModel(folder))
-
-    def _saveModel(self, folder) -> None:
-        self.logic.saveModel(folder, self._parameterNode)
-        self._parameterNode.modelDirectory = folder
-        self.ui.statusLabel.text = f"model saved to {folder}"
+            def save():
+                self.logic.saveModel(folder, self._parameterNode)
+                self.timer.start()
+            self._run("Failed to save the model.", save)
 
     def onLoadModel(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Model folder (config.json + model.pt)")
@@ -310,143 +341,14 @@ class SparseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.pythonExecutable = path
 
 
-#
-# SparseSegLogic
-#
-
-
-class SparseSegLogic(ScriptedLoadableModuleLogic):
-    """Slicer glue around :class:`SparseSegLib.session.Session`: parameters -> settings, dependency check
-    and installation (asked once), model save/load/apply. Usable without the widget (see the test)."""
-
-    def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
-        self.session = None
-        self.applyTask = None
-        self.install = SparseSegInstallLogic()
-
-    def getParameterNode(self):
-        return SparseSegParameterNode(super().getParameterNode())
-
-    # -- settings -------------------------------------------------------------------------------------
-
-    @staticmethod
-    def settingsFromParameters(p) -> "SessionSettings":
-        return SessionSettings(
-            method=p.method, rounds=p.rounds or None, continue_rounds=p.continueRounds or None,
-            iterations_per_round=p.iterationsPerRound or None, network=p.network, budget=p.budget,
-            learning_rate=p.learningRate, batch_size=p.batchSize or None, augment=p.augment,
-            save_uncertainty=p.saveUncertainty, device=p.device, seed=p.seed, region=p.regionKind,
-            orientation=p.sliceOrientation, python=p.pythonExecutable.strip() or None)
-
-    @staticmethod
-    def workDirectory(p) -> str:
-        return p.workDirectory.strip() or os.path.join(slicer.app.temporaryPath, "SparseSeg")
-
-    # -- dependencies ---------------------------------------------------------------------------------
-
-    def ensureDependencies(self, settings, log=None) -> dict:
-        """The worker's Python checked (and, for Slicer's own, completed) by :class:`SparseSegInstallLogic`."""
-        return self.install.ensureDependencies(settings, log=log)
-
-    # -- the session ------------------------------------------------------------------------------------
-
-    def start(self, p, log=None):
-        if self.session is not None and self.session.running:
-            raise SparseSegError("a session is already running", "Stop it first.")
-        settings = self.settingsFromParameters(p)
-        self.ensureDependencies(settings, log=log)
-        rois = list(slicer.util.getNodesByClass("vtkMRMLMarkupsROINode")) if p.regionKind == "boxes" else []
-        session = Session(p.inputVolume, p.annotation, settings, self.workDirectory(p),
-                          result_node=p.resultSegmentation, roi_nodes=rois,
-                          uncertainty_node=p.uncertaintyVolume if p.saveUncertainty else None)
-        if self.session is not None:
-            self.session.close(block=False)
-        self.session = session
-        session.start()
-        return session
-
-    def poll(self):
-        if self.session is None:
-            return []
-        return self.session.poll()
-
-    def busy(self) -> bool:
-        return bool((self.session and self.session.running) or self.applyTask is not None)
-
-    def stop(self) -> None:
-        if self.session is not None:
-            self.session.cancel()
-
-    def continueSession(self, p):
-        if self.session is None:
-            raise SparseSegError("nothing to continue", "Press Start first.")
-        return self.session.continue_session(rounds=p.continueRounds)
-
-    def accept(self) -> None:
-        if self.session is not None:
-            self.session.accept()
-
-    def goToSuggestedSlice(self):
-        """Jump the slice views to the slice the newest round is least sure of: ``(suggestion, view names)``."""
-        if self.session is None:
-            raise SparseSegError("no slice is suggested yet", "Press Start: each round names the slice it is least sure of.")
-        return self.session.jump_to_suggested_slice()
-
-    def shutdown(self) -> None:
-        if self.session is not None:
-            self.session.close(block=False)
-        if self.applyTask is not None:
-            self.applyTask.cancel()
-            self.applyTask = None
-
-    # -- models -----------------------------------------------------------------------------------------
-
-    def saveModel(self, folder, p, timeout=600.0) -> str:
-        if self.session is None or self.session.job is None:
-            raise SparseSegError("no trained model yet", "Run Start first.")
-        task = tasks.save_model(self.session.job.directory, folder, python=self.settingsFromParameters(p).worker_python())
-        with slicer.util.WaitCursor() if hasattr(slicer.util, "WaitCursor") else contextlib.nullcontext():
-            deadline = time.monotonic() + timeout
-            while task.poll() is None:
-                slicer.app.processEvents()
-                time.sleep(0.05)
-                if time.monotonic() > deadline:
-                    task.cancel()
-                    raise SparseSegError("saving the model timed out", f"See {task.log}.")
-        if task.poll() != 0:
-            raise SparseSegError(f"saving the model failed: {task.failure()}", f"See {task.log}.")
-        return folder
-
-    def loadModel(self, folder, p) -> dict:
-        config = tasks.read_model_config(folder)
-        p.modelDirectory = folder
-        return config
-
-    def applyModel(self, p):
-        if not p.applyVolume:
-            raise SparseSegError("no volume to apply the model to", "Select a volume under 'Apply model to volume'.")
-        folder = p.modelDirectory.strip()
-        if not folder:
-            folder = os.path.join(self.workDirectory(p), "models", f"model-{time.strftime('%Y%m%d-%H%M%S')}")
-            self.saveModel(folder, p)
-            p.modelDirectory = folder
-        settings = self.settingsFromParameters(p)
-        self.applyTask = tasks.ApplyModelTask(folder, p.applyVolume, self.workDirectory(p),
-                                              python=settings.worker_python(), device=settings.device)
-        return self.applyTask
-
-    def pollApply(self):
-        if self.applyTask is None:
-            return None
-        result = self.applyTask.poll()
-        if result is not None:
-            self.applyTask = None
-        return result
+#: The message box title line for a failure the timer reports (ModuleController.poll's Tick.errors).
+POLL_FAILURES = {"start": "Failed to start SparseSeg.", "session": "Failed to read the worker's results.",
+                 "save": "Failed to save the model.", "apply": "Failed to apply the model."}
 
 
 #
-# SparseSegTest (SparseSegTest.py; Slicer's runTest looks the class up on this module)
+# SparseSegLogic (SparseSegLogic.py, imported above) and SparseSegTest (SparseSegTest.py; Slicer's runTest looks
+# the class up on this module)
 #
 
 from SparseSegTest import SparseSegTest  # noqa: E402,F401

@@ -25,9 +25,18 @@ class SparseSegTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_SparseSeg_loop()
 
-    def _waitFor(self, condition, timeout=300.0):
+    def _pollUntil(self, logic, condition, timeout=300.0):
+        """What the widget's timer does: poll the logic (probe, worker, Save, Apply) until ``condition()``;
+        a failure a tick reports is raised here. Returns the node the last Apply produced, if any."""
         deadline = time.monotonic() + timeout
-        while not condition():
+        applied = None
+        while True:
+            tick = logic.poll()
+            applied = tick.applied if tick.applied is not None else applied
+            if tick.errors:
+                raise tick.errors[0][1]
+            if condition():
+                return applied
             if time.monotonic() > deadline:
                 raise AssertionError("timed out waiting for the worker")
             slicer.app.processEvents()
@@ -68,12 +77,15 @@ class SparseSegTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Start: rounds stream into the result segmentation")
         try:
-            session = logic.start(p)
+            logic.start(p)  # the first Start probes the worker's Python in the background: None until then
+            self._pollUntil(logic, lambda: logic.session is not None and not logic.controller.checking)
         except SparseSegError as error:
             if "declined" in str(error) or "PyTorch extension" in str(error):
                 self.skipTest(str(error))
             raise
-        self._waitFor(lambda: (logic.poll() is not None) and not session.running)
+        session = logic.session
+        self.assertIs(p.resultSegmentation, session.result_node)
+        self._pollUntil(logic, lambda: not session.running)  # running until the last event is read
         self.assertEqual(session.status, "finished", session.log[-5:])
         self.assertEqual(session.imported_rounds, [1, 2])
         result = session.result_node
@@ -94,7 +106,7 @@ class SparseSegTest(ScriptedLoadableModuleTest):
         slicer.util.updateSegmentBinaryLabelmapFromArray(corrected, result, "SparseSeg_1", volume)
         p.continueRounds = 1
         job = logic.continueSession(p)
-        self._waitFor(lambda: (logic.poll() is not None) and not session.running)
+        self._pollUntil(logic, lambda: not session.running)
         self.assertEqual(session.imported_rounds[-1], 3)
         self.assertIn(6, session.corrections[-1]["slices"])
         self.assertTrue((job.directory / "inputs" / "annotated.nrrd").is_file())
@@ -102,10 +114,10 @@ class SparseSegTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Save the model, apply it to a second volume")
         other, _ = self._syntheticVolume("SparseSegTestVolume2", 1)
         p.applyVolume = other
-        logic.applyModel(p)
-        self._waitFor(lambda: logic.applyTask is None or logic.applyTask.poll() is not None)
-        applied = logic.applyTask.result if logic.applyTask else None
+        logic.applyModel(p)  # no model folder yet: saves the session's model first, then applies it
+        applied = self._pollUntil(logic, lambda: not logic.busy())
         self.assertIsNotNone(applied)
+        self.assertTrue(p.modelDirectory)
         self.assertEqual(applied.GetSegmentation().GetSegment("SparseSeg_1").GetName(), "Ball")
         logic.accept()
         self.delayDisplay("Test passed")

@@ -20,6 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = ROOT / "SparseSeg" / "SparseSeg.py"
+LOGIC = ROOT / "SparseSeg" / "SparseSegLogic.py"
 UI = ROOT / "SparseSeg" / "Resources" / "UI" / "SparseSeg.ui"
 MODULE_CMAKE = ROOT / "SparseSeg" / "CMakeLists.txt"
 BEGIN, END = "# BEGIN SparseSegLib files", "# END SparseSegLib files"
@@ -155,7 +156,8 @@ def test_every_parameter_is_bound_to_a_matching_widget():
 
 
 def widget_methods(cls_name: str) -> set[str]:
-    cls = next(n for n in module_tree().body if isinstance(n, ast.ClassDef) and n.name == cls_name)
+    trees = (module_tree(), ast.parse(LOGIC.read_text()))
+    cls = next(n for tree in trees for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls_name)
     return {item.name for item in cls.body if isinstance(item, ast.FunctionDef)}
 
 
@@ -192,7 +194,7 @@ def test_suggested_slice_button_starts_disabled_and_follows_the_session():
     source = MODULE.read_text()
     assert "self.ui.suggestedSliceButton.enabled = " in source and "session.suggested_slice()" in source
     assert "goToSuggestedSlice" in widget_methods("SparseSegLogic")
-    assert "self.session.jump_to_suggested_slice()" in source
+    assert "self.session.jump_to_suggested_slice()" in LOGIC.read_text()
     assert "annotate next: {suggestion.describe()}" in source  # the status line names the slice
     assert callable(Session.suggested_slice) and callable(Session.jump_to_suggested_slice)
 
@@ -256,6 +258,7 @@ def test_session_logic_imports_without_torch(tmp_path):
     for name in ("torch", "monai"):
         (tmp_path / f"{name}.py").write_text(f"raise ImportError('{name} must not be imported in the Slicer process')\n")
     code = ("import SparseSegLib.session.session, SparseSegLib.session.mrml, SparseSegLib.session.tasks, "
+            "SparseSegLib.session.controller, SparseSegLib.session.settings, "
             "SparseSegLib.jobs.client, SparseSegLib.io; import sys; "
             "assert 'torch' not in sys.modules and 'monai' not in sys.modules; print('ok')")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
@@ -285,5 +288,95 @@ def test_every_module_script_is_installed():
     listed = {line.strip().replace("${MODULE_NAME}", "SparseSeg") for line in block.splitlines() if line.strip()}
     assert listed == {f.name for f in MODULE.parent.glob("*.py")}
     source = MODULE.read_text()
-    assert "from SparseSegInstallLogic import SparseSegInstallLogic" in source
+    assert "from SparseSegLogic import SparseSegLogic" in source
+    assert "from SparseSegInstallLogic import SparseSegInstallLogic" in LOGIC.read_text()
     assert "from SparseSegTest import SparseSegTest" in source  # Slicer's runTest finds <Module>Test on the module
+
+
+# --------------------------------------------------------------------------------------------------
+# Read against Slicer's source (docs/slicer-api.md, issue 20)
+
+
+def calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == name]
+
+
+def test_the_parameter_gui_is_connected_with_a_tag_that_disconnects():
+    """(a) Slicer 5.6/5.8's ``connectGui`` returns None (parameterNodeWrapper/wrapper.py; fixed in 5.10), so
+    ``disconnectGui(None)`` left the old connectors attached and each re-entry's ``QComboBox.clear()`` reset the
+    choices. ``connectParametersToGui(mapping)`` returns the tag on every version: the widget must use it."""
+    tree = module_tree()
+    assert not calls(tree, "connectGui"), "connectGui returns no tag on Slicer 5.6/5.8: use connectParametersToGui"
+    connect = calls(tree, "connectParametersToGui")
+    assert len(connect) == 1
+    assigned = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and n.value is connect[0])
+    assert ast.unparse(assigned.targets[0]) == "self._parameterNodeGuiTag"
+    for call in calls(tree, "disconnectGui"):
+        assert ast.unparse(call.args[0]) == "self._parameterNodeGuiTag"
+
+
+def test_parameter_annotations_are_ones_the_serializer_knows_and_the_learning_rate_steps_finely():
+    """(i) Anything in ``Annotated[...]`` that is not a validator or a default is an "Unused annotations" warning
+    at every load (wrapper.py ``_processClass``); the spin box's decimals and step belong in the .ui."""
+    cls = next(n for n in module_tree().body if isinstance(n, ast.ClassDef) and n.name == "SparseSegParameterNode")
+    known = {"Choice", "WithinRange", "Minimum", "Maximum", "Exclude", "Default", "NotNone", "IsInstance", "RangeBounds"}
+    for item in cls.body:
+        if isinstance(item, ast.AnnAssign) and isinstance(item.annotation, ast.Subscript):
+            for extra in item.annotation.slice.elts[1:]:
+                assert isinstance(extra, ast.Call) and extra.func.id in known, (item.target.id, ast.unparse(extra))
+    spin = next(w for w in ET.parse(UI).getroot().iter("widget") if w.get("name") == "learningRateSpinBox")
+    properties = {prop.get("name"): prop for prop in spin.findall("property")}
+    assert int(properties["decimals"].findtext("number")) >= 6
+    assert 0 < float(properties["singleStep"].findtext("double")) <= 1e-3
+    assert float(properties["minimum"].findtext("double")) <= 1e-6
+
+
+def test_child_processes_start_without_a_console_window():
+    """(d) Every child the Slicer process starts (worker, probe, Save, Apply) goes through ``Popen(...,
+    **child_process_options())``: on Windows CREATE_NO_WINDOW and a hidden window as ``launchConsoleProcess`` does,
+    so no console opens (closing one killed the job); no other ``subprocess`` call runs on the Slicer side."""
+    from SparseSegLib.jobs.processes import CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, child_process_options
+
+    flags = child_process_options(windows=True)["creationflags"]
+    assert flags & CREATE_NO_WINDOW and flags & CREATE_NEW_PROCESS_GROUP
+    assert child_process_options(windows=False) == {"start_new_session": True}
+    files = sorted((ROOT / "SparseSegLib" / "jobs").glob("*.py")) + sorted((ROOT / "SparseSegLib" / "session").glob("*.py"))
+    popens = 0
+    for path in files:
+        if path.name == "benchmark.py":  # a developer's timing script (a sleeping stand-in worker), not the module
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).startswith("subprocess."):
+                name = ast.unparse(node.func)
+                if name == "subprocess.Popen":
+                    popens += 1
+                    spread = [ast.unparse(k.value) for k in node.keywords if k.arg is None]
+                    assert any("child_process_options(" in text or text == "options" for text in spread), path.name
+                elif name in ("subprocess.run", "subprocess.call", "subprocess.check_output", "subprocess.check_call"):
+                    assert path.name == "processes.py" and "CREATE_NO_WINDOW" in ast.unparse(node), (path.name, name)
+    assert popens == 2  # the worker (jobs/client.py) and every other task (session/tasks.py)
+    assert "options: dict[str, Any] = child_process_options()" in (ROOT / "SparseSegLib/jobs/client.py").read_text()
+
+
+def test_the_slicer_side_parses_as_python_3_9():
+    """(k) Slicer 5.6 and 5.8 ship Python 3.9.10 (Slicer_REQUIRED_PYTHON_VERSION in their CMakeLists.txt): no
+    3.10-only syntax, and ``X | None`` only in annotations of files that postpone them."""
+    files = sorted((ROOT / "SparseSeg").glob("*.py")) + sorted(
+        p for p in (ROOT / "SparseSegLib").rglob("*.py") if "__pycache__" not in p.parts)
+    for path in files:
+        source = path.read_text()
+        tree = ast.parse(source, str(path), feature_version=(3, 9))
+        postponed = "from __future__ import annotations" in source
+        annotations = set()
+        for node in ast.walk(tree):
+            for child in ([node.annotation] if isinstance(node, (ast.AnnAssign, ast.arg)) and node.annotation else []) + \
+                    ([node.returns] if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns else []):
+                annotations |= {id(n) for n in ast.walk(child)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+                sides = [ast.unparse(node.left), ast.unparse(node.right)]
+                typelike = any(side == "None" or side in {"int", "float", "str", "bool", "dict", "list", "tuple", "Path"}
+                               for side in sides)
+                if typelike:
+                    assert id(node) in annotations and postponed, f"{path}:{node.lineno}: {ast.unparse(node)}"
+

@@ -369,3 +369,70 @@ def test_start_defaults_run_until_the_method_is_done_and_continue_runs_a_new_sta
     assert session.status == "finished", session.log
     assert session.imported_rounds == [1, 2, 3, 4] and session.planned_rounds() == 4
     assert np.array_equal(session.result_label()[c], sample_case.label[c])
+
+
+def test_poll_reads_the_last_events_after_the_worker_exits_and_accept_survives_a_late_cancelled(scene, sample_case, tmp_path):
+    """(e) The worker may write its last round and ``finished`` and exit between two timer ticks: the session stays
+    ``running`` (the timer keeps polling) until those events are read. (h) Accept stops the worker, whose late
+    ``cancelled`` event must not turn "accepted" into "cancelled"."""
+    volume = add_volume(scene, sample_case.image, sample_case.geometry.ijk_to_ras(), "hippocampus")
+    annotation = paint(scene, volume, sample_case.label, [both_classes_slice(sample_case.label)])
+    session = Session(volume, annotation, tiny(rounds=2, iterations_per_round=60), tmp_path / "race")
+    job = session.start()
+    run_until(session, lambda: session.imported_rounds)  # round 1 in the scene while round 2 trains
+    job.process.wait(timeout=150)  # round 2 and `finished` are written, the worker exits: nobody has read them
+    assert session.running, "the timer would stop here and the session stay 'running' for good"
+    run_until(session, lambda: not session.running)
+    assert session.status == "finished" and session.imported_rounds == [1, 2], session.log
+
+    accepted = Session(volume, annotation, tiny(rounds=4, iterations_per_round=400), tmp_path / "accept")
+    job = accepted.start()
+    run_until(accepted, lambda: accepted.imported_rounds)
+    accepted.accept()
+    run_until(accepted, lambda: not accepted.running and job.reader.caught_up())
+    assert job.terminal_event is not None and job.terminal_event["event"] == "cancelled"
+    assert accepted.status == "accepted" and accepted.progress()[1].startswith("accepted")
+
+
+def test_module_controller_probes_in_the_background_and_a_failed_apply_stops_nothing(scene, sample_case, tmp_path):
+    """What the module's buttons do, polled like its timer: (c) the first Start probes the worker's Python in a
+    background process (Start returns at once); (f) an Apply that fails is reported once, its task cleared, and
+    the rounds keep streaming; (g) the message box text carries the error's hint; a second Start reuses the probe."""
+    from SparseSegLib.errors import SparseSegError
+    from SparseSegLib.session.controller import ModuleController, error_text
+
+    assert error_text(SparseSegError("it broke", "Do this.")) == "it broke\n\nDo this."
+    volume = add_volume(scene, sample_case.image, sample_case.geometry.ijk_to_ras(), "hippocampus")
+    annotation = paint(scene, volume, sample_case.label, [both_classes_slice(sample_case.label)])
+    controller, log, errors = ModuleController(), [], []
+
+    def drive(condition, timeout=150.0):
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, (errors, log[-5:])
+            errors.extend(controller.poll().errors)
+            time.sleep(0.05)
+
+    settings = tiny(rounds=3, iterations_per_round=40)
+    started = time.monotonic()
+    assert controller.start(settings, lambda: Session(volume, annotation, settings, tmp_path), tmp_path, log.append) is None
+    assert time.monotonic() - started < 5 and controller.checking and controller.busy()
+    drive(lambda: controller.session is not None and controller.session.imported_rounds)
+    assert "worker Python" in log[-1] and "torch" in log[-1] and not errors
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"classes": {"1": "Anterior"}}')
+    (broken / "model.pt").write_bytes(b"not a checkpoint")
+    controller.apply_model(str(broken), volume, tmp_path, device="cpu")
+    drive(lambda: not controller.busy())
+    assert [what for what, _ in errors] == ["apply"], errors
+    assert "applying the model failed" in error_text(errors[0][1]) and "\n\nSee " in error_text(errors[0][1])
+    assert controller.apply_task is None
+    session = controller.session
+    assert session.status == "finished" and session.imported_rounds == [1, 2, 3], session.log
+
+    again = controller.start(settings, lambda: Session(volume, annotation, tiny(rounds=1, iterations_per_round=4), tmp_path),
+                             tmp_path)
+    assert again is controller.session and again.running  # the probe's report is reused: started at once
+    drive(lambda: not controller.busy())
+    assert again.status == "finished" and not errors[1:]

@@ -32,7 +32,7 @@ from ..errors import SparseSegError
 from . import layout
 from .atomic import atomic_write_json, sha256_file
 from .events import EventReader
-from .processes import JobOutcome, child_environment, default_python, kill_process_tree
+from .processes import JobOutcome, child_environment, child_process_options, default_python, kill_process_tree
 from .schema import JobSpec, make_job, read_job, validate_job
 
 @dataclass
@@ -195,13 +195,9 @@ class Job:
             command.append("--resume")
         self._close_output()
         self._output = open(self.directory / layout.OUTPUT_LOG_FILE, "ab")
-        options: dict[str, Any] = {}
-        if os.name == "nt":
-            options["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
-        else:
-            options["start_new_session"] = True
-            if preexec_fn is not None:
-                options["preexec_fn"] = preexec_fn
+        options: dict[str, Any] = child_process_options()  # own group/session; no console window on Windows
+        if os.name != "nt" and preexec_fn is not None:
+            options["preexec_fn"] = preexec_fn
         self.terminal_event = None
         self.last_error = None
         self._cancel = None

@@ -15,6 +15,32 @@ from pathlib import Path
 
 #: The folder that holds the ``SparseSegLib`` package; put on the worker's PYTHONPATH.
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+#: Windows process-creation flags (``subprocess`` defines them only on Windows).
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+CREATE_NO_WINDOW = 0x08000000
+STARTF_USESHOWWINDOW, SW_HIDE = 0x00000001, 0
+
+
+def child_process_options(windows: bool | None = None) -> dict:
+    """``Popen`` keyword arguments for every child SparseSeg starts (worker, probe, Save / Apply model).
+
+    POSIX: a new session, so a cancel can kill the child's whole process group. Windows: a new process group
+    and no console window. PythonSlicer is a console program, so a plain ``Popen`` from the Slicer GUI opens a
+    console window, and closing that window kills the job. ``CREATE_NO_WINDOW`` plus a hidden ``STARTUPINFO``
+    is what Slicer's ``slicer.util.launchConsoleProcess`` does to hide it (Base/Python/slicer/util.py, 5.6-main);
+    that helper pipes stdout for ``logProcessOutput``, which a job that runs for minutes must not do, so it is
+    not used here.
+    """
+    windows = os.name == "nt" if windows is None else windows
+    if not windows:
+        return {"start_new_session": True}
+    options: dict = {"creationflags": CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW}
+    if hasattr(subprocess, "STARTUPINFO"):
+        info = subprocess.STARTUPINFO()
+        info.dwFlags |= STARTF_USESHOWWINDOW
+        info.wShowWindow = SW_HIDE
+        options["startupinfo"] = info
+    return options
 
 
 def default_python() -> str:
@@ -102,7 +128,8 @@ def kill_process_tree(pid: int, own_group: bool = False) -> None:
             psutil.wait_procs(processes, timeout=5)
     if os.name == "nt":
         if psutil is None:
-            subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, check=False)
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, check=False,
+                           creationflags=CREATE_NO_WINDOW)
     elif own_group or psutil is None:
         with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)

@@ -7,8 +7,11 @@ never Qt. The Qt widget (``SparseSeg/SparseSeg.py``) calls :class:`Session` from
 * :mod:`.mrml`: volume / segmentation / ROI nodes <-> arrays with exact geometry (RAS <-> LPS);
 * :mod:`.session`: :class:`Session`: export a job, start the worker, poll without blocking, import
   each round into a result segmentation, cancel, continue after corrections, accept;
+* :mod:`.settings`: the choices the module offers and :class:`SessionSettings`;
 * :mod:`.tasks`: other child processes the module starts: the dependency probe, model export
   (:mod:`SparseSegLib.worker.model_export`, on the worker's side: it imports torch) and "apply model to a volume";
+* :mod:`.controller`: what the module's buttons start (probe, session, Save, Apply), advanced by one timer
+  without ever blocking the GUI thread;
 * :mod:`.benchmark`: main-thread time of one poll and one round import (``python -m
   SparseSegLib.session.benchmark``).
 

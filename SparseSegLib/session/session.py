@@ -29,19 +29,18 @@ import os
 import re
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..defaults import START_METHOD, start_parameters
 from ..errors import SparseSegError
 from ..jobs import continuation, layout
-from ..jobs.client import Job, default_python
+from ..jobs.client import Job
 from ..jobs.events import format_event
 from ..jobs.regions import AXIS_NAMES, annotated_mask, painted_slices
 from ..jobs.suggestion import SuggestedSlice
 from . import annotate_next, mrml
+from .settings import DEVICE_CHOICES, METHOD_CHOICES, ORIENTATION_CHOICES, REGION_CHOICES, SessionSettings  # noqa: F401
 
 #: Segment tag (and result-node attribute) holding the round a segment's voxels come from.
 ROUND_TAG = "SparseSeg.Round"
@@ -49,65 +48,6 @@ ROUND_TAG = "SparseSeg.Round"
 CLASS_TAG = "SparseSeg.Class"
 #: Result-node attribute holding the job folder of the newest stage.
 JOB_ATTRIBUTE = "SparseSeg.Job"
-#: Methods offered in the module (round-based, sparse annotation); a test checks each is registered.
-METHOD_CHOICES = (START_METHOD,) + tuple(m for m in ("propagate", "gradual", "self-labelling", "sparse-only", "mean-teacher", "ua-mt",
-                                                      "collaborative")
-                                          if m != START_METHOD)
-REGION_CHOICES = ("slices", "boxes")
-ORIENTATION_CHOICES = ("auto", "axial", "coronal", "sagittal")
-DEVICE_CHOICES = ("auto", "cuda", "cpu")
-
-
-@dataclass
-class SessionSettings:
-    """What the user chose in the module (the parameter node's values, in job terms)."""
-
-    method: str = START_METHOD
-    rounds: int | None = field(default_factory=lambda: start_parameters()["rounds"])  # None: the method decides
-    iterations_per_round: int | None = None
-    network: str = "2d"
-    budget: str = "quick"
-    learning_rate: float = 1e-3
-    batch_size: int | None = None
-    augment: bool = False
-    save_uncertainty: bool = False
-    threads: int | None = None
-    device: str = "auto"
-    seed: int = 0
-    region: str = "slices"
-    orientation: str = "auto"
-    python: str | None = None
-    env: dict = field(default_factory=dict)
-    method_options: dict = field(default_factory=dict)
-    continue_rounds: int | None = None  # None: as many as the method needs for the new paint
-
-    def parameters(self, rounds: int | None = None) -> dict:
-        """``job.json`` parameters (validated by the job schema when the job is created)."""
-        parameters = {
-            "rounds": _rounds(rounds if rounds is not None else self.rounds),
-            "network": self.network,
-            "budget": self.budget,
-            "learning_rate": float(self.learning_rate),
-            "augment": bool(self.augment),
-            "save_uncertainty": bool(self.save_uncertainty),
-        }
-        for key in ("iterations_per_round", "batch_size", "threads"):
-            value = getattr(self, key)
-            if value:  # 0 / None: the method's or budget's default
-                parameters[key] = int(value)
-        if self.method_options:
-            parameters["method_options"] = dict(self.method_options)
-        return parameters
-
-    def worker_python(self) -> str:
-        return str(self.python) if self.python else default_python()
-
-
-def _rounds(value: int | None) -> int | None:
-    """A job's rounds: 0 or None (the module's "auto") leaves the count to the method."""
-    return int(value) if value else None
-
-
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text or "volume").strip("_")[:60] or "volume"
 
@@ -163,12 +103,14 @@ class Session:
 
     @property
     def running(self) -> bool:
-        return self.job is not None and (self.job.is_running() or bool(self.pending_rounds))
+        """True while :meth:`poll` has work left: the worker lives, a round waits for import, or the worker has
+        exited but its last events (a late round, ``finished``) are not read yet (status still running/stopping)."""
+        return self.job is not None and (self.job.is_running() or bool(self.pending_rounds)
+                                         or self.status in ("running", "stopping"))
 
     @property
     def can_continue(self) -> bool:
-        return (self.job is not None and not self.job.is_running() and not self.pending_rounds
-                and bool(self.imported_rounds) and self.status != "accepted")
+        return self.job is not None and not self.running and bool(self.imported_rounds) and self.status != "accepted"
 
     def _say(self, text: str) -> None:
         self.log.append(text)
@@ -267,15 +209,12 @@ class Session:
             elif kind == "progress":
                 self.last_progress = event
                 continue
-            elif kind == "started":
-                self.status = "running"
-            elif kind == "finished":
-                self.status = "finished"
-            elif kind == "cancelled":
-                self.status = "cancelled"
-            elif kind == "error":
-                self.status = "error"
-                self.error_message = format_event(event)
+            elif self.status == "accepted":
+                pass  # Accept stopped the worker: its late cancelled/finished/error event keeps "accepted"
+            elif kind in ("started", "finished", "cancelled", "error"):
+                self.status = "running" if kind == "started" else kind
+                if kind == "error":
+                    self.error_message = format_event(event)
             self._say(format_event(event))
         for _ in range(max_imports):
             if not self.pending_rounds:
@@ -292,7 +231,8 @@ class Session:
         return events
 
     def import_round(self, index: int) -> None:
-        """Read round ``index`` of the current job and put it into the result node (one undo state)."""
+        """Read round ``index`` of the current job and put it into the result node (one undo state when the
+        scene records undo: Slicer's scene undo is off unless the user or a module turns it on)."""
         started = time.perf_counter()
         data = self.job.load_round(index, probabilities=False)
         if not data.geometry.matches(self.geometry):

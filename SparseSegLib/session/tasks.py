@@ -1,11 +1,13 @@
 """Child processes the Slicer module starts besides the worker: the dependency probe, "Save model" and
 "Apply model to volume". Each runs in the Python the user chose for the worker (Slicer's own
-``PythonSlicer`` by default), so torch is only ever imported there, never in the Slicer process.
+``PythonSlicer`` by default), so torch is only ever imported there, never in the Slicer process, and none
+of them is waited for on the GUI thread: the module polls them from its timer (:mod:`.controller`).
 
-* :func:`probe_environment` (blocking, a few seconds, cached per executable by the caller): which of
-  torch / MONAI / SimpleITK / scipy / numpy import, torch's CUDA build, the GPUs and their memory.
 * :class:`BackgroundTask`: a ``subprocess.Popen`` with its output in a log file, polled without blocking,
-  killed with its whole process tree on cancel.
+  killed with its whole process tree on cancel; started without a console window on Windows
+  (:func:`~SparseSegLib.jobs.processes.child_process_options`).
+* :class:`ProbeTask`: which of torch / MONAI / SimpleITK / scipy / numpy import in that Python, torch's CUDA
+  build, the GPUs and their memory (:func:`probe_environment` waits for it: scripts and tests).
 * :func:`save_model`: the newest checkpoint of a job -> a model folder (``model.pt`` + ``config.json``), the
   format ``sparseseg predict`` and "Load model" read.
 * :class:`ApplyModelTask`: export a volume, run ``sparseseg predict`` on it in the background, import the
@@ -19,11 +21,12 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from ..errors import SparseSegError
-from ..jobs.processes import child_environment, default_python, kill_process_tree
+from ..jobs.processes import child_environment, child_process_options, default_python, kill_process_tree
 
 #: Python packages the worker needs in its interpreter, with the pip requirement that installs them.
 #: torch is special: inside Slicer it comes from the PyTorch extension (right CUDA build).
@@ -66,26 +69,19 @@ print("SPARSESEG-PROBE " + json.dumps(report))
 
 
 def probe_environment(python: str | None = None, env: dict | None = None, timeout: float = 180.0) -> dict:
-    """What the worker's Python has: ``{"python", "packages": {name: version}, "missing": [...],
-    "cuda_build", "cuda_available", "gpus": [{"name", "memory_gb", "free_gb"}], ...}``.
-
-    Blocks for the time it takes that Python to import torch (seconds); raises SparseSegError when the
-    executable cannot run at all.
-    """
-    python = str(python or default_python())
-    code = _PROBE_CODE % {"names": tuple(WORKER_REQUIREMENTS)}
+    """What the worker's Python has (see :class:`ProbeTask`), waiting for the answer: for scripts and tests.
+    The module never calls this on the GUI thread; it polls a :class:`ProbeTask` from its timer."""
+    task = ProbeTask(python, env=env)
     try:
-        completed = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=timeout,
-                                   env=child_environment(env), stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise SparseSegError(f"cannot run the Python executable {python}: {error}",
-                             "Choose an existing Python executable (empty = Slicer's own).") from None
-    for line in completed.stdout.splitlines():
-        if line.startswith("SPARSESEG-PROBE "):
-            return json.loads(line[len("SPARSESEG-PROBE "):])
-    tail = (completed.stderr or completed.stdout).strip().splitlines()[-1:] or ["no output"]
-    raise SparseSegError(f"the Python executable {python} failed to report its packages: {tail[0][:300]}",
-                         "Choose a working Python 3 executable (empty = Slicer's own).")
+        task.wait(timeout=timeout)
+        return task.report()
+    except TimeoutError:
+        task.cancel()
+        raise SparseSegError(f"the Python executable {task.python} did not report its packages within {timeout:.0f} s",
+                             "Choose a working Python 3 executable (empty = Slicer's own).") from None
+    finally:
+        with contextlib.suppress(OSError):
+            task.log.unlink()
 
 
 def describe_environment(report: dict, device: str = "auto") -> str:
@@ -124,12 +120,10 @@ class BackgroundTask:
         self.log = Path(log)
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self._output = open(self.log, "ab")
-        options: dict = {"start_new_session": True} if os.name != "nt" else {
-            "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
         try:
             self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=self._output,
                                             stderr=subprocess.STDOUT, env=child_environment(env),
-                                            cwd=str(cwd) if cwd else None, **options)
+                                            cwd=str(cwd) if cwd else None, **child_process_options())
         except OSError as error:
             self._output.close()
             raise SparseSegError(f"cannot start {self.command[0]}: {error}",
@@ -168,6 +162,34 @@ class BackgroundTask:
         lines = [line for line in self.output_tail().splitlines() if line.strip()]
         errors = [line for line in lines if "error" in line.lower()]
         return (errors or lines or [f"exit code {self.process.returncode}"])[-1][:400]
+
+
+class ProbeTask(BackgroundTask):
+    """The dependency probe in a background process: :meth:`report` is None while it runs, then
+    ``{"python", "packages": {name: version}, "missing": [...], "cuda_build", "cuda_available",
+    "gpus": [{"name", "memory_gb", "free_gb"}], ...}``; it raises SparseSegError when that Python cannot run.
+    Importing torch takes seconds (minutes on a cold disk), hence never a wait on the GUI thread."""
+
+    def __init__(self, python: str | None = None, env: dict | None = None, log: str | os.PathLike | None = None) -> None:
+        self.python = str(python or default_python())
+        if log is None:
+            handle, log = tempfile.mkstemp(prefix="sparseseg-probe-", suffix=".log")
+            os.close(handle)
+        code = _PROBE_CODE % {"names": tuple(WORKER_REQUIREMENTS)}
+        try:
+            super().__init__([self.python, "-c", code], log, env=env)
+        except SparseSegError:
+            raise SparseSegError(f"cannot run the Python executable {self.python}",
+                                 "Choose an existing Python executable (empty = Slicer's own).") from None
+
+    def report(self) -> dict | None:
+        if self.poll() is None:
+            return None
+        for line in self.output_tail(1 << 20).splitlines():
+            if line.startswith("SPARSESEG-PROBE "):
+                return json.loads(line[len("SPARSESEG-PROBE "):])
+        raise SparseSegError(f"the Python executable {self.python} failed to report its packages: {self.failure()}",
+                             "Choose a working Python 3 executable (empty = Slicer's own).")
 
 
 def save_model(job_directory: str | os.PathLike, model_directory: str | os.PathLike, python: str | None = None,
@@ -262,11 +284,7 @@ def _default_color(value: int) -> tuple[float, float, float]:
     return palette[(value - 1) % len(palette)]
 
 
-def python_has_module(python: str, module: str) -> bool:  # pragma: no cover - small helper for scripts
-    return subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode == 0
-
-
-__all__ = ["ApplyModelTask", "BackgroundTask", "WORKER_REQUIREMENTS", "describe_environment", "missing_requirements",
+__all__ = ["ApplyModelTask", "BackgroundTask", "ProbeTask", "WORKER_REQUIREMENTS", "describe_environment", "missing_requirements",
            "probe_environment", "read_model_config", "save_model"]
 
 if __name__ == "__main__":  # pragma: no cover
