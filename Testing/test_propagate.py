@@ -234,3 +234,20 @@ def test_the_suggested_slice_is_the_middle_of_the_widest_unpainted_stretch_of_th
     assert widest_gap_slice(labels, [3, 9, 14]) == 6  # once painted, the next widest stretch
     assert widest_gap_slice(labels, list(range(3, 15))) is None  # nothing left inside the object
     assert widest_gap_slice(np.zeros_like(labels), [9]) is None
+
+
+def test_start_beats_sparse_only_on_the_same_painted_slice(sample_case):
+    """The single-scan claim: from one painted slice, Start's result is far above a network trained on that slice
+    alone. Measured on hippocampus_001/003/004 (40 network iterations here, sparse-only 2D 120): merged Dice
+    0.716 / 0.714 / 0.756 against 0.184 / 0.185 / 0.175; the test asks for half that margin."""
+    label = sample_case.label
+    middle = central(label)
+    annotated = np.zeros(label.shape, bool)
+    annotated[middle] = True
+    case = sample_case.with_annotation(annotated)
+    start = list(get_method("propagate").run_rounds(
+        [case], MethodOptions(device="cpu", extra=dict(QUICK), rounds=None), SilentReporter()))[-1]
+    alone = list(get_method("sparse-only").run_rounds(
+        [case], MethodOptions(device="cpu", network="2d", iterations=120, batch_size=4, rounds=1), SilentReporter()))[-1]
+    ours, baseline = (dice(r.labels[case.case_id] > 0, label > 0) for r in (start, alone))
+    assert ours >= baseline + 0.25, (ours, baseline)
