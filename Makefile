@@ -110,7 +110,7 @@ CL_OUT = bench-output/collaborative
 CL_BENCH = $(VENV)/bin/sparseseg bench --dataset $(CL_OUT)/data --networks 2d --split 0.8,0,0.2 --seed 0 \
 	--device cpu --iterations 400 --annotation central-slice
 CL_RUNS = baselines:sparse-only,full: faithful:collaborative: semi:collaborative:--option=branches=semi \
-	registration:collaborative:--option=branches=registration demons:collaborative:--option=registration=demons
+	registration:collaborative:--option=branches=registration intersection:collaborative:--option=fusion=intersection
 bench-collaborative: venv
 	test -f $(CL_OUT)/data/dataset.json || $(VPY) -m SparseSegLib.benchmarks.mean_teacher prepare --out $(CL_OUT)/data
 	for spec in $(CL_RUNS); do \
@@ -121,5 +121,5 @@ bench-collaborative: venv
 	  echo "$$command" > $(CL_OUT)/$$name/command.txt; eval "$$command" || exit 1; \
 	done
 	OMP_NUM_THREADS=1 nice -n 5 $(VPY) -m SparseSegLib.benchmarks.collaborative registration --data $(CL_OUT)/data \
-	  --out $(CL_OUT)/registration-by-distance
+	  --volumes 12 --out $(CL_OUT)/registration-by-distance
 	$(VPY) -m SparseSegLib.benchmarks.collaborative report $(addprefix $(CL_OUT)/,$(foreach s,$(CL_RUNS),$(firstword $(subst :, ,$(s)))))
