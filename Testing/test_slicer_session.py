@@ -436,3 +436,5 @@ def test_module_controller_probes_in_the_background_and_a_failed_apply_stops_not
     assert again is controller.session and again.running  # the probe's report is reused: started at once
     drive(lambda: not controller.busy())
     assert again.status == "finished" and not errors[1:]
+    controller.shutdown()  # the scene closes: a later Start must not find a "running" session nobody polls
+    assert controller.session is None and not controller.busy()

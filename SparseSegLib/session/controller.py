@@ -243,6 +243,7 @@ class ModuleController:
         """The module or the scene closes: stop every child process."""
         if self.session is not None:
             self.session.close(block=False)
+            self.session = None  # its nodes go with the scene; a new Start makes a new session
         self._abandon_start()
         for task in (self.save_task, self.apply_task):
             if task is not None:

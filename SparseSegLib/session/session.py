@@ -393,7 +393,10 @@ class Session:
         self._say("result accepted")
 
     def close(self, block: bool = True) -> None:
-        """Stop the worker for good (when the module or the scene closes)."""
+        """Stop the worker for good (when the module or the scene closes); nobody polls this session afterwards,
+        so it stops counting as running once the worker has exited."""
+        if self.status in ("running", "stopping"):
+            self.status = "cancelled"
         job = self.job
         if job is not None and job.is_running():
             if block:
