@@ -110,7 +110,8 @@ CL_OUT = bench-output/collaborative
 CL_BENCH = $(VENV)/bin/sparseseg bench --dataset $(CL_OUT)/data --networks 2d --split 0.8,0,0.2 --seed 0 \
 	--device cpu --iterations 400 --annotation central-slice
 CL_RUNS = baselines:sparse-only,full: faithful:collaborative: semi:collaborative:--option=branches=semi \
-	registration:collaborative:--option=branches=registration intersection:collaborative:--option=fusion=intersection
+	registration:collaborative:--option=branches=registration intersection:collaborative:--option=fusion=intersection \
+	improved:collaborative:--option=fusion=intersection,--option=open_end=1
 bench-collaborative: venv
 	test -f $(CL_OUT)/data/dataset.json || $(VPY) -m SparseSegLib.benchmarks.mean_teacher prepare --out $(CL_OUT)/data
 	for spec in $(CL_RUNS); do \
