@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
-import torch
 
 from ...case import Case
 from ...engine.device import select_device
