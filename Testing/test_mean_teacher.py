@@ -175,3 +175,12 @@ def test_worker_job_streams_rounds_with_uncertainty(cases, tmp_path):
         assert record["training"]["iterations_total"] == 3 * index
         thresholds.append(record["training"]["threshold"])
     assert 0 < thresholds[0] < thresholds[1] <= math.log(3), "the threshold ramps over the job's rounds"
+    # Save model then Apply (the module's Save / Apply): the student of the newest round as a model folder
+    from SparseSegLib.engine.model import load_segmenter
+    from SparseSegLib.worker.model_export import export_model
+
+    model = load_segmenter(export_model(job.directory, tmp_path / "model"))
+    applied, _ = model.predict(case.image)
+    streamed, _ = read_image(layout.round_dir(job.directory, 2) / layout.LABEL_FILE)
+    assert applied.shape == case.image.shape
+    assert (applied == streamed).mean() > 0.99, "the saved model segments the scan as the job's last round did"

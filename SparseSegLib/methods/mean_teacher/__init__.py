@@ -104,6 +104,19 @@ class _MeanTeacherBase:
 
     # -- a worker job: one scan, rounds streamed --------------------------------------------------
 
+    def segmenter_from_state(self, cases: list[Case], options: MethodOptions, state: dict):
+        """Save model: the student of a job's newest round, built as the job built it (network, patch, crop)."""
+        from ..base import SilentReporter
+
+        _, _, segmenter = self._setup(cases, options, SilentReporter())
+        try:
+            segmenter.network.load_state_dict(state["network"])
+        except (KeyError, RuntimeError) as error:
+            raise SparseSegError(f"the checkpoint does not fit this job's {self.name} network ({str(error)[:160]})",
+                                 "The job's options changed since the checkpoint was written; run the job again.") from None
+        segmenter.network.cpu().eval()
+        return segmenter
+
     def planned_rounds(self, case: Case, options: MethodOptions, state: dict | None = None) -> int:
         return int(state.get("rounds", JOB_ROUNDS)) if state else JOB_ROUNDS
 
