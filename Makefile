@@ -112,7 +112,8 @@ CL_BENCH = $(VENV)/bin/sparseseg bench --dataset $(CL_OUT)/data --networks 2d --
 CL_RUNS = baselines:sparse-only,full: faithful:collaborative: semi:collaborative:--option=branches=semi \
 	registration:collaborative:--option=branches=registration intersection:collaborative:--option=fusion=intersection \
 	improved:collaborative:--option=fusion=intersection,--option=open_end=1 \
-	improved-demons:collaborative:--option=fusion=intersection,--option=open_end=1,--option=registration=demons
+	improved-demons:collaborative:--option=fusion=intersection,--option=open_end=1,--option=registration=demons \
+	demons-intersection:collaborative:--option=fusion=intersection,--option=registration=demons
 bench-collaborative: venv
 	test -f $(CL_OUT)/data/dataset.json || $(VPY) -m SparseSegLib.benchmarks.mean_teacher prepare --out $(CL_OUT)/data
 	for spec in $(CL_RUNS); do \
