@@ -78,6 +78,22 @@ class CollaborativeMethod:
         segmenter.training = record
         return segmenter
 
+    def segmenter_from_state(self, cases: list[Case], options: MethodOptions, state: dict):
+        """Save model: the newest network round's network, running across the painted axis as the job trained it."""
+        from ..gradual.slice_axis import across_axis
+
+        if not state.get("network"):
+            raise SparseSegError("this job has no trained network yet (only the registration round has run)",
+                                 "Wait for the next round, then save the model.")
+        axis = whole_slice_axis(cases[0].annotated) if cases[0].annotated is not None else None
+        segmenter = across_axis(new_segmenter(cases, options, self.name), axis or 0, cases, options)
+        try:
+            segmenter.network.load_state_dict(state["network"])
+        except RuntimeError as error:
+            raise SparseSegError(f"the checkpoint does not fit this job's network ({str(error).splitlines()[0][:160]})",
+                                 "The job's settings changed since the checkpoint was written; run the job again.") from None
+        return segmenter
+
     def planned_rounds(self, case: Case, options: MethodOptions, state: dict | None = None) -> int:
         """The last round of this job's stage: a stage is one round per step; new paint since ``state`` (a Continue)
         starts a new stage after the state's round."""

@@ -1,0 +1,30 @@
+"""Save model for a collaborative job (the module's Save / Apply): the final network, across the painted axis."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from SparseSegLib.annotation import annotate_case
+from SparseSegLib.errors import SparseSegError
+from SparseSegLib.methods import get_method
+from SparseSegLib.methods.base import MethodOptions, SilentReporter
+
+TINY = dict(reg_iterations=15, reg_channels="4,8,16", semi_epochs=2, epoch_iterations=3, k1=1, k2=2, final_iterations=4,
+            registration="demons", demons_iterations=5)
+
+
+def test_a_saved_collaborative_model_segments_the_scan_as_the_final_round(sample_case):
+    case = annotate_case(sample_case, "central-slice:2", 0)  # slices across i: the model must run across axis 2
+    method = get_method("collaborative")
+    options = MethodOptions(device="cpu", rounds=None, iterations=4, batch_size=2, extra=dict(TINY))
+    results = list(method.run_rounds([case], options, SilentReporter()))
+    try:
+        method.segmenter_from_state([case], options, results[0].state)
+        raise AssertionError("a registration-only round has no network to save")
+    except SparseSegError as error:
+        assert "no trained network" in str(error)
+    model = method.segmenter_from_state([case], options, results[-1].state)
+    assert model.network_config.axes == (2,)
+    applied, probabilities = model.predict(case.image)
+    final = results[-1].probabilities[case.case_id]
+    assert np.abs(probabilities - final).mean() < 0.02, np.abs(probabilities - final).mean()
