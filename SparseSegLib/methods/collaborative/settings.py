@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from ...engine.registration_network import REGULARIZERS, SIMILARITIES, RegistrationConfig
 from ...errors import SparseSegError
+from ..option_parsing import parse_settings
 
 BRANCHES = ("both", "semi", "registration")
 REGISTRATIONS = ("network", "demons")
@@ -87,29 +88,7 @@ class CollaborativeSettings:
     @classmethod
     def parse(cls, extra: dict | None) -> CollaborativeSettings:
         """Settings from a method-options dict; unknown keys and bad values are errors that say what is allowed."""
-        known = {f.name: f for f in fields(cls)}
-        values = {}
-        for key, value in (extra or {}).items():
-            if key not in known:
-                raise SparseSegError(f"unknown option {key!r} for method collaborative",
-                                     f"Known options: {', '.join(sorted(known))}.")
-            default = known[key].default
-            try:
-                if isinstance(default, bool):
-                    value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
-                elif isinstance(default, int):
-                    value = int(value)
-                elif isinstance(default, float):
-                    value = float(value)
-                else:
-                    value = str(value)
-            except (TypeError, ValueError):
-                raise SparseSegError(f"option {key}={value!r} is not a {type(default).__name__}",
-                                     f"Give a {type(default).__name__}, e.g. {key}={default}.") from None
-            values[key] = value
-        settings = cls(**values)
-        settings.check()
-        return settings
+        return parse_settings(cls, extra, "collaborative")
 
     def check(self) -> None:
         for name, allowed in (("branches", BRANCHES), ("registration", REGISTRATIONS), ("fusion", FUSIONS),

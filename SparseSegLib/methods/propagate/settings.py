@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from ...errors import SparseSegError
+from ..option_parsing import parse_settings
 
 FUSIONS = ("intersection", "near", "average", "network", "registration")
 SUGGESTIONS = ("gap", "entropy")
@@ -71,29 +72,7 @@ class PropagateSettings:
     @classmethod
     def parse(cls, extra: dict | None) -> PropagateSettings:
         """Settings from a method-options dict; unknown keys and bad values are errors that say what is allowed."""
-        known = {f.name: f for f in fields(cls)}
-        values = {}
-        for key, value in (extra or {}).items():
-            if key not in known:
-                raise SparseSegError(f"unknown option {key!r} for method propagate",
-                                     f"Known options: {', '.join(sorted(known))}.")
-            default = known[key].default
-            try:
-                if isinstance(default, bool):
-                    value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
-                elif isinstance(default, int):
-                    value = int(value)
-                elif isinstance(default, float):
-                    value = float(value)
-                else:
-                    value = str(value)
-            except (TypeError, ValueError):
-                raise SparseSegError(f"option {key}={value!r} is not a {type(default).__name__}",
-                                     f"Give a {type(default).__name__}, e.g. {key}={default}.") from None
-            values[key] = value
-        settings = cls(**values)
-        settings.check()
-        return settings
+        return parse_settings(cls, extra, "propagate")
 
     def check(self) -> None:
         if not self.axes or any(a not in (0, 1, 2) for a in self.axes) or len(set(self.axes)) != len(self.axes):
