@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import time
 from collections.abc import Callable, Iterator
 
@@ -296,3 +297,21 @@ def train_round(
     )
     segmenter.network.cpu()
     return losses, config
+
+
+def across_axis(segmenter: Segmenter, axis: int, cases: list[Case], options: MethodOptions) -> Segmenter:
+    """``segmenter`` whose 2D network runs across array ``axis`` (3D networks and axis 0: unchanged).
+
+    The in-plane patch is sized from the moved volumes unless the options give one, and per-slice z-scoring
+    follows the slices (``zscore-slice`` -> ``zscore-slice-AXIS``), as a job trained across that axis needs.
+    """
+    if segmenter.network_config.dims != 2 or axis == 0:
+        return segmenter
+    config = replace(segmenter.network_config, axes=(int(axis),), swap_in_plane=())
+    patch = segmenter.patch_size
+    if not options.patch_size:
+        order = (axis,) + tuple(a for a in range(3) if a != axis)
+        largest = tuple(int(max(c.image.shape[a] for c in cases)) for a in order)
+        patch = default_patch_size(largest, config)
+    normalization = f"zscore-slice-{axis}" if segmenter.normalization == "zscore-slice" else segmenter.normalization
+    return replace(segmenter, network_config=config, patch_size=patch, normalization=normalization)

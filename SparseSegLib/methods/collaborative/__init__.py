@@ -29,7 +29,7 @@ from ...engine.device import select_device
 from ...errors import SparseSegError
 from ...jobs.continuation import whole_slice_axis
 from ..base import MethodOptions, Reporter, RoundResult, register
-from ..common import network_snapshot, new_segmenter
+from ..common import across_axis, network_snapshot, new_segmenter
 from .branches import Scan, final_network, final_targets, registration_branch, scan_of, semi_branch
 from .settings import CollaborativeSettings
 
@@ -80,8 +80,6 @@ class CollaborativeMethod:
 
     def segmenter_from_state(self, cases: list[Case], options: MethodOptions, state: dict):
         """Save model: the newest network round's network, running across the painted axis as the job trained it."""
-        from ..gradual.slice_axis import across_axis
-
         if not state.get("network"):
             raise SparseSegError("this job has no trained network yet (only the registration round has run)",
                                  "Wait for the next round, then save the model.")

@@ -60,7 +60,8 @@ from .method import GradualLearning
 from .pseudo_labels import pseudo_label_target
 from .regions import RegionPatchSampler, auto_step, cover_distance, grow_box, grow_mask, region_boxes
 from .settings import CHOICES, DEFAULT_CONFIDENCE, DEFAULTS, PAPER_ROUNDS, GradualSettings, parse_settings
-from .slice_axis import across_axis, painted_axis
+from ..common import across_axis
+from .slice_axis import painted_axis
 
 __all__ = ["CHOICES", "DEFAULTS", "DEFAULT_CONFIDENCE", "PAPER_ROUNDS", "GradualLearning", "GradualLoop",
            "GradualSettings", "RegionPatchSampler", "across_axis", "auto_step", "cover_distance", "grow_box",

@@ -12,11 +12,11 @@ from ...engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
 from ...engine.trainer import seed_everything
 from ...errors import SparseSegError
 from ..base import RoundResult
-from ..common import RoundLoop
+from ..common import RoundLoop, across_axis
 from .pseudo_labels import pseudo_label_target
 from .regions import RegionPatchSampler, auto_step, grow_box, grow_mask, region_boxes
 from .settings import parse_settings
-from .slice_axis import across_axis, moved_box, moved_volume, painted_axis
+from .slice_axis import moved_box, moved_volume, painted_axis
 
 
 class GradualLoop(RoundLoop):

@@ -9,10 +9,10 @@ from ...case import Case
 from ...engine.model import Segmenter
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter, RoundResult, register
-from ..common import new_segmenter
+from ..common import across_axis, new_segmenter
 from .loop import GradualLoop
 from .settings import PAPER_ROUNDS, parse_settings
-from .slice_axis import across_axis, painted_axis
+from .slice_axis import painted_axis
 
 
 @register("gradual")

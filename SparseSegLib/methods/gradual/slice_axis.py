@@ -10,18 +10,14 @@ volumes with that axis moved to the front, so pseudo-labels, results and a saved
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import numpy as np
 
 from ...case import Case
 from ...engine.axis_ensemble import to_axis
-from ...engine.model import Segmenter
-from ...engine.networks import default_patch_size
 from ...engine.sampling import TrainingVolume
 from ...errors import SparseSegError
 from ...jobs.continuation import whole_slice_axis
-from ..base import MethodOptions
 from .regions import Box
 
 
@@ -42,24 +38,6 @@ def painted_axis(cases: list[Case]) -> int:
         raise SparseSegError(f"gradual learning: the cases are painted across different array axes ({listed})",
                              "Paint every case's slices across the same axis, or train them separately.")
     return next(iter(axes), 0)
-
-
-def across_axis(segmenter: Segmenter, axis: int, cases: list[Case], options: MethodOptions) -> Segmenter:
-    """``segmenter`` whose 2D network runs across array ``axis`` (3D networks and axis 0: unchanged).
-
-    The in-plane patch is sized from the moved volumes unless the options give one, and per-slice z-scoring
-    follows the slices (``zscore-slice`` -> ``zscore-slice-AXIS``), as a job trained across that axis needs.
-    """
-    if segmenter.network_config.dims != 2 or axis == 0:
-        return segmenter
-    config = replace(segmenter.network_config, axes=(int(axis),), swap_in_plane=())
-    patch = segmenter.patch_size
-    if not options.patch_size:
-        order = (axis,) + tuple(a for a in range(3) if a != axis)
-        largest = tuple(int(max(c.image.shape[a] for c in cases)) for a in order)
-        patch = default_patch_size(largest, config)
-    normalization = f"zscore-slice-{axis}" if segmenter.normalization == "zscore-slice" else segmenter.normalization
-    return replace(segmenter, network_config=config, patch_size=patch, normalization=normalization)
 
 
 def moved_volume(volume: TrainingVolume, axis: int) -> TrainingVolume:
