@@ -31,7 +31,7 @@ from .fusion import anchor_at_paint, classes_from_registration, fuse
 from .network import train_across_axes, training_targets
 from .settings import PropagateSettings
 from .suggestion import widest_gap_slice
-from .volume import PaintedVolume
+from .volume import PaintedVolume, class_count
 
 STATE_FORMAT = 1
 
@@ -73,7 +73,7 @@ class PropagateMethod:
         device = select_device(options.device)
         initial = state.get("network") if state else None
         registration = None
-        num_classes = max(int(case.num_classes), int(volume.label.max()) + 1)
+        num_classes = class_count(case)
         for index in range(plan.next_round, total + 1):
             started = time.perf_counter()
             kind = plan.kind(index)

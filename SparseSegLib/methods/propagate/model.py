@@ -23,6 +23,7 @@ from ...jobs.continuation import whole_slice_axis
 from ..base import MethodOptions
 from .network import network_config
 from .settings import PropagateSettings
+from .volume import class_count
 
 
 def segmenter_from_state(case: Case, options: MethodOptions, state: dict) -> Segmenter:
@@ -35,7 +36,7 @@ def segmenter_from_state(case: Case, options: MethodOptions, state: dict) -> Seg
     painted = whole_slice_axis(case.annotated) if case.annotated is not None else None
     first = 0 if painted is None else int(painted)
     order = [first] + [a for a in range(3) if a != first]  # frame axis -> the scan's own array axis
-    num_classes = max(int(case.num_classes), int(case.label.max()) + 1 if case.label is not None else 2)
+    num_classes = class_count(case)
     config = network_config(settings)
     members, axes, swap = [], [], []
     for frame_axis in sorted({int(k.split(".", 1)[0]) for k in weights}):

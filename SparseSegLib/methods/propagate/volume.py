@@ -62,6 +62,14 @@ class PaintedVolume:
         return np.ascontiguousarray(np.moveaxis(full, len(lead), len(lead) + moved_axis))
 
 
+def class_count(case: Case) -> int:
+    """Classes the networks predict (background included): the case's names, or more when the paint holds
+    higher label values than it names (one place, so a job and its saved model agree)."""
+    painted = case.label[case.annotated] if case.annotated is not None and case.label is not None else case.label
+    largest = int(painted.max()) if painted is not None and painted.size else 1
+    return max(int(case.num_classes), largest + 1)
+
+
 def _window(footprint: np.ndarray, settings: PropagateSettings) -> tuple[slice, slice]:
     """The painted foreground's in-plane bounding box grown by ``crop_margin`` of its size (at least
     ``min_margin`` pixels) on each side, clipped to the slice."""
