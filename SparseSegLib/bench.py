@@ -50,12 +50,19 @@ class BenchConfig:
     options: dict = field(default_factory=dict)
     #: training seed (None: ``seed``); the split and the simulated annotation always follow ``seed``
     train_seed: int | None = None
+    #: which part is scored: ``test`` (reported results) or ``val`` (choosing a method's settings without looking
+    #: at the test part; the val volumes are then not given to training as validation cases)
+    evaluate: str = "test"
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["dataset"], data["out"] = str(self.dataset), str(self.out)
         data["reuse_runs"] = str(self.reuse_runs) if self.reuse_runs else None
         return data
+
+
+#: the split parts ``--evaluate`` can score
+EVALUATED_PARTS = ("test", "val")
 
 
 def run_name(method: str, network: str, options: dict | None = None) -> str:
@@ -82,6 +89,11 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
     from .report import write_plots, write_report, write_results  # matplotlib only when a report is written
 
     reporter = reporter or TerminalReporter()
+    if config.evaluate not in EVALUATED_PARTS:
+        raise SparseSegError(f"unknown part to evaluate {config.evaluate!r}", f"Use one of: {', '.join(EVALUATED_PARTS)}.")
+    if config.evaluate == "val" and (config.folds or config.split[1] <= 0):
+        raise SparseSegError("--evaluate val needs a split with a validation part",
+                             "Give --split with a val fraction above 0 (e.g. 0.7,0.15,0.15), not --folds.")
     for method in config.methods:  # unknown names and options fail before any training starts
         for network in config.networks:
             get_method(method).check_options(MethodOptions(network=network, budget=config.budget, extra=dict(config.options)))
@@ -103,9 +115,12 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
     for fold_index, part in enumerate(folds):
         train = [annotate_case(load(c), config.annotation, config.seed) for c in part["train"]]
         val = [annotate_case(load(c), config.annotation, config.seed) for c in part["val"]]
-        test = [load(c) for c in part["test"]]
+        test = [load(c) for c in part[config.evaluate]]  # the scored part: the test volumes, or the val volumes
+        if config.evaluate == "val":
+            val = []  # scored on their full labels: no checkpoint selection on them
         stats = [check_annotation(case.label, case.annotated) for case in train]
-        reporter.log(f"fold {fold_index + 1}/{len(folds)}: {len(train)} train / {len(val)} val / {len(test)} test cases; "
+        reporter.log(f"fold {fold_index + 1}/{len(folds)}: {len(train)} train / {len(part['val'])} val / {len(part['test'])} "
+                     f"test cases, scoring the {config.evaluate} part; "
                      f"annotated {np.mean([s['fraction'] for s in stats]):.1%} of training voxels on average")
         for method in config.methods:
             for network in config.networks:
@@ -135,7 +150,7 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
                                      "predict_seconds_per_case": predict_seconds / max(1, len(test)),
                                      "training": segmenter.training, "round_curve": curve})
                 merged = summarize([run["cases"][c.case_id] for c in test]).get(_headline_group(dataset), {})
-                reporter.log(f"{name}: trained in {format_duration(train_seconds)}, test Dice "
+                reporter.log(f"{name}: trained in {format_duration(train_seconds)}, {config.evaluate} Dice "
                              f"{merged.get('dice', {}).get('mean', float('nan')):.3f} +- {merged.get('dice', {}).get('sd', float('nan')):.3f}")
 
     for run in runs.values():

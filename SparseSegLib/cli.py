@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--max-cases", type=int, help="use a random subset of this many cases (quick looks)")
     bench.add_argument("--train-seed", type=int, help="training seed, the split and annotation staying those of --seed "
                                                        "(default: --seed); rerun with others to see a method's spread")
+    bench.add_argument("--evaluate", default="test", choices=["test", "val"],
+                       help="the part scored: test (default; results to report) or val (to choose a method's options "
+                            "without the test part; the val volumes are then not used as validation cases in training)")
     bench.add_argument("--reuse-runs", type=Path, help="an earlier results.json on the same split: report its runs "
                                                        "that this benchmark does not run (e.g. the full baselines)")
     _add_training(bench)
@@ -316,7 +319,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = BenchConfig(dataset=args.dataset, annotation=args.annotation, methods=parse_methods(args.methods),
                          out=args.out, networks=networks, budget=args.budget, folds=args.folds, split=split,
                          seed=args.seed, device=args.device, max_cases=args.max_cases, iterations=args.iterations,
-                         reuse_runs=args.reuse_runs, options=_method_options(args), train_seed=args.train_seed)
+                         reuse_runs=args.reuse_runs, options=_method_options(args), train_seed=args.train_seed,
+                         evaluate=args.evaluate)
     run_benchmark(config)
     print(f"report: {args.out / 'report.md'}")
     return 0

@@ -64,7 +64,9 @@ def write_report(results: dict, path: Path) -> Path:
         f"- Data: `{dataset['root']}` ({dataset['cases']} cases{', subset of ' + str(config['max_cases']) if config['max_cases'] else ''}); "
         f"classes: {', '.join(f'{k} {v}' for k, v in dataset['classes'].items())}",
         f"- Protocol: {'%d-fold cross-validation' % config['folds'] if config['folds'] else 'split ' + '/'.join(str(int(100 * f)) for f in config['split'])} "
-        f"(seed {config['seed']}): {sizes}; sparse annotation simulated on train and val cases, scored on the full labels of the test cases",
+        f"(seed {config['seed']}): {sizes}; sparse annotation simulated on train and val cases, scored on the full labels of the "
+        f"{config.get('evaluate', 'test')} cases" + (" (the validation part: for choosing settings, not for reporting)"
+                                                    if config.get("evaluate") == "val" else ""),
         f"- Budget `{config['budget']}`; device {results['environment']['device']}, torch {results['environment']['torch']}, "
         f"{results['environment']['cpu_count']} CPU cores; wall time {format_duration(results['wall_seconds'])}",
         "- Metrics computed in 3D per test case with `SparseSegLib.metrics` (mean ± sample sd over cases); HD95/ASSD in mm "
@@ -133,7 +135,7 @@ def write_plots(results: dict, out: Path) -> list[Path]:
             axis.legend(loc="lower right")
     axis.set_ylabel(f"Dice ({headline} label)")
     axis.set_ylim(0, 1)
-    axis.set_title(f"{results['dataset']['name']}: {results['config']['annotation']} annotation, test part")
+    axis.set_title(f"{results['dataset']['name']}: {results['config']['annotation']} annotation, {results['config'].get('evaluate', 'test')} part")
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     path = out / "dice_boxplot.png"

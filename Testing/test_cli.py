@@ -243,3 +243,40 @@ def test_bench_train_seed_changes_training_only(capsys, sample_dir, tmp_path, mo
         results = json.loads((out / "results.json").read_text())
         folds.append(results["folds"])
     assert seeds == [0, 7] and folds[0] == folds[1] and results["config"]["train_seed"] == 7
+
+
+def test_bench_evaluate_val_scores_the_val_part_without_validating_on_it(capsys, sample_dir, tmp_path, monkeypatch):
+    # --evaluate val chooses settings without the test part: it scores the val volumes on their full labels and does
+    # not hand them to training as validation cases; the default scores the test volumes
+    import SparseSegLib.bench as bench
+
+    validations, real = [], bench.get_method
+
+    class Recording:
+        def __init__(self, method):
+            self.method = method
+
+        def check_options(self, options):
+            return self.method.check_options(options)
+
+        def train(self, cases, options, reporter, validation=None):
+            validations.append([case.case_id for case in validation or []])
+            return self.method.train(cases, options, reporter, validation=validation)
+
+    monkeypatch.setattr(bench, "get_method", lambda name: Recording(real(name)))
+    scored = {}
+    for part in ("test", "val"):
+        out = tmp_path / part
+        code, _, err = run_cli(capsys, "bench", "--dataset", sample_dir, "--methods", "sparse-only", "--max-cases", "6",
+                               "--split", "0.4,0.3,0.3", "--iterations", "2", "--out", out, "--device", "cpu",
+                               "--evaluate", part)
+        assert code == 0, err
+        results = json.loads((out / "results.json").read_text())
+        scored[part] = sorted(results["runs"]["sparse-only (2D)"]["cases"])
+        assert results["config"]["evaluate"] == part
+        assert f"scored on the full labels of the {part} cases" in (out / "report.md").read_text()
+    fold = results["folds"][0]
+    assert scored == {"test": sorted(fold["test"]), "val": sorted(fold["val"])} and set(fold["val"]).isdisjoint(fold["test"])
+    assert validations == [fold["val"], []]
+    assert_one_line_error(*run_cli(capsys, "bench", "--dataset", sample_dir, "--methods", "sparse-only", "--folds", "2",
+                                   "--evaluate", "val", "--out", tmp_path / "k")[::2], "validation part")
