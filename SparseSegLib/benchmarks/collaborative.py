@@ -141,10 +141,14 @@ def _plot(result: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def report(runs: list[Path]) -> str:
-    """A Markdown table in the paper's units, one row per run of every ``results.json`` under ``runs``."""
-    lines = ["| run | test volumes | B-IoU % (2 mm band) | IoU % | DSC % | ASSD mm | RAVD (abs) | train time | command |",
-             "|---|---|---|---|---|---|---|---|---|"]
+def report(runs: list[Path], hd95: bool = False, paper: bool = True) -> str:
+    """A Markdown table in the paper's units, one row per run of every ``results.json`` under ``runs`` (``hd95``: an
+    HD95 mm column too, as the hippocampus tables have; ``paper``: the paper's LA Table 2 below)."""
+    parts = {json.loads((f / "results.json").read_text())["config"].get("evaluate", "test")
+             for f in runs if (f / "results.json").is_file()}
+    lines = [f"| run | {'/'.join(sorted(parts)) or 'test'} volumes | B-IoU % (2 mm band) | IoU % | DSC % | "
+             f"{'HD95 mm | ' if hd95 else ''}ASSD mm | RAVD (abs) | train time | command |",
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if hd95 else "")]
     for folder in runs:
         path = folder / "results.json"
         if not path.is_file():
@@ -161,8 +165,11 @@ def report(runs: list[Path]) -> str:
                 values = np.abs(values) if absolute else values
                 return f"{scale * np.nanmean(values):.2f} ± {scale * np.nanstd(values):.2f}"
 
-            lines.append(f"| {name} | {len(scores)} | {cell('boundary_iou', 100)} | {cell('iou', 100)} | {cell('dice', 100)} | {cell('assd')} | "
+            lines.append(f"| {name} | {len(scores)} | {cell('boundary_iou', 100)} | {cell('iou', 100)} | {cell('dice', 100)} | "
+                         f"{cell('hd95') + ' | ' if hd95 else ''}{cell('assd')} | "
                          f"{cell('ravd', absolute=True)} | {run['train_seconds'] / 60:.1f} min | `{command}` |")
+    if not paper:
+        return "\n".join(lines) + "\n"
     lines += ["", "| paper (Table 2, LA, 80 train / 20 test, 0.625 mm, GPU) | B-IoU % | DSC % | ASSD mm | RAVD |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {row} |" for name, row in PAPER_TABLE_2.items()]
     return "\n".join(lines) + "\n"
@@ -181,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     distance.add_argument("--volumes", type=int, default=0, help="score propagation on the first N training volumes (0: all)")
     table = commands.add_parser("report", help="Markdown table of run folders next to the paper's Table 2")
     table.add_argument("runs", nargs="+", type=Path)
+    table.add_argument("--hd95", action="store_true", help="an HD95 mm column too (the hippocampus tables' metric)")
+    table.add_argument("--no-paper", action="store_true", help="leave out the paper's LA Table 2 (other data sets)")
     args = parser.parse_args(argv)
     if args.command == "registration":
         torch.set_num_threads(1)
@@ -189,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         print(distance_table(result))
         print(json.dumps({"seconds": result["seconds"], "registration_network": result["registration_network"]}))
     else:
-        print(report(args.runs))
+        print(report(args.runs, hd95=args.hd95, paper=not args.no_paper))
     return 0
 
 
