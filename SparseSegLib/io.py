@@ -16,6 +16,7 @@ import SimpleITK as sitk
 
 from .case import Case, Geometry
 from .errors import SparseSegError
+from .jobs.atomic import atomic_path
 
 SEGMENTATION_SUFFIX = ".seg.nrrd"
 
@@ -137,16 +138,16 @@ def _as_label_values(array: np.ndarray, path: Path | str) -> np.ndarray:
 def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike, compress: bool = True) -> Path:
     """Write ``array`` at ``geometry``; the format follows the extension (.nii.gz, .nrrd, ...).
 
-    Writes to a temporary name in the same folder and renames, so a reader never sees half a file.
+    Written through :func:`~SparseSegLib.jobs.atomic.atomic_path` (temporary name, then rename), so a reader
+    (Slicer polling a round) never sees half a file. Not fsynced here: the round writer fsyncs the files a
+    round lists before committing it, and other callers write files that are cheap to make again.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
-        sitk.WriteImage(to_sitk(array, geometry), str(temporary), compress)
-        os.replace(temporary, path)
+        with atomic_path(path, sync=False) as temporary:
+            sitk.WriteImage(to_sitk(array, geometry), str(temporary), compress)
     except (RuntimeError, OSError) as error:
-        temporary.unlink(missing_ok=True)
         raise SparseSegError(f"cannot write {path}: {str(error).strip().splitlines()[-1][:160]}",
                              "Check that the folder is writable and the disk is not full.") from None
     return path
@@ -198,9 +199,8 @@ def write_segmentation(
         if class_colors and value in class_colors:
             segment["color"] = list(class_colors[value])
         slicerio.add_segment(segmentation, voxels_ijk == value, segment)
-    temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    slicerio.write_segmentation(str(temporary), segmentation)
-    os.replace(temporary, path)
+    with atomic_path(path, sync=False) as temporary:
+        slicerio.write_segmentation(str(temporary), segmentation)
     return path
 
 

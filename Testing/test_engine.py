@@ -139,6 +139,29 @@ def test_a_damaged_model_folder_is_a_clear_error(tmp_path):
         load_segmenter(tmp_path / "m")
 
 
+def test_saving_over_a_model_is_atomic(tmp_path, monkeypatch):
+    """Segmenter.save writes through jobs.atomic: a save that dies half-way (disk full) leaves the previous
+    model loadable and no temporary file in the folder."""
+    from SparseSegLib.engine.model import Segmenter
+    from SparseSegLib.engine.networks import build_network
+
+    config = NetworkConfig(dims=2, channels=(4, 8), num_res_units=0)
+    segmenter = Segmenter(build_network(config, 2), config, (16, 16), {1: "organ"})
+    folder = segmenter.save(tmp_path / "model")
+    saved = load_segmenter(folder).network.state_dict()
+
+    def die_half_way(state, filename) -> None:
+        open(filename, "wb").write(b"PK\x03\x04 half a zip")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", die_half_way)
+    with pytest.raises(OSError, match="No space"):
+        segmenter.save(folder)
+    reloaded = load_segmenter(folder).network.state_dict()
+    assert all(torch.equal(saved[key], reloaded[key]) for key in saved)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.pt"]
+
+
 def test_3d_training_runs_and_predicts_on_the_input_grid(sample_dataset):
     cases = [annotate_case(sample_dataset.load(ref), "central-slice") for ref in sample_dataset.cases[:2]]
     segmenter = get_method("full").train(cases, MethodOptions(network="3d", iterations=3, device="cpu"), SilentReporter())

@@ -377,3 +377,28 @@ def test_split_of_200_cases_is_140_30_30_disjoint_and_reproducible():
 
 def test_split_fractions_must_sum_to_one():
     assert "summing to 1" in error_of(split_cases, ["a", "b", "c"], (0.5, 0.5, 0.5)).message
+
+
+def test_a_failed_write_keeps_the_old_file_whole(tmp_path, rotated_geometry, monkeypatch):
+    """write_image and write_segmentation go through jobs.atomic: Slicer, polling a round's label, sees the old
+    file or the new one; a writer that dies half-way leaves the old file and no temporary behind."""
+    label = np.zeros(rotated_geometry.shape, np.uint8)
+    label[1:3, 2:5, 1:4] = 1
+    image_path = write_image(label, rotated_geometry, tmp_path / "label.nrrd")
+    segmentation_path = write_segmentation(label, rotated_geometry, tmp_path / "label.seg.nrrd", {1: "organ"})
+    before = {path: path.read_bytes() for path in (image_path, segmentation_path)}
+
+    def die_half_way(filename) -> None:
+        Path(filename).write_bytes(b"NRRD0004\nhalf")
+        raise RuntimeError("No space left on device")
+
+    monkeypatch.setattr(sitk, "WriteImage", lambda image, filename, *args: die_half_way(filename))
+    with pytest.raises(SparseSegError, match="cannot write"):
+        write_image(1 - label, rotated_geometry, image_path)
+    import slicerio
+
+    monkeypatch.setattr(slicerio, "write_segmentation", lambda filename, segmentation: die_half_way(filename))
+    with pytest.raises(RuntimeError, match="No space"):
+        write_segmentation(1 - label, rotated_geometry, segmentation_path, {1: "organ"})
+    assert {path: path.read_bytes() for path in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["label.nrrd", "label.seg.nrrd"]

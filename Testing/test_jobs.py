@@ -16,7 +16,7 @@ import pytest
 from SparseSegLib.case import Geometry
 from SparseSegLib.errors import SparseSegError
 from SparseSegLib.jobs import layout
-from SparseSegLib.jobs.atomic import atomic_write_bytes, atomic_write_json, is_disk_full, remove_temporaries
+from SparseSegLib.jobs.atomic import atomic_path, atomic_write_bytes, atomic_write_json, is_disk_full, remove_temporaries
 from SparseSegLib.jobs.client import Job, JobOutcome
 from SparseSegLib.jobs.events import EventReader, EventWriter, format_event, read_events, validate_event
 from SparseSegLib.jobs.regions import annotated_mask, boxes_mask, slices_mask
@@ -221,6 +221,28 @@ def test_atomic_write_leaves_no_temporary(tmp_path):
     with pytest.raises(ValueError):
         atomic_write_json(target, {"bad": float("nan")})
     assert json.loads(target.read_text()) == {"a": 2}
+
+
+def test_atomic_path_replaces_only_when_the_writer_finishes(tmp_path):
+    """The context manager behind every atomic write (images, models, results): a writer that fails half-way
+    leaves the old file whole and no temporary; the temporary keeps the target's extension (SimpleITK picks
+    the format from it) and lives in the target's folder (the rename stays on one file system)."""
+    target = tmp_path / "new" / "label.nii.gz"
+    with atomic_path(target) as temporary:
+        assert temporary.parent == target.parent and temporary.name.endswith("label.nii.gz")
+        temporary.write_bytes(b"old")
+        assert not target.exists()  # nothing visible until the block ends
+    assert target.read_bytes() == b"old"
+    for sync in (True, False):
+        with pytest.raises(RuntimeError, match="writer died"):
+            with atomic_path(target, sync=sync) as temporary:
+                temporary.write_bytes(b"ha")
+                raise RuntimeError("writer died")
+        assert target.read_bytes() == b"old"
+        assert [p.name for p in target.parent.iterdir()] == ["label.nii.gz"]
+    with atomic_path(target, sync=False) as temporary:
+        temporary.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
 
 
 def test_disk_full_is_recognised():

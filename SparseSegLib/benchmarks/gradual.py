@@ -37,6 +37,7 @@ from ..annotation import annotate_case, check_annotation
 from ..case import Case, Geometry
 from ..dataset import load_dataset
 from ..io import read_image, read_label
+from ..jobs.atomic import atomic_write_text
 from ..methods.base import MethodOptions
 from ..methods.gradual import GradualLearning
 from ..methods.supervised import FullSupervision
@@ -111,10 +112,7 @@ class Recorder:
                      "started": time.strftime("%Y-%m-%d %H:%M")}
 
     def save(self) -> None:
-        path = self.out / "results.json"
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.data, indent=1))
-        os.replace(temporary, path)
+        atomic_write_text(self.out / "results.json", json.dumps(self.data, indent=1), sync=False)
         write_report(self.data, self.out)
 
 

@@ -28,6 +28,7 @@ from ..annotation import annotate_case
 from ..case import Case
 from ..cli import parse_options
 from ..dataset import load_dataset, split_cases
+from ..jobs.atomic import atomic_write_text
 from ..methods import MethodOptions, get_method
 from ..methods.self_labelling import natural_rounds
 from ..metrics import case_metrics
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{case_id} {name}: Dice {job['dice'][-1]:.3f} after {job['rounds']} rounds "
                   f"(round {MODULE_ROUNDS}: {dice_after(job, MODULE_ROUNDS):.3f}), {job['seconds']:.0f} s",
                   flush=True)
-        (args.out / "results.json").write_text(json.dumps(data, indent=1))  # a stopped run keeps what it finished
+        # rewritten after every volume, atomically: a stopped run keeps what it finished, never half a file
+        atomic_write_text(args.out / "results.json", json.dumps(data, indent=1), sync=False)
         write_report(data, args.out)
     for name, variant in data["variants"].items():
         s = summarise(variant["jobs"])

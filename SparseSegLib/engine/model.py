@@ -16,6 +16,7 @@ import torch
 
 from .. import __version__
 from ..errors import SparseSegError
+from ..jobs.atomic import atomic_path, atomic_write_text
 from .inference import predict_probabilities
 from .networks import NetworkConfig, build_network
 from .preprocessing import normalize
@@ -71,14 +72,17 @@ class Segmenter:
         }
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``model.pt`` and ``config.json`` into ``directory`` (created if needed)."""
+        """Write ``model.pt`` and ``config.json`` into ``directory`` (created if needed).
+
+        Each file is written atomically (:func:`~SparseSegLib.jobs.atomic.atomic_path`), so overwriting a model
+        that Slicer's Apply model is reading never hands it half a file; not fsynced (a model is re-savable).
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in self.network.state_dict().items()}
-        temporary = directory / f".{WEIGHTS_FILE}.tmp"
-        torch.save(state, temporary)
-        os.replace(temporary, directory / WEIGHTS_FILE)
-        (directory / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2))
+        with atomic_path(directory / WEIGHTS_FILE, sync=False) as temporary:
+            torch.save(state, temporary)
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(self.config(), indent=2), sync=False)
         return directory
 
 

@@ -1,9 +1,14 @@
 """Atomic file writing: a reader sees the old file or the whole new one, never half of it.
 
-Every writer here writes to a temporary name in the target's folder, flushes and ``fsync``s it,
-then ``os.replace``s it over the target (atomic on POSIX and Windows within one file system) and
-finally ``fsync``s the folder so the rename itself survives a power cut. A killed writer leaves at
-most a ``.tmp-*`` file behind, which :func:`remove_temporaries` cleans up.
+The one place in the package that does temporary-name-then-rename, so every file a reader may open
+while it is being written (rounds, checkpoints, job.json, saved models, benchmark results) gets the
+same guarantee. :func:`atomic_path` yields a temporary name in the target's folder for writers that
+only take a file name (SimpleITK, slicerio, ``torch.save``); when the block ends cleanly the file is
+``fsync``ed, ``os.replace``d over the target (atomic on POSIX and Windows within one file system) and
+the folder is ``fsync``ed so the rename itself survives a power cut; when it raises, the temporary
+file is removed. ``sync=False`` skips both fsyncs (still atomic for readers, not crash-durable) for
+files that are cheap to make again. A killed writer leaves at most a ``.tmp-*`` file behind, which
+:func:`remove_temporaries` cleans up. Standard library only: the Slicer process imports this module.
 
 Disk-full and file-size-limit failures surface as :class:`OSError` (``ENOSPC``, ``EFBIG``,
 ``EDQUOT``); :func:`is_disk_full` recognises them so callers can turn them into a user error.
@@ -15,7 +20,9 @@ import errno
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 #: errno values that mean "the disk (or a quota / file-size limit) has no room for this write".
 DISK_FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", None)) if e is not None)
@@ -38,20 +45,18 @@ def is_disk_full(error: BaseException) -> bool:
 
 
 def temporary_path(path: Path) -> Path:
-    """The temporary name :func:`atomic_write_bytes` uses for ``path`` (same folder, hidden)."""
+    """The temporary name :func:`atomic_path` uses for ``path``: same folder (so the rename stays on one file
+    system), hidden, and ending in ``path``'s own name so writers that choose the format by extension
+    (SimpleITK: ``.nrrd``, ``.nii.gz``) still do."""
     return path.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}-{path.name}")
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 def fsync_file(path: str | os.PathLike) -> None:
-    """Flush a written file's data to the disk."""
-    fd = os.open(path, os.O_RDONLY)
+    """Flush a written file's data to the disk.
+
+    Windows' ``FlushFileBuffers`` needs a handle with write access, so the file is opened read-write there.
+    """
+    fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -74,19 +79,21 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, sync: bool = True) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary name, fsync, rename, fsync of the folder)."""
+@contextmanager
+def atomic_path(path: str | os.PathLike, sync: bool = True) -> Iterator[Path]:
+    """Yield the temporary name to write ``path``'s new content to; on a clean exit, replace ``path`` with it.
+
+    ``with atomic_path(target) as temporary: sitk.WriteImage(image, str(temporary))``. The folder is
+    created if needed. If the block raises (including KeyboardInterrupt), the temporary file is removed
+    and ``path`` keeps its old content.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_path(path)
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
-        try:
-            _write_all(fd, data)
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        yield temporary
+        if sync:
+            fsync_file(temporary)
         os.replace(temporary, path)
     except BaseException:
         try:
@@ -96,6 +103,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, sync: bool = True) 
         raise
     if sync:
         fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, sync: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary name, fsync, rename, fsync of the folder)."""
+    path = Path(path)
+    with atomic_path(path, sync) as temporary:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
     return path
 
 
