@@ -28,6 +28,16 @@ from slicer.ScriptedLoadableModule import (
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.util import VTKObservationMixin
 
+try:  # Slicer's translation functions (slicer.i18n, Slicer >= 5.4), as its own scripted modules import them
+    from slicer.i18n import tr as _
+    from slicer.i18n import translate
+except ImportError:  # the slicer-core wheel the tests run on has no slicer.i18n: text stays as written
+    def _(text: str) -> str:
+        return text
+
+    def translate(context: str, text: str) -> str:
+        return text
+
 # Developer mode (this repository's SparseSeg/ folder added to the module paths): Slicer puts only this file's
 # folder on sys.path, and SparseSegLib/ is one level up (installed, it lies next to this file).
 _REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,11 +84,11 @@ POLL_INTERVAL_MS = 250
 class SparseSeg(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "SparseSeg"
-        self.parent.categories = ["Segmentation"]
+        self.parent.title = _("SparseSeg")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
         self.parent.contributors = ["SparseSeg developers"]
-        self.parent.helpText = """
+        self.parent.helpText = _("""
 Segment a 3D volume from a sparse annotation: paint each structure on one slice (or inside ROI boxes),
 press Start, and watch results arrive round by round in the result segmentation. The default method
 (propagate) registers the painted slices through the volume (first result in seconds), then fuses small
@@ -86,11 +96,11 @@ networks trained on them; Rounds "auto" lets it run until it is done. Correct a 
 Editor and press Continue: corrected slices become ground truth and both rounds run again.
 "Go to suggested slice" shows the slice the latest round is least sure of: the one worth painting next.
 Training runs in a background process (GPU when available). See the README's "Use in 3D Slicer" section.
-"""
-        self.parent.acknowledgementText = """
+""")
+        self.parent.acknowledgementText = _("""
 Built on 3D Slicer, MONAI and PyTorch. Methods from 3D Gradual Learning, incremental 2D self-labelling,
 Mean Teacher and collaborative-learning papers (see the README).
-"""
+""")
 
 
 #
@@ -166,7 +176,7 @@ class SparseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.browsePythonButton.connect("clicked(bool)", self.onBrowsePython)
 
         if _IMPORT_ERROR is not None:
-            self.ui.statusLabel.text = f"SparseSegLib could not be imported: {_IMPORT_ERROR}"
+            self.ui.statusLabel.text = _("SparseSegLib could not be imported: {error}").format(error=_IMPORT_ERROR)
         self.initializeParameterNode()
         self.updateButtons()
 
@@ -238,12 +248,12 @@ class SparseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.saveModelButton.enabled = bool(session and session.imported_rounds and not session.running and not modelBusy)
         self.ui.applyModelButton.enabled = bool(p and p.applyVolume and not modelBusy
                                                 and (p.modelDirectory or (session and session.imported_rounds)))
-        self.ui.startButton.toolTip = ("Train on the annotation and stream rounds into the result segmentation" if ready
-                                       else "Select the input volume and the annotation segmentation")
+        self.ui.startButton.toolTip = (_("Train on the annotation and stream rounds into the result segmentation") if ready
+                                       else _("Select the input volume and the annotation segmentation"))
 
     def showProgress(self) -> None:
         if self.logic.controller and self.logic.controller.checking:
-            self.ui.statusLabel.text = "checking the worker's Python packages (first Start only) ..."
+            self.ui.statusLabel.text = _("checking the worker's Python packages (first Start only) ...")
         session = self.logic.session
         if session is None:
             return
@@ -251,7 +261,7 @@ class SparseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.value = int(round(100 * fraction))
         suggestion = session.suggested_slice() if session.status != "accepted" else None
         if suggestion is not None:
-            text += f"; annotate next: {suggestion.describe()}"
+            text += _("; annotate next: {slice}").format(slice=suggestion.describe())
         self.ui.statusLabel.text = text if not session.error_message else session.error_message
         for line in session.log[self._logLines:]:
             self.ui.logTextEdit.appendPlainText(line)
@@ -283,67 +293,67 @@ class SparseSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.logTextEdit.clear()
             self.logic.start(self._parameterNode, log=self.ui.logTextEdit.appendPlainText)
             self.timer.start()  # polls the probe (first Start) or the worker
-        self._run("Failed to start SparseSeg.", start)
+        self._run(_("Failed to start SparseSeg."), start)
 
     def onStop(self) -> None:
-        self._run("Failed to stop the worker.", self.logic.stop)
+        self._run(_("Failed to stop the worker."), self.logic.stop)
 
     def onContinue(self) -> None:
         def resume():
             self.logic.continueSession(self._parameterNode)
             self.timer.start()
-        self._run("Failed to continue.", resume)
+        self._run(_("Failed to continue."), resume)
 
     def onAccept(self) -> None:
-        self._run("Failed to accept the result.", self.logic.accept)
+        self._run(_("Failed to accept the result."), self.logic.accept)
 
     def onGoToSuggestedSlice(self) -> None:
         # the session centres every slice view on the suggested slice (vtkMRMLSliceNode.JumpAllSlices with
         # CenteredJumpSlice, checked in Slicer/Slicer Libs/MRML/Core/vtkMRMLSliceNode.cxx); the log names the
         # view that shows it, or says that none has that orientation
-        self._run("Failed to go to the suggested slice.", self.logic.goToSuggestedSlice)
+        self._run(_("Failed to go to the suggested slice."), self.logic.goToSuggestedSlice)
 
     def onTimer(self) -> None:
         tick = self.logic.poll()  # never raises: failures come back in tick.errors, each once
         if tick.saved:
-            self.ui.logTextEdit.appendPlainText(f"model saved to {tick.saved}")
+            self.ui.logTextEdit.appendPlainText(_("model saved to {folder}").format(folder=tick.saved))
         if tick.applied is not None:
-            self.ui.logTextEdit.appendPlainText(f"model applied: {tick.applied.GetName()}")
+            self.ui.logTextEdit.appendPlainText(_("model applied: {node}").format(node=tick.applied.GetName()))
         self.showProgress()
         self.updateButtons()
         if not self.logic.busy():
             self.timer.stop()
         for what, error in tick.errors:
-            self.showError(POLL_FAILURES.get(what, "SparseSeg failed."), error)
+            self.showError(POLL_FAILURES.get(what, _("SparseSeg failed.")), error)
 
     def onSaveModel(self) -> None:
-        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Save the model into folder")
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Save the model into folder"))
         if folder:
             def save():
                 self.logic.saveModel(folder, self._parameterNode)
                 self.timer.start()
-            self._run("Failed to save the model.", save)
+            self._run(_("Failed to save the model."), save)
 
     def onLoadModel(self) -> None:
-        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Model folder (config.json + model.pt)")
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Model folder (config.json + model.pt)"))
         if folder:
-            self._run("Not a SparseSeg model folder.", lambda: self.logic.loadModel(folder, self._parameterNode))
+            self._run(_("Not a SparseSeg model folder."), lambda: self.logic.loadModel(folder, self._parameterNode))
 
     def onApplyModel(self) -> None:
         def apply():
             self.logic.applyModel(self._parameterNode)
             self.timer.start()
-        self._run("Failed to apply the model.", apply)
+        self._run(_("Failed to apply the model."), apply)
 
     def onBrowsePython(self) -> None:
-        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Python executable for the worker")
+        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), _("Python executable for the worker"))
         if path:
             self._parameterNode.pythonExecutable = path
 
 
 #: The message box title line for a failure the timer reports (ModuleController.poll's Tick.errors).
-POLL_FAILURES = {"start": "Failed to start SparseSeg.", "session": "Failed to read the worker's results.",
-                 "save": "Failed to save the model.", "apply": "Failed to apply the model."}
+POLL_FAILURES = {"start": _("Failed to start SparseSeg."), "session": _("Failed to read the worker's results."),
+                 "save": _("Failed to save the model."), "apply": _("Failed to apply the model.")}
 
 
 #

@@ -12,6 +12,12 @@ from __future__ import annotations
 
 import slicer
 
+try:  # Slicer's translation function (slicer.i18n, Slicer >= 5.4), as its own scripted modules import it
+    from slicer.i18n import tr as _
+except ImportError:  # the slicer-core wheel the tests run on has no slicer.i18n: text stays as written
+    def _(text: str) -> str:
+        return text
+
 
 class SparseSegInstallLogic:
     """The user's answer to "install now?" (asked once per Slicer session) and the install itself."""
@@ -27,26 +33,29 @@ class SparseSegInstallLogic:
 
         testing = slicer.app.commandOptions().testingEnabled
         if self._installDeclined:
-            raise SparseSegError("the dependencies are not installed", "Press Start again after installing them, or restart Slicer.")
+            raise SparseSegError(_("the dependencies are not installed"),
+                                 _("Press Start again after installing them, or restart Slicer."))
         if not testing and not slicer.util.confirmOkCancelDisplay(
-                "SparseSeg trains a network in the background and needs these Python packages in Slicer:\n\n"
-                + "\n".join(requirements) + "\n\nInstall them now? This can take several minutes (torch is large)."):
+                _("SparseSeg trains a network in the background and needs these Python packages in Slicer:\n\n"
+                  "{requirements}\n\nInstall them now? This can take several minutes (torch is large).").format(
+                    requirements="\n".join(requirements))):
             self._installDeclined = True
-            raise SparseSegError("installation declined", "SparseSeg cannot train without torch and MONAI.")
+            raise SparseSegError(_("installation declined"), _("SparseSeg cannot train without torch and MONAI."))
         torchRequirement = next((r for r in requirements if r.startswith("torch")), None)
         if torchRequirement:
             try:
                 import PyTorchUtils
             except ModuleNotFoundError:
-                raise SparseSegError("the PyTorch extension is not installed",
-                                     "Install 'PyTorch' from the Extensions Manager (it is a dependency of SparseSeg) "
-                                     "and restart Slicer.") from None
+                raise SparseSegError(_("the PyTorch extension is not installed"),
+                                     _("Install 'PyTorch' from the Extensions Manager (it is a dependency of SparseSeg) "
+                                       "and restart Slicer.")) from None
             # the extension's public API picks the torch build that matches the NVIDIA driver (light-the-torch);
             # consent was asked above, once (PyTorchUtils/PyTorchUtils.py, fepegar/SlicerPyTorch)
             installed = PyTorchUtils.PyTorchUtilsLogic().installTorch(
                 askConfirmation=False, torchVersionRequirement=torchRequirement[len("torch"):] or None)
             if installed is None:
-                raise SparseSegError("torch was not installed", "See the Python console for the PyTorch extension's output.")
+                raise SparseSegError(_("torch was not installed"),
+                                     _("See the Python console for the PyTorch extension's output."))
         others = [r for r in requirements if not r.startswith("torch")]
         if others:
             slicer.util.pip_install(others)  # a list: each item one pip argument (Slicer 5.6, 5.8, main)

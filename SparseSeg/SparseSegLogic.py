@@ -19,6 +19,12 @@ from SparseSegLib.session.controller import ModuleController
 from SparseSegLib.session.session import Session
 from SparseSegLib.session.settings import SessionSettings
 
+try:  # Slicer's translation function (slicer.i18n, Slicer >= 5.4), as its own scripted modules import it
+    from slicer.i18n import tr as _
+except ImportError:  # the slicer-core wheel the tests run on has no slicer.i18n: text stays as written
+    def _(text: str) -> str:
+        return text
+
 
 class SparseSegLogic(ScriptedLoadableModuleLogic):
     """Slicer glue around :class:`SparseSegLib.session.controller.ModuleController`: parameters -> settings and
@@ -92,7 +98,7 @@ class SparseSegLogic(ScriptedLoadableModuleLogic):
 
     def continueSession(self, p):
         if self.session is None:
-            raise SparseSegError("nothing to continue", "Press Start first.")
+            raise SparseSegError(_("nothing to continue"), _("Press Start first."))
         return self.session.continue_session(rounds=p.continueRounds)
 
     def accept(self) -> None:
@@ -102,7 +108,8 @@ class SparseSegLogic(ScriptedLoadableModuleLogic):
     def goToSuggestedSlice(self):
         """Jump the slice views to the slice the newest round is least sure of: ``(suggestion, view names)``."""
         if self.session is None:
-            raise SparseSegError("no slice is suggested yet", "Press Start: each round names the slice it is least sure of.")
+            raise SparseSegError(_("no slice is suggested yet"),
+                                 _("Press Start: each round names the slice it is least sure of."))
         return self.session.jump_to_suggested_slice()
 
     def shutdown(self) -> None:

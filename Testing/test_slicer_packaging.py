@@ -195,7 +195,7 @@ def test_suggested_slice_button_starts_disabled_and_follows_the_session():
     assert "self.ui.suggestedSliceButton.enabled = " in source and "session.suggested_slice()" in source
     assert "goToSuggestedSlice" in widget_methods("SparseSegLogic")
     assert "self.session.jump_to_suggested_slice()" in LOGIC.read_text()
-    assert "annotate next: {suggestion.describe()}" in source  # the status line names the slice
+    assert '_("; annotate next: {slice}").format(slice=suggestion.describe())' in source  # the status line names the slice
     assert callable(Session.suggested_slice) and callable(Session.jump_to_suggested_slice)
 
 
