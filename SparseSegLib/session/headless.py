@@ -13,15 +13,6 @@ from __future__ import annotations
 import types
 
 
-def slicer_core_available() -> bool:
-    try:
-        import slicer  # noqa: F401
-
-        return hasattr(slicer, "vtkMRMLScene") and hasattr(slicer, "vtkSlicerSegmentationsModuleLogic")
-    except ImportError:
-        return False
-
-
 def make_headless_slicer(quiet: bool = True):
     """``(scene, application logic, {name: module logic})``; sets ``slicer.mrmlScene`` and ``slicer.modules``."""
     import slicer

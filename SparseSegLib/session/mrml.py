@@ -72,10 +72,6 @@ def volume_geometry(volume_node) -> Geometry:
     return Geometry.from_ijk_to_lps(RAS_TO_LPS @ ijk_to_ras(volume_node), size)
 
 
-def geometry_ras_matrix(geometry: Geometry) -> np.ndarray:
-    return geometry.ijk_to_ras()
-
-
 def volume_array(volume_node) -> np.ndarray:
     """The voxels of a scalar volume node, ``(k, j, i)`` (a view: do not modify)."""
     image = volume_node.GetImageData()
