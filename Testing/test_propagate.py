@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from SparseSegLib.defaults import START_METHOD, start_parameters
-from SparseSegLib.engine.propagation import PropagationSettings, propagate_slices, slice_distance
+from SparseSegLib.engine.propagation import PropagationSettings, open_end_reach, propagate_slices, slice_distance
 from SparseSegLib.engine.preprocessing import normalize
 from SparseSegLib.errors import SparseSegError
 from SparseSegLib.jobs.client import Job
@@ -60,6 +60,31 @@ def test_a_gap_between_painted_slices_is_filled_from_both_ends(sample_case):
     np.testing.assert_array_equal(two_sided[high], label[high])
     gap = slice(low + 1, high)
     assert dice(two_sided[gap] > 0, label[gap] > 0) > dice(one_sided[gap] > 0, label[gap] > 0)
+
+
+def test_a_slice_painted_empty_past_the_end_closes_the_open_end_there_and_nothing_else(sample_case):
+    """A user marks where the object has ended by painting an empty slice past it. With ``fade`` that slice stops
+    the object's chain but does not pull it in: up to it, the result is the one painted slice's open end. With
+    ``linear`` the empty slice's chain is blended in like any other and the object is cut at the gap's middle."""
+    label = sample_case.label
+    present = np.flatnonzero((label > 0).any(axis=(1, 2)))
+    middle, beyond = central(label), min(int(present[-1]) + 2, label.shape[0] - 1)
+    assert not (label[beyond] > 0).any()
+    image = normalize(sample_case.image)
+    spacing = sample_case.geometry.spacing_kji
+    reach = lambda start: open_end_reach(label[start], spacing, 2.0)  # noqa: E731  (the method's default)
+    alone = propagate_slices(image, label, [middle], 3, open_end_reach=reach)
+    faded = propagate_slices(image, label, [middle, beyond], 3, open_end_reach=reach, empty_gap="fade")
+    linear = propagate_slices(image, label, [middle, beyond], 3, open_end_reach=reach, empty_gap="linear")
+    gap = slice(middle + 1, beyond)
+    np.testing.assert_allclose(faded[:, gap], alone[:, gap], atol=1e-5)
+    for result in (faded, linear):
+        np.testing.assert_array_equal(result[:, beyond].argmax(0), 0)  # the paint is ground truth
+    halfway = (middle + beyond) // 2 + 1
+    assert not (linear[1:, halfway:beyond].sum(0) >= 0.5).any()
+    assert (faded[1:, halfway:beyond].sum(0) >= 0.5).any()
+    with pytest.raises(SparseSegError, match="empty_gap"):
+        propagate_slices(image, label, [middle, beyond], 3, empty_gap="shrink")
 
 
 def test_slice_distance_and_bad_painted_slices():

@@ -37,6 +37,14 @@ def class_mean_dice(labels: np.ndarray, reference: np.ndarray, spacing) -> float
                           for c in classes]))
 
 
+def past_end_slice(reference: np.ndarray, distance: int) -> int:
+    """The slice ``distance`` slices past the object's end along k: beyond its last slice, or before its first
+    where the volume ends too soon on that side."""
+    present = np.flatnonzero((reference > 0).any(axis=(1, 2)))
+    high = int(present[-1]) + distance
+    return high if high < reference.shape[0] else max(int(present[0]) - distance, 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -50,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a propagate option")
     parser.add_argument("--slices", type=int, default=1,
                         help="painted slices, evenly spread over the object's extent along k (1: the central one)")
+    parser.add_argument("--past-end", type=int, default=0, metavar="D",
+                        help="also paint an empty slice D slices past the object's end along k (a user marking where "
+                             "it ends; the high end, or the low end where the volume stops first)")
     parser.add_argument("--first-round-only", action="store_true", help="stop after the registration round")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -62,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         annotated = np.zeros(reference.shape, bool)
         for index in (even_slices(reference, args.slices) if args.slices > 1 else [central_slice(reference)]):
             annotated[index] = True
+        if args.past_end:
+            annotated[past_end_slice(reference, args.past_end)] = True
         case = case.with_annotation(annotated)
         started, scores = time.perf_counter(), []
         for result in get_method("propagate").run_rounds([case], options, SilentReporter()):
@@ -74,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
               + " class mean " + " ".join(f"{c:.3f}" for _, _, c in scores)
               + f", RAVD {scores[-1][1]:+.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
     means = np.mean(np.array(per_scan), axis=0)
-    print(f"{args.dataset} dev x{len(per_scan)}, {args.slices} slice(s), {' '.join(args.option) or '(defaults)'}: mean Dice per round "
+    print(f"{args.dataset} dev x{len(per_scan)}, {args.slices} slice(s){f' + empty {args.past_end} past the end' if args.past_end else ''}, {' '.join(args.option) or '(defaults)'}: mean Dice per round "
           + " ".join(f"{m:.3f}" for m in means[:, 0]) + ", class mean " + " ".join(f"{m:.3f}" for m in means[:, 1]))
     return 0
 

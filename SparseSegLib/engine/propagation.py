@@ -98,6 +98,8 @@ def propagate_slices(
     should_stop: Callable[[], bool] | None = None,
     registration: SliceRegistration | None = None,
     open_end_reach: Callable[[int], float] | None = None,
+    empty_gap: str = "linear",
+    end_shape: str = "cut",
 ) -> np.ndarray:
     """Class probabilities ``(C, k, j, i)`` of ``label``'s painted slices (indices along axis 0) propagated
     through the normalised ``volume``.
@@ -107,6 +109,16 @@ def propagate_slices(
     Gaussian of the distance over ``open_end_reach(painted slice)`` slices when given (the foreground falls below
     one half at about 0.83 reach). Background is what the foreground classes leave. ``should_stop`` is polled
     once per slice (cancellation).
+
+    ``empty_gap``: a gap whose far painted slice holds none of a class (the user painted a slice past the object's
+    end) says only that the class ends somewhere in the gap, not where. ``"fade"`` treats that class's chain as an
+    open end stopped at the empty slice (the empty slice's chain does not count for it); ``"linear"`` blends the
+    two chains as for any gap, which halves the object at the gap's middle however close the end really is.
+
+    ``end_shape``: how an open end fades. ``"cut"`` multiplies the chain by the Gaussian above, so whole slices
+    drop out at about 0.83 reach while the slices before keep the painted size; ``"taper"`` shrinks each
+    propagated slice towards its core so that its area follows an ellipsoid's, ``1 - (d / reach)^2`` of the
+    carried area at ``d`` slices, gone at one reach (a compact object narrows towards its end).
     """
     if volume.shape != label.shape:
         raise SparseSegError(f"image {volume.shape} and label {label.shape} differ in shape",
@@ -117,17 +129,27 @@ def propagate_slices(
         raise SparseSegError(f"painted slices {painted} are not inside a volume of {depth} slices",
                              "Paint at least one slice of the volume.")
     registration = registration or SliceRegistration(volume, settings or PropagationSettings())
+    if empty_gap not in ("fade", "linear"):
+        raise SparseSegError(f"unknown empty_gap {empty_gap!r}", 'Use "fade" or "linear".')
+    if end_shape not in ("cut", "taper"):
+        raise SparseSegError(f"unknown end_shape {end_shape!r}", 'Use "cut" or "taper".')
     foreground = np.zeros((num_classes - 1,) + volume.shape, np.float32)
-    total_weight = np.zeros(depth, np.float32)
+    total_weight = np.zeros((num_classes - 1, depth), np.float32)  # per class: a gap may close for one class only
+    holds = {p: one_hot_foreground(label[p], num_classes).reshape(num_classes - 1, -1).any(1) for p in painted}
     for index, start in enumerate(painted):
         foreground[:, start] = one_hot_foreground(label[start], num_classes)
-        total_weight[start] = np.inf
+        total_weight[:, start] = np.inf
         for direction in (-1, 1):
             neighbour = index + direction
             stop = painted[neighbour] if 0 <= neighbour < len(painted) else (-1 if direction < 0 else depth)
             span = abs(stop - start)
             open_end = stop in (-1, depth)
-            reach = open_end_reach(start) if open_end and open_end_reach is not None else None
+            # classes this chain carries alone up to an empty painted slice, and those it leaves to the other chain
+            closing = not open_end and empty_gap == "fade"
+            alone = holds[start] & ~holds[stop] if closing else np.zeros(num_classes - 1, bool)
+            silent = ~holds[start] & holds[stop] if closing else np.zeros(num_classes - 1, bool)
+            faded = open_end | alone
+            reach = open_end_reach(start) if faded.any() and open_end_reach is not None else None
             current = foreground[:, start].copy()
             position = start
             while position + direction != stop:
@@ -138,18 +160,43 @@ def propagate_slices(
                 target = position + direction
                 current = registration.warp(current, position, target)
                 # a gap filled from both ends: each chain counts by its closeness; open ends: the one chain
-                weight = 1.0 if open_end else (span - abs(target - start)) / span
-                fade = 1.0 if reach is None else float(np.exp(-((target - start) / max(reach, 1e-6)) ** 2))
-                foreground[:, target] += weight * fade * current
-                total_weight[target] += weight
+                linear = 1.0 if open_end else (span - abs(target - start)) / span
+                weight = np.where(alone, 1.0, np.where(silent, 0.0, linear)).astype(np.float32)
+                if reach is not None and end_shape == "taper":
+                    fraction = 1.0 - ((target - start) / max(reach, 1e-6)) ** 2
+                    carried = np.where(faded[:, None, None], taper(current, fraction), current)
+                    foreground[:, target] += weight[:, None, None] * carried
+                else:
+                    fade = 1.0 if reach is None else float(np.exp(-((target - start) / max(reach, 1e-6)) ** 2))
+                    fades = np.where(faded, fade, 1.0).astype(np.float32)
+                    foreground[:, target] += (weight * fades)[:, None, None] * current
+                total_weight[:, target] += weight
                 position = target
     open_slices = np.isfinite(total_weight) & (total_weight > 0)
-    foreground[:, open_slices] /= total_weight[open_slices][None, :, None, None]
+    divisor = np.where(open_slices, total_weight, 1.0)
+    foreground /= divisor[:, :, None, None]
     foreground = np.clip(foreground, 0.0, 1.0)
     total = foreground.sum(0)
     over = total > 1.0
     foreground[:, over] /= total[over]
     return np.concatenate([np.clip(1.0 - foreground.sum(0), 0.0, 1.0)[None], foreground])
+
+
+def taper(maps: np.ndarray, fraction: float) -> np.ndarray:
+    """Soft maps ``(C, j, i)`` of one slice shrunk to ``fraction`` of their object's area: the object (all classes
+    together, probability >= 0.5) keeps its voxels deepest inside it (largest distance to its border), so it
+    narrows towards its core the way a compact object narrows towards its end; classes keep their split."""
+    from scipy import ndimage
+
+    if fraction >= 1.0:
+        return maps
+    obj = maps.sum(0) >= 0.5
+    keep = int(round(max(fraction, 0.0) * int(obj.sum())))
+    if keep == 0:
+        return np.zeros_like(maps)
+    depth = ndimage.distance_transform_edt(obj)
+    threshold = np.partition(depth[obj], obj.sum() - keep)[obj.sum() - keep]
+    return maps * (depth >= threshold)[None].astype(maps.dtype)
 
 
 def slice_distance(depth: int, painted: list[int]) -> np.ndarray:

@@ -81,7 +81,8 @@ class PropagateMethod:
                 registration = propagate_slices(
                     volume.image, volume.label, volume.painted, num_classes,
                     PropagationSettings(settings.demons_iterations, settings.demons_smoothing),
-                    should_stop=should_stop, open_end_reach=_reach_of(volume, case, settings))
+                    should_stop=should_stop, open_end_reach=_reach_of(volume, case, settings),
+                    empty_gap=settings.empty_gap, end_shape=settings.end_shape)
             if kind == "registration":
                 probabilities, network_state = registration, initial
                 labels = registration.argmax(0).astype(np.uint8)

@@ -10,6 +10,8 @@ from ..option_parsing import parse_settings
 FUSIONS = ("intersection", "near", "average", "network", "registration")
 SUGGESTIONS = ("gap", "entropy")
 CLASS_SOURCES = ("fused", "registration")
+EMPTY_GAPS = ("fade", "linear")
+END_SHAPES = ("cut", "taper")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,11 @@ class PropagateSettings:
       an object's parts travels with it; the networks still decide what is object).
     * ``anchor``: keep only 3D components of the result that touch painted foreground (a result never has
       blobs the painting cannot reach).
+    * ``empty_gap``: a gap closed by a painted slice without the object (a user marking where it has ended):
+      ``fade`` carries the object from its side as an open end stopped there, ``linear`` blends it away
+      towards the empty slice like any gap (:func:`~SparseSegLib.engine.propagation.propagate_slices`).
+    * ``end_shape``: how an open end fades: ``cut`` (whole slices drop out at about 0.83 ``open_end`` radii) or
+      ``taper`` (each slice shrinks towards its core, gone at ``open_end`` radii).
     * ``suggest``: the slice to paint next: ``gap`` (middle of the widest unpainted stretch of the predicted
       object, :mod:`.suggestion`) or ``entropy`` (the worker's generic least-certain slice).
     * ``crop_margin``: work in the painted foreground's in-plane bounding box grown by this fraction of its
@@ -55,6 +62,8 @@ class PropagateSettings:
     fusion: str = "average"
     fusion_margin: int = 2
     classes: str = "fused"
+    empty_gap: str = "linear"
+    end_shape: str = "cut"
     anchor: bool = True
     crop_margin: float = 0.5
     min_margin: int = 16
@@ -82,6 +91,10 @@ class PropagateSettings:
             raise SparseSegError(f"unknown suggest {self.suggest!r}", f"Use one of: {', '.join(SUGGESTIONS)}.")
         if self.classes not in CLASS_SOURCES:
             raise SparseSegError(f"unknown classes {self.classes!r}", f"Use one of: {', '.join(CLASS_SOURCES)}.")
+        if self.empty_gap not in EMPTY_GAPS:
+            raise SparseSegError(f"unknown empty_gap {self.empty_gap!r}", f"Use one of: {', '.join(EMPTY_GAPS)}.")
+        if self.end_shape not in END_SHAPES:
+            raise SparseSegError(f"unknown end_shape {self.end_shape!r}", f"Use one of: {', '.join(END_SHAPES)}.")
         if self.fusion not in FUSIONS:
             raise SparseSegError(f"unknown fusion {self.fusion!r}", f"Use one of: {', '.join(FUSIONS)}.")
         positive = ("demons_iterations", "iterations", "batch_size", "patch")
