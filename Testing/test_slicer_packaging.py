@@ -80,7 +80,7 @@ def test_extension_metadata_and_icon():
     assert "slicerMacroBuildScriptedModule(" in module and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in module
     import json
 
-    entry = json.loads((ROOT / "SparseSeg.json").read_text())
+    entry = json.loads((ROOT / "Resources" / "ExtensionsIndex" / "SparseSeg.json").read_text())
     assert entry["category"] == "Segmentation" and entry["scm_url"] and "$schema" in entry
     assert "PyTorch" in entry["build_dependencies"]
     icon = (ROOT / "SparseSeg" / "Resources" / "Icons" / "SparseSeg.png").read_bytes()
