@@ -233,3 +233,46 @@ def test_the_icon_and_screenshot_urls_name_files_in_the_repository():
     tracked = subprocess.run(["git", "ls-files", "--", *[str(p.relative_to(ROOT)) for p in [icon] + screenshots]],
                              cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     assert len(tracked) == 1 + len(screenshots), "the icon and screenshots must be committed, not only on disk"
+
+
+# --------------------------------------------------------------------------------------------------
+# The screenshot script still runs (the .ui, the session code it reuses and VTK offscreen)
+
+
+def test_the_screenshot_script_renders_a_job(tmp_path):
+    """``Resources/Screenshots/make_screenshot.py`` on a small job made from a bundled sample scan: the .ui loads
+    with the stand-ins, the panel is filled from the events, VTK renders the slice view offscreen, a PNG comes out.
+    Skipped where PySide6 or an offscreen OpenGL for VTK is missing."""
+    pytest.importorskip("PySide6.QtUiTools", reason="needs PySide6")
+    pytest.importorskip("vtk")
+    import os
+    import sys
+
+    from SparseSegLib.io import read_image, read_label, write_image
+
+    sample = ROOT / "Resources" / "SampleData" / "hippocampus"
+    image, geometry = read_image(sample / "imagesTr" / "hippocampus_001.nii.gz")
+    label = read_label(sample / "labelsTr" / "hippocampus_001.nii.gz", geometry)
+    job = tmp_path / "job"
+    (job / "rounds" / "001").mkdir(parents=True)
+    write_image(image, geometry, job / "inputs" / "image.nrrd")
+    write_image(label.astype("uint8"), geometry, job / "rounds" / "001" / "label.nrrd")
+    (job / "job.json").write_text(json.dumps({"method": "propagate", "case_id": "sample", "inputs": {
+        "image": "inputs/image.nrrd"}, "classes": {"1": {"name": "Anterior"}, "2": {"name": "Posterior"}}}))
+    events = [{"event": "started", "method": "propagate", "rounds": None, "device": "cpu", "pid": 1},
+              {"event": "log", "message": "propagate plans 2 round(s)"},
+              {"event": "round", "round": 1, "rounds": 2, "files": {"label": "rounds/001/label.nrrd"},
+               "suggested_slice": {"axis": 0, "index": 12, "score": 1.0, "ijk": [10, 20, 12]}},
+              {"event": "progress", "round": 2, "rounds": 2, "step": 50, "total": 100, "eta_s": 30.0}]
+    (job / "events.jsonl").write_text("".join(json.dumps({**e, "seq": n + 1, "time": 1.0 + n}) + "\n"
+                                              for n, e in enumerate(events)))
+    out = tmp_path / "shot.png"
+    completed = subprocess.run([sys.executable, str(ROOT / "Resources" / "Screenshots" / "make_screenshot.py"),
+                                "--job", str(job), "--out", str(out)], capture_output=True, text=True, timeout=300,
+                               env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    if completed.returncode != 0 and "VTK rendered an empty image" in completed.stderr:
+        pytest.skip(completed.stderr.strip().splitlines()[-1])
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "round 2/2, step 50/100, ETA 0:30 for this round; annotate next: axial slice 12" in completed.stdout
+    width, height = png_size(out)
+    assert width > 900 and height > 600
