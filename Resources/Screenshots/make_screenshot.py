@@ -323,7 +323,7 @@ def stand_in_classes():
 def build_panel(state: dict, names: dict, method: str, width: int):
     from PySide6.QtCore import QFile
     from PySide6.QtUiTools import QUiLoader
-    from PySide6.QtWidgets import QComboBox, QVBoxLayout, QWidget
+    from PySide6.QtWidgets import QVBoxLayout, QWidget
 
     from SparseSegLib.session.settings import DEVICE_CHOICES, METHOD_CHOICES, ORIENTATION_CHOICES, REGION_CHOICES
 
