@@ -88,7 +88,15 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
     """Run every method x network on every fold and write the results; returns ``results.json``'s content."""
     from .report import write_plots, write_report, write_results  # matplotlib only when a report is written
 
-    reporter = reporter or TerminalReporter()
+    from .distributed.collectives import map_shared
+    from .distributed.context import check_method, check_volumes, current
+    from .methods.base import SilentReporter
+
+    context = current()  # under torchrun: rank 0 reports and writes, test prediction is split across the ranks
+    main = context is None or context.is_main
+    reporter = (reporter or TerminalReporter()) if main else SilentReporter()
+    for method in config.methods:
+        check_method(method)
     if config.evaluate not in EVALUATED_PARTS:
         raise SparseSegError(f"unknown part to evaluate {config.evaluate!r}", f"Use one of: {', '.join(EVALUATED_PARTS)}.")
     if config.evaluate == "val" and (config.folds or config.split[1] <= 0):
@@ -99,7 +107,8 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
             get_method(method).check_options(MethodOptions(network=network, budget=config.budget, extra=dict(config.options)))
     dataset = load_dataset(config.dataset)
     folds = _parts(dataset, config)
-    config.out.mkdir(parents=True, exist_ok=True)
+    if main:
+        config.out.mkdir(parents=True, exist_ok=True)
     reporter.log(f"benchmark on {dataset.name}: {len(dataset.cases)} cases, annotation {config.annotation}, "
                  f"{len(folds)} fold(s), runs: {', '.join(run_name(m, n, config.options) for m in config.methods for n in config.networks)}")
     started = time.perf_counter()
@@ -118,6 +127,7 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
         test = [load(c) for c in part[config.evaluate]]  # the scored part: the test volumes, or the val volumes
         if config.evaluate == "val":
             val = []  # scored on their full labels: no checkpoint selection on them
+        check_volumes(len(train))
         stats = [check_annotation(case.label, case.annotated) for case in train]
         reporter.log(f"fold {fold_index + 1}/{len(folds)}: {len(train)} train / {len(part['val'])} val / {len(part['test'])} "
                      f"test cases, scoring the {config.evaluate} part; "
@@ -135,13 +145,19 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
                 segmenter = get_method(method).train(train, options, reporter, validation=val or None)
                 train_seconds = time.perf_counter() - tick
                 tick = time.perf_counter()
-                for case in test:
+
+                def score(case: Case) -> tuple[np.ndarray, dict]:
                     predicted, _ = segmenter.predict(case.image, config.device if config.device != "auto" else _auto())
-                    run["cases"][case.case_id] = case_metrics(predicted, case.label, case.geometry.spacing_kji, dataset.class_names)
-                    if config.save_predictions:
+                    return predicted, case_metrics(predicted, case.label, case.geometry.spacing_kji, dataset.class_names)
+
+                for case, (predicted, metrics) in zip(test, map_shared(score, test)):  # split across ranks, gathered
+                    run["cases"][case.case_id] = metrics
+                    if config.save_predictions and main:
                         folder = config.out / "predictions" / f"{method}-{network}"
                         write_image(predicted, case.geometry, folder / f"{case.case_id}.nii.gz")
                 predict_seconds = time.perf_counter() - tick
+                if not main:
+                    continue  # the per-round curve and the reports are rank 0's
                 from .round_curves import round_test_curve  # per-round test Dice of round-based methods
 
                 curve = round_test_curve(segmenter, test, config.device if config.device != "auto" else _auto(),
@@ -153,6 +169,8 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
                 reporter.log(f"{name}: trained in {format_duration(train_seconds)}, {config.evaluate} Dice "
                              f"{merged.get('dice', {}).get('mean', float('nan')):.3f} +- {merged.get('dice', {}).get('sd', float('nan')):.3f}")
 
+    if not main:
+        return {}
     for run in runs.values():
         run["summary"] = summarize(list(run["cases"].values()))
         run["train_seconds"] = float(sum(f["train_seconds"] for f in run["folds"]))

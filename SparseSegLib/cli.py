@@ -50,6 +50,7 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .distributed.run import add_arguments as add_distributed_arguments
     from .methods import METHODS
 
     parser = argparse.ArgumentParser(
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, type=Path, help="model folder to write (weights + config.json)")
     _add_training(train)
     _add_common(train)
+    add_distributed_arguments(train)
 
     predict = commands.add_parser("predict", help="segment images with a trained model",
                                   description="Write one label map per image: same file name, format and geometry.")
@@ -108,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "that this benchmark does not run (e.g. the full baselines)")
     _add_training(bench)
     _add_common(bench)
+    add_distributed_arguments(bench)
 
     run = commands.add_parser(
         "run", help="run a job folder round by round (the background worker), or create one from files",
@@ -223,25 +226,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .methods import MethodOptions, get_method
     from .progress import TerminalReporter
 
+    from .distributed.context import check_method, check_volumes
+    from .distributed.run import save_model, session
+    from .methods.base import SilentReporter
+
     method = get_method(args.method)
     options = MethodOptions(network=args.network, budget=args.budget, device=args.device, seed=args.seed,
                             iterations=args.iterations, extra=_method_options(args))
     method.check_options(options)  # a mistyped option fails before any data is loaded
-    dataset = load_dataset(args.dataset)
-    if args.cases:
-        dataset = dataset.subset(_read_case_list(args.cases))
-    reporter = TerminalReporter()
-    cases = []
-    for ref in dataset.cases:
-        case = annotate_case(dataset.load(ref), args.annotation, args.seed)
-        check_annotation(case.label, case.annotated)
-        cases.append(case)
-    reporter.log(f"training `{args.method}` ({args.network.upper()}) on {len(cases)} cases of {dataset.name}, "
-                 f"annotation `{args.annotation}`")
-    segmenter = method.train(cases, options, reporter)
-    segmenter.training = {**segmenter.training, "dataset": str(dataset.root), "annotation": args.annotation,
-                          "cases": [c.case_id for c in cases], "seed": args.seed}
-    print(f"model written to {segmenter.save(args.out)}")
+    with session(args) as context:  # under torchrun: one rank of a data-parallel run (docs/distributed.md)
+        check_method(args.method)
+        dataset = load_dataset(args.dataset)
+        if args.cases:
+            dataset = dataset.subset(_read_case_list(args.cases))
+        check_volumes(len(dataset.cases))
+        reporter = TerminalReporter() if context is None or context.is_main else SilentReporter()
+        cases = []
+        for ref in dataset.cases:
+            case = annotate_case(dataset.load(ref), args.annotation, args.seed)
+            check_annotation(case.label, case.annotated)
+            cases.append(case)
+        reporter.log(f"training `{args.method}` ({args.network.upper()}) on {len(cases)} cases of {dataset.name}, "
+                     f"annotation `{args.annotation}`" + (f", {context.describe()}" if context else ""))
+        segmenter = method.train(cases, options, reporter)
+        segmenter.training = {**segmenter.training, "dataset": str(dataset.root), "annotation": args.annotation,
+                              "cases": [c.case_id for c in cases], "seed": args.seed}
+        if context is not None:
+            segmenter.training["distributed"] = {"processes": context.world_size, "backend": context.backend,
+                                                 "sampling": context.sampling}
+        written = save_model(segmenter, args.out)  # rank 0 only under torchrun, renamed into place when complete
+    if written is not None:
+        print(f"model written to {written}")
     return 0
 
 
@@ -321,8 +336,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
                          seed=args.seed, device=args.device, max_cases=args.max_cases, iterations=args.iterations,
                          reuse_runs=args.reuse_runs, options=_method_options(args), train_seed=args.train_seed,
                          evaluate=args.evaluate)
-    run_benchmark(config)
-    print(f"report: {args.out / 'report.md'}")
+    from .distributed.run import session
+
+    with session(args) as context:  # under torchrun: one rank of a data-parallel benchmark (docs/distributed.md)
+        run_benchmark(config)
+    if context is None or context.is_main:
+        print(f"report: {args.out / 'report.md'}")
     return 0
 
 
@@ -467,11 +486,19 @@ COMMANDS = {"run": cmd_run, "train": cmd_train, "predict": cmd_predict, "evaluat
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "nproc", None) is not None:  # train/bench --nproc N: torchrun started for you
+            from .distributed.launch import launch
+
+            return launch(argv, args.nproc)
         return COMMANDS[args.command](args)
     except SparseSegError as error:
-        print(f"sparseseg: error: {error.one_line()}", file=sys.stderr)
+        from .distributed.run import error_is_printed, error_prefix
+
+        if error_is_printed(error):  # under torchrun: rank 0's, and the others' own (not copies of a launch check)
+            print(f"sparseseg: error: {error_prefix()}{error.one_line()}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         print("sparseseg: interrupted", file=sys.stderr)

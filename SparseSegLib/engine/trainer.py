@@ -61,9 +61,20 @@ def train_network(
 
     With ``validate`` (a score, higher is better) called every ``validate_every`` steps, the weights
     with the best score are restored at the end: early stopping's model selection without stopping.
+
+    Under torchrun (:func:`~SparseSegLib.distributed.context.current`) the network trains inside
+    DistributedDataParallel on this rank's share of the global batch ``config.batch_size``, with the loss of the
+    whole global batch (:mod:`SparseSegLib.distributed.training`); ``validate`` must then return the same score on
+    every rank (it is split and gathered by the caller), so the best-weights decision is the same everywhere.
     """
+    from ..distributed.context import current
+    from ..distributed.training import GlobalMaskedDiceCELoss, draw_share, wrap_network
+
+    context = current()
     network.to(device).train()
+    model = wrap_network(network, context) if context is not None else network
     loss_function = MaskedDiceCELoss(config.dice_weight, config.ce_weight)
+    global_loss = GlobalMaskedDiceCELoss(config.dice_weight, config.ce_weight, context.world_size) if context else None
     optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=max(1, config.iterations), power=0.9)
     use_amp = config.amp and device.type == "cuda"
@@ -74,13 +85,17 @@ def train_network(
     for step in range(1, config.iterations + 1):
         if should_stop is not None and should_stop():
             raise TrainingCancelled()
-        images, targets, weights = (t.to(device, non_blocking=True) for t in sampler.sample(config.batch_size))
+        batch = sampler.sample(config.batch_size) if context is None else draw_share(sampler.sample, config.batch_size, context)
+        images, targets, weights = (t.to(device, non_blocking=True) for t in batch)
         optimizer.zero_grad(set_to_none=True)
         try:
             with torch.autocast("cuda", enabled=True) if use_amp else contextlib.nullcontext():
-                logits = network(images)
-            loss = loss_function(logits.float(), targets, weights)
-            scaler.scale(loss).backward()
+                logits = model(images)
+            if global_loss is None:
+                loss = backward_loss = loss_function(logits.float(), targets, weights)
+            else:
+                loss, backward_loss = global_loss(logits.float(), targets, weights)
+            scaler.scale(backward_loss).backward()
             scaler.step(optimizer)
             scaler.update()
         except torch.OutOfMemoryError:

@@ -64,18 +64,24 @@ def sparse_training_volume(case: Case, normalization: str) -> TrainingVolume:
 
 def annotated_dice(segmenter: Segmenter, cases: list[Case], device) -> float:
     """Mean foreground Dice over the annotated voxels of ``cases`` (validation on sparse labels)."""
-    scores = []
-    for case in cases:
+    from ..distributed.collectives import map_shared
+
+    def scores_of(case: Case) -> list[float]:
         predicted, _ = segmenter.predict(case.image, device)
-        scores += foreground_dices(predicted, case.label, segmenter.num_classes, known=case.annotated)
+        return foreground_dices(predicted, case.label, segmenter.num_classes, known=case.annotated)
+
+    # under torchrun each rank scores its share and all get every score, so all take the same decisions from it
+    scores = [score for per_case in map_shared(scores_of, cases) for score in per_case]
     return float(np.mean(scores)) if scores else 0.0
 
 
 def patch_sampler(segmenter: Segmenter, volumes: list[TrainingVolume], options: MethodOptions, seed: int) -> PatchSampler:
     """The patch sampler every method trains with: the segmenter's network shape and patch, the options' augmentation."""
+    from ..distributed.context import sampler_seed
+
     config = segmenter.network_config
     return PatchSampler(volumes, config.dims, segmenter.patch_size, context_slices=config.context_slices,
-                        augment=options.augment, seed=seed)
+                        augment=options.augment, seed=sampler_seed(seed))
 
 
 def fit(
@@ -93,7 +99,8 @@ def fit(
     iterations = iterations or schedule["iterations"]
     losses, config = train_round(segmenter, patch_sampler(segmenter, volumes, options, options.seed), options, reporter,
                                  stage, iterations, select_device(options.device), should_stop, validation)
-    return {"stage": stage, "train": config.to_dict(), "final_loss": float(np.mean(losses[-25:]))}
+    return {"stage": stage, "train": config.to_dict(), "final_loss": float(np.mean(losses[-25:])),
+            "losses": [round(loss, 6) for loss in losses]}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,6 +292,12 @@ def train_round(
         validate = lambda: annotated_dice(segmenter, validation, device)  # noqa: E731
     reporter.log(f"{stage}: {config.iterations} iterations, batch {config.batch_size}, patch {segmenter.patch_size}, "
                  f"{sampler.labelled_voxels} labelled voxels, device {device.type}")
+    from ..distributed.context import current
+
+    if current() is not None:
+        from ..distributed.training import describe_step
+
+        reporter.log(f"{stage}: {describe_step(current(), config.batch_size, config.learning_rate)}")
     losses = train_network(
         segmenter.network,
         sampler,
