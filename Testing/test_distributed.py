@@ -149,3 +149,26 @@ def test_a_killed_rank_ends_the_run_with_an_error(tmp_path: Path, sample_dir: Pa
     assert "sparseseg: error: the distributed run failed: rank 1 was killed by SIGKILL first" in text
     assert "Traceback" not in text
     assert not out.exists()
+
+
+def test_self_labelling_ranks_share_the_pseudo_labels(tmp_path: Path, sample_dir: Path, four_cases: Path):
+    """Each rank labels its share of the volumes; after every round all hold the same pseudo-labels (each round's
+    digest is all-gathered and compared, a difference stops the run) and rank 0 alone writes one model folder."""
+    result = _sparseseg("train", "--dataset", str(sample_dir), "--cases", str(four_cases), "--method",
+                        "self-labelling-faithful", "--iterations", "30", "--option", "max_rounds=3", "--device", "cpu",
+                        "--nproc", "2", "--out", str(tmp_path / "model"))
+    assert result.returncode == 0, result.stderr
+    rounds = json.loads((tmp_path / "model" / "config.json").read_text())["training"]["rounds"]
+    assert len(rounds) == 3 and all(len(r["pseudo_labels_sha256"]) == 64 for r in rounds)
+    assert rounds[1]["new_slices"] > 0 and len({r["pseudo_labels_sha256"] for r in rounds}) == 3  # labels grew
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cases.txt", "model"]
+
+
+def test_diverging_pseudo_labels_stop_the_run(monkeypatch):
+    import numpy as np
+
+    from SparseSegLib.distributed import collectives
+
+    monkeypatch.setattr(collectives, "all_gather_objects", lambda value: [value, "0" * 64])
+    with pytest.raises(SparseSegError, match=r"different pseudo-labels \(ranks \[1\] differ"):
+        collectives.agreed_digest([np.zeros((2, 3), np.int16)], "pseudo-labels")

@@ -68,3 +68,37 @@ def barrier() -> None:
     import torch.distributed as dist
 
     dist.barrier()
+
+
+def merge_owned(owned: dict[int, Any]) -> dict[int, Any]:
+    """Every rank's ``{index: result}`` for the indices it owns, merged: the same full dict on every rank."""
+    merged: dict[int, Any] = {}
+    for part in all_gather_objects(owned):
+        merged.update(part)
+    return merged
+
+
+def agreed_digest(arrays: Sequence[Any], what: str) -> str:
+    """SHA-256 of ``arrays`` (numpy), checked equal on every rank; a difference is an error naming ``what``.
+
+    Ranks that should hold the same data (pseudo-labels after a round) prove it with one small all-gather, so a
+    silent divergence (a nondeterministic kernel, a missed update) stops the run instead of training N models.
+    """
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(str((array.dtype.str, array.shape)).encode())
+        digest.update(array.tobytes())
+    text = digest.hexdigest()
+    digests = all_gather_objects(text)
+    if len(set(digests)) > 1:
+        from ..errors import SparseSegError
+
+        differing = [rank for rank, d in enumerate(digests) if d != digests[0]]
+        raise SparseSegError(f"the ranks hold different {what} (ranks {differing} differ from rank 0)",
+                             "This is a bug or a nondeterministic kernel; rerun in one process and report it.")
+    return text

@@ -14,6 +14,7 @@ from dataclasses import asdict, replace
 import numpy as np
 
 from ...case import Case
+from ...distributed.collectives import map_shared
 from ...engine.device import select_device
 from ...engine.model import Segmenter
 from ...engine.networks import build_network
@@ -115,9 +116,9 @@ class CohortTraining:
         student = new_segmenter(cases, student_options, self.name)
         student = replace(student, network=build_network(student.network_config, teacher.num_classes),
                           class_names=teacher.class_names, class_colors=teacher.class_colors, postprocess=teacher.postprocess)
-        for case in cases:
-            _, probabilities = teacher.predict(case.image, device)
-            target = relabel_proposal(probabilities, settings)
+        # under torchrun each rank predicts its share of the volumes and all get every proposal
+        proposals = map_shared(lambda case: relabel_proposal(teacher.predict(case.image, device)[1], settings), cases)
+        for case, target in zip(cases, proposals):
             truth = case.sparse_label(UNKNOWN)
             if settings.classes == "merged":
                 truth = np.where(truth > 0, 1, truth)

@@ -14,6 +14,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from ...distributed.collectives import merge_owned, sum_across
+from ...distributed.context import current, sampler_seed
 from ...engine.axis_ensemble import AxisEnsemble, to_axis
 from ...engine.inference import predict_probabilities
 from ...engine.model import Segmenter
@@ -85,7 +87,7 @@ class FusionMixin:
             patch = default_patch_size(largest, self.segmenter.network_config)
             sampler = PatchSampler(volumes, 2, patch, context_slices=self.settings.context, augment=False,
                                    foreground_ratio=self.settings.foreground_ratio,
-                                   seed=self.options.seed * 1000 + index * 10 + axis)
+                                   seed=sampler_seed(self.options.seed * 1000 + index * 10 + axis))
             # start from the labelling network: a fresh one on these imbalanced targets often stayed at "all background"
             # (validation Dice 0.001-0.007 for one of the two axes in two of three hippocampus runs); a later pass
             # goes on from the member of the pass before
@@ -121,13 +123,21 @@ class FusionMixin:
         if network is None:
             network, config = self.final_network(), self.final_config()
         changed = 0
+        context = current()  # under torchrun each rank re-labels its share of the volumes, then all take every label
+        mine = set(context.share(len(self.images))) if context is not None else None
         for v, (image, target, labelled) in enumerate(zip(self.images, self.targets, self.labelled)):
+            if mine is not None and v not in mine:
+                continue
             probabilities = predict_probabilities(network, image, config, self.segmenter.patch_size, self.device)
             proposal = relabel_proposal(probabilities, self.settings)
             for s in np.flatnonzero(labelled == 2):
                 free = ~self._gt_voxels(v, s)
                 changed += int(np.count_nonzero(target[s][free] != proposal[s][free]))
                 target[s][free] = proposal[s][free]
+        if mine is not None:
+            for v, target in merge_owned({v: self.targets[v] for v in sorted(mine)}).items():
+                self.targets[v] = target
+            changed = int(sum_across(changed))
         return changed
 
     def fusion_round(self, index: int, started: float, teacher: tuple[torch.nn.Module, NetworkConfig] | None = None) -> RoundResult:
@@ -139,6 +149,8 @@ class FusionMixin:
         labels, probabilities = self.predict() if self.stream else ({}, {})
         metrics = {**summary, "new_slices": 0, "pseudo_foreground_voxels": None, "collapsed_to_background": False,
                    "seconds": round(time.perf_counter() - started, 3), **self.round_metrics(index, labels)}
+        if current() is not None:  # under torchrun: the re-labelled pseudo-labels are the same on every rank, checked
+            metrics["pseudo_labels_sha256"] = self.agreed_labels()
         self.history.append(metrics)
         self.snapshots.append({"round": index, "labelled_fraction": metrics["labelled_fraction"],
                                "state": network_snapshot(self.final_network()), "config": self.final_config()})

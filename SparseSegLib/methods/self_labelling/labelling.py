@@ -11,6 +11,8 @@ import torch
 from scipy import ndimage
 
 from ...case import Case
+from ...distributed.collectives import merge_owned, sum_across
+from ...distributed.context import current
 from ...engine.model import Segmenter
 from ...engine.sampling import UNKNOWN
 from ...engine.slice_registration import slice_transform, warp_label
@@ -50,11 +52,17 @@ class LabellingMixin:
             return 0
         networks, added = [self.labeller(), *(peer.labeller() for peer in self.peers)], 0
         multiple = self.segmenter.network_config.size_multiple
+        context = current()  # under torchrun each rank labels its share of the volumes, then all take every label
+        mine = set(context.share(len(self.images))) if context is not None else None
         for v, (image, target, labelled, gt) in enumerate(zip(self.images, self.targets, self.labelled, self.gt)):
+            # every rank draws every volume's slices, so the shared random stream stays the same on all of them
             new = next_slices(labelled > 0, self.step[v], self.settings.order, self.rng)
             redo = np.flatnonzero(labelled == 2) if self.settings.refresh else np.array([], int)
             slices = np.union1d(new, redo).astype(int)
             if slices.size == 0:
+                continue
+            added += int(new.size)
+            if mine is not None and v not in mine:
                 continue
             probabilities = np.mean([predict_slices(network, image, slices, self.settings.context, multiple)
                                      for network in networks], axis=0)
@@ -75,10 +83,21 @@ class LabellingMixin:
                 free &= ~self._gt_voxels(v, s)
                 self.targets[v][s][free] = proposal[free]
                 labelled[s] = 2
-            added += int(new.size)
+        if mine is not None:
+            self.share_labels(mine)
         for loop in (self, *self.peers):
             loop.segmenter.network.train()
         return added
+
+    def share_labels(self, mine: set[int]) -> None:
+        """Under torchrun: every rank takes the targets and labelled slices of the volumes the others labelled (and
+        the round's proposed foreground, summed), so all ranks train the next round on the same pseudo-labels.
+
+        The lists are updated in place: co-labelling followers hold the same list objects."""
+        owned = {v: (self.targets[v], self.labelled[v]) for v in sorted(mine)}
+        for v, (target, labelled) in merge_owned(owned).items():
+            self.targets[v], self.labelled[v] = target, labelled
+        self.proposed_foreground = int(sum_across(self.proposed_foreground))
 
     def neighbour_footprint(self, v: int, s: int) -> np.ndarray:
         """The current label of slice ``s``'s inner neighbour, registered onto ``s`` (demons; field cached per slice)."""

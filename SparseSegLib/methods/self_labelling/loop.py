@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from ...case import Case
+from ...distributed.collectives import agreed_digest
+from ...distributed.context import current, sampler_seed
 from ...engine.model import Segmenter
 from ...engine.preprocessing import normalize
 from ...engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
@@ -110,7 +112,8 @@ class SelfLabellingLoop(LabellingMixin, TrainingMixin, FusionMixin, RoundLoop):
         """The round's sampler over ground truth + pseudo-labels (the labelling network's; the fusion rounds' axis 0)."""
         self.sampler = PatchSampler(self.training_volumes(index, None), 2, self.segmenter.patch_size,
                                     context_slices=self.settings.context, augment=False,
-                                    foreground_ratio=self.settings.foreground_ratio, seed=self.options.seed * 1000 + index)
+                                    foreground_ratio=self.settings.foreground_ratio,
+                                    seed=sampler_seed(self.options.seed * 1000 + index))
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -147,6 +150,10 @@ class SelfLabellingLoop(LabellingMixin, TrainingMixin, FusionMixin, RoundLoop):
         for axis, weights in (state.get("members") or {}).items():
             self.members[int(axis)] = copy.deepcopy(self.segmenter.network)
             self.members[int(axis)].load_state_dict(weights)
+
+    def agreed_labels(self) -> str:
+        """SHA-256 of the targets and labelled slices, checked equal on every rank (an error if not)."""
+        return agreed_digest([*self.targets, *self.labelled], "pseudo-labels")
 
     def predict(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Labels and probabilities of every case with the final model (the fused one once fusion ran)."""
@@ -197,6 +204,8 @@ class SelfLabellingLoop(LabellingMixin, TrainingMixin, FusionMixin, RoundLoop):
             metrics = {**summary, "new_slices": added, "pseudo_foreground_voxels": self.proposed_foreground if index > 1 else None,
                        "collapsed_to_background": collapsed, "seconds": round(time.perf_counter() - started, 3),
                        **self.round_metrics(index, labels)}
+            if current() is not None:  # under torchrun: every rank trained on the same pseudo-labels, checked
+                metrics["pseudo_labels_sha256"] = self.agreed_labels()
             self.history.append(metrics)
             self.snapshots.append({"round": index, "labelled_fraction": metrics["labelled_fraction"],
                                    "state": network_snapshot(self.final_network()), "config": self.final_config()})

@@ -17,6 +17,9 @@ from ...engine.axis_ensemble import from_axis, to_axis
 from ...engine.losses import MaskedDiceCELoss
 from ...engine.model import Segmenter
 from ...engine.sampling import PatchSampler
+from ...distributed.collectives import map_shared
+from ...distributed.context import current, sampler_seed
+from ...distributed.training import GlobalMaskedDiceCELoss, draw_share, wrap_network
 from ...engine.trainer import TrainingCancelled
 from ...metrics import foreground_dices
 from ..base import MethodOptions, Reporter
@@ -49,8 +52,9 @@ class TrainingMixin:
         A network across another ``axis`` than the annotated slices' predicts the whole volume, scored on the same voxels.
         """
         multiple = self.segmenter.network_config.size_multiple
-        scores = []
-        for image, target in self.validation:
+
+        def scores_of(volume: tuple[np.ndarray, np.ndarray]) -> list[float]:
+            image, target = volume
             if axis:
                 view = to_axis(image, axis)
                 every = np.arange(view.shape[0])
@@ -60,7 +64,10 @@ class TrainingMixin:
                 slices = np.flatnonzero((target >= 0).reshape(target.shape[0], -1).any(1))
                 guess = predict_slices(network, image, slices, self.settings.context, multiple).argmax(0)
                 truth = target[slices]
-            scores += foreground_dices(guess, truth, self.segmenter.num_classes, known=truth >= 0)
+            return foreground_dices(guess, truth, self.segmenter.num_classes, known=truth >= 0)
+
+        # under torchrun each rank scores its share of the volumes and all get every score: the same decisions follow
+        scores = [score for part in map_shared(scores_of, self.validation) for score in part]
         network.train()
         return float(np.mean(scores)) if scores else 0.0
 
@@ -120,7 +127,15 @@ class TrainingMixin:
             group["lr"] = settings.learning_rate
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.1, patience=settings.lr_patience)
         loss_function = self._loss()
-        aug_rng = np.random.default_rng(self.options.seed * 7919 + index)
+        context = current()  # under torchrun: DDP, this rank's share of the batch, the loss of the global batch
+        model = wrap_network(network, context) if context is not None else network
+        global_loss = (GlobalMaskedDiceCELoss(loss_function.dice_weight, loss_function.ce_weight, context.world_size)
+                       if context is not None else None)
+        aug_rng = np.random.default_rng(sampler_seed(self.options.seed * 7919 + index))
+
+        def draw(count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            images, targets, weights = sampler.sample(count)
+            return rotate_batch(images, targets, weights, aug_rng) if augment else (images, targets, weights)
         best, best_state, stale, losses, monitored = -float("inf"), None, 0, [], []
         total = epochs * epoch_iterations
         started, step = time.perf_counter(), 0
@@ -129,13 +144,15 @@ class TrainingMixin:
             for _ in range(epoch_iterations):
                 if self.should_stop is not None and self.should_stop():
                     raise TrainingCancelled()
-                images, targets, weights = sampler.sample(settings.batch_size)
-                if augment:
-                    images, targets, weights = rotate_batch(images, targets, weights, aug_rng)
-                images, targets, weights = images.to(self.device), targets.to(self.device), weights.to(self.device)
+                batch = draw(settings.batch_size) if context is None else draw_share(draw, settings.batch_size, context)
+                images, targets, weights = (t.to(self.device) for t in batch)
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_function(network(images).float(), targets, weights)
-                loss.backward()
+                if global_loss is None:
+                    loss = loss_function(model(images).float(), targets, weights)
+                    loss.backward()
+                else:
+                    loss, backward_loss = global_loss(model(images).float(), targets, weights)
+                    backward_loss.backward()
                 optimizer.step()
                 step += 1
                 self.global_step += 1
