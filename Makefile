@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench bench-worker-io bench-slicer bench-gradual bench-self-labelling bench-self-labelling-jobs bench-threads bench-interactive clean bench-mean-teacher bench-collaborative
+.PHONY: venv demo test bench bench-worker-io bench-slicer bench-gradual bench-self-labelling bench-self-labelling-jobs bench-threads bench-interactive clean bench-mean-teacher bench-collaborative bench-distributed
 
 venv: $(STAMP)
 
@@ -126,3 +126,8 @@ bench-collaborative: venv
 	OMP_NUM_THREADS=1 nice -n 5 $(VPY) -m SparseSegLib.benchmarks.collaborative registration --data $(CL_OUT)/data \
 	  --volumes 12 --out $(CL_OUT)/registration-by-distance
 	$(VPY) -m SparseSegLib.benchmarks.collaborative report $(addprefix $(CL_OUT)/,$(foreach s,$(CL_RUNS),$(firstword $(subst :, ,$(s)))))
+
+# Issue 18: data-parallel training throughput, 1 process against 2 (torchrun --nproc 2, gloo) on this CPU, `full`
+# on the bundled hippocampus sample, 2D and 3D, with the scaling efficiency (docs/distributed.md)
+bench-distributed: venv
+	$(VPY) -m SparseSegLib.benchmarks.distributed --networks 2d,3d --iterations 40 --nproc 2

@@ -493,6 +493,12 @@ def main(argv: list[str] | None = None) -> int:
             from .distributed.launch import launch
 
             return launch(argv, args.nproc)
+        if args.command not in ("train", "bench"):
+            from .distributed.context import env_world_size
+
+            if env_world_size() > 1:
+                raise SparseSegError(f"`sparseseg {args.command}` does not run under torchrun",
+                                     "Only train and bench run data-parallel; start this command as one process.")
         return COMMANDS[args.command](args)
     except SparseSegError as error:
         from .distributed.run import error_is_printed, error_prefix

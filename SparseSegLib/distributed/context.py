@@ -33,6 +33,10 @@ SAMPLING_MODES = ("rank", "global")
 DEFAULT_TIMEOUT_S = 1800.0
 
 
+class LaunchError(SparseSegError):
+    """A bad launch that every rank detects alike (world size, method): rank 0 alone prints it."""
+
+
 class RankStopped(SparseSegError):
     """This rank was told to stop (SIGTERM from torchrun after another rank failed, or a lost peer)."""
 
@@ -153,7 +157,11 @@ def start(device: str = "auto", sampling: str = "rank") -> DistContext | None:
     import torch.distributed as dist
 
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    chosen = _device_for(device, local_rank)
+    try:
+        chosen = _device_for(device, local_rank)
+    except SparseSegError as error:
+        error.rank_specific = True  # nodes differ: every rank without its device says so
+        raise
     backend = "nccl" if chosen.type == "cuda" else "gloo"
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
@@ -184,7 +192,7 @@ def stop() -> None:
 def check_method(name: str) -> None:
     """Methods without a data-parallel path refuse to run under torchrun (rather than train N copies)."""
     if current() is not None and name not in SUPPORTED_METHODS:
-        raise SparseSegError(f"method {name!r} does not run data-parallel (under torchrun / --nproc) yet",
+        raise LaunchError(f"method {name!r} does not run data-parallel (under torchrun / --nproc) yet",
                              f"Methods that do: {', '.join(SUPPORTED_METHODS)}. Run {name} in one process.")
 
 
@@ -192,5 +200,5 @@ def check_volumes(count: int) -> None:
     """Every rank labels and validates a share of the volumes: more ranks than volumes is a bad launch."""
     context = current()
     if context is not None and context.world_size > count:
-        raise SparseSegError(f"{context.world_size} processes for {count} training volumes: each rank needs at "
+        raise LaunchError(f"{context.world_size} processes for {count} training volumes: each rank needs at "
                              "least one volume", f"Start at most {count} processes (--nproc / --nproc-per-node).")

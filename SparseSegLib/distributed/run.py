@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import SparseSegError
-from .context import SAMPLING_MODES, DistContext, RankStopped, current, env_world_size, start, stop
+from .context import SAMPLING_MODES, DistContext, LaunchError, RankStopped, current, env_world_size, start, stop
 
 #: Words in a collective's error that mean "a peer is gone or too slow", not a bug in our code.
 _LOST_PEER = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout", "gloo", "nccl",
@@ -53,25 +53,28 @@ def session(args: argparse.Namespace) -> Iterator[DistContext | None]:
     context = start(getattr(args, "device", "auto"), getattr(args, "ddp_sampling", "rank"))
     try:
         yield context
-    except SparseSegError:
+    except SparseSegError as error:
+        error.rank_specific = not isinstance(error, LaunchError)  # printed by every rank that raises it
         raise
     except Exception as error:
         if context is not None and is_lost_peer(error):
-            raise RankStopped(f"rank {context.rank} lost contact with another process of the run "
-                              f"({str(error).splitlines()[0][:200]})",
-                              "Another rank failed or was killed (see its message); no model folder was written.") from None
+            stopped = RankStopped(f"rank {context.rank} lost contact with another process of the run "
+                                  f"({str(error).splitlines()[0][:200]})",
+                                  "Another rank failed or was killed (see its message); no model folder was written.")
+            stopped.rank_specific = True
+            raise stopped from None
         raise
     finally:
         stop()
 
 
 def error_is_printed(error: SparseSegError) -> bool:
-    """Rank 0 prints every error; the others only what is their own (a lost peer, a stop), not the copies of a
-    launch check that every rank raised alike (world size, device, method)."""
+    """Rank 0 prints every error; the others only what happened to them during the run (an error of their own, a
+    lost peer, a stop), not the copies of what every rank checks alike on the same inputs (launch checks, options)."""
     if env_world_size() <= 1:
         return True
     rank = int(os.environ.get("RANK", "0") or 0)
-    return rank == 0 or isinstance(error, RankStopped)
+    return rank == 0 or bool(getattr(error, "rank_specific", False))
 
 
 def error_prefix() -> str:

@@ -97,10 +97,11 @@ def fit(
     """Train ``segmenter`` on ``volumes`` in one go; returns a summary for the model's training record."""
     schedule = options.schedule(segmenter.network_config.dims)
     iterations = iterations or schedule["iterations"]
+    started = time.perf_counter()
     losses, config = train_round(segmenter, patch_sampler(segmenter, volumes, options, options.seed), options, reporter,
                                  stage, iterations, select_device(options.device), should_stop, validation)
     return {"stage": stage, "train": config.to_dict(), "final_loss": float(np.mean(losses[-25:])),
-            "losses": [round(loss, 6) for loss in losses]}
+            "losses": [round(loss, 6) for loss in losses], "seconds": round(time.perf_counter() - started, 3)}
 
 
 # --------------------------------------------------------------------------------------------------
