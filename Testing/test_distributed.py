@@ -86,10 +86,23 @@ def test_launch_checks_and_helpers(monkeypatch):
     with pytest.raises(SparseSegError, match="does not run data-parallel"):
         check_method("propagate")
     check_method("full")
+    from SparseSegLib.distributed.training import check_batch
+
+    with pytest.raises(SparseSegError, match="global batch of 2 cannot be split over 3 processes"):
+        check_batch(fake, 2)
     assert [list(DistContext(r, 3, r, "gloo", torch.device("cpu")).share(7)) for r in range(3)] == [[0, 3, 6], [1, 4], [2, 5]]
     if not torch.cuda.is_available():
         with pytest.raises(SparseSegError, match="has no CUDA GPU"):
             dist_context._device_for("cuda", 0)
+
+
+def test_commands_other_than_train_and_bench_refuse_torchrun(monkeypatch, capsys):
+    from SparseSegLib.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert main(["evaluate", "--pred", "p", "--ref", "r"]) == 2
+    assert "`sparseseg evaluate` does not run under torchrun" in capsys.readouterr().err
 
 
 def test_two_processes_reproduce_the_one_process_loss_curve(tmp_path: Path, sample_dir: Path, four_cases: Path):

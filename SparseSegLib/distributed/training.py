@@ -87,6 +87,15 @@ def wrap_network(network: torch.nn.Module, context: DistContext) -> torch.nn.Mod
     return DistributedDataParallel(network)
 
 
+def check_batch(context: DistContext, batch: int) -> None:
+    """Every rank needs at least one item of the global batch (DDP cannot step on an empty one)."""
+    if batch < context.world_size:
+        from .context import LaunchError
+
+        raise LaunchError(f"the global batch of {batch} cannot be split over {context.world_size} processes",
+                          f"Start at most {batch} processes for this network's batch (e.g. --nproc {batch}).")
+
+
 def draw_share(draw: Callable[[int], tuple], batch: int, context: DistContext) -> tuple:
     """This rank's part of a global batch of ``batch`` items.
 

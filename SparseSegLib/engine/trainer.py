@@ -68,9 +68,11 @@ def train_network(
     every rank (it is split and gathered by the caller), so the best-weights decision is the same everywhere.
     """
     from ..distributed.context import current
-    from ..distributed.training import GlobalMaskedDiceCELoss, draw_share, wrap_network
+    from ..distributed.training import GlobalMaskedDiceCELoss, check_batch, draw_share, wrap_network
 
     context = current()
+    if context is not None:
+        check_batch(context, config.batch_size)
     network.to(device).train()
     model = wrap_network(network, context) if context is not None else network
     loss_function = MaskedDiceCELoss(config.dice_weight, config.ce_weight)

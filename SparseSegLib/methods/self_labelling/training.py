@@ -19,7 +19,7 @@ from ...engine.model import Segmenter
 from ...engine.sampling import PatchSampler
 from ...distributed.collectives import map_shared
 from ...distributed.context import current, sampler_seed
-from ...distributed.training import GlobalMaskedDiceCELoss, draw_share, wrap_network
+from ...distributed.training import GlobalMaskedDiceCELoss, check_batch, draw_share, wrap_network
 from ...engine.trainer import TrainingCancelled
 from ...metrics import foreground_dices
 from ..base import MethodOptions, Reporter
@@ -128,6 +128,8 @@ class TrainingMixin:
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.1, patience=settings.lr_patience)
         loss_function = self._loss()
         context = current()  # under torchrun: DDP, this rank's share of the batch, the loss of the global batch
+        if context is not None:
+            check_batch(context, settings.batch_size)
         model = wrap_network(network, context) if context is not None else network
         global_loss = (GlobalMaskedDiceCELoss(loss_function.dice_weight, loss_function.ce_weight, context.world_size)
                        if context is not None else None)
