@@ -490,8 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if getattr(args, "nproc", None) is not None:  # train/bench --nproc N: torchrun started for you
-            from .distributed.launch import launch
+            from .distributed.launch import launch, preflight
 
+            preflight(args)  # what can fail before any process starts
             return launch(argv, args.nproc)
         if args.command not in ("train", "bench"):
             from .distributed.context import env_world_size

@@ -127,8 +127,8 @@ def test_world_size_above_the_volumes_is_one_error(tmp_path: Path, sample_dir: P
     one_case.write_text(sample_dataset.cases[0].case_id)
     result = _sparseseg("train", "--dataset", str(sample_dir), "--cases", str(one_case), "--method", "full",
                         "--iterations", "2", "--device", "cpu", "--nproc", "2", "--out", str(tmp_path / "m"))
-    assert result.returncode == 2
-    assert result.stderr.count("2 processes for 1 training volumes") == 1  # rank 0 says it, once
+    assert result.returncode == 2  # the launcher's check, before any rank starts (each rank checks it too)
+    assert result.stderr.count("2 processes for 1 training volumes") == 1
     assert "Traceback" not in result.stderr and not (tmp_path / "m").exists()
 
 
@@ -185,3 +185,17 @@ def test_diverging_pseudo_labels_stop_the_run(monkeypatch):
     monkeypatch.setattr(collectives, "all_gather_objects", lambda value: [value, "0" * 64])
     with pytest.raises(SparseSegError, match=r"different pseudo-labels \(ranks \[1\] differ"):
         collectives.agreed_digest([np.zeros((2, 3), np.int16)], "pseudo-labels")
+
+
+def test_rank_zero_alone_prints_launch_errors(monkeypatch):
+    """Every rank raises a launch check alike: rank 0 prints it; a rank's own trouble is printed by that rank."""
+    from SparseSegLib.distributed.context import LaunchError, RankStopped
+    from SparseSegLib.distributed.run import error_is_printed, error_prefix
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    own = RankStopped("lost contact")
+    own.rank_specific = True
+    for rank, launch_printed in (("0", True), ("1", False)):
+        monkeypatch.setenv("RANK", rank)
+        assert error_is_printed(LaunchError("2 processes for 1 training volumes")) is launch_printed
+        assert error_is_printed(own) and error_prefix() == f"[rank {rank}] "

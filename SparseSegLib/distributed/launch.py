@@ -63,6 +63,21 @@ def _describe_failures(error) -> tuple[str, int]:
     return "; ".join(parts) or "a rank failed", code
 
 
+def preflight(args) -> None:
+    """Checks the launcher can make before starting any process: ``train`` with more processes than volumes."""
+    if getattr(args, "command", None) != "train" or not args.nproc or args.nproc <= 1:
+        return
+    from ..cli import _read_case_list
+    from ..dataset import load_dataset
+    from .context import LaunchError
+
+    dataset = load_dataset(args.dataset)
+    count = len(_read_case_list(args.cases)) if args.cases else len(dataset.cases)
+    if args.nproc > count:
+        raise LaunchError(f"{args.nproc} processes for {count} training volumes: each rank needs at least one volume",
+                          f"Start at most {count} processes (--nproc / --nproc-per-node).")
+
+
 def launch(argv: list[str], nproc: int) -> int:
     """Run ``argv`` (the ``sparseseg`` arguments, ``--nproc`` included or not) on ``nproc`` local processes."""
     if nproc < 1:
