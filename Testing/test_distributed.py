@@ -194,7 +194,6 @@ def test_rank_zero_alone_prints_launch_errors(monkeypatch):
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     own = RankStopped("lost contact")
-    own.rank_specific = True
     for rank, launch_printed in (("0", True), ("1", False)):
         monkeypatch.setenv("RANK", rank)
         assert error_is_printed(LaunchError("2 processes for 1 training volumes")) is launch_printed

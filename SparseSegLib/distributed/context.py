@@ -40,6 +40,8 @@ class LaunchError(SparseSegError):
 class RankStopped(SparseSegError):
     """This rank was told to stop (SIGTERM from torchrun after another rank failed, or a lost peer)."""
 
+    rank_specific = True  # every rank prints it: which ranks stopped, and why
+
 
 @dataclass(frozen=True)
 class DistContext:

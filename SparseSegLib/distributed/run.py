@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import SparseSegError
-from .context import SAMPLING_MODES, DistContext, LaunchError, RankStopped, current, env_world_size, start, stop
+from .context import SAMPLING_MODES, DistContext, RankStopped, current, env_world_size, start, stop
 
 #: Words in a collective's error that mean "a peer is gone or too slow", not a bug in our code.
 _LOST_PEER = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout", "gloo", "nccl",
@@ -53,15 +53,13 @@ def session(args: argparse.Namespace) -> Iterator[DistContext | None]:
     context = start(getattr(args, "device", "auto"), getattr(args, "ddp_sampling", "rank"))
     try:
         yield context
-    except SparseSegError as error:
-        error.rank_specific = not isinstance(error, LaunchError)  # printed by every rank that raises it
+    except SparseSegError:
         raise
     except Exception as error:
         if context is not None and is_lost_peer(error):
             stopped = RankStopped(f"rank {context.rank} lost contact with another process of the run "
                                   f"({str(error).splitlines()[0][:200]})",
                                   "Another rank failed or was killed (see its message); no model folder was written.")
-            stopped.rank_specific = True
             raise stopped from None
         raise
     finally:
@@ -69,8 +67,9 @@ def session(args: argparse.Namespace) -> Iterator[DistContext | None]:
 
 
 def error_is_printed(error: SparseSegError) -> bool:
-    """Rank 0 prints every error; the others only what happened to them during the run (an error of their own, a
-    lost peer, a stop), not the copies of what every rank checks alike on the same inputs (launch checks, options)."""
+    """Rank 0 prints every error; the others only what is their own (``rank_specific``: a stop, a lost peer, a
+    device missing on their node, out of memory on their GPU), not the copies of what every rank finds alike on
+    the same inputs (launch checks, options, annotation). The launcher's summary names every rank that failed."""
     if env_world_size() <= 1:
         return True
     rank = int(os.environ.get("RANK", "0") or 0)

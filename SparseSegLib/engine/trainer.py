@@ -101,10 +101,12 @@ def train_network(
             scaler.step(optimizer)
             scaler.update()
         except torch.OutOfMemoryError:
-            raise SparseSegError(
+            error = SparseSegError(
                 f"out of GPU memory at batch size {config.batch_size}, patch {tuple(images.shape[2:])}",
                 "Lower the batch or patch size, close other GPU programs, or use --device cpu.",
-            ) from None
+            )
+            error.rank_specific = True  # under torchrun this GPU's rank says so itself
+            raise error from None
         scheduler.step()
         losses.append(float(loss.detach()))
         if progress is not None and (step % config.log_every == 0 or step == config.iterations):
