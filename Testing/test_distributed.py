@@ -160,6 +160,8 @@ def test_a_killed_rank_ends_the_run_with_an_error(tmp_path: Path, sample_dir: Pa
     text = "".join(lines)
     assert code != 0
     assert "sparseseg: error: the distributed run failed: rank 1 was killed by SIGKILL first" in text
+    # the survivor says why it stopped (SIGTERM from torchrun, or its collective losing the peer first)
+    assert "sparseseg: error: [rank 0] stopped by the launcher" in text or "[rank 0] rank 0 lost contact" in text
     assert "Traceback" not in text
     assert not out.exists()
 
