@@ -79,9 +79,20 @@ def test_alpha_ramp_and_option_errors():
         CollaborativeSettings.parse({"k1": 5, "k2": 2})
 
 
+def test_collaborative_starts_from_the_validation_chosen_options_and_faithful_from_the_paper():
+    improved = get_method("collaborative").settings(MethodOptions())
+    faithful = get_method("collaborative-faithful").settings(MethodOptions())
+    assert (improved.fusion, improved.registration, improved.open_end) == ("intersection", "demons", 0.0)
+    assert faithful == CollaborativeSettings() and (faithful.fusion, faithful.registration) == ("weighted", "network")
+    assert get_method("collaborative").settings(MethodOptions(extra={"fusion": "weighted"})).fusion == "weighted"
+    assert get_method("collaborative").settings(MethodOptions(extra={"registration": "network"})).fusion == "intersection"
+    with pytest.raises(SparseSegError, match="collaborative-faithful"):
+        get_method("collaborative-faithful").check_options(MethodOptions(extra={"nope": 1}))
+
+
 def test_a_worker_job_streams_its_rounds_stops_resumes_and_continues_with_new_paint(sample_case):
     case = annotate_case(sample_case, "central-slice", 0)
-    method = get_method("collaborative")
+    method = get_method("collaborative-faithful")  # the paper's registration network as the first round
     options = MethodOptions(device="cpu", rounds=None, iterations=4, batch_size=2, extra=dict(TINY))
     assert method.planned_rounds(case, options) == 3
     results = list(method.run_rounds([case], options, SilentReporter()))
@@ -95,6 +106,8 @@ def test_a_worker_job_streams_its_rounds_stops_resumes_and_continues_with_new_pa
     assert list(method.run_rounds([case], options, SilentReporter(), state=results[-1].state)) == []
     resumed = list(method.run_rounds([case], options, SilentReporter(), state=results[0].state))
     assert [r.metrics["step"] for r in resumed] == ["semi", "final"]
+    with pytest.raises(SparseSegError, match="not collaborative"):  # another variant's checkpoint is refused
+        list(get_method("collaborative").run_rounds([case], options, SilentReporter(), state=results[0].state))
     # a Continue with one more painted slice is a new stage: three more rounds, numbered on
     corrected = case.annotated.copy()
     corrected[case.image.shape[0] // 2 + 3] = True

@@ -1,5 +1,6 @@
 """``collaborative``: collaborative learning of semi- and self-supervised pseudo-labels (Osman, Li, Huang, Wang;
-seed collaborative-learning.md, methods.md section 4).
+seed collaborative-learning.md, methods.md section 4). ``collaborative-faithful`` runs the paper's settings;
+``collaborative`` our default options (:data:`~.settings.IMPROVED`: demons registration, intersection fusion).
 
 Only whole labelled slices (the central slice of every training volume in the paper) are ground truth.
 
@@ -31,7 +32,7 @@ from ...jobs.continuation import whole_slice_axis
 from ..base import MethodOptions, Reporter, RoundResult, register
 from ..common import across_axis, network_snapshot, new_segmenter
 from .branches import Scan, final_network, final_targets, registration_branch, scan_of, semi_branch
-from .settings import CollaborativeSettings
+from .settings import FAITHFUL, IMPROVED, CollaborativeSettings
 
 STATE_FORMAT = 1
 
@@ -43,19 +44,26 @@ def stages(settings: CollaborativeSettings) -> tuple[str, ...]:
 
 @register("collaborative")
 class CollaborativeMethod:
-    """Semi-supervised and registration pseudo-labels fused by agreement, then a final 2D network."""
+    """Semi-supervised and registration pseudo-labels fused by agreement, then a final 2D network; ``preset`` gives
+    the options a variant starts from."""
 
-    summary = "collaborative learning: registration-network + semi-supervised pseudo-labels fused by agreement"
+    preset: dict = IMPROVED
+    summary = ("collaborative learning, our default: demons-registration + semi-supervised pseudo-labels, object where "
+               "both agree (intersection fusion), then a final 2D network")
+
+    def settings(self, options: MethodOptions) -> CollaborativeSettings:
+        """The preset, then the options (``--option``, a job's ``method_options``)."""
+        return CollaborativeSettings.parse(options.extra, self.preset, self.name)
 
     def check_options(self, options: MethodOptions) -> None:
-        CollaborativeSettings.parse(options.extra)
+        self.settings(options)
         if options.network != "2d":
             raise SparseSegError(f"collaborative trains 2D networks, not {options.network}", "Use --network 2d.")
 
     def train(self, cases: list[Case], options: MethodOptions, reporter: Reporter, validation: list[Case] | None = None):
         """One model for a cohort (validation cases are not used: the paper selects no checkpoint)."""
         self.check_options(options)
-        settings = CollaborativeSettings.parse(options.extra)
+        settings = self.settings(options)
         device = select_device(options.device)
         scans = [scan_of(case, options.normalization) for case in cases]
         segmenter = new_segmenter(cases, options, self.name)
@@ -95,8 +103,8 @@ class CollaborativeMethod:
     def planned_rounds(self, case: Case, options: MethodOptions, state: dict | None = None) -> int:
         """The last round of this job's stage: a stage is one round per step; new paint since ``state`` (a Continue)
         starts a new stage after the state's round."""
-        plan = stages(CollaborativeSettings.parse(options.extra))
-        first, _ = _stage(state, plan, _paint_key(case))
+        plan = stages(self.settings(options))
+        first, _ = _stage(state, plan, _paint_key(case), self.name)
         return first + len(plan) - 1
 
     def run_rounds(self, cases: list[Case], options: MethodOptions, reporter: Reporter, state: dict | None = None,
@@ -107,7 +115,7 @@ class CollaborativeMethod:
             raise SparseSegError(f"a collaborative job runs on one scan, not {len(cases)}", "Run one job per scan, "
                                  "or train a cohort with `sparseseg train --method collaborative`.")
         self.check_options(options)
-        settings = CollaborativeSettings.parse(options.extra)
+        settings = self.settings(options)
         plan = stages(settings)
         device = select_device(options.device)
         case = cases[0]
@@ -121,7 +129,7 @@ class CollaborativeMethod:
         scan = scan_of(moved, options.normalization)
         segmenter = new_segmenter([moved], options, self.name)
         paint = _paint_key(case)
-        first, done = _stage(state, plan, paint)
+        first, done = _stage(state, plan, paint, self.name)
         total = first + len(plan) - 1
         kept = dict(state or {}) if done >= first else {}  # a new stage recomputes both branches from the new paint
         registration = [kept["registration"].numpy()] if kept.get("registration") is not None else None
@@ -157,6 +165,13 @@ class CollaborativeMethod:
                               metrics=metrics, state=kept)
 
 
+@register("collaborative-faithful")
+class CollaborativeFaithful(CollaborativeMethod):
+    preset = FAITHFUL
+    summary = ("collaborative learning as in Osman et al. (registration network + semi-supervised pseudo-labels, "
+               "the paper's weighted fusion)")
+
+
 def _moved_case(case: Case, axis: int) -> Case:
     """The case with its painted slices along axis 0 (geometry only sized: the branches work in voxels)."""
     move = lambda array: None if array is None else np.ascontiguousarray(np.moveaxis(array, axis, 0))  # noqa: E731
@@ -182,13 +197,13 @@ def _paint_key(case: Case) -> list[int]:
     return [int(annotated.sum())] + [int(annotated.any(axis=tuple(a for a in range(3) if a != axis)).sum()) for axis in range(3)]
 
 
-def _stage(state: dict | None, plan: tuple[str, ...], paint: list[int]) -> tuple[int, int]:
+def _stage(state: dict | None, plan: tuple[str, ...], paint: list[int], method: str = "collaborative") -> tuple[int, int]:
     """``(first round of this stage, last round done)``: a fresh job starts at 1; a resumed one with the same paint
     continues its stage; new paint (a Continue) starts a new stage after the state's round."""
     if not state:
         return 1, 0
-    if state.get("method") != "collaborative" or int(state.get("format", 0)) != STATE_FORMAT:
-        raise SparseSegError(f"the checkpoint is from method {state.get('method')!r}, not collaborative",
+    if state.get("method") != method or int(state.get("format", 0)) != STATE_FORMAT:
+        raise SparseSegError(f"the checkpoint is from method {state.get('method')!r}, not {method}",
                              "Resume with the job that wrote it, or start again in a new folder.")
     done = int(state["round"])
     if list(state.get("paint", [])) != list(paint):
@@ -198,4 +213,4 @@ def _stage(state: dict | None, plan: tuple[str, ...], paint: list[int]) -> tuple
     return int(state.get("stage_first", 1)), done
 
 
-__all__ = ["CollaborativeMethod", "CollaborativeSettings", "Scan", "stages"]
+__all__ = ["CollaborativeFaithful", "CollaborativeMethod", "CollaborativeSettings", "Scan", "stages"]
