@@ -130,12 +130,13 @@ def _plot(result: dict, path: Path) -> None:
     for name, table in result["by_distance"].items():
         distances = sorted(int(d) for d in table)
         axes.plot(distances, [table[str(d)]["mean"] for d in distances], marker="o", markersize=3, label=name)
-    axes.set_xlabel("slices from the labelled central slice (1.25 mm each)")
+    axes.set_xlabel("slices from the labelled central slice")
     axes.set_ylabel("mean slice Dice vs. true label")
     axes.set_ylim(0, 1)
     axes.grid(alpha=0.3)
     axes.legend()
-    axes.set_title(f"Left atrium: central label propagated ({result['scored_volumes']} training volumes)")
+    name = Path(result["data"]).name if "hippocampus" in str(result["data"]).lower() else "Left atrium"
+    axes.set_title(f"{name}: central label propagated ({result['scored_volumes']} training volumes)")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
