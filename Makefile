@@ -151,6 +151,9 @@ bench-collaborative-hippocampus: venv
 	  command="OMP_NUM_THREADS=1 nice -n 5 $(CLH_BENCH) --methods $$methods $$extra --out $(CLH_OUT)/$$name"; \
 	  echo "$$command" > $(CLH_OUT)/$$name/command.txt; eval "$$command" || exit 1; \
 	done
+	test -f $(CLH_OUT)/registration-by-distance/registration_by_distance.json || OMP_NUM_THREADS=1 nice -n 5 \
+	  $(VPY) -m SparseSegLib.benchmarks.collaborative registration --data ../shared/data/hippocampus --split 0.7,0.15,0.15 \
+	  --volumes 12 --out $(CLH_OUT)/registration-by-distance
 	$(VPY) -m SparseSegLib.benchmarks.collaborative report --hd95 --no-paper $(addprefix $(CLH_OUT)/,$(filter val-%,$(foreach s,$(CLH_RUNS),$(firstword $(subst :, ,$(s))))))
 	$(VPY) -m SparseSegLib.benchmarks.collaborative report --hd95 --no-paper $(addprefix $(CLH_OUT)/,$(filter-out val-%,$(foreach s,$(CLH_RUNS),$(firstword $(subst :, ,$(s))))))
 
