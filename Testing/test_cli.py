@@ -216,11 +216,12 @@ def test_a_real_process_exits_non_zero_without_a_traceback(tmp_path):
     assert_one_line_error(result.returncode, result.stderr, "model folder not found")
 
 
-def test_bench_train_seed_changes_training_only(capsys, sample_dir, tmp_path, monkeypatch):
-    # --train-seed reruns a method on the same split and annotation with another training seed (its spread)
+def record_training(monkeypatch, what) -> list:
+    """Wrap every method ``sparseseg bench`` trains so that ``what(options, validation)`` of each training call is
+    recorded (the real method still trains); returns the list the records go to."""
     import SparseSegLib.bench as bench
 
-    seeds, real = [], bench.get_method
+    records, real = [], bench.get_method
 
     class Recording:
         def __init__(self, method):
@@ -230,10 +231,16 @@ def test_bench_train_seed_changes_training_only(capsys, sample_dir, tmp_path, mo
             return self.method.check_options(options)
 
         def train(self, cases, options, reporter, validation=None):
-            seeds.append(options.seed)
+            records.append(what(options, validation))
             return self.method.train(cases, options, reporter, validation=validation)
 
     monkeypatch.setattr(bench, "get_method", lambda name: Recording(real(name)))
+    return records
+
+
+def test_bench_train_seed_changes_training_only(capsys, sample_dir, tmp_path, monkeypatch):
+    # --train-seed reruns a method on the same split and annotation with another training seed (its spread)
+    seeds = record_training(monkeypatch, lambda options, validation: options.seed)
     folds = []
     for extra in ([], ["--train-seed", "7"]):
         out = tmp_path / f"bench{len(extra)}"
@@ -248,22 +255,7 @@ def test_bench_train_seed_changes_training_only(capsys, sample_dir, tmp_path, mo
 def test_bench_evaluate_val_scores_the_val_part_without_validating_on_it(capsys, sample_dir, tmp_path, monkeypatch):
     # --evaluate val chooses settings without the test part: it scores the val volumes on their full labels and does
     # not hand them to training as validation cases; the default scores the test volumes
-    import SparseSegLib.bench as bench
-
-    validations, real = [], bench.get_method
-
-    class Recording:
-        def __init__(self, method):
-            self.method = method
-
-        def check_options(self, options):
-            return self.method.check_options(options)
-
-        def train(self, cases, options, reporter, validation=None):
-            validations.append([case.case_id for case in validation or []])
-            return self.method.train(cases, options, reporter, validation=validation)
-
-    monkeypatch.setattr(bench, "get_method", lambda name: Recording(real(name)))
+    validations = record_training(monkeypatch, lambda options, validation: [case.case_id for case in validation or []])
     scored = {}
     for part in ("test", "val"):
         out = tmp_path / part
