@@ -40,7 +40,7 @@ def _env() -> dict:
     return env
 
 
-def _sparseseg(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def _sparseseg(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "SparseSegLib.cli", *args], cwd=REPO, env=_env(), text=True,
                           capture_output=True, timeout=timeout)
 
