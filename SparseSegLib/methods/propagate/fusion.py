@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ...engine.postprocess import filled
+
 
 def fuse(network: np.ndarray, registration: np.ndarray, mode: str, margin: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """``(labels, probabilities)`` from two ``(C, k, j, i)`` probability maps.
@@ -66,7 +68,7 @@ def anchor_at_paint(labels: np.ndarray, painted_foreground: np.ndarray) -> np.nd
         return labels
     keep = np.isin(components, touching)
     result = np.where(keep, labels, 0).astype(labels.dtype)
-    holes = ndimage.binary_fill_holes(keep) & ~keep
+    holes = filled(keep) & ~keep
     if holes.any():
         # a hole takes the class most of its neighbours have (one class: that class)
         values = result[keep]
