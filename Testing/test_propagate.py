@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from SparseSegLib.defaults import START_METHOD, start_parameters
-from SparseSegLib.engine.propagation import PropagationSettings, open_end_reach, propagate_slices, slice_distance
+from SparseSegLib.engine.propagation import PropagationSettings, open_end_reach, propagate_slices, slice_distance, taper
 from SparseSegLib.engine.preprocessing import normalize
 from SparseSegLib.errors import SparseSegError
 from SparseSegLib.jobs.client import Job
@@ -85,6 +85,25 @@ def test_a_slice_painted_empty_past_the_end_closes_the_open_end_there_and_nothin
     assert (faded[1:, halfway:beyond].sum(0) >= 0.5).any()
     with pytest.raises(SparseSegError, match="empty_gap"):
         propagate_slices(image, label, [middle, beyond], 3, empty_gap="shrink")
+
+
+def test_a_tapered_slice_keeps_the_asked_share_of_its_object_at_its_core(sample_case):
+    """``taper`` (the ``end_shape=taper`` open end) keeps ``fraction`` of the object's area (plus the voxels tied in
+    depth with the last one kept), the voxels deepest inside it, with both classes' probabilities; 1 leaves the maps
+    alone and 0 empties them."""
+    label = sample_case.label
+    middle = central(label)
+    maps = np.stack([(label[middle] == c).astype(np.float32) for c in (1, 2)])
+    area = int((label[middle] > 0).sum())
+    half = taper(maps, 0.5)
+    kept = half.sum(0) >= 0.5
+    # at least the asked share (voxels as deep as the last one kept all stay: the docs' rows were measured so)
+    assert round(0.5 * area) <= int(kept.sum()) < 0.75 * area and np.all(half[:, kept] == maps[:, kept])
+    from scipy import ndimage
+
+    depth = ndimage.distance_transform_edt(label[middle] > 0)
+    assert depth[kept].min() >= depth[(label[middle] > 0) & ~kept].max()  # the core, not an arbitrary half
+    assert taper(maps, 1.0) is maps and not taper(maps, 0.0).any()
 
 
 def test_slice_distance_and_bad_painted_slices():

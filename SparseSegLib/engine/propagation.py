@@ -183,9 +183,10 @@ def propagate_slices(
 
 
 def taper(maps: np.ndarray, fraction: float) -> np.ndarray:
-    """Soft maps ``(C, j, i)`` of one slice shrunk to ``fraction`` of their object's area: the object (all classes
-    together, probability >= 0.5) keeps its voxels deepest inside it (largest distance to its border), so it
-    narrows towards its core the way a compact object narrows towards its end; classes keep their split."""
+    """Soft maps ``(C, j, i)`` of one slice shrunk to about ``fraction`` of their object's area: the object (all
+    classes together, probability >= 0.5) keeps its voxels deepest inside it (largest distance to its border; voxels
+    tied in depth with the last one kept stay too), so it narrows towards its core the way a compact object narrows
+    towards its end; classes keep their split."""
     from scipy import ndimage
 
     if fraction >= 1.0:
