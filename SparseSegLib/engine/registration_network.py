@@ -18,7 +18,6 @@ which is about 5x slower per step on a CPU at the same width (measured here: 0.8
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -29,6 +28,7 @@ from monai.networks.blocks import DVF2DDF, Warp
 from monai.networks.nets import UNet
 
 from ..errors import SparseSegError
+from .trainer import train_loop
 
 SIMILARITIES = ("lncc", "mse")
 REGULARIZERS = ("bending", "diffusion")
@@ -149,23 +149,14 @@ def train_registration(
     similarity = SimilarityLoss(config)
     penalty = BendingEnergyLoss() if config.regularizer == "bending" else DiffusionLoss()
     optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
-    losses: list[float] = []
-    started = time.perf_counter()
-    log_every = max(1, min(10, config.iterations // 20))
-    for step in range(1, config.iterations + 1):
-        if should_stop is not None and should_stop():
-            from .trainer import TrainingCancelled
 
-            raise TrainingCancelled()
+    def step_loss(step: int) -> torch.Tensor:
         moving, fixed = (t.to(device) for t in sampler.sample(config.batch_size))
         field = network(moving, fixed)
-        loss = similarity(network.warp(moving, field), fixed) + config.smoothness * penalty(field)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        if progress is not None and (step % log_every == 0 or step == config.iterations):
-            progress(step, config.iterations, float(np.mean(losses[-log_every:])), (time.perf_counter() - started) / step)
+        return similarity(network.warp(moving, field), fixed) + config.smoothness * penalty(field)
+
+    losses = train_loop(network, optimizer, step_loss, config.iterations, device, progress=progress,
+                        log_every=max(1, min(10, config.iterations // 20)), should_stop=should_stop).losses
     return network.cpu().eval(), losses
 
 

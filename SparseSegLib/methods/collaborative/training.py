@@ -1,13 +1,12 @@
 """The two segmentation-network stages: the semi-supervised branch (ramped pseudo-labels) and the final network
-(certain + beta-weighted uncertain labels). Both need two loss terms per step, which the shared one-loss trainer
-(:func:`~SparseSegLib.engine.trainer.train_network`) does not have, so they share the small loop below; the network,
-patch sampler and masked Dice + CE loss are the engine's.
+(certain + beta-weighted uncertain labels). Both need two loss terms per step, so each passes its own step loss to
+the engine's loop (:func:`~SparseSegLib.engine.trainer.train_loop`); the network, patch sampler and masked
+Dice + CE loss are the engine's.
 """
 
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -16,37 +15,21 @@ import torch
 from ...engine.losses import MaskedDiceCELoss
 from ...engine.model import Segmenter
 from ...engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
-from ...engine.trainer import TrainingCancelled
+from ...engine.trainer import StepLoss, train_loop
 from ..base import MethodOptions, Reporter
 from .fusion import CERTAIN, UNCERTAIN
 from .settings import CollaborativeSettings
 
-#: ``loss_of_step(step)`` returns the loss tensor of one optimisation step.
-StepLoss = Callable[[int], torch.Tensor]
-
-
 def run_steps(network: torch.nn.Module, iterations: int, learning_rate: float, loss_of_step: StepLoss, device: torch.device,
               reporter: Reporter, stage: str, should_stop: Callable[[], bool] | None = None) -> list[float]:
-    """Adam with the engine trainer's polynomial decay, cancellable between steps, progress about 20 times."""
-    network.to(device).train()
+    """The engine's loop with Adam and its polynomial decay, progress about 20 times; the network ends on the CPU."""
     optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate, weight_decay=1e-5)
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=max(1, iterations), power=0.9)
-    losses: list[float] = []
-    log_every = max(1, min(10, iterations // 20))
-    started = time.perf_counter()
-    for step in range(1, iterations + 1):
-        if should_stop is not None and should_stop():
-            raise TrainingCancelled()
-        loss = loss_of_step(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
-        if step % log_every == 0 or step == iterations:
-            reporter.progress(stage, step, iterations, float(np.mean(losses[-log_every:])), (time.perf_counter() - started) / step)
+    result = train_loop(network, optimizer, loss_of_step, iterations, device, scheduler=scheduler,
+                        progress=lambda step, total, loss, sps: reporter.progress(stage, step, total, loss, sps),
+                        log_every=max(1, min(10, iterations // 20)), should_stop=should_stop)
     network.cpu().eval()
-    return losses
+    return result.losses
 
 
 def _sampler(segmenter: Segmenter, volumes: list[TrainingVolume], augment: bool, seed: int) -> PatchSampler:

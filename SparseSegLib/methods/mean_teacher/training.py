@@ -1,4 +1,4 @@
-"""The training loop shared by ``mean-teacher`` and ``ua-mt``: one iteration is the reference's iteration.
+"""The trainer shared by ``mean-teacher`` and ``ua-mt``: one iteration is the reference's iteration.
 
 Per iteration: a batch of labelled + unlabelled patches; the student's supervised loss ``0.5 (CE + Dice)`` on
 known voxels; the teacher's target on the unknown voxels (one noisy pass for MT; the mean of ``passes``
@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ...engine.trainer import TrainingCancelled
+from ...engine.trainer import train_loop
 from ..base import Reporter
 from .data import BatchSource
 from .losses import consistency_loss, supervised_loss
@@ -47,14 +47,18 @@ class MeanTeacherTrainer:
                 uncertainty_threshold(step, self.iterations, self.num_classes, self.settings.threshold_start,
                                       self.settings.threshold_end))
 
-    def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> dict:
-        """One iteration on a batch; returns the iteration's figures (losses, weight, threshold, certain share)."""
-        images, targets = images.to(self.device), targets.to(self.device)
+    def _set_learning_rate(self, _step: int) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, self.iterations, self.settings.lr, self.settings.lr_schedule)
+
+    def _step_loss(self, images: torch.Tensor, targets: torch.Tensor, figures: dict) -> torch.Tensor:
+        """The iteration's loss on a batch; its figures (losses, weight, threshold, certain share) go to ``figures``."""
+        images, targets = images.to(self.device), targets.to(self.device)
         logits = self.student(images)
         supervised = supervised_loss(logits, targets)
-        loss, figures = supervised, {"supervised": float(supervised.detach())}
+        loss = supervised
+        figures.clear()
+        figures["supervised"] = float(supervised.detach())
         if self.teacher is not None:
             weight, threshold = self.weights(self.step)
             # the teacher only looks at patches with unknown voxels (in the semi-supervised setting: the unlabelled
@@ -71,31 +75,40 @@ class MeanTeacherTrainer:
             consistency = consistency_loss(logits[rows], target, mask) if len(rows) else logits.sum() * 0.0
             loss = loss + weight * consistency
             figures |= {"consistency": float(consistency.detach()), "weight": weight}
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        figures["loss"] = float(loss.detach())
+        return loss
+
+    def _after_step(self, _step: int) -> None:
         if self.teacher is not None:
             self.teacher.update_parameters(self.student)
         self.step += 1
-        figures["loss"] = float(loss.detach())
+
+    def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> dict:
+        """One iteration on a batch; returns the iteration's figures (losses, weight, threshold, certain share)."""
+        figures: dict = {}
+        train_loop(self.student, self.optimizer, lambda _step: self._step_loss(images, targets, figures), 1,
+                   self.device, before_step=self._set_learning_rate, after_step=self._after_step)
         return figures
 
     def run(self, source: BatchSource, until: int, reporter: Reporter, stage: str,
             should_stop: Callable[[], bool] | None = None) -> list[float]:
-        """Iterate up to step ``until`` (of ``self.iterations``); returns the losses of these steps."""
-        self.student.train()  # a prediction between rounds left it in eval mode
-        losses: list[float] = []
-        started, first = time.perf_counter(), self.step
+        """Iterate up to step ``until`` (of ``self.iterations``) with the engine's loop; returns these steps' losses."""
+        first, figures = self.step, {}
         every = max(1, min(25, (until - first) // 20 or 1))
-        while self.step < until:
-            if should_stop is not None and should_stop():
-                raise TrainingCancelled()
-            figures = self.train_step(*source.sample())
+        started = time.perf_counter()
+        losses: list[float] = []
+
+        def after_step(step: int) -> None:
+            self._after_step(step)
             losses.append(figures["loss"])
             if self.step % every == 0 or self.step == until:
                 self.history.append({"step": self.step, **{k: round(v, 5) for k, v in figures.items()}})
                 reporter.progress(stage, self.step, self.iterations, float(np.mean(losses[-every:])),
                                   (time.perf_counter() - started) / max(1, self.step - first))
+
+        train_loop(self.student, self.optimizer, lambda _step: self._step_loss(*source.sample(), figures),
+                   max(0, until - first), self.device, before_step=self._set_learning_rate, after_step=after_step,
+                   should_stop=should_stop)
         return losses
 
     # -- resumable state --------------------------------------------------------------------------

@@ -1,14 +1,12 @@
 """How a round trains: epochs with early stopping, LR x0.1 on plateau, best weights kept, the EMA teacher.
 
-A mixin of :class:`~.loop.SelfLabellingLoop`. The paper trains each round as a Keras ``fit`` with callbacks, which
-is not what :func:`~SparseSegLib.engine.trainer.train_network` does (a fixed number of iterations with polynomial
-decay); the loop here keeps the paper's schedule so that the faithful variant is the paper's. The validation score
+A mixin of :class:`~.loop.SelfLabellingLoop`. The paper trains each round as a Keras ``fit`` with callbacks; the
+engine's loop (:func:`~SparseSegLib.engine.trainer.train_loop`) runs it with the paper's schedule (epochs, patience,
+plateau) given as a :class:`~SparseSegLib.engine.trainer.Selection`, so that the faithful variant is the paper's. The validation score
 is the mean class Dice on annotated voxels (:func:`~SparseSegLib.metrics.foreground_dices`).
 """
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import torch
@@ -19,11 +17,10 @@ from ...engine.model import Segmenter
 from ...engine.sampling import PatchSampler
 from ...distributed.collectives import map_shared
 from ...distributed.context import current, sampler_seed
-from ...distributed.training import GlobalMaskedDiceCELoss, check_batch, draw_share, wrap_network
-from ...engine.trainer import TrainingCancelled
+from ...distributed.training import wrap_network
+from ...engine.trainer import Selection, supervised_step, train_loop
 from ...metrics import foreground_dices
 from ..base import MethodOptions, Reporter
-from ..common import network_snapshot
 from .settings import Settings
 from .slices import predict_slices, rotate_batch
 
@@ -126,67 +123,39 @@ class TrainingMixin:
         for group in optimizer.param_groups:  # LR x0.1 on plateau acts within a round; each round starts at the base LR
             group["lr"] = settings.learning_rate
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.1, patience=settings.lr_patience)
-        loss_function = self._loss()
         context = current()  # under torchrun: DDP, this rank's share of the batch, the loss of the global batch
-        if context is not None:
-            check_batch(context, settings.batch_size)
         model = wrap_network(network, context) if context is not None else network
-        global_loss = (GlobalMaskedDiceCELoss(loss_function.dice_weight, loss_function.ce_weight, context.world_size)
-                       if context is not None else None)
         aug_rng = np.random.default_rng(sampler_seed(self.options.seed * 7919 + index))
 
         def draw(count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             images, targets, weights = sampler.sample(count)
             return rotate_batch(images, targets, weights, aug_rng) if augment else (images, targets, weights)
-        best, best_state, stale, losses, monitored = -float("inf"), None, 0, [], []
+
+        def monitor(epoch_losses: list[float]) -> float:
+            """Validation Dice on annotated voxels, else (as the paper's code) minus the training loss."""
+            if self.validation:
+                return self._validate(network if member else self.labeller(), axis)
+            return -float(np.mean(epoch_losses))
+
+        def after_step(step: int) -> None:
+            self.global_step += 1
+            if teacher is not None:
+                self._ema_update(self.global_step)
+
         total = epochs * epoch_iterations
-        started, step = time.perf_counter(), 0
-        for epoch in range(epochs):
-            epoch_losses = []
-            for _ in range(epoch_iterations):
-                if self.should_stop is not None and self.should_stop():
-                    raise TrainingCancelled()
-                batch = draw(settings.batch_size) if context is None else draw_share(draw, settings.batch_size, context)
-                images, targets, weights = (t.to(self.device) for t in batch)
-                optimizer.zero_grad(set_to_none=True)
-                if global_loss is None:
-                    loss = loss_function(model(images).float(), targets, weights)
-                    loss.backward()
-                else:
-                    loss, backward_loss = global_loss(model(images).float(), targets, weights)
-                    backward_loss.backward()
-                optimizer.step()
-                step += 1
-                self.global_step += 1
-                if teacher is not None:
-                    self._ema_update(self.global_step)
-                epoch_losses.append(float(loss.detach()))
-                if step % max(1, min(10, total // 20)) == 0 or step == total:
-                    self.reporter.progress(stage, step, total, float(np.mean(epoch_losses[-10:])),
-                                           (time.perf_counter() - started) / step)
-            losses += epoch_losses
-            # monitor: validation Dice on annotated voxels, else (as the paper's code) the training loss
-            score = (self._validate(network if member else self.labeller(), axis) if self.validation
-                     else -float(np.mean(epoch_losses)))
-            monitored.append(round(score, 4))
-            plateau.step(score)
-            if score > best + 1e-4:
-                best, stale = score, 0
-                best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
-                best_teacher = network_snapshot(teacher) if teacher is not None else None
-            else:
-                stale += 1
-                # fusion networks get at least half their epochs (added when they started from scratch and sat at
-                # all-background for several epochs; kept with the warm start, which the final benchmark measured)
-                if stale >= settings.patience and (not member or epoch + 1 >= epochs // 2):
-                    break
-        if best_state is not None and self.validation:
-            network.load_state_dict(best_state)
-            if best_teacher is not None:
-                teacher.load_state_dict(best_teacher)
+        # fusion networks get at least half their epochs (added when they started from scratch and sat at
+        # all-background for several epochs; kept with the warm start, which the final benchmark measured)
+        selection = Selection(epoch_iterations, monitor, min_delta=1e-4, patience=settings.patience,
+                              min_epochs=epochs // 2 if member else 0, restore_best=bool(self.validation),
+                              plateau=plateau, keep_with_best=(teacher,) if teacher is not None else ())
+        result = train_loop(network, optimizer, supervised_step(model, draw, settings.batch_size, self._loss(), self.device),
+                     total, self.device, after_step=after_step, selection=selection,
+                     progress=lambda step, count, loss, sps: self.reporter.progress(stage, step, count, loss, sps),
+                     log_every=max(1, min(10, total // 20)), should_stop=self.should_stop)
         network.cpu()
         if teacher is not None:
             teacher.cpu()
-        return {"epochs": len(monitored), "iterations": step, "loss": float(np.mean(losses[-25:])) if losses else None,
-                "monitor": "validation dice" if self.validation else "-training loss", "best": round(best, 4),
+        return {"epochs": len(result.scores), "iterations": result.steps,
+                "loss": float(np.mean(result.losses[-25:])) if result.losses else None,
+                "monitor": "validation dice" if self.validation else "-training loss", "best": round(result.best, 4),
                 "augmented": augment}
