@@ -1,0 +1,113 @@
+"""What each branch of ``propagate``'s network round gives on the dev scans, and what a perfect end would give.
+
+One painted central slice per dev scan (never the report scans), the Start stage run in-process; the
+registration's and the networks' class probabilities that the network round fuses are recorded (by wrapping the
+method's ``fuse``), and several fusions are scored from the same run, each anchored at the paint as the method
+does, merged-foreground Dice / RAVD and class-mean Dice:
+
+* ``registration``, ``network``, ``average`` (the default's fusion);
+* ``ramp L``: the registration's weight falls linearly from 1 on the painted slice to 0 at ``L`` of the painted
+  object's equivalent radii, the networks' rises (trust the chain near the paint, the image far from it);
+* ``classes a``: the object from the average, each object voxel's class from ``a`` registration + ``1 - a``
+  networks (how far the class-mean drop of the network round can be narrowed);
+* ``... oracle end``: the branch with every slice outside the reference object's true extent along k set to
+  background: an upper bound for any end criterion, not a method.
+
+    OMP_NUM_THREADS=1 python -m SparseSegLib.benchmarks.propagate_branches --dataset left_atrium --cases 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from unittest import mock
+
+import numpy as np
+
+from .interactive.scans import DATA_ROOT, central_slice, choose_scans
+from .propagate_dev import class_mean_dice, merged_scores
+
+
+def fusions(network: np.ndarray, registration: np.ndarray, distance: np.ndarray, radius: float,
+            inside: np.ndarray) -> dict[str, np.ndarray]:
+    """Labels ``(k, j, i)`` of every scored fusion from the two ``(C, k, j, i)`` maps (see the module doc)."""
+    maps = {"registration": registration, "network": network, "average": 0.5 * (network + registration)}
+    for reach in (0.5, 1.0, 2.0):
+        weight = np.clip(1 - distance / (reach * radius), 0, 1)[None, :, None, None]
+        maps[f"ramp {reach}"] = weight * registration + (1 - weight) * network
+    for name in ("registration", "average", "network"):
+        cut = maps[name].copy()
+        cut[0][~inside] = 1.0
+        cut[1:, ~inside] = 0.0
+        maps[f"{name} oracle end"] = cut
+    labels = {name: p.argmax(0).astype(np.uint8) for name, p in maps.items()}
+    for share in (0.75, 1.0):
+        blend = share * registration + (1 - share) * network
+        labels[f"classes {share}"] = np.where(labels["average"] > 0, blend[1:].argmax(0) + 1, 0).astype(np.uint8)
+    return labels
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from ..cli import parse_options
+    from ..engine.propagation import open_end_reach, slice_distance
+    from ..methods import get_method
+    from ..methods import propagate as propagate_module
+    from ..methods.base import MethodOptions, SilentReporter
+    from ..methods.propagate.fusion import anchor_at_paint
+    from ..methods.propagate.settings import PropagateSettings
+    from ..methods.propagate.volume import PaintedVolume
+
+    parser = argparse.ArgumentParser(prog="python -m SparseSegLib.benchmarks.propagate_branches",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="hippocampus", help="a folder under ../shared/data or a path")
+    parser.add_argument("--cases", type=int, default=5, help="dev scans (at most the dev part's 5)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a propagate option")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    folder = DATA_ROOT / args.dataset if not args.dataset.startswith(("/", ".")) else args.dataset
+    extra = parse_options(args.option)
+    settings = PropagateSettings.parse(extra)
+    recorded: dict[str, np.ndarray] = {}
+    original = propagate_module.fuse
+
+    def recording_fuse(network, registration, mode, margin=2):
+        recorded["network"], recorded["registration"] = network, registration
+        return original(network, registration, mode, margin)
+
+    rows: dict[str, list[tuple[float, float, float]]] = {}
+    for scan in choose_scans(folder, "dev", args.cases):
+        case = scan.load()
+        reference = case.label.copy()
+        annotated = np.zeros(reference.shape, bool)
+        annotated[central_slice(reference)] = True
+        case = case.with_annotation(annotated)
+        with mock.patch.object(propagate_module, "fuse", recording_fuse):
+            for _ in get_method("propagate").run_rounds([case], MethodOptions(device="cpu", extra=extra, rounds=None),
+                                                        SilentReporter()):
+                pass
+        volume = PaintedVolume.from_case(case, settings)
+        spacing = case.geometry.spacing_kji
+        moved = (spacing[volume.axis],) + tuple(spacing[a] for a in range(3) if a != volume.axis)
+        radius = open_end_reach(volume.label[volume.painted[0]], moved, 1.0)
+        inside = (np.moveaxis(reference, volume.axis, 0) > 0).any(axis=(1, 2))
+        distance = slice_distance(volume.image.shape[0], volume.painted).astype(float)
+        for name, labels in fusions(recorded["network"], recorded["registration"], distance, radius, inside).items():
+            labels = anchor_at_paint(labels, volume.painted_foreground)
+            labels[volume.annotated] = volume.label[volume.annotated]
+            full = volume.to_case_grid(labels)
+            dice, ravd = merged_scores(full, reference, spacing)
+            rows.setdefault(name, []).append((dice, ravd, class_mean_dice(full, reference, spacing)))
+        print(f"  {scan.case_id}: " + ", ".join(f"{n} {v[-1][0]:.3f}" for n, v in rows.items()), flush=True)
+    print(f"{args.dataset} dev x{len(next(iter(rows.values())))}, 1 slice, {' '.join(args.option) or '(defaults)'}, "
+          "network round: fusion | merged Dice | mean RAVD (largest) | class-mean Dice")
+    for name, values in rows.items():
+        table = np.array(values)
+        print(f"  {name:26s} {table[:, 0].mean():.3f} | {table[:, 1].mean():+.2f} ({table[:, 1].max():+.2f}) | "
+              f"{table[:, 2].mean():.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
