@@ -18,12 +18,22 @@ from SparseSegLib.session import tasks
 from SparseSegLib.session.controller import ModuleController
 from SparseSegLib.session.session import Session
 from SparseSegLib.session.settings import SessionSettings
+from SparseSegLib.session.text import set_translator
 
-try:  # Slicer's translation function (slicer.i18n, Slicer >= 5.4), as its own scripted modules import it
+try:  # Slicer's translation functions (slicer.i18n, Slicer >= 5.4), as its own scripted modules import them
     from slicer.i18n import tr as _
+    from slicer.i18n import translate
 except ImportError:  # the slicer-core wheel the tests run on has no slicer.i18n: text stays as written
     def _(text: str) -> str:
         return text
+
+    def translate(context: str, text: str) -> str:
+        return text
+
+#: The one context SparseSegLib.session's text (status line, log, errors and hints) is looked up in; see
+#: SparseSegLib/session/text.py and docs/slicer-api.md. The module's own ``_()`` text uses its file-name contexts.
+SESSION_TEXT_CONTEXT = "SparseSeg"
+set_translator(lambda text: translate(SESSION_TEXT_CONTEXT, text))  # once, when Slicer loads the module
 
 
 class SparseSegLogic(ScriptedLoadableModuleLogic):
