@@ -240,7 +240,8 @@ def test_the_icon_and_screenshot_urls_name_files_in_the_repository():
 
 
 def test_the_screenshot_script_renders_a_job(tmp_path):
-    """``Resources/Screenshots/make_screenshot.py`` on a small job made from a bundled sample scan: the .ui loads
+    """``Resources/Screenshots/make_screenshot.py`` (with its modules ``screenshot_job``, ``screenshot_panel`` and
+    ``screenshot_slice_view``) on a small job made from a bundled sample scan: the .ui loads
     with the stand-ins, the panel is filled from the events, VTK renders the slice view offscreen, a PNG comes out.
     Skipped where PySide6 or an offscreen OpenGL for VTK is missing."""
     pytest.importorskip("PySide6.QtUiTools", reason="needs PySide6")
