@@ -30,10 +30,10 @@ except ImportError:  # the slicer-core wheel the tests run on has no slicer.i18n
     def translate(context: str, text: str) -> str:
         return text
 
-#: The one context SparseSegLib.session's text (status line, log, errors and hints) is looked up in; see
-#: SparseSegLib/session/text.py and docs/slicer-api.md. The module's own ``_()`` text uses its file-name contexts.
-SESSION_TEXT_CONTEXT = "SparseSeg"
-set_translator(lambda text: translate(SESSION_TEXT_CONTEXT, text))  # once, when Slicer loads the module
+# SparseSegLib.session's shown text (status line, log, errors and hints) is looked up through Slicer's translate
+# under each session file's own context (session.session, session.controller, ...), the contexts Slicer's
+# lupdate_preprocess gives its _() calls; see SparseSegLib/session/text.py and docs/slicer-api.md.
+set_translator(translate)  # once, when Slicer loads the module
 
 
 class SparseSegLogic(ScriptedLoadableModuleLogic):

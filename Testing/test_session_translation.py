@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from SparseSegLib.errors import SparseSegError
-from SparseSegLib.session.text import set_translator, tr
+from SparseSegLib.session.text import context_of, set_translator, tr
 
 SESSION_DIR = Path(__file__).resolve().parents[1] / "SparseSegLib" / "session"
 #: Calls whose text arguments the user reads: errors (message, hint) and log lines.
@@ -28,6 +28,8 @@ SHOWN_CALLS = {"SparseSegError", "_say", "log"}
 #: Functions whose returned text (and ``text`` they build) the module shows.
 SHOWN_FUNCTIONS = {"progress", "describe", "describe_jump", "describe_environment", "failure", "plane_name"}
 PLACEHOLDER = r"(?<!\{)\{([^{}]+)\}(?!\})"
+#: The name the session files call the hook by (``from .text import tr as _``): what Slicer's tooling extracts.
+HOOK = "_"
 
 
 def _called(node: ast.AST) -> str | None:
@@ -54,7 +56,7 @@ def untranslated(source: str) -> list[str]:
     parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
     problems = []
     for node in ast.walk(tree):
-        if _called(node) != "tr":
+        if _called(node) != HOOK:
             continue
         text = node.args[0] if len(node.args) == 1 and not node.keywords else None
         if not (isinstance(text, ast.Constant) and isinstance(text.value, str)):
@@ -85,10 +87,10 @@ def untranslated(source: str) -> list[str]:
             ancestor, exempt = node, False
             while shown and not exempt and ancestor is not root:
                 child, ancestor = ancestor, parents[ancestor]
-                exempt = (_called(ancestor) == "tr" or isinstance(ancestor, ast.Compare)
+                exempt = (_called(ancestor) == HOOK or isinstance(ancestor, ast.Compare)
                           or (isinstance(ancestor, ast.keyword) and _called(parents.get(ancestor)) == "format"
                               and isinstance(parents[ancestor].func, ast.Attribute)
-                              and any(_called(n) == "tr" for n in ast.walk(parents[ancestor].func.value))))
+                              and any(_called(n) == HOOK for n in ast.walk(parents[ancestor].func.value))))
             if shown and not exempt:
                 problems.append(f"line {node.lineno}: {ast.unparse(node)[:70]}")
     return problems
@@ -99,33 +101,54 @@ def session_templates() -> set[str]:
     found = set()
     for path in SESSION_DIR.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if _called(node) == "tr" and node.args and isinstance(node.args[0], ast.Constant):
+            if _called(node) == HOOK and node.args and isinstance(node.args[0], ast.Constant):
                 found.add(node.args[0].value)
     return found
+
+
+def preprocessed_templates() -> set[tuple[str, str]]:
+    """(context, literal) pairs as Slicer's ``Utilities/Scripts/lupdate_preprocess.py`` makes them for lupdate: its
+    patterns rewrite ``_("...")`` (and the other quote forms) into ``translate("<context>", "...")``, the context
+    being the package folder + ``.`` + the file stem."""
+    patterns = [r'_\((\s*?".+?"\s*?)\)', r"_\((\s*?'.+?'\s*?)\)", r'_\((\s*?""".+?"""\s*?)\)', r"_\((\s*?'''.+?'''\s*?)\)"]
+    found = set()
+    for path in SESSION_DIR.glob("*.py"):
+        source = path.read_text()
+        for pattern in patterns:
+            for literal in re.findall(pattern, source, flags=re.DOTALL):
+                found.add((f"session.{path.stem}", ast.literal_eval("(" + literal.strip() + ")")))
+    return found
+
+
+def test_slicer_tooling_extracts_every_template_under_the_context_it_is_looked_up_in():
+    extracted = preprocessed_templates()
+    assert {text for _, text in extracted} == session_templates()
+    assert len(extracted) >= 100
+    assert context_of(str(SESSION_DIR / "session.py")) == "session.session"
 
 
 def test_the_checker_finds_untranslated_text():
     """The check itself can fail: each way of showing a bare or unformattable string is caught."""
     bad = '''
-raise SparseSegError("nothing to continue", tr("Press Start first."))
+raise SparseSegError("nothing to continue", _("Press Start first."))
 self._say(f"worker started for {folder}")
-pending.log(tr(f"checking {python}"))
-raise SparseSegError(tr("round {index} is late").format(round=index), tr("See {log}."))
+pending.log(_(f"checking {python}"))
+raise SparseSegError(_("round {index} is late").format(round=index), _("See {log}."))
 def progress(self):
     return 0.0, "not started"
 def describe_environment(report):
-    text = tr("worker Python {python}").format(python=python)
+    text = _("worker Python {python}").format(python=python)
     text += "; device: CPU (chosen)"
 '''
     assert len(untranslated(bad)) == 7, untranslated(bad)
     good = '''
-raise SparseSegError(tr("method {method} is not offered").format(method=repr(method)), tr("Choose one."))
-self._say((tr("continue: {count} slice(s): {slices}") if slices else tr("continue: {count} slice(s)")).format(
+raise SparseSegError(_("method {method} is not offered").format(method=repr(method)), _("Choose one."))
+self._say((_("continue: {count} slice(s): {slices}") if slices else _("continue: {count} slice(s)")).format(
     count=len(slices), slices=", ".join(slices)))
-pending.log(tr("Install (e.g. `{command}`)").format(command=f"{python} -m pip install x"))
+pending.log(_("Install (e.g. `{command}`)").format(command=f"{python} -m pip install x"))
 def progress(self):
     if self.status == "finished":
-        return 1.0, tr("finished: {done} round(s)").format(done=done)
+        return 1.0, _("finished: {done} round(s)").format(done=done)
 '''
     assert untranslated(good) == []
 
@@ -137,9 +160,9 @@ def test_every_shown_string_of_the_session_is_translatable(path):
 
 def test_tr_is_the_identity_until_a_translator_is_installed():
     assert tr("result accepted") == "result accepted"
-    set_translator(lambda text: "«" + text + "»")
-    try:
-        assert tr("result accepted") == "«result accepted»"
+    set_translator(lambda context, text: f"«{context}:{text}»")
+    try:  # looked up under this file's context, as slicer.i18n.getContext makes it (Testing has no __init__.py)
+        assert tr("result accepted") == "«test_session_translation:result accepted»"
     finally:
         set_translator(None)
     assert tr("result accepted") == "result accepted"
@@ -256,7 +279,8 @@ def _unmarked(text: str) -> str:
 def test_a_sessions_shown_text_is_looked_up_as_templates_and_filled_afterwards(sample_case, tmp_path):
     pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
     asked: list[str] = []
-    set_translator(lambda text: asked.append(text) or "«" + text + "»")
+    contexts: set[tuple[str, str]] = set()
+    set_translator(lambda context, text: contexts.add((context, text)) or asked.append(text) or "«" + text + "»")
     try:
         marked = shown_texts(sample_case, tmp_path / "marked")
     finally:
@@ -268,6 +292,9 @@ def test_a_sessions_shown_text_is_looked_up_as_templates_and_filled_afterwards(s
         assert text.startswith("«") and text.endswith("»"), (name, text)
     assert set(asked) <= session_templates(), sorted(set(asked) - session_templates())  # only literal templates
     assert not [text for text in asked if "nope" in text or str(tmp_path) in text or "H200" in text]
+    # each lookup's (context, template) is one that Slicer's lupdate_preprocess extracts from the source
+    assert contexts <= preprocessed_templates(), sorted(contexts - preprocessed_templates())
+    assert {context for context, _ in contexts} >= {"session.session", "session.controller", "session.mrml"}
     # placeholders are filled after the lookup: the mark wraps the template, the values sit inside it
     assert marked["method.message"] == "«method 'nope' is not offered in Slicer»"
     assert marked["progress, round"] == "«round 1/2, step 3/10, ETA 1:05 for this round»"

@@ -17,7 +17,7 @@ from ..errors import SparseSegError
 from ..jobs.regions import AXIS_NAMES
 from ..jobs.suggestion import SuggestedSlice
 from .mrml import ORIENTATION_AXES, matrix_to_array
-from .text import tr
+from .text import tr as _  # named _ so that Slicer's lupdate_preprocess extracts the calls
 
 #: A slice view shows the suggested slice when its normal is within this angle of the slice's normal.
 PARALLEL_DEGREES = 1.0
@@ -42,22 +42,22 @@ class SliceSuggestion:
 
     def describe(self) -> str:
         """``axial slice 14 (k = 14)``: what the module's status line shows."""
-        return tr("{plane} slice {index} ({axis} = {index})").format(plane=plane_name(self.orientation), index=self.index,
+        return _("{plane} slice {index} ({axis} = {index})").format(plane=plane_name(self.orientation), index=self.index,
                                                                      axis=AXIS_NAMES[self.axis])
 
 
 def plane_name(orientation: str) -> str:
     """The shown name of an anatomical plane (``orientation`` stays English: code compares it)."""
-    names = {"axial": tr("axial"), "coronal": tr("coronal"), "sagittal": tr("sagittal")}
+    names = {"axial": _("axial"), "coronal": _("coronal"), "sagittal": _("sagittal")}
     return names.get(orientation, orientation)
 
 
 def describe_jump(suggestion: SliceSuggestion, views: list[str]) -> str:
     """The log line after a jump: the slice, and the views that show it (or that none has its orientation)."""
     if views:
-        return tr("annotate next: {slice}, shown in the {views} view").format(slice=suggestion.describe(),
+        return _("annotate next: {slice}, shown in the {views} view").format(slice=suggestion.describe(),
                                                                              views=", ".join(views))
-    return tr("annotate next: {slice}; no slice view shows {plane} slices (set one to {plane})").format(
+    return _("annotate next: {slice}; no slice view shows {plane} slices (set one to {plane})").format(
         slice=suggestion.describe(), plane=plane_name(suggestion.orientation))
 
 
@@ -73,8 +73,8 @@ def to_world_matrix(node) -> np.ndarray:
     if parent is None:
         return np.eye(4)
     if not parent.IsTransformToWorldLinear():
-        raise SparseSegError(tr("the volume is under a non-linear transform, so a slice of it is not a plane in the views"),
-                             tr("Harden the transform on the volume first."))
+        raise SparseSegError(_("the volume is under a non-linear transform, so a slice of it is not a plane in the views"),
+                             _("Harden the transform on the volume first."))
     import vtk
 
     matrix = vtk.vtkMatrix4x4()
@@ -92,8 +92,8 @@ def locate(suggested: SuggestedSlice, ras_matrix: np.ndarray, shape: tuple[int, 
     """
     axis, index = suggested.axis, suggested.index
     if not 0 <= index < shape[axis]:
-        raise SparseSegError(tr("the suggested slice {index} along {axis} is outside the volume ({count} slices)").format(
-            index=index, axis=AXIS_NAMES[axis], count=shape[axis]), tr("This is a bug: please report it with the job folder."))
+        raise SparseSegError(_("the suggested slice {index} along {axis} is outside the volume ({count} slices)").format(
+            index=index, axis=AXIS_NAMES[axis], count=shape[axis]), _("This is a bug: please report it with the job folder."))
     kji = [(n - 1) / 2.0 for n in shape]
     kji[axis] = index
     if suggested.ijk is not None and suggested.ijk[2 - axis] == index:

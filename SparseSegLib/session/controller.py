@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from ..errors import SparseSegError
 from . import tasks
-from .text import tr
+from .text import tr as _  # named _ so that Slicer's lupdate_preprocess extracts the calls
 
 
 def error_text(error: BaseException) -> str:
@@ -92,10 +92,10 @@ class ModuleController:
         have torch and MONAI. Returns the started Session, or None while the probe runs in the background
         (then :meth:`poll` reports it in ``Tick.started``)."""
         if self.session is not None and self.session.running:
-            raise SparseSegError(tr("a session is already running"), tr("Stop it first."))
+            raise SparseSegError(_("a session is already running"), _("Stop it first."))
         if self.pending_start is not None:
-            raise SparseSegError(tr("Start is already checking the worker's Python"),
-                                 tr("Wait a moment: the session starts when the check is done."))
+            raise SparseSegError(_("Start is already checking the worker's Python"),
+                                 _("Wait a moment: the session starts when the check is done."))
         self.pending_start = _PendingStart(settings, make_session, Path(work_dir), log)
         try:
             report = self.environments.get(settings.worker_python())
@@ -114,7 +114,7 @@ class ModuleController:
         log = folder / f"probe-{time.strftime('%Y%m%d-%H%M%S')}-{id(pending) % 10000}.log"
         pending.probe = tasks.ProbeTask(pending.settings.worker_python(), env=pending.settings.env or None, log=log)
         if pending.log:
-            pending.log(tr("checking the packages of the worker Python {python} (in the background)").format(
+            pending.log(_("checking the packages of the worker Python {python} (in the background)").format(
                 python=pending.probe.python))
 
     def _complete_start(self, report: dict):
@@ -124,17 +124,17 @@ class ModuleController:
         missing = tasks.missing_requirements(report)
         if missing:
             if settings.python:
-                raise SparseSegError(tr("the worker Python {python} lacks {packages}").format(python=python,
+                raise SparseSegError(_("the worker Python {python} lacks {packages}").format(python=python,
                                                                                           packages=", ".join(missing)),
-                                     tr("Install them into that environment (e.g. `{command}`) or leave the Python "
+                                     _("Install them into that environment (e.g. `{command}`) or leave the Python "
                                         "executable empty to use Slicer's own.").format(
                                          command=f"{python} -m pip install {' '.join(missing)}"))
             if pending.installed:
-                raise SparseSegError(tr("installing {packages} did not succeed").format(packages=", ".join(missing)),
-                                     tr("Restart Slicer and try again; see the Python console for pip's output."))
+                raise SparseSegError(_("installing {packages} did not succeed").format(packages=", ".join(missing)),
+                                     _("Restart Slicer and try again; see the Python console for pip's output."))
             if self.install is None:
-                raise SparseSegError(tr("Slicer's Python lacks {packages}").format(packages=", ".join(missing)),
-                                     tr("Install them, then press Start again."))
+                raise SparseSegError(_("Slicer's Python lacks {packages}").format(packages=", ".join(missing)),
+                                     _("Install them, then press Start again."))
             self.install(missing)  # asks the user (once), then installs: a modal step the user chose
             pending.installed = True
             self._probe()
@@ -142,9 +142,9 @@ class ModuleController:
         if pending.log:
             pending.log(tasks.describe_environment(report, settings.device))
         if settings.device == "cuda" and not report.get("cuda_available"):
-            raise SparseSegError(tr("device CUDA was chosen but torch sees no CUDA GPU (torch CUDA build: {build})").format(
-                build=report.get("cuda_build") or tr("none, CPU-only torch")),
-                tr("Choose device auto or CPU, or install a CUDA build of torch that matches the driver."))
+            raise SparseSegError(_("device CUDA was chosen but torch sees no CUDA GPU (torch CUDA build: {build})").format(
+                build=report.get("cuda_build") or _("none, CPU-only torch")),
+                _("Choose device auto or CPU, or install a CUDA build of torch that matches the driver."))
         self.environments[python] = report
         self.pending_start = None
         session = pending.make_session()
@@ -164,9 +164,9 @@ class ModuleController:
     def save_model(self, folder, python: str | None = None) -> tasks.BackgroundTask:
         """Start writing the session's newest checkpoint as a model folder (``Tick.saved`` when done)."""
         if self.session is None or self.session.job is None or not self.session.imported_rounds:
-            raise SparseSegError(tr("no trained model yet"), tr("Press Start and wait for a round first."))
+            raise SparseSegError(_("no trained model yet"), _("Press Start and wait for a round first."))
         if self.save_task is not None:
-            raise SparseSegError(tr("a model is already being saved"), tr("Wait for it to finish."))
+            raise SparseSegError(_("a model is already being saved"), _("Wait for it to finish."))
         self.save_task = tasks.save_model(self.session.job.directory, folder, python=python)
         self.save_folder = str(folder)
         return self.save_task
@@ -176,9 +176,9 @@ class ModuleController:
         """Segment ``volume_node`` with the model in ``folder`` in the background (``Tick.applied`` when done).
         Without a folder the session's model is saved into ``save_into`` first, then applied."""
         if volume_node is None:
-            raise SparseSegError(tr("no volume to apply the model to"), tr("Select a volume under 'Apply model to volume'."))
+            raise SparseSegError(_("no volume to apply the model to"), _("Select a volume under 'Apply model to volume'."))
         if self.apply_task is not None or self.apply_after_save is not None:
-            raise SparseSegError(tr("a model is already being applied"), tr("Wait for it to finish."))
+            raise SparseSegError(_("a model is already being applied"), _("Wait for it to finish."))
         request = {"volume_node": volume_node, "work_dir": work_dir, "python": python, "device": device}
         if not folder:
             self.save_model(save_into, python=python)
@@ -225,8 +225,8 @@ class ModuleController:
         self.save_task = None
         request, self.apply_after_save = self.apply_after_save, None
         if task.poll() != 0:
-            raise SparseSegError(tr("saving the model failed: {reason}").format(reason=task.failure()),
-                                 tr("See {log}.").format(log=task.log))
+            raise SparseSegError(_("saving the model failed: {reason}").format(reason=task.failure()),
+                                 _("See {log}.").format(log=task.log))
         tick.saved = self.save_folder
         if request is not None:
             self.apply_task = tasks.ApplyModelTask(self.save_folder, **request)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..case import Geometry
 from ..errors import SparseSegError
-from .text import tr
+from .text import tr as _  # named _ so that Slicer's lupdate_preprocess extracts the calls
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: Anatomical slice orientations: the RAS axis a slice is perpendicular to.
@@ -65,11 +65,11 @@ def volume_geometry(volume_node) -> Geometry:
     """The :class:`Geometry` (LPS) of a volume node's voxel grid."""
     image = volume_node.GetImageData() if volume_node is not None else None
     if image is None:
-        raise SparseSegError(tr("the input volume has no image data"), tr("Load a 3D volume and select it as input."))
+        raise SparseSegError(_("the input volume has no image data"), _("Load a 3D volume and select it as input."))
     size = image.GetDimensions()
     if min(size) < 2:
-        raise SparseSegError(tr("the input volume is {i} x {j} x {k} voxels, not 3D").format(i=size[0], j=size[1], k=size[2]),
-                             tr("SparseSeg segments 3D volumes; a single slice cannot be propagated."))
+        raise SparseSegError(_("the input volume is {i} x {j} x {k} voxels, not 3D").format(i=size[0], j=size[1], k=size[2]),
+                             _("SparseSeg segments 3D volumes; a single slice cannot be propagated."))
     return Geometry.from_ijk_to_lps(RAS_TO_LPS @ ijk_to_ras(volume_node), size)
 
 
@@ -77,12 +77,12 @@ def volume_array(volume_node) -> np.ndarray:
     """The voxels of a scalar volume node, ``(k, j, i)`` (a view: do not modify)."""
     image = volume_node.GetImageData()
     if image is None:
-        raise SparseSegError(tr("volume {name} has no image data").format(name=volume_node.GetName()),
-                             tr("Select a loaded volume."))
+        raise SparseSegError(_("volume {name} has no image data").format(name=volume_node.GetName()),
+                             _("Select a loaded volume."))
     if image.GetNumberOfScalarComponents() != 1:
-        raise SparseSegError(tr("volume {name} has {count} components").format(
+        raise SparseSegError(_("volume {name} has {count} components").format(
             name=volume_node.GetName(), count=image.GetNumberOfScalarComponents()),
-            tr("Use a scalar volume (e.g. Vector to Scalar Volume module for RGB images)."))
+            _("Use a scalar volume (e.g. Vector to Scalar Volume module for RGB images)."))
     i, j, k = image.GetDimensions()
     return _numpy_support().vtk_to_numpy(image.GetPointData().GetScalars()).reshape(k, j, i)
 
@@ -130,16 +130,16 @@ class SegmentClass:
 def annotation_classes(segmentation_node) -> list[SegmentClass]:
     """The segments of an annotation node as classes 1..N in segment order."""
     if segmentation_node is None:
-        raise SparseSegError(tr("no annotation segmentation selected"), tr(
+        raise SparseSegError(_("no annotation segmentation selected"), _(
             "Paint the structures (one segment per class) with the Segment Editor and select that segmentation."))
     segmentation = segmentation_node.GetSegmentation()
     count = segmentation.GetNumberOfSegments()
     if count == 0:
-        raise SparseSegError(tr("the annotation {name} has no segment").format(name=segmentation_node.GetName()),
-                             tr("Add one segment per class in the Segment Editor and paint each on a slice."))
+        raise SparseSegError(_("the annotation {name} has no segment").format(name=segmentation_node.GetName()),
+                             _("Add one segment per class in the Segment Editor and paint each on a slice."))
     if count > 255:
-        raise SparseSegError(tr("the annotation has {count} segments; at most 255 classes are supported").format(count=count),
-                             tr("Remove segments you do not want segmented."))
+        raise SparseSegError(_("the annotation has {count} segments; at most 255 classes are supported").format(count=count),
+                             _("Remove segments you do not want segmented."))
     classes = []
     for index in range(count):
         segment_id = segmentation.GetNthSegmentID(index)
@@ -180,16 +180,16 @@ def export_segments(segmentation_node, segment_ids: list[str], volume_node) -> n
     try:
         logic = slicer.vtkSlicerSegmentationsModuleLogic
         if not logic.ExportSegmentsToLabelmapNode(segmentation_node, ids, labelmap, volume_node):
-            raise SparseSegError(tr("cannot rasterise the segmentation {segmentation} on the volume {volume}").format(
+            raise SparseSegError(_("cannot rasterise the segmentation {segmentation} on the volume {volume}").format(
                 segmentation=segmentation_node.GetName(), volume=volume_node.GetName()),
-                tr("Check that the segmentation overlaps the volume (same patient space)."))
+                _("Check that the segmentation overlaps the volume (same patient space)."))
         image = labelmap.GetImageData()
         array = volume_array(labelmap).astype(np.uint8) if image is not None else np.zeros(geometry.shape, np.uint8)
     finally:
         _remove_temporary_volume(labelmap)
     if array.shape != geometry.shape:
-        raise SparseSegError(tr("the exported segmentation has shape {shape}, the volume {volume}").format(
-            shape=array.shape, volume=geometry.shape), tr("This is a bug: please report it."))
+        raise SparseSegError(_("the exported segmentation has shape {shape}, the volume {volume}").format(
+            shape=array.shape, volume=geometry.shape), _("This is a bug: please report it."))
     return array
 
 
@@ -312,8 +312,8 @@ def array_axis_for_orientation(volume_node, orientation: str) -> int | str:
     if orientation in (None, "", "auto"):
         return "auto"
     if orientation not in ORIENTATION_AXES:
-        raise SparseSegError(tr("unknown slice orientation {orientation}").format(orientation=repr(orientation)),
-                             tr("Use auto, axial, coronal or sagittal."))
+        raise SparseSegError(_("unknown slice orientation {orientation}").format(orientation=repr(orientation)),
+                             _("Use auto, axial, coronal or sagittal."))
     directions = ijk_to_ras(volume_node)[:3, :3]
     directions = directions / np.linalg.norm(directions, axis=0)
     ras_axis = ORIENTATION_AXES[orientation]
@@ -333,7 +333,7 @@ def roi_ras_boxes(roi_nodes, volume_node) -> list[dict]:
     if parent is not None:
         matrix = _vtk().vtkMatrix4x4()
         if not parent.IsTransformToWorldLinear():
-            raise SparseSegError(tr("the volume is under a non-linear transform"), tr("Harden the transform on the volume first."))
+            raise SparseSegError(_("the volume is under a non-linear transform"), _("Harden the transform on the volume first."))
         parent.GetMatrixTransformToWorld(matrix)
         to_volume = np.linalg.inv(matrix_to_array(matrix))
     for roi in roi_nodes:
@@ -347,6 +347,6 @@ def roi_ras_boxes(roi_nodes, volume_node) -> list[dict]:
         local = (to_volume @ corners.T).T[:, :3]
         boxes.append({"ras": [local.min(axis=0).round(6).tolist(), local.max(axis=0).round(6).tolist()]})
     if not boxes:
-        raise SparseSegError(tr("no ROI box to annotate"),
-                             tr("Place one or more ROI markups (Markups > ROI) over the regions you painted."))
+        raise SparseSegError(_("no ROI box to annotate"),
+                             _("Place one or more ROI markups (Markups > ROI) over the regions you painted."))
     return boxes

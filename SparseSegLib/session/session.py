@@ -41,7 +41,7 @@ from ..jobs.regions import AXIS_NAMES, annotated_mask, painted_slices
 from ..jobs.suggestion import SuggestedSlice
 from . import annotate_next, mrml
 from .settings import DEVICE_CHOICES, METHOD_CHOICES, ORIENTATION_CHOICES, REGION_CHOICES, SessionSettings  # noqa: F401
-from .text import tr
+from .text import tr as _  # named _ so that Slicer's lupdate_preprocess extracts the calls
 
 #: Segment tag (and result-node attribute) holding the round a segment's voxels come from.
 ROUND_TAG = "SparseSeg.Round"
@@ -60,7 +60,7 @@ class Session:
                  work_dir: str | os.PathLike | None = None, result_node=None, roi_nodes=(),
                  uncertainty_node=None) -> None:
         if volume_node is None:
-            raise SparseSegError(tr("no input volume selected"), tr("Select the volume to segment."))
+            raise SparseSegError(_("no input volume selected"), _("Select the volume to segment."))
         self.volume_node = volume_node
         self.annotation_node = annotation_node
         self.settings = settings or SessionSettings()
@@ -122,17 +122,17 @@ class Session:
         if self.settings.region == "boxes":
             return {"kind": "boxes", "boxes": mrml.roi_ras_boxes(self.roi_nodes, self.volume_node)}
         if self.settings.region != "slices":
-            raise SparseSegError(tr("unknown annotated region {region}").format(region=repr(self.settings.region)),
-                                 tr("Use slices or boxes."))
+            raise SparseSegError(_("unknown annotated region {region}").format(region=repr(self.settings.region)),
+                                 _("Use slices or boxes."))
         return {"kind": "slices", "axis": mrml.array_axis_for_orientation(self.volume_node, self.settings.orientation)}
 
     def start(self) -> Job:
         """Export the volume and annotation to a new job and start the worker (stage 1)."""
         if self.jobs:
-            raise SparseSegError(tr("this session has already started"), tr("Use Continue, or start a new session."))
+            raise SparseSegError(_("this session has already started"), _("Use Continue, or start a new session."))
         if self.settings.method not in METHOD_CHOICES and not os.environ.get("SPARSESEG_ANY_METHOD"):
-            raise SparseSegError(tr("method {method} is not offered in Slicer").format(method=repr(self.settings.method)),
-                                 tr("Choose one of {methods}.").format(methods=", ".join(METHOD_CHOICES)))
+            raise SparseSegError(_("method {method} is not offered in Slicer").format(method=repr(self.settings.method)),
+                                 _("Choose one of {methods}.").format(methods=", ".join(METHOD_CHOICES)))
         started = time.perf_counter()
         self.geometry = mrml.volume_geometry(self.volume_node)
         self.ras_matrix = mrml.ijk_to_ras(self.volume_node)
@@ -144,12 +144,12 @@ class Session:
             counts = [len(painted_slices(label, a)) for a in range(3)]
             self.slice_axis = int(np.argmin(counts)) if region["axis"] == "auto" else int(region["axis"])
         if not np.any(label[mask] > 0):
-            raise SparseSegError(tr("no painted voxel lies in the annotated region"),
-                                 tr("Paint inside the ROI boxes (or use painted slices as the region)."))
+            raise SparseSegError(_("no painted voxel lies in the annotated region"),
+                                 _("Paint inside the ROI boxes (or use painted slices as the region)."))
         self.annotation_label, self.annotated_mask = label, mask
         job = self._create_job(1, label, region=region, rounds=self.settings.rounds)
         self._prepare_result_node()
-        self._say(tr("annotation: {region}; classes {classes}").format(
+        self._say(_("annotation: {region}; classes {classes}").format(
             region=self.region_description, classes=", ".join(f"{c.value}: {c.name}" for c in self.classes)))
         self.timings["export_s"] = time.perf_counter() - started
         self._start_job(job, resume=False)
@@ -174,7 +174,7 @@ class Session:
         self.error_message = None
         if self.result_node is not None:
             self.result_node.SetAttribute(JOB_ATTRIBUTE, str(job.directory))
-        self._say(tr("worker started for {folder} with {python}").format(folder=job.directory, python=self.settings.worker_python()))
+        self._say(_("worker started for {folder} with {python}").format(folder=job.directory, python=self.settings.worker_python()))
 
     def _prepare_result_node(self) -> None:
         scene = self.scene
@@ -182,7 +182,7 @@ class Session:
             self.result_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
                                                        f"{self.volume_node.GetName()} SparseSeg")
         if self.result_node is self.annotation_node:
-            raise SparseSegError(tr("the result segmentation is the annotation itself"), tr(
+            raise SparseSegError(_("the result segmentation is the annotation itself"), _(
                 "Choose another (or a new) segmentation node for the result: SparseSeg never modifies the annotation."))
         if self.result_node.GetDisplayNode() is None:
             self.result_node.CreateDefaultDisplayNodes()
@@ -218,7 +218,7 @@ class Session:
                 if kind == "error":
                     self.error_message = format_event(event)
             self._say(format_event(event))
-        for _ in range(max_imports):
+        for _attempt in range(max_imports):
             if not self.pending_rounds:
                 break
             self.import_round(self.pending_rounds.popleft())
@@ -238,9 +238,9 @@ class Session:
         started = time.perf_counter()
         data = self.job.load_round(index, probabilities=False)
         if not data.geometry.matches(self.geometry):
-            raise SparseSegError(tr("round {index} is not on the volume's grid ({difference})").format(
+            raise SparseSegError(_("round {index} is not on the volume's grid ({difference})").format(
                 index=index, difference=data.geometry.describe_difference(self.geometry)),
-                tr("This is a bug: please report it with the job folder."))
+                _("This is a bug: please report it with the job folder."))
         scene = self.result_node.GetScene()
         if scene is not None and scene.GetUndoFlag():
             scene.SaveStateForUndo()
@@ -254,7 +254,7 @@ class Session:
         if self.settings.save_uncertainty and uncertainty:
             from ..io import read_image
 
-            values, _ = read_image(self.job.directory / uncertainty)
+            values, _geometry = read_image(self.job.directory / uncertainty)
             if self.uncertainty_node is None:
                 self.uncertainty_node = self.scene.AddNewNodeByClass(
                     "vtkMRMLScalarVolumeNode", f"{self.volume_node.GetName()} SparseSeg uncertainty")
@@ -283,8 +283,8 @@ class Session:
         """Centre the slice views on the suggested slice: ``(suggestion, names of the views showing it)``."""
         suggestion = self.suggested_slice()
         if suggestion is None:
-            raise SparseSegError(tr("no slice is suggested yet"),
-                                 tr("Wait for a round: each names the slice it is least sure of."))
+            raise SparseSegError(_("no slice is suggested yet"),
+                                 _("Wait for a round: each names the slice it is least sure of."))
         views = annotate_next.jump_slice_views(self.scene, suggestion)
         self._say(annotate_next.describe_jump(suggestion, views))
         return suggestion, views
@@ -302,26 +302,26 @@ class Session:
         """``(fraction 0..1 of the planned rounds, one line: round, step, ETA)`` for a progress bar."""
         job = self.job
         if job is None:
-            return 0.0, tr("not started")
+            return 0.0, _("not started")
         planned = max(1, self.planned_rounds()) if job is not None else 1
         event = self.last_progress
         done = max(self.imported_rounds, default=0)
         if self.status in ("finished",) and not self.pending_rounds:
-            return 1.0, tr("finished: {done} round(s)").format(done=done)
+            return 1.0, _("finished: {done} round(s)").format(done=done)
         if self.status in ("cancelled", "error", "accepted"):  # one whole sentence each, for the translators
-            return done / planned, (tr("cancelled: {done} of {planned} round(s) imported") if self.status == "cancelled"
-                                    else tr("error: {done} of {planned} round(s) imported") if self.status == "error"
-                                    else tr("accepted: {done} of {planned} round(s) imported")).format(done=done, planned=planned)
+            return done / planned, (_("cancelled: {done} of {planned} round(s) imported") if self.status == "cancelled"
+                                    else _("error: {done} of {planned} round(s) imported") if self.status == "error"
+                                    else _("accepted: {done} of {planned} round(s) imported")).format(done=done, planned=planned)
         if not event:
-            return done / planned, tr("starting ({done} of {planned} round(s))").format(done=done, planned=planned)
+            return done / planned, _("starting ({done} of {planned} round(s))").format(done=done, planned=planned)
         round_index = int(event.get("round") or done + 1)
         step, total = int(event.get("step") or 0), max(1, int(event.get("total") or 1))
         fraction = min(1.0, ((round_index - 1) + step / total) / planned)
         eta = event.get("eta_s")
         if not isinstance(eta, (int, float)):
-            return fraction, tr("round {round}/{rounds}, step {step}/{total}").format(round=round_index, rounds=planned,
+            return fraction, _("round {round}/{rounds}, step {step}/{total}").format(round=round_index, rounds=planned,
                                                                                       step=step, total=total)
-        return fraction, tr("round {round}/{rounds}, step {step}/{total}, ETA {minutes}:{seconds} for this round").format(
+        return fraction, _("round {round}/{rounds}, step {step}/{total}, ETA {minutes}:{seconds} for this round").format(
             round=round_index, rounds=planned, step=step, total=total, minutes=int(eta) // 60, seconds=f"{int(eta) % 60:02d}")
 
     # -- stop, continue, accept --------------------------------------------------------------------
@@ -333,7 +333,7 @@ class Session:
         if job is not None and job.is_running():
             job.cancel(grace_s=grace_s, block=False)
             self.status = "stopping"
-            self._say(tr("stop requested: the worker ends at its next training step"))
+            self._say(_("stop requested: the worker ends at its next training step"))
 
     def result_label(self) -> np.ndarray:
         """The result node's class segments as a label map on the volume grid (the user's edits included)."""
@@ -351,7 +351,7 @@ class Session:
         imported round. The axis is the annotation's slice axis (for ROI boxes: the axis along which the
         edits touch the fewest slices)."""
         if self.last_imported_label is None:
-            raise SparseSegError(tr("no round has been imported yet"), tr("Wait for the first round before correcting."))
+            raise SparseSegError(_("no round has been imported yet"), _("Wait for the first round before correcting."))
         current = self.result_label()
         changed = current != self.last_imported_label
         axis = self.slice_axis
@@ -366,13 +366,13 @@ class Session:
         made by :func:`~SparseSegLib.jobs.continuation.continue_job`, as ``sparseseg run --continue`` makes it."""
         previous = self.job
         if previous is None:
-            raise SparseSegError(tr("nothing to continue"), tr("Press Start first."))
+            raise SparseSegError(_("nothing to continue"), _("Press Start first."))
         if previous.is_running() or self.pending_rounds:
-            raise SparseSegError(tr("the worker is still running"), tr("Wait for it to finish or press Stop first."))
+            raise SparseSegError(_("the worker is still running"), _("Wait for it to finish or press Stop first."))
         done = layout.last_complete_round(previous.directory)
         if done == 0 or not layout.checkpoints(previous.directory).get(done):
-            raise SparseSegError(tr("the previous stage left no complete round to continue from"),
-                                 tr("Start again (the first round was not finished)."))
+            raise SparseSegError(_("the previous stage left no complete round to continue from"),
+                                 _("Start again (the first round was not finished)."))
         axis, slices, current = self.find_corrections()
         label, mask = continuation.paste_slices(self.annotation_label, self.annotated_mask, current, axis, slices)
         more = rounds if rounds is not None else self.settings.continue_rounds  # None: the method's or 2 more
@@ -384,11 +384,11 @@ class Session:
         self.annotation_label, self.annotated_mask = label, mask
         self.corrections.append({"stage": stage, "axis": axis, "slices": slices})
         shown = ", ".join(map(str, slices[:12])) + (", ..." if len(slices) > 12 else "")
-        planned = (tr("until the method is done") if job.spec.parameters.get("rounds") is None
-                   else tr("{count} more round(s)").format(count=more))
-        self._say((tr("continue: {count} corrected slice(s) along axis {axis} ({name}) become ground truth: {slices}; "
+        planned = (_("until the method is done") if job.spec.parameters.get("rounds") is None
+                   else _("{count} more round(s)").format(count=more))
+        self._say((_("continue: {count} corrected slice(s) along axis {axis} ({name}) become ground truth: {slices}; "
                       "{planned} from round {round}") if slices else
-                   tr("continue: {count} corrected slice(s) along axis {axis} ({name}) become ground truth; {planned} "
+                   _("continue: {count} corrected slice(s) along axis {axis} ({name}) become ground truth; {planned} "
                       "from round {round}")).format(count=len(slices), axis=axis, name=AXIS_NAMES[axis], slices=shown,
                                                     planned=planned, round=done))
         self._start_job(job, resume=True)
@@ -400,7 +400,7 @@ class Session:
         if self.result_node is not None:
             self.result_node.SetAttribute("SparseSeg.Accepted", "true")
         self.status = "accepted"
-        self._say(tr("result accepted"))
+        self._say(_("result accepted"))
 
     def close(self, block: bool = True) -> None:
         """Stop the worker for good (when the module or the scene closes); nobody polls this session afterwards,

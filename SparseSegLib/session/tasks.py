@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..errors import SparseSegError
 from ..jobs.processes import child_environment, child_process_options, default_python, kill_process_tree
-from .text import tr
+from .text import tr as _  # named _ so that Slicer's lupdate_preprocess extracts the calls
 
 #: Python packages the worker needs in its interpreter, with the pip requirement that installs them.
 #: torch is special: inside Slicer it comes from the PyTorch extension (right CUDA build).
@@ -78,8 +78,8 @@ def probe_environment(python: str | None = None, env: dict | None = None, timeou
         return task.report()
     except TimeoutError:
         task.cancel()
-        raise SparseSegError(tr("the Python executable {python} did not report its packages within {seconds} s").format(
-            python=task.python, seconds=f"{timeout:.0f}"), tr("Choose a working Python 3 executable (empty = Slicer's own).")) from None
+        raise SparseSegError(_("the Python executable {python} did not report its packages within {seconds} s").format(
+            python=task.python, seconds=f"{timeout:.0f}"), _("Choose a working Python 3 executable (empty = Slicer's own).")) from None
     finally:
         with contextlib.suppress(OSError):
             task.log.unlink()
@@ -88,24 +88,24 @@ def probe_environment(python: str | None = None, env: dict | None = None, timeou
 def describe_environment(report: dict, device: str = "auto") -> str:
     """One paragraph for the log: packages, and the device the worker will use with its memory."""
     packages = ", ".join(f"{name} {version}" for name, version in report.get("packages", {}).items())
-    text = tr("worker Python {python} ({version}): {packages}").format(
-        python=report.get("python"), version=report.get("version"), packages=packages or tr("no packages"))
+    text = _("worker Python {python} ({version}): {packages}").format(
+        python=report.get("python"), version=report.get("version"), packages=packages or _("no packages"))
     if report.get("missing"):
-        text += tr("; missing: {packages}").format(packages=", ".join(report["missing"]))
+        text += _("; missing: {packages}").format(packages=", ".join(report["missing"]))
     if "torch" in report.get("packages", {}):
         gpus = report.get("gpus") or []
         if device == "cpu":
-            text += tr("; device: CPU (chosen)")
+            text += _("; device: CPU (chosen)")
         elif gpus:
             gpu = gpus[0]
-            free = tr(", {free} GB free").format(free=gpu["free_gb"]) if gpu.get("free_gb") is not None else ""
-            text += tr("; device: CUDA GPU {name} ({memory} GB{free})").format(name=gpu["name"], memory=gpu["memory_gb"],
+            free = _(", {free} GB free").format(free=gpu["free_gb"]) if gpu.get("free_gb") is not None else ""
+            text += _("; device: CUDA GPU {name} ({memory} GB{free})").format(name=gpu["name"], memory=gpu["memory_gb"],
                                                                                free=free)
         elif device == "cuda":
-            text += tr("; device: CUDA requested but not available (torch CUDA build: {build})").format(
-                build=report.get("cuda_build") or tr("none, CPU-only torch"))
+            text += _("; device: CUDA requested but not available (torch CUDA build: {build})").format(
+                build=report.get("cuda_build") or _("none, CPU-only torch"))
         else:
-            text += tr("; device: CPU (no CUDA GPU visible to torch)")
+            text += _("; device: CPU (no CUDA GPU visible to torch)")
     return text
 
 
@@ -129,8 +129,8 @@ class BackgroundTask:
                                             cwd=str(cwd) if cwd else None, **child_process_options())
         except OSError as error:
             self._output.close()
-            raise SparseSegError(tr("cannot start {program}: {error}").format(program=self.command[0], error=error),
-                                 tr("Choose a Python executable that has SparseSeg's dependencies installed.")) from None
+            raise SparseSegError(_("cannot start {program}: {error}").format(program=self.command[0], error=error),
+                                 _("Choose a Python executable that has SparseSeg's dependencies installed.")) from None
         self.started = time.monotonic()
 
     def poll(self) -> int | None:
@@ -164,7 +164,7 @@ class BackgroundTask:
         """The last meaningful line of the output (``sparseseg: error: ...`` lines first)."""
         lines = [line for line in self.output_tail().splitlines() if line.strip()]
         errors = [line for line in lines if "error" in line.lower()]
-        return (errors or lines or [tr("exit code {code}").format(code=self.process.returncode)])[-1][:400]
+        return (errors or lines or [_("exit code {code}").format(code=self.process.returncode)])[-1][:400]
 
 
 class ProbeTask(BackgroundTask):
@@ -182,8 +182,8 @@ class ProbeTask(BackgroundTask):
         try:
             super().__init__([self.python, "-c", code], log, env=env)
         except SparseSegError:
-            raise SparseSegError(tr("cannot run the Python executable {python}").format(python=self.python),
-                                 tr("Choose an existing Python executable (empty = Slicer's own).")) from None
+            raise SparseSegError(_("cannot run the Python executable {python}").format(python=self.python),
+                                 _("Choose an existing Python executable (empty = Slicer's own).")) from None
 
     def report(self) -> dict | None:
         if self.poll() is None:
@@ -191,8 +191,8 @@ class ProbeTask(BackgroundTask):
         for line in self.output_tail(1 << 20).splitlines():
             if line.startswith("SPARSESEG-PROBE "):
                 return json.loads(line[len("SPARSESEG-PROBE "):])
-        raise SparseSegError(tr("the Python executable {python} failed to report its packages: {reason}").format(
-            python=self.python, reason=self.failure()), tr("Choose a working Python 3 executable (empty = Slicer's own)."))
+        raise SparseSegError(_("the Python executable {python} failed to report its packages: {reason}").format(
+            python=self.python, reason=self.failure()), _("Choose a working Python 3 executable (empty = Slicer's own)."))
 
 
 def save_model(job_directory: str | os.PathLike, model_directory: str | os.PathLike, python: str | None = None,
@@ -207,12 +207,12 @@ def read_model_config(model_directory: str | os.PathLike) -> dict:
     """``config.json`` of a model folder (checked enough to name classes; the weights are read by the child)."""
     path = Path(model_directory) / "config.json"
     if not path.is_file() or not (Path(model_directory) / "model.pt").is_file():
-        raise SparseSegError(tr("{folder} is not a SparseSeg model folder (config.json and model.pt expected)").format(
-            folder=model_directory), tr("Choose a folder written by Save model or `sparseseg train`."))
+        raise SparseSegError(_("{folder} is not a SparseSeg model folder (config.json and model.pt expected)").format(
+            folder=model_directory), _("Choose a folder written by Save model or `sparseseg train`."))
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise SparseSegError(tr("{path} is damaged ({error})").format(path=path, error=error), tr("Save the model again.")) from None
+        raise SparseSegError(_("{path} is damaged ({error})").format(path=path, error=error), _("Save the model again.")) from None
 
 
 class ApplyModelTask:
@@ -253,8 +253,8 @@ class ApplyModelTask:
         if code is None:
             return None
         if code != 0 or not self.output_path.is_file():
-            raise SparseSegError(tr("applying the model failed: {reason}").format(reason=self.task.failure()),
-                                 tr("See {log} for the full output.").format(log=self.task.log))
+            raise SparseSegError(_("applying the model failed: {reason}").format(reason=self.task.failure()),
+                                 _("See {log} for the full output.").format(log=self.task.log))
         self.result = self._import()
         return self.result
 
