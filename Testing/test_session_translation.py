@@ -86,7 +86,7 @@ def untranslated(source: str) -> list[str]:
                 and not isinstance(parents.get(node), ast.JoinedStr))
             ancestor, exempt = node, False
             while shown and not exempt and ancestor is not root:
-                child, ancestor = ancestor, parents[ancestor]
+                ancestor = parents[ancestor]
                 exempt = (_called(ancestor) == HOOK or isinstance(ancestor, ast.Compare)
                           or (isinstance(ancestor, ast.keyword) and _called(parents.get(ancestor)) == "format"
                               and isinstance(parents[ancestor].func, ast.Attribute)
