@@ -26,7 +26,7 @@ SESSION_DIR = Path(__file__).resolve().parents[1] / "SparseSegLib" / "session"
 #: Calls whose text arguments the user reads: errors (message, hint) and log lines.
 SHOWN_CALLS = {"SparseSegError", "_say", "log"}
 #: Functions whose returned text (and ``text`` they build) the module shows.
-SHOWN_FUNCTIONS = {"progress", "describe", "describe_jump", "describe_environment", "failure", "plane_name"}
+SHOWN_FUNCTIONS = {"progress", "progress_line", "describe", "describe_jump", "describe_environment", "failure", "plane_name"}
 PLACEHOLDER = r"(?<!\{)\{([^{}]+)\}(?!\})"
 #: The name the session files call the hook by (``from .text import tr as _``): what Slicer's tooling extracts.
 HOOK = "_"

@@ -41,6 +41,7 @@ from ..jobs.regions import AXIS_NAMES, annotated_mask, painted_slices
 from ..jobs.suggestion import SuggestedSlice
 from . import annotate_next, mrml
 from .settings import DEVICE_CHOICES, METHOD_CHOICES, ORIENTATION_CHOICES, REGION_CHOICES, SessionSettings  # noqa: F401
+from .progress_text import progress_line
 from .text import tr as _  # named _ so that Slicer's lupdate_preprocess extracts the calls
 
 #: Segment tag (and result-node attribute) holding the round a segment's voxels come from.
@@ -303,26 +304,8 @@ class Session:
         job = self.job
         if job is None:
             return 0.0, _("not started")
-        planned = max(1, self.planned_rounds()) if job is not None else 1
-        event = self.last_progress
-        done = max(self.imported_rounds, default=0)
-        if self.status in ("finished",) and not self.pending_rounds:
-            return 1.0, _("finished: {done} round(s)").format(done=done)
-        if self.status in ("cancelled", "error", "accepted"):  # one whole sentence each, for the translators
-            return done / planned, (_("cancelled: {done} of {planned} round(s) imported") if self.status == "cancelled"
-                                    else _("error: {done} of {planned} round(s) imported") if self.status == "error"
-                                    else _("accepted: {done} of {planned} round(s) imported")).format(done=done, planned=planned)
-        if not event:
-            return done / planned, _("starting ({done} of {planned} round(s))").format(done=done, planned=planned)
-        round_index = int(event.get("round") or done + 1)
-        step, total = int(event.get("step") or 0), max(1, int(event.get("total") or 1))
-        fraction = min(1.0, ((round_index - 1) + step / total) / planned)
-        eta = event.get("eta_s")
-        if not isinstance(eta, (int, float)):
-            return fraction, _("round {round}/{rounds}, step {step}/{total}").format(round=round_index, rounds=planned,
-                                                                                      step=step, total=total)
-        return fraction, _("round {round}/{rounds}, step {step}/{total}, ETA {minutes}:{seconds} for this round").format(
-            round=round_index, rounds=planned, step=step, total=total, minutes=int(eta) // 60, seconds=f"{int(eta) % 60:02d}")
+        return progress_line(self.status, max(self.imported_rounds, default=0), self.planned_rounds(),
+                             self.last_progress, bool(self.pending_rounds))
 
     # -- stop, continue, accept --------------------------------------------------------------------
 
