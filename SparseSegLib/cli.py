@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .cli_run import cmd_run
+from .cli_options import parse_options, read_case_list
 from .errors import SparseSegError
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -179,14 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_case_list(path: Path) -> list[str]:
-    if not path.is_file():
-        raise SparseSegError(f"case list not found: {path}", "Give a text file with one case id per line.")
-    text = path.read_text().strip()
-    ids = json.loads(text) if text.startswith("[") else [line.strip() for line in text.splitlines()]
-    return [i for i in ids if i and not i.startswith("#")]
-
-
 def _image_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
@@ -197,20 +190,6 @@ def _image_files(path: Path) -> list[Path]:
             raise SparseSegError(f"no image files in {path}", f"Give a folder with {', '.join(IMAGE_SUFFIXES)} files.")
         return files
     raise SparseSegError(f"input not found: {path}", "Give an image file or a folder of image files.")
-
-
-def parse_options(items: list[str]) -> dict:
-    """``["theta=0.8", "fuse_axes=true"]`` -> ``{"theta": 0.8, "fuse_axes": True}`` (JSON values, else text)."""
-    options = {}
-    for item in items:
-        key, separator, text = item.partition("=")
-        if not separator or not key.strip():
-            raise SparseSegError(f"cannot parse --option {item!r}", "Write it as KEY=VALUE, e.g. --option theta=0.8.")
-        try:
-            options[key.strip()] = json.loads(text)
-        except json.JSONDecodeError:
-            options[key.strip()] = text
-    return options
 
 
 def _method_options(args: argparse.Namespace) -> dict:
@@ -239,7 +218,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_method(args.method)
         dataset = load_dataset(args.dataset)
         if args.cases:
-            dataset = dataset.subset(_read_case_list(args.cases))
+            dataset = dataset.subset(read_case_list(args.cases))
         check_volumes(len(dataset.cases))
         reporter = TerminalReporter() if context is None or context.is_main else SilentReporter()
         cases = []
@@ -377,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             from .distributed.launch import launch, preflight
 
             preflight(args)  # what can fail before any process starts
-            return launch(argv, args.nproc)
+            return launch(argv, args.nproc, main)
         if args.command not in ("train", "bench"):
             from .distributed.context import env_world_size
 

@@ -50,7 +50,7 @@ def fusions(network: np.ndarray, registration: np.ndarray, distance: np.ndarray,
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from ..cli import parse_options
+    from ..cli_options import parse_options
     from ..engine.propagation import open_end_reach, slice_distance
     from ..methods import get_method
     from ..methods import propagate as propagate_module

@@ -48,7 +48,7 @@ def past_end_slice(reference: np.ndarray, distance: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from ..cli import parse_options
+    from ..cli_options import parse_options
     from ..methods import get_method
     from ..methods.base import MethodOptions, SilentReporter
 

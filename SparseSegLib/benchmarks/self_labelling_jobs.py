@@ -26,7 +26,7 @@ import numpy as np
 
 from ..annotation import annotate_case
 from ..case import Case
-from ..cli import parse_options
+from ..cli_options import parse_options
 from ..dataset import load_dataset, split_cases
 from ..jobs.atomic import atomic_write_text
 from ..methods import MethodOptions, get_method

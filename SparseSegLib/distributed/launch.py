@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 from ..errors import SparseSegError
 
@@ -67,28 +68,29 @@ def preflight(args) -> None:
     """Checks the launcher can make before starting any process: ``train`` with more processes than volumes."""
     if getattr(args, "command", None) != "train" or not args.nproc or args.nproc <= 1:
         return
-    from ..cli import _read_case_list
+    from ..cli_options import read_case_list
     from ..dataset import load_dataset
     from .context import LaunchError
 
     dataset = load_dataset(args.dataset)
-    count = len(_read_case_list(args.cases)) if args.cases else len(dataset.cases)
+    count = len(read_case_list(args.cases)) if args.cases else len(dataset.cases)
     if args.nproc > count:
         raise LaunchError(f"{args.nproc} processes for {count} training volumes: each rank needs at least one volume",
                           f"Start at most {count} processes (--nproc / --nproc-per-node).")
 
 
-def launch(argv: list[str], nproc: int) -> int:
-    """Run ``argv`` (the ``sparseseg`` arguments, ``--nproc`` included or not) on ``nproc`` local processes."""
+def launch(argv: list[str], nproc: int, entry: Callable[[list[str]], int]) -> int:
+    """Run ``argv`` (the ``sparseseg`` arguments, ``--nproc`` included or not) on ``nproc`` local processes.
+
+    ``entry`` is the command line's ``main``, run in this process for one process (passed in by the caller so
+    that this module does not import the command line that imports it)."""
     if nproc < 1:
         raise SparseSegError(f"--nproc {nproc} starts no process", "Give --nproc 1 or more.")
     if os.environ.get("WORLD_SIZE") not in (None, "", "1") and "TORCHELASTIC_RUN_ID" in os.environ:
         raise SparseSegError("--nproc was given to a process that torchrun already started",
                              "Leave out --nproc when launching with torchrun yourself.")
     if nproc == 1:
-        from ..cli import main
-
-        return main(strip_nproc(argv))
+        return entry(strip_nproc(argv))
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 

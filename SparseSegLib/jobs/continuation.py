@@ -38,7 +38,7 @@ from ..errors import SparseSegError
 from . import layout
 from .atomic import atomic_write_json
 from .client import Job
-from .regions import AXIS_NAMES, painted_slices, slices_mask
+from .regions import AXIS_NAMES, painted_slices, slices_mask, whole_slice_axis
 from .schema import JobSpec, make_job, read_job, validate_job
 
 #: Rounds a Continue adds when the job has a fixed number of rounds: the module's default (continueRounds).
@@ -93,19 +93,6 @@ def changed_slices(previous_label: np.ndarray, previous_mask: np.ndarray, correc
     other = tuple(a for a in range(3) if a != axis)
     changed = set(np.flatnonzero(np.any(new, axis=other)).tolist())
     return [s for s in painted_slices(corrected, axis) if s in changed]
-
-
-def whole_slice_axis(mask: np.ndarray) -> int | None:
-    """The axis along which ``mask`` is a union of whole slices (a slice-painted annotation), or None (boxes,
-    or slices along several axes). With several such axes, the one with the fewest annotated slices."""
-    mask = np.asarray(mask, dtype=bool)
-    found = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        any_, all_ = np.any(mask, axis=other), np.all(mask, axis=other)
-        if any_.any() and np.array_equal(any_, all_):
-            found.append((int(any_.sum()), axis))
-    return min(found)[1] if found else None
 
 
 def job_slice_axis(spec: JobSpec, label: np.ndarray, mask: np.ndarray) -> int | None:

@@ -139,3 +139,16 @@ def annotated_mask(region: dict, label: np.ndarray, geometry: Geometry, mask: np
         result = np.asarray(mask) != 0
         return result, f"explicit mask, {int(result.sum())} voxels"
     return np.ones(geometry.shape, bool), "every voxel (full annotation)"
+
+
+def whole_slice_axis(mask: np.ndarray) -> int | None:
+    """The axis along which ``mask`` is a union of whole slices (a slice-painted annotation), or None (boxes,
+    or slices along several axes). With several such axes, the one with the fewest annotated slices."""
+    mask = np.asarray(mask, dtype=bool)
+    found = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        any_, all_ = np.any(mask, axis=other), np.all(mask, axis=other)
+        if any_.any() and np.array_equal(any_, all_):
+            found.append((int(any_.sum()), axis))
+    return min(found)[1] if found else None

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 def job_settings(method: str | None, options: list[str], parameters: list[str]) -> tuple[str, dict, str]:
     """``(method, job.json parameters, where they come from)``: the module's Start defaults with the overrides,
     checked by the job schema and the method registry before any scan is played."""
-    from ...cli import parse_options
+    from ...cli_options import parse_options
     from ...defaults import START_METHOD, start_parameters
     from ...jobs.schema import make_job, validate_job
     from ...methods import METHODS

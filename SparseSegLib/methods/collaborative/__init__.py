@@ -28,7 +28,7 @@ import torch
 from ...case import Case, Geometry
 from ...engine.device import select_device
 from ...errors import SparseSegError
-from ...jobs.continuation import whole_slice_axis
+from ...jobs.regions import whole_slice_axis
 from ..base import MethodOptions, Reporter, RoundResult, register
 from ..common import across_axis, network_snapshot, new_segmenter
 from .branches import Scan, final_network, final_targets, registration_branch, scan_of, semi_branch

@@ -17,7 +17,7 @@ from ...case import Case
 from ...engine.axis_ensemble import to_axis
 from ...engine.sampling import TrainingVolume
 from ...errors import SparseSegError
-from ...jobs.continuation import whole_slice_axis
+from ...jobs.regions import whole_slice_axis
 from .regions import Box
 
 

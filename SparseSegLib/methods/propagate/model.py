@@ -19,7 +19,7 @@ from ...engine.axis_ensemble import AxisEnsemble
 from ...engine.model import Segmenter
 from ...engine.networks import build_network, default_patch_size
 from ...errors import SparseSegError
-from ...jobs.continuation import whole_slice_axis
+from ...jobs.regions import whole_slice_axis
 from ..base import MethodOptions
 from .network import network_config
 from .settings import PropagateSettings

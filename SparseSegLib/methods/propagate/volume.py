@@ -9,7 +9,7 @@ import numpy as np
 from ...case import Case
 from ...engine.preprocessing import normalize
 from ...errors import SparseSegError
-from ...jobs.continuation import whole_slice_axis
+from ...jobs.regions import whole_slice_axis
 from .settings import PropagateSettings
 
 
