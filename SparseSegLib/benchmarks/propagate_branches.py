@@ -24,8 +24,8 @@ from unittest import mock
 
 import numpy as np
 
-from .interactive.scans import DATA_ROOT, central_slice, choose_scans
-from .propagate_dev import class_mean_dice, merged_scores
+from .interactive.scans import DATA_ROOT, choose_scans
+from .propagate_dev import class_mean_dice, merged_scores, painted_case
 
 
 def fusions(network: np.ndarray, registration: np.ndarray, distance: np.ndarray, radius: float,
@@ -78,11 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: dict[str, list[tuple[float, float, float]]] = {}
     for scan in choose_scans(folder, "dev", args.cases):
-        case = scan.load()
-        reference = case.label.copy()
-        annotated = np.zeros(reference.shape, bool)
-        annotated[central_slice(reference)] = True
-        case = case.with_annotation(annotated)
+        case, reference = painted_case(scan)
         with mock.patch.object(propagate_module, "fuse", recording_fuse):
             for _ in get_method("propagate").run_rounds([case], MethodOptions(device="cpu", extra=extra, rounds=None),
                                                         SilentReporter()):

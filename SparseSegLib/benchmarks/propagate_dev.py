@@ -37,6 +37,19 @@ def class_mean_dice(labels: np.ndarray, reference: np.ndarray, spacing) -> float
                           for c in classes]))
 
 
+def painted_case(scan, slices: int = 1, past_end: int = 0):
+    """``(case, reference)``: the scan with ``slices`` whole slices along k painted (1: the central one, more:
+    evenly over the object's extent), plus an empty slice ``past_end`` slices past its end when given."""
+    case = scan.load()
+    reference = case.label.copy()
+    annotated = np.zeros(reference.shape, bool)
+    for index in (even_slices(reference, slices) if slices > 1 else [central_slice(reference)]):
+        annotated[index] = True
+    if past_end:
+        annotated[past_end_slice(reference, past_end)] = True
+    return case.with_annotation(annotated), reference
+
+
 def past_end_slice(reference: np.ndarray, distance: int) -> int:
     """The slice ``distance`` slices past the object's end along k: beyond its last slice, or before its first
     where the volume ends too soon on that side."""
@@ -68,14 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     options = MethodOptions(device="cpu", extra=parse_options(args.option), rounds=None)
     per_scan = []
     for scan in choose_scans(folder, "dev", args.cases):
-        case = scan.load()
-        reference = case.label.copy()
-        annotated = np.zeros(reference.shape, bool)
-        for index in (even_slices(reference, args.slices) if args.slices > 1 else [central_slice(reference)]):
-            annotated[index] = True
-        if args.past_end:
-            annotated[past_end_slice(reference, args.past_end)] = True
-        case = case.with_annotation(annotated)
+        case, reference = painted_case(scan, args.slices, args.past_end)
         started, scores = time.perf_counter(), []
         for result in get_method("propagate").run_rounds([case], options, SilentReporter()):
             labels = result.labels[case.case_id]

@@ -156,7 +156,7 @@ def train_registration(
         return similarity(network.warp(moving, field), fixed) + config.smoothness * penalty(field)
 
     losses = train_loop(network, optimizer, step_loss, config.iterations, device, progress=progress,
-                        log_every=max(1, min(10, config.iterations // 20)), should_stop=should_stop).losses
+                        should_stop=should_stop).losses
     return network.cpu().eval(), losses
 
 

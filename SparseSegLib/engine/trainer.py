@@ -76,7 +76,16 @@ class FitResult:
     losses: list[float] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     best: float = -float("inf")
-    steps: int = 0
+
+    @property
+    def steps(self) -> int:
+        """Steps run (fewer than asked when early stopping ended the run)."""
+        return len(self.losses)
+
+
+def progress_interval(iterations: int) -> int:
+    """Report about 20 times per run, at least every 10 steps, so short runs still show progress."""
+    return max(1, min(10, iterations // 20))
 
 
 def seed_everything(seed: int) -> None:
@@ -103,7 +112,7 @@ def train_loop(
     selection: Selection | None = None,
     amp: bool = False,
     progress: ProgressCallback | None = None,
-    log_every: int = 25,
+    log_every: int | None = None,
     should_stop: Callable[[], bool] | None = None,
     oom_detail: str = "",
 ) -> FitResult:
@@ -115,6 +124,7 @@ def train_loop(
     :class:`TrainingCancelled`. With ``selection`` the best-scoring weights are restored at the end.
     """
     network.to(device).train()
+    log_every = log_every or progress_interval(iterations)
     use_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     result = FitResult()
@@ -144,7 +154,6 @@ def train_loop(
         if after_step is not None:
             after_step(step)
         result.losses.append(float(loss.detach()))
-        result.steps = step
         if progress is not None and (step % log_every == 0 or step == iterations):
             progress(step, iterations, float(np.mean(result.losses[-log_every:])), (time.perf_counter() - started) / step)
         if selection is None or not (step % selection.epoch_iterations == 0 or step == iterations):

@@ -16,7 +16,7 @@ from ..engine.model import Segmenter
 from ..engine.networks import NetworkConfig, build_network, default_patch_size
 from ..engine.preprocessing import normalize
 from ..engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
-from ..engine.trainer import TrainConfig, seed_everything, train_network
+from ..engine.trainer import TrainConfig, progress_interval, seed_everything, train_network
 from ..errors import SparseSegError
 from ..metrics import foreground_dices
 from .base import MethodOptions, Reporter, RoundResult
@@ -114,11 +114,6 @@ ROUND_STATE_FORMAT = 1
 def network_snapshot(network: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A CPU copy of ``network``'s weights that later training cannot change."""
     return {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-
-
-def _progress_interval(iterations: int) -> int:
-    """Report about 20 times per round, at least every 10 steps, so short rounds still show progress."""
-    return max(1, min(10, iterations // 20))
 
 
 class RoundLoop:
@@ -286,7 +281,7 @@ def train_round(
         iterations=iterations,
         batch_size=options.schedule(segmenter.network_config.dims)["batch_size"],
         learning_rate=options.learning_rate,
-        log_every=_progress_interval(iterations),
+        log_every=progress_interval(iterations),
     )
     validate = None
     if validation and options.validate_every:

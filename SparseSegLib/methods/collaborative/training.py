@@ -27,7 +27,7 @@ def run_steps(network: torch.nn.Module, iterations: int, learning_rate: float, l
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=max(1, iterations), power=0.9)
     result = train_loop(network, optimizer, loss_of_step, iterations, device, scheduler=scheduler,
                         progress=lambda step, total, loss, sps: reporter.progress(stage, step, total, loss, sps),
-                        log_every=max(1, min(10, iterations // 20)), should_stop=should_stop)
+                        should_stop=should_stop)
     network.cpu().eval()
     return result.losses
 

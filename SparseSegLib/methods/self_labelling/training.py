@@ -151,7 +151,7 @@ class TrainingMixin:
         result = train_loop(network, optimizer, supervised_step(model, draw, settings.batch_size, self._loss(), self.device),
                      total, self.device, after_step=after_step, selection=selection,
                      progress=lambda step, count, loss, sps: self.reporter.progress(stage, step, count, loss, sps),
-                     log_every=max(1, min(10, total // 20)), should_stop=self.should_stop)
+                     should_stop=self.should_stop)
         network.cpu()
         if teacher is not None:
             teacher.cpu()
