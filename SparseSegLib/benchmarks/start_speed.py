@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="left_atrium", help="a data set under ../shared/data (default left_atrium)")
     parser.add_argument("--case", type=int, default=0, help="which of the data set's dev scans (default 0)")
     parser.add_argument("--threads", type=int, help="CPU threads for the worker (default: torch's choice)")
+    parser.add_argument("--device", default=None, help="the job's device (default auto, as the module: cuda > mps > cpu)")
     parser.add_argument("--out", type=Path, help="keep the job folder here (default: a temporary folder)")
     args = parser.parse_args(argv)
     scan = choose_scans(DATA_ROOT / args.dataset, "dev", args.case + 1)[args.case]
@@ -64,25 +65,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         parameters["threads"] = int(args.threads)
     job = Job.create_from_files(folder, inputs / "image.nrrd", inputs / "painted.nrrd", START_METHOD,
-                                region={"kind": "slices", "axis": "auto"}, parameters=parameters)
+                                region={"kind": "slices", "axis": "auto"}, parameters=parameters,
+                                device=args.device or "auto")
     pressed = time.perf_counter()
     job.start()
     seen: dict[int, float] = {}
-    while job.is_running():
-        for event in job.poll():
+    device = args.device or "auto"
+
+    def note(events: list[dict]) -> None:
+        nonlocal device
+        for event in events:
             if event.get("event") == "round":
                 seen[int(event["round"])] = time.perf_counter() - pressed
+            elif event.get("event") == "started":
+                device = event.get("device") or device
+
+    while job.is_running():
+        note(job.poll())
         time.sleep(0.1)
-    for event in job.poll():
-        if event.get("event") == "round":
-            seen[int(event["round"])] = time.perf_counter() - pressed
+    note(job.poll())
     outcome = job.wait(timeout=30)
     if outcome.status != "finished":
         print(f"the job did not finish: {outcome.message}", file=sys.stderr)
         return 1
     spacing = tuple(reversed(image.GetSpacing()))
     print(f"Start on {scan.key} resampled to {SIZE_IJK[0]}x{SIZE_IJK[1]}x{SIZE_IJK[2]} (i x j x k), central slice "
-          f"{middle} painted; method {START_METHOD}, threads {args.threads or 'default'}")
+          f"{middle} painted; method {START_METHOD}, device {device}, "
+          f"threads {args.threads or 'default'}")
     print("| round | step | seen after Start (s) | worker seconds | Dice | RAVD |")
     print("|---|---|---|---|---|---|")
     for index in job.complete_rounds():
