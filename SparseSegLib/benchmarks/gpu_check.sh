@@ -62,14 +62,17 @@ PER_ITERATION=$(grep -o "[0-9.]* s/it" "$RUNS/calibration.log" | tail -1 | cut -
 [ -n "$PER_ITERATION" ] || PER_ITERATION=$(python3 -c "import json
 r = json.load(open('$RUNS/calibration/results.json'))
 print(max(f['train_seconds'] for run in r['runs'].values() for f in run['folds']) / $CALIBRATION)" 2>/dev/null || echo 1)
-# Four runs share the GPU: budget them as if each took UA-MT's time x 2.5 (MT ~ half of UA-MT, labelled only less).
-ITERATIONS=$(python3 -c "print(max(20, min($MAX_ITERATIONS, int(($(left) - 60) / (max($PER_ITERATION, 0.01) * 2.5)))))")
+# The runs share the GPU and 16 cores: budget each at UA-MT's time alone x GPU_SHARE (first call: 2.5 for four runs,
+# which then ran at 0.08-0.09 s per iteration each against 0.10 alone, so the GPU was not the limit).
+ITERATIONS=$(python3 -c "print(max(20, min($MAX_ITERATIONS, int(($(left) - 60) / (max($PER_ITERATION, 0.01) * ${GPU_SHARE:-1.2})))))")
 echo "UA-MT alone: $PER_ITERATION s per iteration (rate after $CALIBRATION iterations); $(left) s left -> $ITERATIONS iterations"
 declare -A SPEC=(
   [semi-labelled-only]="--annotation full --methods mean-teacher --labelled 13 --option consistency=0"
   [semi-mt]="--annotation full --methods mean-teacher --labelled 13"
   [semi-uamt]="--annotation full --methods ua-mt --labelled 13"
   [sparse-mt]="--annotation central-slice --methods mean-teacher"
+  [sparse-uamt]="--annotation central-slice --methods ua-mt"
+  [full]="--annotation full --methods mean-teacher --option consistency=0"
 )
 nvidia-smi dmon -s u -d 10 > "$OUT/dmon.txt" 2>&1 &
 DMON=$!
@@ -79,7 +82,7 @@ for name in "${!SPEC[@]}"; do
   echo "sparseseg bench --dataset $DATA --networks 3d --split 0.8,0,0.2 --seed 0 --device $DEVICE --budget paper \
 --iterations $ITERATIONS ${SPEC[$name]} --out $RUNS/$name" > "$RUNS/$name/command.txt"
   # shellcheck disable=SC2086
-  OMP_NUM_THREADS=3 timeout $(( $(left) - 15 )) $BENCH --iterations "$ITERATIONS" ${SPEC[$name]} --out "$RUNS/$name" \
+  OMP_NUM_THREADS=2 timeout $(( $(left) - 15 )) $BENCH --iterations "$ITERATIONS" ${SPEC[$name]} --out "$RUNS/$name" \
     > "$RUNS/$name.log" 2>&1 &
   PIDS+=($!)
 done
@@ -89,6 +92,6 @@ for name in calibration "${!SPEC[@]}"; do
   tail -3 "$RUNS/$name.log"
 done
 python3 -m SparseSegLib.benchmarks.mean_teacher report "$RUNS"/semi-labelled-only "$RUNS"/semi-mt "$RUNS"/semi-uamt \
-  "$RUNS"/sparse-mt 2>&1 | tail -8
+  "$RUNS"/full "$RUNS"/sparse-mt "$RUNS"/sparse-uamt 2>&1 | tail -10
 tar czf "$OUT/runs.tgz" -C "$RUNS" . 2>/dev/null
 echo "total $(( $(date +%s) - START )) s"

@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import SparseSegError
+from .slice_registration import RegistrationCancelled, demons_field, demons_fields, field_transform
 
 
 @dataclass(frozen=True)
@@ -41,25 +42,39 @@ class SliceRegistration:
 
     ``transform(source, target)`` maps the target slice's pixels onto the source slice, which is what warping
     the source's label onto the target needs; fields are computed on demand and cached, since a gap between
-    two painted slices uses each pair once per direction.
+    two painted slices uses each pair once per direction. :meth:`prefetch` registers the pairs a propagation
+    will ask for up front, in ``workers`` processes (:func:`~.slice_registration.demons_fields`).
     """
 
-    def __init__(self, volume: np.ndarray, settings: PropagationSettings) -> None:
+    def __init__(self, volume: np.ndarray, settings: PropagationSettings, workers: int = 1) -> None:
         self.volume = volume
         self.settings = settings
+        self.workers = max(1, int(workers))
         self._cache: dict[tuple[int, int], sitk.Transform] = {}
         if settings.image_smoothing > 0:
             smoothed = sitk.SmoothingRecursiveGaussian(_as_image(volume), float(settings.image_smoothing))
             self.volume = sitk.GetArrayFromImage(smoothed)
 
+    def prefetch(self, pairs: list[tuple[int, int]], should_stop: Callable[[], bool] | None = None) -> None:
+        """Register the ``(source, target)`` pairs not cached yet, several at a time when ``workers`` > 1."""
+        missing = [pair for pair in dict.fromkeys(pairs) if pair not in self._cache]
+        if self.workers == 1 or not missing:
+            return  # one process: on demand, as the chain reaches them
+        try:
+            fields = demons_fields([(self.volume[target], self.volume[source]) for source, target in missing],
+                                   self.settings.iterations, self.settings.smoothing, self.workers, should_stop)
+        except RegistrationCancelled:
+            from .trainer import TrainingCancelled
+
+            raise TrainingCancelled() from None
+        for pair, field in zip(missing, fields):
+            self._cache[pair] = field_transform(field)
+
     def transform(self, source: int, target: int) -> sitk.Transform:
         key = (source, target)
         if key not in self._cache:
-            demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
-            demons.SetNumberOfIterations(int(self.settings.iterations))
-            demons.SetStandardDeviations(float(self.settings.smoothing))
-            field = demons.Execute(_as_image(self.volume[target]), _as_image(self.volume[source]))
-            self._cache[key] = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
+            self._cache[key] = field_transform(demons_field(self.volume[target], self.volume[source],
+                                                            self.settings.iterations, self.settings.smoothing))
         return self._cache[key]
 
     def warp(self, maps: np.ndarray, source: int, target: int) -> np.ndarray:
@@ -100,6 +115,8 @@ def propagate_slices(
     open_end_reach: Callable[[int], float] | None = None,
     empty_gap: str = "linear",
     end_shape: str = "cut",
+    workers: int = 1,
+    gap_blend: str = "probability",
 ) -> np.ndarray:
     """Class probabilities ``(C, k, j, i)`` of ``label``'s painted slices (indices along axis 0) propagated
     through the normalised ``volume``.
@@ -119,6 +136,15 @@ def propagate_slices(
     drop out at about 0.83 reach while the slices before keep the painted size; ``"taper"`` shrinks each
     propagated slice towards its core so that its area follows an ellipsoid's, ``1 - (d / reach)^2`` of the
     carried area at ``d`` slices, gone at one reach (a compact object narrows towards its end).
+
+    ``gap_blend``: how the two chains of a gap are blended. ``"probability"`` averages their maps by closeness,
+    which near the gap's middle keeps about the overlap of the two painted outlines (the smaller one where sizes
+    differ); ``"shape"`` averages their signed distance maps instead (shape-based interpolation, as Fill between
+    slices does by shape alone), so the outline passes gradually from one painted slice's size to the other's.
+    A class that one chain does not carry is blended by probability either way.
+
+    ``workers``: processes registering the neighbouring pairs up front when ``registration`` is not given
+    (:meth:`SliceRegistration.prefetch`); the result does not depend on it.
     """
     if volume.shape != label.shape:
         raise SparseSegError(f"image {volume.shape} and label {label.shape} differ in shape",
@@ -128,14 +154,19 @@ def propagate_slices(
     if not painted or painted[0] < 0 or painted[-1] >= depth:
         raise SparseSegError(f"painted slices {painted} are not inside a volume of {depth} slices",
                              "Paint at least one slice of the volume.")
-    registration = registration or SliceRegistration(volume, settings or PropagationSettings())
+    registration = registration or SliceRegistration(volume, settings or PropagationSettings(), workers)
     if empty_gap not in ("fade", "linear"):
         raise SparseSegError(f"unknown empty_gap {empty_gap!r}", 'Use "fade" or "linear".')
     if end_shape not in ("cut", "taper"):
         raise SparseSegError(f"unknown end_shape {end_shape!r}", 'Use "cut" or "taper".')
+    if gap_blend not in ("probability", "shape"):
+        raise SparseSegError(f"unknown gap_blend {gap_blend!r}", 'Use "probability" or "shape".')
     foreground = np.zeros((num_classes - 1,) + volume.shape, np.float32)
     total_weight = np.zeros((num_classes - 1, depth), np.float32)  # per class: a gap may close for one class only
+    shapes = GapShapes(foreground.shape) if gap_blend == "shape" else None
     holds = {p: one_hot_foreground(label[p], num_classes).reshape(num_classes - 1, -1).any(1) for p in painted}
+    if hasattr(registration, "prefetch"):
+        registration.prefetch(chain_pairs(painted, depth), should_stop)
     for index, start in enumerate(painted):
         foreground[:, start] = one_hot_foreground(label[start], num_classes)
         total_weight[:, start] = np.inf
@@ -170,16 +201,71 @@ def propagate_slices(
                     fade = 1.0 if reach is None else float(np.exp(-((target - start) / max(reach, 1e-6)) ** 2))
                     fades = np.where(faded, fade, 1.0).astype(np.float32)
                     foreground[:, target] += (weight * fades)[:, None, None] * current
+                if shapes is not None and not open_end:
+                    shapes.add(current, target, np.where(alone | silent, 0.0, weight))
                 total_weight[:, target] += weight
                 position = target
     open_slices = np.isfinite(total_weight) & (total_weight > 0)
     divisor = np.where(open_slices, total_weight, 1.0)
     foreground /= divisor[:, :, None, None]
+    if shapes is not None:
+        shapes.replace(foreground)
     foreground = np.clip(foreground, 0.0, 1.0)
     total = foreground.sum(0)
     over = total > 1.0
     foreground[:, over] /= total[over]
     return np.concatenate([np.clip(1.0 - foreground.sum(0), 0.0, 1.0)[None], foreground])
+
+
+def signed_distance(mask: np.ndarray) -> np.ndarray:
+    """Pixels from the outline of 2D ``mask``: negative inside, positive outside (the shape for blending)."""
+    from scipy import ndimage
+
+    return (ndimage.distance_transform_edt(~mask) - ndimage.distance_transform_edt(mask)).astype(np.float32)
+
+
+class GapShapes:
+    """The weighted mean of the chains' signed distance maps on the slices of closed gaps, per class (``gap_blend=
+    "shape"`` of :func:`propagate_slices`); a slice and class where a chain carries nothing keeps the probability
+    blend."""
+
+    #: Softness (pixels) of the outline when the blended distance turns back into a probability.
+    EDGE = 0.5
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.total = np.zeros(shape, np.float32)
+        self.weight = np.zeros(shape[:2], np.float32)
+        self.missing = np.zeros(shape[:2], bool)
+
+    def add(self, maps: np.ndarray, target: int, weight: np.ndarray) -> None:
+        for c, w in enumerate(weight):
+            if w <= 0:
+                continue
+            mask = maps[c] >= 0.5
+            if not mask.any() or mask.all():
+                self.missing[c, target] = True
+                continue
+            self.total[c, target] += w * signed_distance(mask)
+            self.weight[c, target] += w
+
+    def replace(self, foreground: np.ndarray) -> None:
+        """Overwrite ``foreground`` where every chain of a closed gap carried the class."""
+        use = (self.weight > 0) & ~self.missing
+        for c, k in zip(*np.nonzero(use)):
+            distance = self.total[c, k] / self.weight[c, k]
+            foreground[c, k] = 1.0 / (1.0 + np.exp(np.clip(distance / self.EDGE, -50, 50)))
+
+
+def chain_pairs(painted: list[int], depth: int) -> list[tuple[int, int]]:
+    """Every ``(source, target)`` pair of neighbouring slices that :func:`propagate_slices` warps along: from each
+    painted slice outwards to the next painted slice or the volume's end."""
+    pairs = []
+    for index, start in enumerate(painted):
+        for direction in (-1, 1):
+            neighbour = index + direction
+            stop = painted[neighbour] if 0 <= neighbour < len(painted) else (-1 if direction < 0 else depth)
+            pairs.extend((position, position + direction) for position in range(start, stop - direction, direction))
+    return pairs
 
 
 def taper(maps: np.ndarray, fraction: float) -> np.ndarray:

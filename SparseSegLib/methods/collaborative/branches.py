@@ -91,7 +91,8 @@ def registration_branch(scans: list[Scan], num_classes: int, settings: Collabora
             reach = lambda start, scan=scan: open_end_reach(scan.ground_truth[start], scan.spacing_kji, settings.open_end)  # noqa: E731
         results.append(propagate_slices(scan.image, scan.ground_truth, scan.painted, num_classes,
                                         PropagationSettings(settings.demons_iterations, settings.demons_smoothing),
-                                        should_stop=should_stop, registration=registration, open_end_reach=reach))
+                                        should_stop=should_stop, registration=registration, open_end_reach=reach,
+                                        workers=torch.get_num_threads()))
     return results, record
 
 

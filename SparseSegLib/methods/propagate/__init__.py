@@ -82,7 +82,8 @@ class PropagateMethod:
                     volume.image, volume.label, volume.painted, num_classes,
                     PropagationSettings(settings.demons_iterations, settings.demons_smoothing),
                     should_stop=should_stop, open_end_reach=_reach_of(volume, case, settings),
-                    empty_gap=settings.empty_gap, end_shape=settings.end_shape)
+                    empty_gap=settings.empty_gap, end_shape=settings.end_shape, workers=registration_workers(),
+                    gap_blend=settings.gap_blend)
             if kind == "registration":
                 probabilities, network_state = registration, initial
                 labels = registration.argmax(0).astype(np.uint8)
@@ -117,6 +118,14 @@ class PropagateMethod:
             yield RoundResult(index=index, total=total, labels={case.case_id: volume.to_case_grid(labels)},
                               probabilities={case.case_id: _background_outside(volume.to_case_grid(probabilities))},
                               metrics=metrics, state=state)
+
+
+def registration_workers() -> int:
+    """Processes for the registration round: the worker's CPU threads (the job's ``threads``, else torch's default,
+    one per core), so a job or benchmark held to one thread stays on one core."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _reach_of(volume: PaintedVolume, case: Case, settings: PropagateSettings):

@@ -1,0 +1,65 @@
+"""Registering a volume's neighbouring slice pairs in several processes (real SimpleITK demons, real spawned
+processes, the bundled sample scan): the chain asks for exactly the prefetched pairs, the result is the same bit for
+bit as in one process, and a stop request cancels the pool."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from SparseSegLib.engine.preprocessing import normalize
+from SparseSegLib.engine.propagation import PropagationSettings, SliceRegistration, chain_pairs, propagate_slices
+from SparseSegLib.engine.slice_registration import demons_field, field_transform, slice_transform
+from SparseSegLib.engine.trainer import TrainingCancelled
+
+SETTINGS = PropagationSettings(iterations=20, smoothing=1.0)
+
+
+class RecordingRegistration(SliceRegistration):
+    """Counts the pairs registered on demand, i.e. those the chain reached that were not prefetched."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_demand: list[tuple[int, int]] = []
+
+    def transform(self, source: int, target: int):
+        if (source, target) not in self._cache:
+            self.on_demand.append((source, target))
+        return super().transform(source, target)
+
+
+def painted_slices(label: np.ndarray) -> list[int]:
+    present = np.flatnonzero((label > 0).any(axis=(1, 2)))
+    return [int(present[len(present) // 3]), int(present[2 * len(present) // 3])]
+
+
+def test_chain_pairs_are_the_pairs_the_chain_warps_along(sample_case):
+    image, label = normalize(sample_case.image), sample_case.label
+    painted = painted_slices(label)
+    registration = RecordingRegistration(image, SETTINGS)  # one worker: nothing prefetched, all on demand
+    propagate_slices(image, label, painted, 3, registration=registration)
+    assert sorted(registration.on_demand) == sorted(chain_pairs(painted, image.shape[0]))
+    low, high = painted
+    assert len(set(registration.on_demand)) == len(registration.on_demand) == image.shape[0] - 3 + high - low
+    assert chain_pairs([0], 3) == [(0, 1), (1, 2)] and chain_pairs([1, 2], 4) == [(1, 0), (2, 3)]
+
+
+def test_two_processes_give_the_same_result_bit_for_bit_and_nothing_is_left_for_the_chain(sample_case):
+    image, label = normalize(sample_case.image), sample_case.label
+    painted = painted_slices(label)
+    alone = propagate_slices(image, label, painted, 3, SETTINGS)
+    parallel = RecordingRegistration(image, SETTINGS, workers=2)
+    together = propagate_slices(image, label, painted, 3, registration=parallel)
+    assert parallel.on_demand == []
+    np.testing.assert_array_equal(alone, together)
+    # the array round trip is the transform slice_transform always gave (self-labelling's continuity uses it)
+    fixed, moving = image[painted[0] + 1], image[painted[0]]
+    point = (3.25, 4.5)
+    direct = slice_transform(fixed, moving, 20, 1.0).TransformPoint(point)
+    assert field_transform(demons_field(fixed, moving, 20, 1.0)).TransformPoint(point) == direct
+
+
+def test_a_stop_request_cancels_the_registration_processes(sample_case):
+    image, label = normalize(sample_case.image), sample_case.label
+    with pytest.raises(TrainingCancelled):
+        propagate_slices(image, label, painted_slices(label), 3, SETTINGS, should_stop=lambda: True, workers=2)
