@@ -116,7 +116,6 @@ def propagate_slices(
     empty_gap: str = "linear",
     end_shape: str = "cut",
     workers: int = 1,
-    gap_blend: str = "probability",
 ) -> np.ndarray:
     """Class probabilities ``(C, k, j, i)`` of ``label``'s painted slices (indices along axis 0) propagated
     through the normalised ``volume``.
@@ -137,12 +136,6 @@ def propagate_slices(
     propagated slice towards its core so that its area follows an ellipsoid's, ``1 - (d / reach)^2`` of the
     carried area at ``d`` slices, gone at one reach (a compact object narrows towards its end).
 
-    ``gap_blend``: how the two chains of a gap are blended. ``"probability"`` averages their maps by closeness,
-    which near the gap's middle keeps about the overlap of the two painted outlines (the smaller one where sizes
-    differ); ``"shape"`` averages their signed distance maps instead (shape-based interpolation, as Fill between
-    slices does by shape alone), so the outline passes gradually from one painted slice's size to the other's.
-    A class that one chain does not carry is blended by probability either way.
-
     ``workers``: processes registering the neighbouring pairs up front when ``registration`` is not given
     (:meth:`SliceRegistration.prefetch`); the result does not depend on it.
     """
@@ -159,11 +152,8 @@ def propagate_slices(
         raise SparseSegError(f"unknown empty_gap {empty_gap!r}", 'Use "fade" or "linear".')
     if end_shape not in ("cut", "taper"):
         raise SparseSegError(f"unknown end_shape {end_shape!r}", 'Use "cut" or "taper".')
-    if gap_blend not in ("probability", "shape"):
-        raise SparseSegError(f"unknown gap_blend {gap_blend!r}", 'Use "probability" or "shape".')
     foreground = np.zeros((num_classes - 1,) + volume.shape, np.float32)
     total_weight = np.zeros((num_classes - 1, depth), np.float32)  # per class: a gap may close for one class only
-    shapes = GapShapes(foreground.shape) if gap_blend == "shape" else None
     holds = {p: one_hot_foreground(label[p], num_classes).reshape(num_classes - 1, -1).any(1) for p in painted}
     if hasattr(registration, "prefetch"):
         registration.prefetch(chain_pairs(painted, depth), should_stop)
@@ -201,59 +191,16 @@ def propagate_slices(
                     fade = 1.0 if reach is None else float(np.exp(-((target - start) / max(reach, 1e-6)) ** 2))
                     fades = np.where(faded, fade, 1.0).astype(np.float32)
                     foreground[:, target] += (weight * fades)[:, None, None] * current
-                if shapes is not None and not open_end:
-                    shapes.add(current, target, np.where(alone | silent, 0.0, weight))
                 total_weight[:, target] += weight
                 position = target
     open_slices = np.isfinite(total_weight) & (total_weight > 0)
     divisor = np.where(open_slices, total_weight, 1.0)
     foreground /= divisor[:, :, None, None]
-    if shapes is not None:
-        shapes.replace(foreground)
     foreground = np.clip(foreground, 0.0, 1.0)
     total = foreground.sum(0)
     over = total > 1.0
     foreground[:, over] /= total[over]
     return np.concatenate([np.clip(1.0 - foreground.sum(0), 0.0, 1.0)[None], foreground])
-
-
-def signed_distance(mask: np.ndarray) -> np.ndarray:
-    """Pixels from the outline of 2D ``mask``: negative inside, positive outside (the shape for blending)."""
-    from scipy import ndimage
-
-    return (ndimage.distance_transform_edt(~mask) - ndimage.distance_transform_edt(mask)).astype(np.float32)
-
-
-class GapShapes:
-    """The weighted mean of the chains' signed distance maps on the slices of closed gaps, per class (``gap_blend=
-    "shape"`` of :func:`propagate_slices`); a slice and class where a chain carries nothing keeps the probability
-    blend."""
-
-    #: Softness (pixels) of the outline when the blended distance turns back into a probability.
-    EDGE = 0.5
-
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        self.total = np.zeros(shape, np.float32)
-        self.weight = np.zeros(shape[:2], np.float32)
-        self.missing = np.zeros(shape[:2], bool)
-
-    def add(self, maps: np.ndarray, target: int, weight: np.ndarray) -> None:
-        for c, w in enumerate(weight):
-            if w <= 0:
-                continue
-            mask = maps[c] >= 0.5
-            if not mask.any() or mask.all():
-                self.missing[c, target] = True
-                continue
-            self.total[c, target] += w * signed_distance(mask)
-            self.weight[c, target] += w
-
-    def replace(self, foreground: np.ndarray) -> None:
-        """Overwrite ``foreground`` where every chain of a closed gap carried the class."""
-        use = (self.weight > 0) & ~self.missing
-        for c, k in zip(*np.nonzero(use)):
-            distance = self.total[c, k] / self.weight[c, k]
-            foreground[c, k] = 1.0 / (1.0 + np.exp(np.clip(distance / self.EDGE, -50, 50)))
 
 
 def chain_pairs(painted: list[int], depth: int) -> list[tuple[int, int]]:

@@ -82,8 +82,7 @@ class PropagateMethod:
                     volume.image, volume.label, volume.painted, num_classes,
                     PropagationSettings(settings.demons_iterations, settings.demons_smoothing),
                     should_stop=should_stop, open_end_reach=_reach_of(volume, case, settings),
-                    empty_gap=settings.empty_gap, end_shape=settings.end_shape, workers=registration_workers(),
-                    gap_blend=settings.gap_blend)
+                    empty_gap=settings.empty_gap, end_shape=settings.end_shape, workers=registration_workers())
             if kind == "registration":
                 probabilities, network_state = registration, initial
                 labels = registration.argmax(0).astype(np.uint8)

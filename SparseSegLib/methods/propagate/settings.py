@@ -12,7 +12,6 @@ SUGGESTIONS = ("gap", "entropy")
 CLASS_SOURCES = ("fused", "registration")
 EMPTY_GAPS = ("fade", "linear")
 END_SHAPES = ("cut", "taper")
-GAP_BLENDS = ("probability", "shape")
 
 
 @dataclass(frozen=True)
@@ -43,8 +42,6 @@ class PropagateSettings:
       towards the empty slice like any gap (:func:`~SparseSegLib.engine.propagation.propagate_slices`).
     * ``end_shape``: how an open end fades: ``cut`` (whole slices drop out at about 0.83 ``open_end`` radii) or
       ``taper`` (each slice shrinks towards its core, gone at ``open_end`` radii).
-    * ``gap_blend``: between two painted slices, blend the two registration chains by ``probability`` or by
-      ``shape`` (their signed distance maps: the outline passes gradually from one painted size to the other).
     * ``suggest``: the slice to paint next: ``gap`` (middle of the widest unpainted stretch of the predicted
       object, :mod:`.suggestion`) or ``entropy`` (the worker's generic least-certain slice).
     * ``crop_margin``: work in the painted foreground's in-plane bounding box grown by this fraction of its
@@ -67,7 +64,6 @@ class PropagateSettings:
     classes: str = "fused"
     empty_gap: str = "linear"
     end_shape: str = "cut"
-    gap_blend: str = "probability"
     anchor: bool = True
     crop_margin: float = 0.5
     min_margin: int = 16
@@ -99,8 +95,6 @@ class PropagateSettings:
             raise SparseSegError(f"unknown empty_gap {self.empty_gap!r}", f"Use one of: {', '.join(EMPTY_GAPS)}.")
         if self.end_shape not in END_SHAPES:
             raise SparseSegError(f"unknown end_shape {self.end_shape!r}", f"Use one of: {', '.join(END_SHAPES)}.")
-        if self.gap_blend not in GAP_BLENDS:
-            raise SparseSegError(f"unknown gap_blend {self.gap_blend!r}", f"Use one of: {', '.join(GAP_BLENDS)}.")
         if self.fusion not in FUSIONS:
             raise SparseSegError(f"unknown fusion {self.fusion!r}", f"Use one of: {', '.join(FUSIONS)}.")
         positive = ("demons_iterations", "iterations", "batch_size", "patch")
