@@ -9,7 +9,8 @@ import pytest
 
 from SparseSegLib.engine.preprocessing import normalize
 from SparseSegLib.engine.propagation import PropagationSettings, SliceRegistration, chain_pairs, propagate_slices
-from SparseSegLib.engine.slice_registration import demons_field, field_transform, slice_transform
+from SparseSegLib.engine.slice_registration import (RegistrationCancelled, demons_field, demons_fields, field_transform,
+                                                     slice_transform)
 from SparseSegLib.engine.trainer import TrainingCancelled
 
 SETTINGS = PropagationSettings(iterations=20, smoothing=1.0)
@@ -60,6 +61,18 @@ def test_two_processes_give_the_same_result_bit_for_bit_and_nothing_is_left_for_
 
 
 def test_a_stop_request_cancels_the_registration_processes(sample_case):
+    """The pool itself stops (the chain's own per-slice check would raise too, so it is tested on the pool), and a
+    propagation asked to stop while its pairs are registered ends as a cancelled training does."""
     image, label = normalize(sample_case.image), sample_case.label
+    pairs = [(image[k + 1], image[k]) for k in range(image.shape[0] - 1)]
+    asked = []
+
+    def stop() -> bool:
+        asked.append(True)
+        return True
+
+    with pytest.raises(RegistrationCancelled):
+        demons_fields(pairs, 100, 1.0, workers=2, should_stop=stop)
+    assert asked  # polled while the processes worked, not after every pair was done
     with pytest.raises(TrainingCancelled):
         propagate_slices(image, label, painted_slices(label), 3, SETTINGS, should_stop=lambda: True, workers=2)

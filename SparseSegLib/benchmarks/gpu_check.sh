@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU figures of issues 19 and 17 in one device call (docs/results/gpu.md says what it printed and why).
+# The GPU figures of issues 19 and 17 in one device call (what it printed: docs/results/interactive.md, "On a GPU",
+# and docs/results/mean-teacher.md, "On a GPU").
 #
 # A lent GPU machine has PyTorch but neither SimpleITK nor MONAI, no ../shared/data and no network, and a call
 # carries at most 64 MiB; so this machine packs what the call needs into ignored folders first:

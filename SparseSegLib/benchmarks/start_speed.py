@@ -70,27 +70,21 @@ def main(argv: list[str] | None = None) -> int:
     pressed = time.perf_counter()
     job.start()
     seen: dict[int, float] = {}
-    device = args.device or "auto"
-
-    def note(events: list[dict]) -> None:
-        nonlocal device
-        for event in events:
+    while job.is_running():
+        for event in job.poll():
             if event.get("event") == "round":
                 seen[int(event["round"])] = time.perf_counter() - pressed
-            elif event.get("event") == "started":
-                device = event.get("device") or device
-
-    while job.is_running():
-        note(job.poll())
         time.sleep(0.1)
-    note(job.poll())
+    for event in job.poll():
+        if event.get("event") == "round":
+            seen[int(event["round"])] = time.perf_counter() - pressed
     outcome = job.wait(timeout=30)
     if outcome.status != "finished":
         print(f"the job did not finish: {outcome.message}", file=sys.stderr)
         return 1
     spacing = tuple(reversed(image.GetSpacing()))
     print(f"Start on {scan.key} resampled to {SIZE_IJK[0]}x{SIZE_IJK[1]}x{SIZE_IJK[2]} (i x j x k), central slice "
-          f"{middle} painted; method {START_METHOD}, device {device}, "
+          f"{middle} painted; method {START_METHOD}, device {args.device or 'auto'} (as asked), "
           f"threads {args.threads or 'default'}")
     print("| round | step | seen after Start (s) | worker seconds | Dice | RAVD |")
     print("|---|---|---|---|---|---|")

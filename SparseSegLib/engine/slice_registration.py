@@ -55,8 +55,9 @@ def demons_fields(pairs: Sequence[tuple[np.ndarray, np.ndarray]], iterations: in
     """:func:`demons_field` of every ``(fixed, moving)`` pair, in ``workers`` processes when that pays.
 
     The pairs of a volume are independent (only the warping of a label along them is a chain), and ITK's own
-    threading gains little on slices of a few hundred pixels (about 1.1x with 2 threads), so separate processes
-    are how a many-core machine shortens a registration round. Processes are spawned (no fork of a process that
+    threads stop paying after a few on slices this small (the Start job's registration round of a 240x240x155
+    scan: 65 s with 2 threads, 46 s with 16), so separate processes are how a many-core machine can shorten it
+    (``python -m SparseSegLib.benchmarks.registration_speed`` measures both on the machine at hand). Processes are spawned (no fork of a process that
     holds torch threads or a CUDA context); the fields are the same as in one process, bit for bit.
     ``should_stop`` is polled while waiting; it cancels the pairs not yet started and raises
     :class:`RegistrationCancelled`.
