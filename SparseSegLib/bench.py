@@ -53,6 +53,8 @@ class BenchConfig:
     #: which part is scored: ``test`` (reported results) or ``val`` (choosing a method's settings without looking
     #: at the test part; the val volumes are then not given to training as validation cases)
     evaluate: str = "test"
+    #: the channel of multi-channel images (an index or a dataset.json modality name; None: the dataset's default)
+    channel: str | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -105,12 +107,14 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
     for method in config.methods:  # unknown names and options fail before any training starts
         for network in config.networks:
             get_method(method).check_options(MethodOptions(network=network, budget=config.budget, extra=dict(config.options)))
-    dataset = load_dataset(config.dataset)
+    dataset = load_dataset(config.dataset, config.channel)
     folds = _parts(dataset, config)
     if main:
         config.out.mkdir(parents=True, exist_ok=True)
     reporter.log(f"benchmark on {dataset.name}: {len(dataset.cases)} cases, annotation {config.annotation}, "
                  f"{len(folds)} fold(s), runs: {', '.join(run_name(m, n, config.options) for m in config.methods for n in config.networks)}")
+    if dataset.channel_note():
+        reporter.log(f"note: {dataset.channel_note()}")
     started = time.perf_counter()
     cache: dict[str, Case] = {}
 

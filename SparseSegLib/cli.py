@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train a model from an MSD-style dataset folder (dataset.json, imagesTr, labelsTr).")
     train.add_argument("--dataset", required=True, type=Path, help="folder with dataset.json")
     train.add_argument("--cases", type=Path, help="text file with the case ids to train on (one per line); default all")
+    train.add_argument("--channel", help=CHANNEL_HELP)
     train.add_argument("--annotation", default="central-slice", help="sparse annotation spec (see below), default central-slice")
     train.add_argument("--method", default="sparse-only", help=method_help)
     train.add_argument("--network", default="2d", choices=["2d", "3d"], help="network (default 2d)")
@@ -83,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", required=True, type=Path, help="an image file, or a folder of image files")
     predict.add_argument("--out", required=True, type=Path, help="output folder")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    predict.add_argument("--channel", type=int, help="channel of multi-channel (4D) images (default: the one the model "
+                                                     "was trained on)")
 
     evaluate = commands.add_parser("evaluate", help="score label maps against reference label maps",
                                    description="Match files by name in --pred and --ref and print a table per case + mean ± sd.")
@@ -97,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "annotation, train every method on every network and score the test part.")
     bench.add_argument("--dataset", required=True, type=Path, help="folder with dataset.json")
     bench.add_argument("--annotation", default="central-slice", help="sparse annotation spec, default central-slice")
+    bench.add_argument("--channel", help=CHANNEL_HELP)
     bench.add_argument("--methods", default="sparse-only,full", help="comma-separated method names; " + method_help)
     bench.add_argument("--networks", default="2d", help="comma-separated: 2d, 3d (default 2d)")
     bench.add_argument("--out", required=True, type=Path, help="output folder")
@@ -133,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(--out, default JOBDIR-stage-2, or stage-N+1 for a folder named stage-N); --rounds: more "
                           "rounds (default 2; a job whose method decides its rounds keeps deciding)")
     run.add_argument("--image", type=Path, help="image to segment (NRRD, NIfTI, ...)")
+    run.add_argument("--channel", type=int, help="with a multi-channel (4D) --image: the channel to segment (it is "
+                                                 "written into the job folder as inputs/image.nrrd)")
     run.add_argument("--annotation", type=Path, help="the user's annotation: label map or Slicer .seg.nrrd on the image grid")
     run.add_argument("--region", choices=["slices", "boxes"], help="what the annotation covers (default slices)")
     run.add_argument("--axis", choices=["auto", "0", "1", "2"], help="slice axis in array order 0=k, 1=j, 2=i (default auto)")
@@ -168,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="how many scans to play, the first of dataset.json's list (default 3; all: every scan)")
     demo.add_argument("--dataset", type=Path, help="an MSD-style folder with dataset.json to play instead of the "
                                                    "bundled hippocampus sample (labels needed: they are painted from)")
+    demo.add_argument("--channel", help=CHANNEL_HELP)
     demo.add_argument("--method", help=method_help + " (default: the module's Start method, propagate)")
     demo.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", dest="options",
                       help="a method option for the job (repeatable), e.g. --option iterations=100; the method "
@@ -178,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "cpu, cuda, cuda:N or mps")
     demo.add_argument("--seed", type=int, default=0, help="the job's training seed (default 0)")
     return parser
+
+
+CHANNEL_HELP = ("the channel of multi-channel (4D) images, as an index or a dataset.json modality name (default: "
+                "the first where dataset.json lists several, e.g. FLAIR of MSD's BrainTumour)")
 
 
 def _image_files(path: Path) -> list[Path]:
@@ -216,7 +227,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     method.check_options(options)  # a mistyped option fails before any data is loaded
     with session(args) as context:  # under torchrun: one rank of a data-parallel run (docs/distributed.md)
         check_method(args.method)
-        dataset = load_dataset(args.dataset)
+        dataset = load_dataset(args.dataset, args.channel)
+        if dataset.channel_note():
+            print(f"note: {dataset.channel_note()}", file=sys.stderr)
         if args.cases:
             dataset = dataset.subset(read_case_list(args.cases))
         check_volumes(len(dataset.cases))
@@ -230,6 +243,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                      f"annotation `{args.annotation}`" + (f", {context.describe()}" if context else ""))
         segmenter = method.train(cases, options, reporter)
         segmenter.training = {**segmenter.training, "dataset": str(dataset.root), "annotation": args.annotation,
+                              "channel": dataset.channel,
                               "cases": [c.case_id for c in cases], "seed": args.seed}
         if context is not None:
             segmenter.training["distributed"] = {"processes": context.world_size, "backend": context.backend,
@@ -248,8 +262,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     segmenter = load_segmenter(args.model)
     device = select_device(args.device)
     files = _image_files(args.input)
+    channel = args.channel if args.channel is not None else segmenter.training.get("channel")
     for index, path in enumerate(files, start=1):
-        image, geometry = read_image(path)
+        image, geometry = read_image(path, channel)
         label, _ = segmenter.predict(image, device)
         target = write_image(label, geometry, output_path_like(path, args.out))
         print(f"[{index}/{len(files)}] {path.name} -> {target}")
@@ -315,7 +330,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                          out=args.out, networks=networks, budget=args.budget, folds=args.folds, split=split,
                          seed=args.seed, device=args.device, max_cases=args.max_cases, iterations=args.iterations,
                          reuse_runs=args.reuse_runs, options=_method_options(args), train_seed=args.train_seed,
-                         evaluate=args.evaluate)
+                         evaluate=args.evaluate, channel=args.channel)
     from .distributed.run import session
 
     with session(args) as context:  # under torchrun: one rank of a data-parallel benchmark (docs/distributed.md)
@@ -337,7 +352,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise SparseSegError(f"--cases {args.cases!r} is not a number of scans",
                              "Give --cases 1 or more, or --cases all.")
     written = run_demo(args.out, dataset_dir=args.dataset or SAMPLE_DATA, cases=cases, method=args.method,
-                       options=args.options, parameters=args.parameters, device=args.device, seed=args.seed)
+                       options=args.options, parameters=args.parameters, device=args.device, seed=args.seed,
+                       channel=args.channel)
     print("demo wrote:")
     for kind, path in written.items():
         print(f"  {kind:<14} {path}")

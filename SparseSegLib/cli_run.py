@@ -43,7 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     creation_only = {"--region": args.region, "--axis": args.axis, "--boxes": args.boxes, "--method": args.method,
                      "--rounds": args.rounds, "--iterations-per-round": args.iterations_per_round,
                      "--reference": args.reference, "--network": args.network, "--budget": args.budget,
-                     "--batch-size": args.batch_size,
+                     "--batch-size": args.batch_size, "--channel": args.channel,
                      "--device": args.device, "--seed": args.seed}
     if creating:
         if args.jobdir is not None or args.resume:
@@ -68,9 +68,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         parameters |= {key: value for key, value in (("rounds", args.rounds), ("iterations_per_round", args.iterations_per_round),
                                                      ("network", args.network), ("budget", args.budget),
                                                      ("batch_size", args.batch_size)) if value is not None}
-        job = Job.create_from_files(args.out, args.image, args.annotation, args.method or START_METHOD, region=region,
+        from .io import case_id_from_path
+
+        image = _channel_image(args.image, args.channel, args.out)
+        job = Job.create_from_files(args.out, image, args.annotation, args.method or START_METHOD, region=region,
                                     reference=args.reference, parameters=parameters, device=args.device or "auto",
-                                    seed=0 if args.seed is None else args.seed)
+                                    seed=0 if args.seed is None else args.seed,
+                                    case_id=case_id_from_path(args.image))
         jobdir = job.directory
         print(f"created job {jobdir}", file=sys.stderr)
     else:
@@ -129,3 +133,16 @@ def _run_continuation(args: argparse.Namespace) -> int:
     if code == EXIT_FINISHED:
         print(f"job folder: {job.directory}")
     return code
+
+
+def _channel_image(image: Path, channel: int | None, out: Path) -> Path:
+    """``image`` itself, or its ``channel`` written into the new job folder (the worker reads one 3D volume)."""
+    if channel is None:
+        return image
+    from .io import read_image, write_image
+    from .jobs.layout import INPUTS_DIR, JOB_FILE
+
+    if (Path(out) / JOB_FILE).exists():
+        raise SparseSegError(f"{out} already holds a job", "Give a new folder, or resume the job that is there.")
+    array, geometry = read_image(image, channel)
+    return write_image(array, geometry, Path(out) / INPUTS_DIR / "image.nrrd")

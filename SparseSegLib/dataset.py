@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +25,30 @@ class CaseRef:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A list of cases with the class names from ``dataset.json``."""
+    """A list of cases with the class names from ``dataset.json``.
+
+    ``modalities`` are dataset.json's channel names (MSD's ``modality``); ``channel`` is the one every case is
+    read with (None: one-channel images).
+    """
 
     root: Path
     name: str
     class_names: dict[int, str]
     cases: tuple[CaseRef, ...]
+    modalities: dict[int, str] = field(default_factory=dict)
+    channel: int | None = None
 
     def load(self, ref: CaseRef) -> Case:
-        """Read one case with the dataset's class names."""
-        return load_case(ref.image, ref.label, ref.case_id, self.class_names)
+        """Read one case with the dataset's class names (and its chosen channel)."""
+        return load_case(ref.image, ref.label, ref.case_id, self.class_names, self.channel)
+
+    def channel_note(self) -> str | None:
+        """What a user should be told when a multi-modal dataset is read one channel at a time."""
+        if self.channel is None or len(self.modalities) < 2:
+            return None
+        names = ", ".join(f"{index} {name}" for index, name in sorted(self.modalities.items()))
+        return (f"{self.name} has {len(self.modalities)} channels ({names}); using channel {self.channel} "
+                f"({self.modalities.get(self.channel, '?')}); choose another with --channel")
 
     def subset(self, case_ids: list[str]) -> Dataset:
         """The cases named in ``case_ids`` (in that order); unknown ids are an error."""
@@ -45,11 +59,15 @@ class Dataset:
                 f"{len(missing)} case id(s) not in dataset {self.root}: {', '.join(missing[:5])}",
                 "Case ids are image file names without extension, e.g. hippocampus_001.",
             )
-        return Dataset(self.root, self.name, self.class_names, tuple(by_id[case_id] for case_id in case_ids))
+        return replace(self, cases=tuple(by_id[case_id] for case_id in case_ids))
 
 
-def load_dataset(root: str | os.PathLike) -> Dataset:
-    """Read ``root/dataset.json`` (Medical Segmentation Decathlon layout) and check every file exists."""
+def load_dataset(root: str | os.PathLike, channel: int | str | None = None) -> Dataset:
+    """Read ``root/dataset.json`` (Medical Segmentation Decathlon layout) and check every file exists.
+
+    ``channel`` (an index or a modality name from dataset.json) picks the channel of multi-modal images; a
+    dataset that lists several modalities is read with its first (MSD puts the usual one first: FLAIR, T2).
+    """
     root = Path(root)
     manifest = root / "dataset.json"
     if not root.is_dir():
@@ -78,7 +96,36 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
             "Fix the paths in dataset.json (they are relative to its folder) or restore the files.",
         )
     labels = {int(k): str(v) for k, v in meta.get("labels", {}).items() if int(k) != 0}
-    return Dataset(root=root, name=str(meta.get("name", root.name)), class_names=labels, cases=tuple(refs))
+    modalities = _modalities(meta)
+    return Dataset(root=root, name=str(meta.get("name", root.name)), class_names=labels, cases=tuple(refs),
+                   modalities=modalities, channel=_channel(channel, modalities, manifest))
+
+
+def _modalities(meta: dict) -> dict[int, str]:
+    """dataset.json's channel names: MSD's ``modality`` or nnU-Net v2's ``channel_names``."""
+    names = meta.get("modality") or meta.get("channel_names") or {}
+    try:
+        return {int(k): str(v) for k, v in names.items()} if isinstance(names, dict) else {}
+    except ValueError:
+        return {}
+
+
+def _channel(channel: int | str | None, modalities: dict[int, str], manifest: Path) -> int | None:
+    """The channel index to read: given as an index or a modality name; the first when several are listed."""
+    if channel is None or channel == "":
+        return 0 if len(modalities) > 1 else None
+    text = str(channel).strip()
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if modalities and index not in modalities:
+            raise SparseSegError(f"channel {index} is not in {manifest}'s modalities",
+                                 "Give one of: " + ", ".join(f"{i} ({n})" for i, n in sorted(modalities.items())) + ".")
+        return index
+    matches = [index for index, name in modalities.items() if name.lower() == text.lower()]
+    if not matches:
+        listed = ", ".join(f"{i} ({n})" for i, n in sorted(modalities.items())) or "none listed"
+        raise SparseSegError(f"no modality named {text!r} in {manifest}", f"Give a channel index or name: {listed}.")
+    return matches[0]
 
 
 def split_cases(

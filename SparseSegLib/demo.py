@@ -93,11 +93,12 @@ def prepare_output(out: Path) -> Path:
     return out
 
 
-def choose_cases(dataset_dir: Path, cases: int | None) -> tuple[Dataset, list[CaseRef]]:
-    """The first ``cases`` labelled scans of the data set in ``dataset.json`` order (all of them for None)."""
+def choose_cases(dataset_dir: Path, cases: int | None, channel: int | str | None = None) -> tuple[Dataset, list[CaseRef]]:
+    """The first ``cases`` labelled scans of the data set in ``dataset.json`` order (all of them for None), read
+    with ``channel`` where the images have several."""
     if cases is not None and cases < 1:
         raise SparseSegError(f"--cases {cases} plays no scan", "Give --cases 1 or more, or --cases all.")
-    dataset = load_dataset(dataset_dir)
+    dataset = load_dataset(dataset_dir, channel)
     refs = [ref for ref in dataset.cases if ref.label is not None]
     if not refs:
         raise SparseSegError(f"{dataset_dir} has no labelled scan",
@@ -232,15 +233,17 @@ def play_scan(case: Case, folder: Path, method: str, parameters: dict, device: s
 
 def run_demo(out: Path, dataset_dir: Path = SAMPLE_DATA, cases: int | None = DEFAULT_CASES, method: str | None = None,
              options: list[str] | None = None, parameters: list[str] | None = None, device: str = "auto",
-             seed: int = 0, log: Log = _print) -> dict[str, Path]:
+             seed: int = 0, log: Log = _print, channel: int | str | None = None) -> dict[str, Path]:
     """Play Start and one correction on the first ``cases`` scans (see module doc); returns the paths written."""
     from .demo_report import write_outputs
     from .visualize import default_class_colors
 
     started = time.perf_counter()
     method, chosen, source = start_settings(method, options, parameters)
-    dataset, refs = choose_cases(Path(dataset_dir), cases)
+    dataset, refs = choose_cases(Path(dataset_dir), cases, channel)
     out = prepare_output(Path(out))
+    if dataset.channel_note():
+        log(f"note: {dataset.channel_note()}")
     log(f"demo: {len(refs)} scan(s) of {dataset.name} ({dataset.root}); Start runs `{method}` with {source} "
         f"(job parameters {chosen})")
     played = []

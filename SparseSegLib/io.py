@@ -71,6 +71,41 @@ def _read_sitk(path: Path, what: str) -> sitk.Image:
         ) from None
 
 
+def channel_count(image: sitk.Image) -> int:
+    """Channels of a multi-channel image: the 4th dimension's size (MSD's 4D NIfTI) or the pixel's components."""
+    if image.GetDimension() == 4:
+        return int(image.GetSize()[3])
+    return int(image.GetNumberOfComponentsPerPixel())
+
+
+def select_channel(image: sitk.Image, channel: int | None, path: Path) -> sitk.Image:
+    """One 3D scalar channel of ``image`` (a 4D or vector image); a one-channel image needs no ``channel``.
+
+    Why here: MSD's multi-modal tasks (e.g. BrainTumour: FLAIR, T1w, t1gd, T2w; Prostate: T2, ADC) store the
+    modalities as a 4th dimension, while every method segments one 3D scalar volume.
+    """
+    count = channel_count(image)
+    if image.GetDimension() not in (3, 4) or (image.GetDimension() == 4 and image.GetNumberOfComponentsPerPixel() > 1):
+        return image  # left for _require_3d to explain
+    if channel is None:
+        if count > 1:
+            raise SparseSegError(
+                f"image {path} has {count} channels (size {image.GetSize()}); SparseSeg segments one 3D scalar volume",
+                "Choose one with --channel N (0 to {}), or extract it first (in 3D Slicer: Vector to Scalar "
+                "Volume).".format(count - 1),
+            )
+        channel = 0
+    if not 0 <= channel < count:
+        raise SparseSegError(f"channel {channel} asked of image {path}, which has {count} channel(s)",
+                             f"Give --channel from 0 to {count - 1}.")
+    if image.GetDimension() == 4:
+        size = list(image.GetSize())
+        return sitk.Extract(image, size[:3] + [0], [0, 0, 0, channel])
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        return sitk.VectorIndexSelectionCast(image, channel)
+    return image
+
+
 def _require_3d(image: sitk.Image, path: Path, what: str) -> None:
     dimension = image.GetDimension()
     size = image.GetSize()
@@ -83,16 +118,20 @@ def _require_3d(image: sitk.Image, path: Path, what: str) -> None:
         raise SparseSegError(
             f"{what} {path} has {dimension} dimensions and {image.GetNumberOfComponentsPerPixel()} components "
             f"(size {size}); SparseSeg needs one 3D scalar volume",
-            "Extract one time point / channel first (e.g. in 3D Slicer: Sequences or Vector to Scalar Volume).",
+            "Extract one time point / channel first (e.g. in 3D Slicer: Sequences or Vector to Scalar Volume)"
+            + (", or choose one with --channel N." if what == "image" else "."),
         )
     if dimension != 3:
         raise SparseSegError(f"{what} {path} has {dimension} dimensions", "Give a 3D volume.")
 
 
-def read_image(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
-    """Read a 3D scalar image as float32 ``(k, j, i)`` with its geometry; rejects NaN/inf voxels."""
+def read_image(path: str | os.PathLike, channel: int | None = None) -> tuple[np.ndarray, Geometry]:
+    """Read a 3D scalar image as float32 ``(k, j, i)`` with its geometry; rejects NaN/inf voxels.
+
+    ``channel`` picks one channel of a multi-channel (4D or vector) image; None accepts one-channel images only.
+    """
     path = _require_file(path, "image")
-    image = _read_sitk(path, "image")
+    image = select_channel(_read_sitk(path, "image"), channel, path)
     _require_3d(image, path, "image")
     array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
     bad = int(np.count_nonzero(~np.isfinite(array)))
@@ -222,9 +261,10 @@ def load_case(
     label_path: str | os.PathLike | None = None,
     case_id: str | None = None,
     class_names: dict[int, str] | None = None,
+    channel: int | None = None,
 ) -> Case:
-    """Read an image (and optionally its label map or segmentation) into a :class:`Case`."""
-    image, geometry = read_image(image_path)
+    """Read an image (``channel`` of a multi-channel one) and optionally its label map or segmentation."""
+    image, geometry = read_image(image_path, channel)
     label = None
     names = dict(class_names or {})
     colors: dict[int, tuple] = {}

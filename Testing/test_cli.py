@@ -116,7 +116,7 @@ def test_4d_image(capsys, model_dir, tmp_path):
     volume = sitk.Image(8, 8, 8, sitk.sitkFloat32)
     sitk.WriteImage(sitk.JoinSeries([volume, volume]), str(tmp_path / "series.nii.gz"))
     assert_one_line_error(*run_cli(capsys, "predict", "--model", model_dir, "--input", tmp_path / "series.nii.gz",
-                                   "--out", tmp_path / "o")[::2], "4 dimensions")
+                                   "--out", tmp_path / "o")[::2], "2 channels", "--channel")
 
 
 def test_nan_intensities(capsys, model_dir, sample_dir, tmp_path):

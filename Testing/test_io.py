@@ -260,24 +260,25 @@ def test_single_slice_3d_image_is_rejected_as_2d(tmp_path):
     assert "2D" in error_of(read_image, path).message
 
 
-def test_4d_image_is_rejected(tmp_path):
-    """A time series (sitk.JoinSeries of 3D volumes) is not one 3D volume."""
+def test_4d_image_is_rejected_without_a_channel(tmp_path):
+    """A time series or multi-modal stack (sitk.JoinSeries of 3D volumes) is not one 3D volume: say how to pick one
+    (test_multichannel.py reads the channel when one is given)."""
     volume = sitk.Image(6, 5, 4, sitk.sitkFloat32)
     path = tmp_path / "series.nii.gz"
     sitk.WriteImage(sitk.JoinSeries([volume, volume, volume]), str(path))
     error = error_of(read_image, path)
-    assert "4 dimensions" in error.message
-    assert "time point" in error.hint
+    assert "3 channels" in error.message
+    assert "--channel" in error.hint and "Vector to Scalar" in error.hint
 
 
 @pytest.mark.parametrize("extension", [".nrrd", ".nii.gz"])
 def test_vector_image_is_rejected(tmp_path, extension):
-    """A multi-component (e.g. RGB) volume is not a scalar volume."""
+    """A multi-component (e.g. RGB) volume is not a scalar volume unless a channel is chosen."""
     volume = sitk.Image(6, 5, 4, sitk.sitkFloat32)
     path = tmp_path / f"rgb{extension}"
     sitk.WriteImage(sitk.Compose([volume, volume, volume]), str(path))
     error = error_of(read_image, path)
-    assert "3 components" in error.message
+    assert "3 channels" in error.message and "--channel" in error.hint
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])

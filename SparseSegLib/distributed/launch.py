@@ -72,7 +72,7 @@ def preflight(args) -> None:
     from ..dataset import load_dataset
     from .context import LaunchError
 
-    dataset = load_dataset(args.dataset)
+    dataset = load_dataset(args.dataset, getattr(args, "channel", None))
     count = len(read_case_list(args.cases)) if args.cases else len(dataset.cases)
     if args.nproc > count:
         raise LaunchError(f"{args.nproc} processes for {count} training volumes: each rank needs at least one volume",

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="leave out the first N scans of the part (to play one part in two processes side by "
                              "side, each with its own --out; merge them with python -m "
                              "SparseSegLib.benchmarks.interactive.report)")
+    parser.add_argument("--channel", help="the channel of multi-channel (4D) images, an index or a dataset.json "
+                                          "modality name (default: the first listed, e.g. FLAIR of MSD's BrainTumour)")
     parser.add_argument("--mni152", nargs="?", const=DATA_ROOT / "mni152", type=Path, default=None, metavar="DIR",
                         help="also play the mni152 template's tissue map (grey / white matter) as a multi-class scan")
     parser.add_argument("--method", help="the job's method (default: the module's Start method, SparseSegLib.defaults)")
@@ -88,7 +90,8 @@ def job_settings(method: str | None, options: list[str], parameters: list[str]) 
 
 def choose(args: argparse.Namespace) -> list[Scan]:
     folders = args.dataset or [DATA_ROOT / name for name in DEFAULT_DATASETS]
-    scans = [scan for folder in folders for scan in choose_scans(folder, args.split, args.cases + args.skip, args.split_seed)[args.skip:]]
+    scans = [scan for folder in folders
+             for scan in choose_scans(folder, args.split, args.cases + args.skip, args.split_seed, channel=args.channel)[args.skip:]]
     if args.mni152 is not None:
         scans.append(mni152_scan(args.mni152))
     keys = [scan.key for scan in scans]

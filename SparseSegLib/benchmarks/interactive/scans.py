@@ -39,16 +39,18 @@ class Scan:
     image: Path
     label: Path
     class_names: dict[int, str]
+    channel: int | None = None  # of multi-channel images (dataset.json's modalities)
 
     @property
     def key(self) -> str:
         return f"{self.dataset}/{self.case_id}"
 
     def load(self) -> Case:
-        return load_case(self.image, self.label, self.case_id, self.class_names)
+        return load_case(self.image, self.label, self.case_id, self.class_names, self.channel)
 
     def describe(self) -> dict:
-        return {"dataset": self.dataset, "case_id": self.case_id, "image": str(self.image), "label": str(self.label)}
+        described = {"dataset": self.dataset, "case_id": self.case_id, "image": str(self.image), "label": str(self.label)}
+        return described if self.channel is None else {**described, "channel": self.channel}
 
 
 def seeded_order(case_ids: list[str], seed: int) -> list[str]:
@@ -58,18 +60,21 @@ def seeded_order(case_ids: list[str], seed: int) -> list[str]:
 
 
 def choose_scans(folder: str | os.PathLike, split: str, cases: int, seed: int = 0,
-                 dev_scans: int = DEV_SCANS) -> list[Scan]:
-    """The first ``cases`` scans of ``split`` in ``folder``'s seeded order (fewer when the part is smaller)."""
+                 dev_scans: int = DEV_SCANS, channel: int | str | None = None) -> list[Scan]:
+    """The first ``cases`` scans of ``split`` in ``folder``'s seeded order (fewer when the part is smaller), read
+    with ``channel`` where the images have several (default: the dataset's first modality)."""
     if split not in SPLITS:
         raise SparseSegError(f"unknown split {split!r}", f"Use one of {', '.join(SPLITS)}.")
-    dataset = load_dataset(folder)
+    dataset = load_dataset(folder, channel)
+    if dataset.channel_note():
+        print(f"note: {dataset.channel_note()}", flush=True)
     refs = {ref.case_id: ref for ref in dataset.cases if ref.label is not None}
     if not refs:
         raise SparseSegError(f"{folder} has no labelled scan", "The benchmark scores against full reference labels.")
     order = seeded_order(list(refs), seed)
     part = order[:dev_scans] if split == "dev" else order[dev_scans:]
     name = Path(folder).resolve().name
-    return [Scan(name, case_id, refs[case_id].image, refs[case_id].label, dict(dataset.class_names))
+    return [Scan(name, case_id, refs[case_id].image, refs[case_id].label, dict(dataset.class_names), dataset.channel)
             for case_id in part[:cases]]
 
 
@@ -79,7 +84,7 @@ def mni152_scan(folder: str | os.PathLike = DATA_ROOT / "mni152") -> Scan:
     image, label = folder / "t1.nii.gz", folder / "tissue.nii.gz"
     for path in (image, label):
         if not path.is_file():
-            raise SparseSegError(f"mni152 file not found: {path}", f"Give the folder that holds t1.nii.gz and tissue.nii.gz.")
+            raise SparseSegError(f"mni152 file not found: {path}", "Give the folder that holds t1.nii.gz and tissue.nii.gz.")
     return Scan("mni152", "mni152", image, label, dict(MNI152_CLASSES))
 
 
