@@ -116,6 +116,7 @@ def propagate_slices(
     empty_gap: str = "linear",
     end_shape: str = "cut",
     workers: int = 1,
+    refine: Callable[[np.ndarray, int], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Class probabilities ``(C, k, j, i)`` of ``label``'s painted slices (indices along axis 0) propagated
     through the normalised ``volume``.
@@ -138,6 +139,9 @@ def propagate_slices(
 
     ``workers``: processes registering the neighbouring pairs up front when ``registration`` is not given
     (:meth:`SliceRegistration.prefetch`); the result does not depend on it.
+
+    ``refine(maps, slice)``: applied to a chain's foreground maps on each slice it reaches, before they travel on
+    (e.g. image evidence trimming what the warp carried over other tissue, so the error does not compound).
     """
     if volume.shape != label.shape:
         raise SparseSegError(f"image {volume.shape} and label {label.shape} differ in shape",
@@ -180,6 +184,8 @@ def propagate_slices(
                     raise TrainingCancelled()
                 target = position + direction
                 current = registration.warp(current, position, target)
+                if refine is not None:
+                    current = refine(current, target)
                 # a gap filled from both ends: each chain counts by its closeness; open ends: the one chain
                 linear = 1.0 if open_end else (span - abs(target - start)) / span
                 weight = np.where(alone, 1.0, np.where(silent, 0.0, linear)).astype(np.float32)

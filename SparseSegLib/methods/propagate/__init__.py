@@ -28,6 +28,7 @@ from ...engine.propagation import PropagationSettings, open_end_reach, propagate
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter, RoundResult, register
 from .fusion import anchor_at_paint, classes_from_registration, fuse
+from .intensity import chain_refiner, gate_by_intensity
 from .network import train_across_axes, training_targets
 from .settings import PropagateSettings
 from .suggestion import widest_gap_slice
@@ -82,7 +83,12 @@ class PropagateMethod:
                     volume.image, volume.label, volume.painted, num_classes,
                     PropagationSettings(settings.demons_iterations, settings.demons_smoothing),
                     should_stop=should_stop, open_end_reach=_reach_of(volume, case, settings),
-                    empty_gap=settings.empty_gap, end_shape=settings.end_shape, workers=registration_workers())
+                    empty_gap=settings.empty_gap, end_shape=settings.end_shape, workers=registration_workers(),
+                    refine=chain_refiner(volume.image, volume.label, volume.annotated, settings.intensity_ring)
+                    if settings.intensity == "chain" else None)
+                if settings.intensity in ("likelihood", "chain"):
+                    registration = gate_by_intensity(registration, volume.image, volume.label, volume.annotated,
+                                                     settings.intensity_ring)
             if kind == "registration":
                 probabilities, network_state = registration, initial
                 labels = registration.argmax(0).astype(np.uint8)

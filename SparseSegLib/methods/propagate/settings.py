@@ -12,6 +12,7 @@ SUGGESTIONS = ("gap", "entropy")
 CLASS_SOURCES = ("fused", "registration")
 EMPTY_GAPS = ("fade", "linear")
 END_SHAPES = ("cut", "taper")
+INTENSITY_GATES = ("likelihood", "chain", "none")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,13 @@ class PropagateSettings:
       towards the empty slice like any gap (:func:`~SparseSegLib.engine.propagation.propagate_slices`).
     * ``end_shape``: how an open end fades: ``cut`` (whole slices drop out at about 0.83 ``open_end`` radii) or
       ``taper`` (each slice shrinks towards its core, gone at ``open_end`` radii).
+    * ``intensity``: ``likelihood`` updates the registration's object probability by the likelihood ratio of each
+      voxel's intensity under the painted object's and background's histograms (:mod:`.intensity`), which
+      trims what the chain carried over tissue that does not look like the object; ``chain`` applies the same
+      update inside the chain as well, trimming only, on every slice before it travels on
+      (:func:`.intensity.chain_refiner`; the default: best on both dev data sets, docs/results/interactive.md);
+      ``none`` keeps the registration as it is. ``intensity_ring``: the background sample is the painted background within this
+      many pixels of the painted object (0: all of the painted slices' crop).
     * ``suggest``: the slice to paint next: ``gap`` (middle of the widest unpainted stretch of the predicted
       object, :mod:`.suggestion`) or ``entropy`` (the worker's generic least-certain slice).
     * ``crop_margin``: work in the painted foreground's in-plane bounding box grown by this fraction of its
@@ -68,6 +76,8 @@ class PropagateSettings:
     crop_margin: float = 0.5
     min_margin: int = 16
     suggest: str = "gap"
+    intensity: str = "chain"
+    intensity_ring: int = 0
     seed_offset: int = 0
 
     @property
@@ -95,6 +105,8 @@ class PropagateSettings:
             raise SparseSegError(f"unknown empty_gap {self.empty_gap!r}", f"Use one of: {', '.join(EMPTY_GAPS)}.")
         if self.end_shape not in END_SHAPES:
             raise SparseSegError(f"unknown end_shape {self.end_shape!r}", f"Use one of: {', '.join(END_SHAPES)}.")
+        if self.intensity not in INTENSITY_GATES:
+            raise SparseSegError(f"unknown intensity {self.intensity!r}", f"Use one of: {', '.join(INTENSITY_GATES)}.")
         if self.fusion not in FUSIONS:
             raise SparseSegError(f"unknown fusion {self.fusion!r}", f"Use one of: {', '.join(FUSIONS)}.")
         positive = ("demons_iterations", "iterations", "batch_size", "patch")
@@ -106,5 +118,6 @@ class PropagateSettings:
         for name in ("open_end", "pseudo_distance", "negative_weight", "crop_margin", "demons_smoothing"):
             if getattr(self, name) < 0:
                 raise SparseSegError(f"option {name} must not be negative", f"Give {name} >= 0.")
-        if self.context_slices < 0 or self.negative_margin < 0 or self.min_margin < 0 or self.fusion_margin < 0:
-            raise SparseSegError("context_slices, negative_margin, min_margin and fusion_margin must not be negative", "Give values >= 0.")
+        if min(self.context_slices, self.negative_margin, self.min_margin, self.fusion_margin, self.intensity_ring) < 0:
+            raise SparseSegError("context_slices, negative_margin, min_margin, fusion_margin and intensity_ring must not "
+                                 "be negative", "Give values >= 0.")
