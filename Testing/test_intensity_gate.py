@@ -1,4 +1,4 @@
-"""The propagate method's intensity gate (:mod:`SparseSegLib.methods.propagate.intensity`): Bayes' rule with the
+"""The propagate method's intensity gate (:mod:`SparseSegLib.engine.intensity_gate`): Bayes' rule with the
 painted slices' histograms, on small arrays (exact behaviour) and on a real sample scan (what it does to a
 registration round)."""
 
@@ -8,7 +8,7 @@ import numpy as np
 
 from SparseSegLib.engine.preprocessing import normalize
 from SparseSegLib.engine.propagation import PropagationSettings, propagate_slices
-from SparseSegLib.methods.propagate.intensity import gate_by_intensity, intensity_likelihoods, painted_background
+from SparseSegLib.engine.intensity_gate import gate_by_intensity, intensity_likelihoods, painted_background
 
 
 def _toy() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -72,7 +72,7 @@ def test_on_a_real_scan_the_gate_only_trims_and_keeps_the_paint(sample_case):
 def test_inside_the_chain_the_update_only_trims():
     """Inside the chain a grown rim would travel on and grow again (bright neighbours flood), so the chain's
     update never raises a voxel's object probability; the final gate may."""
-    from SparseSegLib.methods.propagate.intensity import chain_refiner
+    from SparseSegLib.engine.intensity_gate import chain_refiner
 
     image, label, annotated, probabilities = _toy()
     refine = chain_refiner(image, label, annotated, ring=0)

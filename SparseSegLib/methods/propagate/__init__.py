@@ -28,7 +28,7 @@ from ...engine.propagation import PropagationSettings, open_end_reach, propagate
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter, RoundResult, register
 from .fusion import anchor_at_paint, classes_from_registration, fuse
-from .intensity import chain_refiner, gate_by_intensity
+from ...engine.intensity_gate import chain_refiner, gate_by_intensity
 from .network import train_across_axes, training_targets
 from .settings import PropagateSettings
 from .suggestion import widest_gap_slice

@@ -43,13 +43,14 @@ class PropagateSettings:
       towards the empty slice like any gap (:func:`~SparseSegLib.engine.propagation.propagate_slices`).
     * ``end_shape``: how an open end fades: ``cut`` (whole slices drop out at about 0.83 ``open_end`` radii) or
       ``taper`` (each slice shrinks towards its core, gone at ``open_end`` radii).
-    * ``intensity``: ``likelihood`` updates the registration's object probability by the likelihood ratio of each
-      voxel's intensity under the painted object's and background's histograms (:mod:`.intensity`), which
-      trims what the chain carried over tissue that does not look like the object; ``chain`` applies the same
-      update inside the chain as well, trimming only, on every slice before it travels on
-      (:func:`.intensity.chain_refiner`; the default: best on both dev data sets, docs/results/interactive.md);
-      ``none`` keeps the registration as it is. ``intensity_ring``: the background sample is the painted background within this
-      many pixels of the painted object (0: all of the painted slices' crop).
+    * ``intensity``: ``likelihood`` updates the registration's object probability by the likelihood ratio of
+      each voxel's intensity under the painted object's and background's histograms
+      (:mod:`~SparseSegLib.engine.intensity_gate`), which trims what the chain carried over tissue that does not
+      look like the object; ``chain`` applies the same update inside the chain as well, trimming only, on every
+      slice before it travels on (:func:`~SparseSegLib.engine.intensity_gate.chain_refiner`; the default: best on
+      both dev data sets, docs/results/interactive.md); ``none`` keeps the registration as it is.
+      ``intensity_ring``: the background sample is the painted background within this many pixels of the painted
+      object (0: all of the painted slices' crop).
     * ``suggest``: the slice to paint next: ``gap`` (middle of the widest unpainted stretch of the predicted
       object, :mod:`.suggestion`) or ``entropy`` (the worker's generic least-certain slice).
     * ``crop_margin``: work in the painted foreground's in-plane bounding box grown by this fraction of its

@@ -1,4 +1,5 @@
-"""The painted slices' intensities as evidence for the propagated object (a likelihood-ratio gate).
+"""The painted slices' intensities as evidence for a propagated object (a likelihood-ratio gate), for any method
+that carries painted slices through a volume (the single-scan default, the collaborative registration branch).
 
 Why: a slice-to-slice registration carries the painted outline over whatever lies next to the object where the
 image shows no edge to stop it (the left atrium keeps its painted width where it narrows; past an object's end the
