@@ -127,3 +127,19 @@ def test_a_cohort_model_with_demons_registration_predicts_every_case(sample_data
     assert segmenter.training["fusion"]["uncertain"] >= 0
     labels, probabilities = segmenter.predict(cases[0].image)
     assert labels.shape == cases[0].image.shape and probabilities.shape[0] == 3
+
+
+def test_the_intensity_option_trims_the_registration_branch_and_keeps_the_labelled_slice(sample_dataset):
+    from SparseSegLib.methods.collaborative.branches import registration_branch, scan_of
+
+    case = annotate_case(sample_dataset.load(sample_dataset.cases[0]), "central-slice", 0)
+    scans = [scan_of(case, "zscore")]
+    plain, gated = (registration_branch(scans, 3, CollaborativeSettings.parse(
+        dict(registration="demons", demons_iterations=20, intensity=intensity)), torch.device("cpu"), 0,
+        SilentReporter(), "test")[0][0] for intensity in ("none", "chain"))
+    painted = scans[0].painted[0]
+    np.testing.assert_array_equal(gated.argmax(0)[painted], scans[0].ground_truth[painted])
+    assert (gated[0][plain[0] == 1.0] == 1.0).all()  # nothing the chain never reached
+    assert (gated.argmax(0) > 0).sum() != (plain.argmax(0) > 0).sum()
+    with pytest.raises(SparseSegError, match="intensity"):
+        CollaborativeSettings.parse({"intensity": "sometimes"})

@@ -9,6 +9,7 @@ from ...errors import SparseSegError
 from ..option_parsing import parse_settings
 
 BRANCHES = ("both", "semi", "registration")
+INTENSITIES = ("none", "chain")
 REGISTRATIONS = ("network", "demons")
 FUSIONS = ("weighted", "intersection", "union")
 
@@ -33,6 +34,9 @@ class CollaborativeSettings:
       :func:`~SparseSegLib.engine.propagation.propagate_slices`. ``reg_*`` configure the network: paper Adam 0.01,
       batch 32; here 1e-3 and 16 (0.01 made the U-Net head diverge in short runs), ``reg_iterations`` steps.
       ``open_end`` > 0 fades the chain beyond the labelled slice over that many object radii (0: the paper, no fade).
+      ``intensity``: ``chain`` trims what the chain carries by the labelled slice's intensity histograms, on every
+      slice and once over the result, as the single-scan default does (:mod:`~SparseSegLib.engine.intensity_gate`);
+      ``none`` (the paper) does not.
     * Semi-supervised branch, counted in epochs of ``epoch_iterations`` steps (a batch of labelled slices plus a
       batch of other slices each): labelled slices only until ``k1``, then pseudo-labels (the argmax of the network
       as it was at the end of the previous epoch: "recomputed after every epoch") weighted by alpha(t), rising
@@ -58,6 +62,7 @@ class CollaborativeSettings:
     demons_iterations: int = 100
     demons_smoothing: float = 1.0
     open_end: float = 0.0
+    intensity: str = "none"
     epoch_iterations: int = 10
     semi_epochs: int = 30
     k1: int = 10
@@ -101,6 +106,7 @@ class CollaborativeSettings:
 
     def check(self) -> None:
         for name, allowed in (("branches", BRANCHES), ("registration", REGISTRATIONS), ("fusion", FUSIONS),
+                              ("intensity", INTENSITIES),
                               ("reg_similarity", SIMILARITIES), ("reg_regularizer", REGULARIZERS)):
             if getattr(self, name) not in allowed:
                 raise SparseSegError(f"unknown {name} {getattr(self, name)!r}", f"Use one of: {', '.join(allowed)}.")
