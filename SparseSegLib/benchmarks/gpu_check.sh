@@ -12,12 +12,14 @@
 #                       carry=[".gpu", ".whl", "bench-output/mean_teacher/data"], timeout_s=600).
 #
 # Steps, each bounded so the whole script ends before GPU_TOTAL seconds:
-#   1. issue 19: `start_speed` twice (the exact Start job on a 240x240x155 scan; seconds to each round, Dice);
+#   1. issue 19: `start_speed` twice (the exact Start job on a 240x240x155 scan; seconds to each round, Dice), then
+#      `registration_speed` over GPU_REGISTRATION_WORKERS processes (does the registration round keep scaling with
+#      cores where ITK's own threads stopped? empty: skip);
 #   2. issue 17: UA-MT timed alone for a few iterations, then the semi-supervised trio (labelled only, MT, UA-MT,
 #      13 of 64 labelled) and sparse MT (one central slice) run side by side with one iteration count, the longest
 #      that the remaining time allows at the measured speed (at most the paper's 6000).
 # Environment: GPU_DEVICE (cuda; cpu for a dry run here), GPU_TOTAL (570 s), GPU_MAX_ITERATIONS (6000),
-# GPU_SPEED_RUNS (2), OUT (where the log and results go; the device tool sets it).
+# GPU_SPEED_RUNS (2), GPU_REGISTRATION_WORKERS (1,4,16), OUT (where the log and results go; the device tool sets it).
 set -u
 OUT=${OUT:-/tmp/sparseseg-gpu-out}
 DEVICE=${GPU_DEVICE:-cuda}
@@ -48,6 +50,11 @@ echo "== issue 19: Start on a 240x240x155 scan =="
 for run in $(seq 1 "$SPEED_RUNS"); do
   timeout 150 python3 -m SparseSegLib.benchmarks.start_speed --device "$DEVICE" || echo "start_speed run $run failed"
 done
+REGISTRATION_WORKERS=${GPU_REGISTRATION_WORKERS-1,4,16}
+if [ -n "$REGISTRATION_WORKERS" ]; then
+  timeout 240 python3 -m SparseSegLib.benchmarks.registration_speed --workers "$REGISTRATION_WORKERS" \
+    || echo "registration_speed failed or timed out"
+fi
 
 echo "== issue 17: Mean Teacher / UA-MT on the 1.25 mm left-atrium cohort =="
 DATA=bench-output/mean_teacher/data
