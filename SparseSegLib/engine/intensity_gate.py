@@ -10,7 +10,9 @@ the object's and the background's histograms from the painted slices:
     P(object | intensity) = p L_obj / (p L_obj + (1 - p) L_bg)
 
 A voxel the registration never reached (p = 0) stays background, so the gate cannot create far blobs; it removes
-what does not look like the painted object and keeps, or adds at the uncertain rim, what does.
+what does not look like the painted object and keeps, or adds at the uncertain rim, what does. Inside a chain
+(:func:`chain_refiner`) the update only trims: a rim voxel raised there would travel on and be raised again, which
+flooded the left atrium's bright neighbours on the dev scans (docs/results/interactive.md, "Eighth session").
 """
 
 from __future__ import annotations
