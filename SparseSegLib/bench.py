@@ -113,8 +113,8 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
         config.out.mkdir(parents=True, exist_ok=True)
     reporter.log(f"benchmark on {dataset.name}: {len(dataset.cases)} cases, annotation {config.annotation}, "
                  f"{len(folds)} fold(s), runs: {', '.join(run_name(m, n, config.options) for m in config.methods for n in config.networks)}")
-    if dataset.channel_note():
-        reporter.log(f"note: {dataset.channel_note()}")
+    if note := dataset.channel_note():
+        reporter.log(f"note: {note}")
     started = time.perf_counter()
     cache: dict[str, Case] = {}
 

@@ -228,8 +228,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     with session(args) as context:  # under torchrun: one rank of a data-parallel run (docs/distributed.md)
         check_method(args.method)
         dataset = load_dataset(args.dataset, args.channel)
-        if dataset.channel_note():
-            print(f"note: {dataset.channel_note()}", file=sys.stderr)
+        if note := dataset.channel_note():
+            print(f"note: {note}", file=sys.stderr)
         if args.cases:
             dataset = dataset.subset(read_case_list(args.cases))
         check_volumes(len(dataset.cases))

@@ -242,8 +242,8 @@ def run_demo(out: Path, dataset_dir: Path = SAMPLE_DATA, cases: int | None = DEF
     method, chosen, source = start_settings(method, options, parameters)
     dataset, refs = choose_cases(Path(dataset_dir), cases, channel)
     out = prepare_output(Path(out))
-    if dataset.channel_note():
-        log(f"note: {dataset.channel_note()}")
+    if note := dataset.channel_note():
+        log(f"note: {note}")
     log(f"demo: {len(refs)} scan(s) of {dataset.name} ({dataset.root}); Start runs `{method}` with {source} "
         f"(job parameters {chosen})")
     played = []

@@ -118,8 +118,7 @@ def _require_3d(image: sitk.Image, path: Path, what: str) -> None:
         raise SparseSegError(
             f"{what} {path} has {dimension} dimensions and {image.GetNumberOfComponentsPerPixel()} components "
             f"(size {size}); SparseSeg needs one 3D scalar volume",
-            "Extract one time point / channel first (e.g. in 3D Slicer: Sequences or Vector to Scalar Volume)"
-            + (", or choose one with --channel N." if what == "image" else "."),
+            "Extract one time point / channel first (e.g. in 3D Slicer: Sequences or Vector to Scalar Volume).",
         )
     if dimension != 3:
         raise SparseSegError(f"{what} {path} has {dimension} dimensions", "Give a 3D volume.")

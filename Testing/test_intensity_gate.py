@@ -8,7 +8,7 @@ import numpy as np
 
 from SparseSegLib.engine.preprocessing import normalize
 from SparseSegLib.engine.propagation import PropagationSettings, propagate_slices
-from SparseSegLib.engine.intensity_gate import gate_by_intensity, intensity_likelihoods, painted_background
+from SparseSegLib.engine.intensity_gate import IntensityEvidence, intensity_likelihoods, painted_background
 
 
 def _toy() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -29,7 +29,7 @@ def _toy() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 def test_dark_voxels_lose_the_object_bright_ones_keep_it_and_classes_keep_their_shares():
     image, label, annotated, probabilities = _toy()
-    gated = gate_by_intensity(probabilities, image, label, annotated, ring=0)
+    gated = IntensityEvidence.from_paint(image, label, annotated).update(probabilities)
     np.testing.assert_allclose(gated.sum(0), 1.0, atol=1e-6)
     np.testing.assert_array_equal(gated[:, 0], probabilities[:, 0])  # the painted slice is exact
     bright, dark_rim = (1, 5, 5), (1, 2, 2)
@@ -43,7 +43,8 @@ def test_no_background_sample_means_no_evidence():
     label[0] = 1  # the whole painted slice is object: nothing tells the background's intensities
     likelihoods = intensity_likelihoods(image, annotated & (label > 0), painted_background(label, annotated, 0))
     np.testing.assert_array_equal(likelihoods[0], likelihoods[1])
-    np.testing.assert_allclose(gate_by_intensity(probabilities, image, label, annotated, ring=0), probabilities)
+    np.testing.assert_allclose(IntensityEvidence.from_paint(image, label, annotated).update(probabilities), probabilities,
+                               atol=1e-6)
 
 
 def test_the_ring_keeps_the_background_sample_near_the_object():
@@ -53,7 +54,7 @@ def test_the_ring_keeps_the_background_sample_near_the_object():
     assert painted_background(label, annotated, ring=0).sum() == 12 * 12 - 6 * 6
 
 
-def test_on_a_real_scan_the_gate_only_trims_and_keeps_the_paint(sample_case):
+def test_on_a_real_scan_the_update_keeps_the_paint_and_never_reaches_past_the_registration(sample_case):
     label = sample_case.label
     present = np.flatnonzero((label > 0).any(axis=(1, 2)))
     middle = int((present[0] + present[-1]) // 2)
@@ -61,7 +62,7 @@ def test_on_a_real_scan_the_gate_only_trims_and_keeps_the_paint(sample_case):
     registration = propagate_slices(image, label, [middle], 3, PropagationSettings())
     annotated = np.zeros(label.shape, bool)
     annotated[middle] = True
-    gated = gate_by_intensity(registration, image, np.where(annotated, label, 0), annotated, ring=0)
+    gated = IntensityEvidence.from_paint(image, np.where(annotated, label, 0), annotated).update(registration)
     np.testing.assert_array_equal(gated.argmax(0)[middle], label[middle])
     reached = registration[0] < 1.0
     assert (gated[0][~reached] == 1.0).all()  # no voxel the registration did not reach becomes object
@@ -72,10 +73,8 @@ def test_on_a_real_scan_the_gate_only_trims_and_keeps_the_paint(sample_case):
 def test_inside_the_chain_the_update_only_trims():
     """Inside the chain a grown rim would travel on and grow again (bright neighbours flood), so the chain's
     update never raises a voxel's object probability; the final gate may."""
-    from SparseSegLib.engine.intensity_gate import chain_refiner
-
     image, label, annotated, probabilities = _toy()
-    refine = chain_refiner(image, label, annotated, ring=0)
+    refine = IntensityEvidence.from_paint(image, label, annotated).trim
     maps = probabilities[1:, 1].copy()
     maps[:, 4, 4] = [0.15, 0.05]  # bright but unsure: the final gate would raise it, the chain must not
     refined = refine(maps, 1)

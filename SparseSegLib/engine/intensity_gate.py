@@ -11,11 +11,13 @@ the object's and the background's histograms from the painted slices:
 
 A voxel the registration never reached (p = 0) stays background, so the gate cannot create far blobs; it removes
 what does not look like the painted object and keeps, or adds at the uncertain rim, what does. Inside a chain
-(:func:`chain_refiner`) the update only trims: a rim voxel raised there would travel on and be raised again, which
+(:meth:`IntensityEvidence.trim`) the update only trims: a rim voxel raised there would travel on and be raised again, which
 flooded the left atrium's bright neighbours on the dev scans (docs/results/interactive.md, "Eighth session").
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -55,38 +57,41 @@ def painted_background(label: np.ndarray, annotated: np.ndarray, ring: int) -> n
     return background & near
 
 
-def gate_by_intensity(probabilities: np.ndarray, image: np.ndarray, label: np.ndarray, annotated: np.ndarray,
-                      ring: int) -> np.ndarray:
-    """``(C, k, j, i)`` probabilities with the foreground's total updated by the intensity likelihood ratio; the
-    classes keep their shares of it (which part of the object a voxel is stays the registration's call)."""
-    obj_likelihood, background_likelihood = intensity_likelihoods(
-        image, annotated & (label > 0), painted_background(label, annotated, ring))
-    foreground = 1.0 - probabilities[0]
-    numerator = foreground * obj_likelihood
-    posterior = np.divide(numerator, numerator + probabilities[0] * background_likelihood,
-                          out=np.zeros_like(foreground), where=numerator > 0)
-    gated = np.empty_like(probabilities)
-    gated[0] = 1.0 - posterior
-    shares = np.divide(probabilities[1:], foreground[None], out=np.zeros_like(probabilities[1:]),
-                       where=foreground[None] > 0)
-    gated[1:] = shares * posterior[None]
-    return gated
+@dataclass(frozen=True)
+class IntensityEvidence:
+    """Per-voxel likelihoods of the image's intensities under the painted object and background, computed once
+    per propagation and used both inside the chain (:meth:`trim`) and over its result (:meth:`update`)."""
 
+    object_likelihood: np.ndarray
+    background_likelihood: np.ndarray
 
-def chain_refiner(image: np.ndarray, label: np.ndarray, annotated: np.ndarray, ring: int):
-    """``refine(maps, slice)`` for :func:`~SparseSegLib.engine.propagation.propagate_slices`: the same Bayes update
-    applied to a chain's foreground maps ``(C - 1, j, i)`` on every slice it reaches, so a chain stops carrying
-    what the image says is background instead of compounding it over the next slices."""
-    obj_likelihood, background_likelihood = intensity_likelihoods(
-        image, annotated & (label > 0), painted_background(label, annotated, ring))
+    @classmethod
+    def from_paint(cls, image: np.ndarray, label: np.ndarray, annotated: np.ndarray, ring: int = 0) -> IntensityEvidence:
+        """From the painted slices: ``label`` is ground truth where ``annotated``; ``ring`` as in
+        :func:`painted_background`."""
+        return cls(*intensity_likelihoods(image, annotated & (label > 0), painted_background(label, annotated, ring)))
 
-    def refine(maps: np.ndarray, index: int) -> np.ndarray:
+    def posterior(self, foreground: np.ndarray, index=Ellipsis) -> np.ndarray:
+        """Bayes' rule for a prior object probability ``foreground`` on the voxels ``index`` (a slice or all)."""
+        numerator = foreground * self.object_likelihood[index]
+        return np.divide(numerator, numerator + (1.0 - foreground) * self.background_likelihood[index],
+                         out=np.zeros_like(foreground), where=numerator > 0)
+
+    def update(self, probabilities: np.ndarray) -> np.ndarray:
+        """``(C, k, j, i)`` probabilities with the object's total updated by the likelihood ratio; the classes keep
+        their shares of it (which part of the object a voxel is stays the registration's call)."""
+        return _rescaled(probabilities[1:], 1.0 - probabilities[0], self.posterior(1.0 - probabilities[0]), True)
+
+    def trim(self, maps: np.ndarray, index: int) -> np.ndarray:
+        """``refine(maps, slice)`` for :func:`~SparseSegLib.engine.propagation.propagate_slices`: the update on a
+        chain's foreground maps ``(C - 1, j, i)`` of slice ``index``, lowering only (see the module doc)."""
         foreground = np.clip(maps.sum(0), 0.0, 1.0)
-        numerator = foreground * obj_likelihood[index]
-        posterior = np.divide(numerator, numerator + (1.0 - foreground) * background_likelihood[index],
-                              out=np.zeros_like(foreground), where=numerator > 0)
-        posterior = np.minimum(posterior, foreground)  # trim only: growing inside the chain compounds into bright neighbours
-        scale = np.divide(posterior, foreground, out=np.zeros_like(foreground), where=foreground > 0)
-        return (maps * scale[None]).astype(np.float32)
+        return _rescaled(maps, foreground, np.minimum(self.posterior(foreground, index), foreground), False)
 
-    return refine
+
+def _rescaled(classes: np.ndarray, foreground: np.ndarray, posterior: np.ndarray, with_background: bool) -> np.ndarray:
+    """The foreground ``classes`` scaled so they sum to ``posterior`` (each keeping its share of ``foreground``),
+    with the background ``1 - posterior`` in front when asked."""
+    scale = np.divide(posterior, foreground, out=np.zeros_like(foreground), where=foreground > 0)
+    scaled = (classes * scale[None]).astype(np.float32)
+    return np.concatenate([(1.0 - posterior)[None].astype(np.float32), scaled]) if with_background else scaled

@@ -66,8 +66,8 @@ def choose_scans(folder: str | os.PathLike, split: str, cases: int, seed: int = 
     if split not in SPLITS:
         raise SparseSegError(f"unknown split {split!r}", f"Use one of {', '.join(SPLITS)}.")
     dataset = load_dataset(folder, channel)
-    if dataset.channel_note():
-        print(f"note: {dataset.channel_note()}", flush=True)
+    if note := dataset.channel_note():
+        print(f"note: {note}", flush=True)
     refs = {ref.case_id: ref for ref in dataset.cases if ref.label is not None}
     if not refs:
         raise SparseSegError(f"{folder} has no labelled scan", "The benchmark scores against full reference labels.")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ...case import Case
-from ...engine.intensity_gate import chain_refiner, gate_by_intensity
+from ...engine.intensity_gate import IntensityEvidence
 from ...engine.model import Segmenter
 from ...engine.propagation import PropagationSettings, open_end_reach, propagate_slices
 from ...engine.registration_network import NetworkSliceRegistration, train_registration
@@ -90,17 +90,14 @@ def registration_branch(scans: list[Scan], num_classes: int, settings: Collabora
         reach = None
         if settings.open_end > 0:
             reach = lambda start, scan=scan: open_end_reach(scan.ground_truth[start], scan.spacing_kji, settings.open_end)  # noqa: E731
-        annotated = np.zeros(scan.image.shape, bool)
-        annotated[scan.painted] = True
-        gated = settings.intensity == "chain"
-        refine = chain_refiner(scan.image, scan.ground_truth, annotated, 0) if gated else None
+        evidence = IntensityEvidence.from_paint(scan.image, scan.ground_truth, scan.labelled) \
+            if settings.intensity == "chain" else None
         probabilities = propagate_slices(scan.image, scan.ground_truth, scan.painted, num_classes,
                                          PropagationSettings(settings.demons_iterations, settings.demons_smoothing),
                                          should_stop=should_stop, registration=registration, open_end_reach=reach,
-                                         workers=torch.get_num_threads(), refine=refine)
-        if gated:
-            probabilities = gate_by_intensity(probabilities, scan.image, scan.ground_truth, annotated, 0)
-        results.append(probabilities)
+                                         workers=torch.get_num_threads(),
+                                         refine=None if evidence is None else evidence.trim)
+        results.append(probabilities if evidence is None else evidence.update(probabilities))
     return results, record
 
 

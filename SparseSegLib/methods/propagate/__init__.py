@@ -24,11 +24,11 @@ import numpy as np
 
 from ...case import Case
 from ...engine.device import select_device
+from ...engine.intensity_gate import IntensityEvidence
 from ...engine.propagation import PropagationSettings, open_end_reach, propagate_slices, slice_distance
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter, RoundResult, register
 from .fusion import anchor_at_paint, classes_from_registration, fuse
-from ...engine.intensity_gate import chain_refiner, gate_by_intensity
 from .network import train_across_axes, training_targets
 from .settings import PropagateSettings
 from .suggestion import widest_gap_slice
@@ -79,16 +79,16 @@ class PropagateMethod:
             started = time.perf_counter()
             kind = plan.kind(index)
             if kind == "registration" or registration is None and volume.painted:
+                evidence = None if settings.intensity == "none" else IntensityEvidence.from_paint(
+                    volume.image, volume.label, volume.annotated, settings.intensity_ring)
                 registration = propagate_slices(
                     volume.image, volume.label, volume.painted, num_classes,
                     PropagationSettings(settings.demons_iterations, settings.demons_smoothing),
                     should_stop=should_stop, open_end_reach=_reach_of(volume, case, settings),
                     empty_gap=settings.empty_gap, end_shape=settings.end_shape, workers=registration_workers(),
-                    refine=chain_refiner(volume.image, volume.label, volume.annotated, settings.intensity_ring)
-                    if settings.intensity == "chain" else None)
-                if settings.intensity in ("likelihood", "chain"):
-                    registration = gate_by_intensity(registration, volume.image, volume.label, volume.annotated,
-                                                     settings.intensity_ring)
+                    refine=evidence.trim if settings.intensity == "chain" else None)
+                if evidence is not None:
+                    registration = evidence.update(registration)
             if kind == "registration":
                 probabilities, network_state = registration, initial
                 labels = registration.argmax(0).astype(np.uint8)

@@ -47,7 +47,7 @@ class PropagateSettings:
       each voxel's intensity under the painted object's and background's histograms
       (:mod:`~SparseSegLib.engine.intensity_gate`), which trims what the chain carried over tissue that does not
       look like the object; ``chain`` applies the same update inside the chain as well, trimming only, on every
-      slice before it travels on (:func:`~SparseSegLib.engine.intensity_gate.chain_refiner`; the default: best on
+      slice before it travels on (:meth:`~SparseSegLib.engine.intensity_gate.IntensityEvidence.trim`; the default: best on
       both dev data sets, docs/results/interactive.md); ``none`` keeps the registration as it is.
       ``intensity_ring``: the background sample is the painted background within this many pixels of the painted
       object (0: all of the painted slices' crop).
