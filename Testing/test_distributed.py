@@ -200,3 +200,25 @@ def test_rank_zero_alone_prints_launch_errors(monkeypatch):
         monkeypatch.setenv("RANK", rank)
         assert error_is_printed(LaunchError("2 processes for 1 training volumes")) is launch_printed
         assert error_is_printed(own) and error_prefix() == f"[rank {rank}] "
+
+
+def test_a_stop_signal_inside_a_weakref_callback_still_ends_the_rank_with_one_line():
+    """SIGTERM delivered while Python runs a callback it cannot raise from (CI saw one inside importlib's module-lock
+    weakref callback) must end the rank with its one-line error, not print 'Exception ignored' and carry on."""
+    script = (
+        "import gc, os, sys, weakref\n"
+        "from SparseSegLib.distributed import context\n"
+        "sys.unraisablehook = context._stop_when_unraisable\n"
+        "class Owner: pass\n"
+        "def callback(_):\n"
+        "    context._stop_on_sigterm(15, None)\n"
+        "owner = Owner(); ref = weakref.ref(owner, callback)\n"
+        "del owner; gc.collect()\n"
+        "print('carried on after the stop')\n"
+    )
+    env = dict(_env(), RANK="1")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "carried on" not in result.stdout
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+    assert result.stderr.strip().startswith("sparseseg: error: [rank 1] stopped by the launcher")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import os
 import signal
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,6 +143,19 @@ def _stop_on_sigterm(signum, frame) -> None:  # noqa: ARG001 (signal handler sig
                       "The launcher's summary says which rank failed first; no model folder was written.")
 
 
+def _stop_when_unraisable(unraisable) -> None:
+    """SIGTERM can arrive while Python runs a weakref callback or ``__del__``, where an exception cannot propagate
+    and Python would print an 'Exception ignored' traceback and carry on. A :class:`RankStopped` there still ends
+    this rank, with the same one-line error as anywhere else; other unraisable errors keep the default report."""
+    if not isinstance(unraisable.exc_value, RankStopped):
+        sys.__unraisablehook__(unraisable)
+        return
+    rank = os.environ.get("RANK", "0")
+    print(f"sparseseg: error: [rank {rank}] {unraisable.exc_value.one_line()}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(2)  # the launcher is ending the run; nothing of this rank is left to write
+
+
 def start(device: str = "auto", sampling: str = "rank") -> DistContext | None:
     """Join the process group when launched by torchrun with more than one process; None otherwise.
 
@@ -174,6 +188,7 @@ def start(device: str = "auto", sampling: str = "rank") -> DistContext | None:
                              "Check the rendezvous endpoint (MASTER_ADDR/--rdzv-endpoint) and that every node "
                              "was started with the same --nnodes and --nproc-per-node.") from None
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    sys.unraisablehook = _stop_when_unraisable
     _CURRENT = DistContext(rank=rank, world_size=world, local_rank=local_rank, backend=backend, device=chosen,
                            sampling=sampling)
     return _CURRENT
