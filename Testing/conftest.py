@@ -75,3 +75,11 @@ def rotated_geometry() -> Geometry:
         origin=(-12.5, 30.25, 4.0),
         direction=tuple(float(d) for d in direction.ravel()),
     )
+
+
+@pytest.fixture(scope="module")
+def cohort(sample_dataset: Dataset) -> list[Case]:
+    """The first four sample cases, each with only its central slice annotated (the self-labelling tests' cohort)."""
+    from SparseSegLib.annotation import annotate_case
+
+    return [annotate_case(sample_dataset.load(ref), "central-slice", 0) for ref in sample_dataset.cases[:4]]
