@@ -280,6 +280,23 @@ def test_the_suggested_slice_is_the_middle_of_the_widest_unpainted_stretch_of_th
     assert widest_gap_slice(np.zeros_like(labels), [9]) is None
 
 
+def test_the_volume_suggestion_goes_where_most_predicted_object_lies_far_from_the_paint():
+    from SparseSegLib.methods.propagate.suggestion import volume_weighted_slice, widest_gap_slice
+
+    labels = np.zeros((21, 6, 6), np.uint8)
+    labels[4:17, 2:4, 2:4] = 1  # a thin object over slices 4..16, painted at 10: both sides 6 slices long
+    labels[4:10, :, :] = 1  # its bulky part lies below the painted slice
+    assert widest_gap_slice(labels, [10]) == 6  # equally long stretches: the first
+    labels_up = labels[::-1].copy()  # the bulky part above: the length rule does not follow it, the volume rule does
+    assert widest_gap_slice(labels_up, [10]) == 6
+    assert volume_weighted_slice(labels, [10]) < 10 and volume_weighted_slice(labels_up, [10]) > 10
+    uniform = np.zeros((20, 4, 4), np.uint8)
+    uniform[3:15] = 1  # equal areas: a middle of the widest stretch 3..8 (4 and 5 bring it equally close)
+    assert volume_weighted_slice(uniform, [9]) in (4, 5) and widest_gap_slice(uniform, [9]) == 5
+    assert volume_weighted_slice(uniform, list(range(3, 15))) is None
+    assert volume_weighted_slice(np.zeros_like(uniform), [9]) is None
+
+
 def test_start_beats_sparse_only_on_the_same_painted_slice(sample_case):
     """The single-scan claim: from one painted slice, Start's result is far above a network trained on that slice
     alone. Measured on hippocampus_001/003/004 (40 network iterations here, sparse-only 2D 120): merged Dice

@@ -8,7 +8,7 @@ from ...errors import SparseSegError
 from ..option_parsing import parse_settings
 
 FUSIONS = ("intersection", "near", "average", "network", "registration")
-SUGGESTIONS = ("gap", "entropy")
+SUGGESTIONS = ("gap", "volume", "entropy")
 CLASS_SOURCES = ("fused", "registration")
 EMPTY_GAPS = ("fade", "linear")
 END_SHAPES = ("cut", "taper")
@@ -55,7 +55,8 @@ class PropagateSettings:
       ``intensity_ring``: the background sample is the painted background within this many pixels of the painted
       object (0: all of the painted slices' crop).
     * ``suggest``: the slice to paint next: ``gap`` (middle of the widest unpainted stretch of the predicted
-      object, :mod:`.suggestion`) or ``entropy`` (the worker's generic least-certain slice).
+      object, :mod:`.suggestion`), ``volume`` (the slice that brings the most predicted object closest to the
+      paint) or ``entropy`` (the worker's generic least-certain slice).
     * ``crop_margin``: work in the painted foreground's in-plane bounding box grown by this fraction of its
       size on each side (at least ``min_margin`` pixels); nothing outside it is labelled.
     """
