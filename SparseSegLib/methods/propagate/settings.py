@@ -27,9 +27,8 @@ class PropagateSettings:
     * ``pseudo_distance``: slices this far (as a fraction of the depth) from a painted slice lend their
       propagated labels to the network's training, weighted by closeness and confidence; farther ones only
       lend background far from the propagated object (``negative_weight``, ``negative_margin`` pixels away).
-      0.25 since the ninth session (0.12 before): with the intensity gate the propagated labels stay clean further
-      out; on the dev scans it halves the hippocampus class-mean drop from round 1 to round 2 (0.028 -> 0.014) and
-      raises it with 3 slices (0.807 -> 0.814), for -0.003 on the left atrium (docs/results/interactive.md).
+      0.25 was tried as the default in the ninth session (hippocampus class split better, left atrium and mni152
+      worse on the report scans; docs/results/interactive.md) and reverted.
     * ``network_axes``: the slice directions the network branch learns and predicts across, averaged ("0": the
       painted slices' own; "0,1,2": also the two orthogonal ones, which see the object's ends in profile).
     * ``fusion``: ``intersection`` keeps a voxel where the network and the registration agree (the
@@ -68,7 +67,7 @@ class PropagateSettings:
     batch_size: int = 8
     patch: int = 128
     context_slices: int = 1
-    pseudo_distance: float = 0.25
+    pseudo_distance: float = 0.12
     negative_weight: float = 0.5
     negative_margin: int = 5
     network_axes: str = "0,1,2"
