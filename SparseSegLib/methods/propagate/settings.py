@@ -53,9 +53,10 @@ class PropagateSettings:
       both dev data sets, docs/results/interactive.md); ``none`` keeps the registration as it is.
       ``intensity_ring``: the background sample is the painted background within this many pixels of the painted
       object (0: all of the painted slices' crop).
-    * ``suggest``: the slice to paint next: ``gap`` (middle of the widest unpainted stretch of the predicted
-      object, :mod:`.suggestion`), ``volume`` (the slice that brings the most predicted object closest to the
-      paint) or ``entropy`` (the worker's generic least-certain slice).
+    * ``suggest``: the slice to paint next: ``volume`` (the slice that brings the most predicted object closest
+      to the paint, :mod:`.suggestion`; the default since the ninth session, dev scans: one correction lifts the
+      hippocampus class mean to 0.706 against 0.450, the left atrium to 0.844 against 0.838), ``gap`` (middle of
+      the widest unpainted stretch of the predicted object) or ``entropy`` (the worker's least-certain slice).
     * ``crop_margin``: work in the painted foreground's in-plane bounding box grown by this fraction of its
       size on each side (at least ``min_margin`` pixels); nothing outside it is labelled.
     """
@@ -79,7 +80,7 @@ class PropagateSettings:
     anchor: bool = True
     crop_margin: float = 0.5
     min_margin: int = 16
-    suggest: str = "gap"
+    suggest: str = "volume"
     intensity: str = "chain"
     intensity_ring: int = 0
     seed_offset: int = 0

@@ -1,4 +1,5 @@
-"""Which slice ``propagate`` asks the user to paint next: the middle of the widest unpainted stretch of the object.
+"""Which slice ``propagate`` asks the user to paint next: where the most predicted object lies far from the paint
+(:func:`volume_weighted_slice`, the default since the ninth session), or the middle of the widest unpainted stretch.
 
 Measured on the hippocampus report scans (docs/results/interactive.md): painting the middle of the largest unpainted
 gap of the object's extent beat the generic entropy suggestion (the least certain slice) by about 0.1 Dice at three
