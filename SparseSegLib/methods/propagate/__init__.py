@@ -31,7 +31,7 @@ from ..base import MethodOptions, Reporter, RoundResult, register
 from .fusion import anchor_at_paint, classes_from_registration, fuse
 from .network import train_across_axes, training_targets
 from .settings import PropagateSettings
-from .suggestion import volume_weighted_slice, widest_gap_slice
+from .suggestion import RULES as SUGGESTION_RULES
 from .volume import PaintedVolume, class_count
 
 STATE_FORMAT = 1
@@ -116,8 +116,8 @@ class PropagateMethod:
                      "painted": [int(s) for s in volume.painted], "annotated_voxels": int(volume.annotated.sum())}
             metrics = {"step": kind, "stage_first_round": plan.first_round, "painted_slices": len(volume.painted),
                        "foreground_voxels": int((labels > 0).sum()), "seconds": round(time.perf_counter() - started, 3)}
-            if settings.suggest in ("gap", "volume") and volume.axis is not None:
-                rule = widest_gap_slice if settings.suggest == "gap" else volume_weighted_slice
+            rule = SUGGESTION_RULES.get(settings.suggest)
+            if rule is not None and volume.axis is not None:
                 index_next = rule(labels, volume.painted)
                 if index_next is not None:
                     metrics["suggested_slice"] = {"axis": int(volume.axis), "index": index_next}

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from ...errors import SparseSegError
 from ..option_parsing import parse_settings
+from .suggestion import RULES as SUGGESTION_RULES
 
 FUSIONS = ("intersection", "near", "average", "network", "registration")
-SUGGESTIONS = ("gap", "volume", "entropy")
+SUGGESTIONS = (*SUGGESTION_RULES, "entropy")
 CLASS_SOURCES = ("fused", "registration")
 EMPTY_GAPS = ("fade", "linear")
 END_SHAPES = ("cut", "taper")

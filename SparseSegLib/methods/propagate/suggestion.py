@@ -57,3 +57,7 @@ def volume_weighted_slice(labels: np.ndarray, painted: list[int]) -> int | None:
         return None
     costs = [float(np.sum(area * np.minimum(nearest, np.abs(positions - c)))) for c in candidates]
     return int(candidates[int(np.argmin(costs))])
+
+
+#: ``suggest`` option -> rule over (labels, painted slices); ``entropy`` is the worker's generic suggestion instead
+RULES = {"gap": widest_gap_slice, "volume": volume_weighted_slice}
