@@ -122,6 +122,13 @@ def test_fusion_modes_and_anchoring():
     assert labels[0, :, 0].tolist() == [0, 1, 0, 0]
     assert fuse(network, registration, "network")[0][0, :, 0].tolist() == [1, 1, 0, 0]
     np.testing.assert_allclose(mean, 0.5 * (network + registration))
+    # average: row 1 (both branches sure: object probability 1.0) stays at any threshold; row 0 (0.55) and
+    # row 2 (0.65) are object at the plain argmax and drop out as the threshold passes them
+    registration[1, 0, 0], registration[0, 0, 0] = 0.1, 0.9
+    network[1, 0, 2], network[0, 0, 2] = 0.3, 0.7
+    assert fuse(network, registration, "average")[0][0, :, 0].tolist() == [1, 1, 1, 0]
+    assert fuse(network, registration, "average", threshold=0.6)[0][0, :, 0].tolist() == [0, 1, 1, 0]
+    assert fuse(network, registration, "average", threshold=0.7)[0][0, :, 0].tolist() == [0, 1, 0, 0]
     blobs = np.zeros((1, 8, 8), np.uint8)
     blobs[0, 1:3, 1:3] = 1  # touches the paint
     blobs[0, 6:8, 6:8] = 1  # does not
@@ -151,6 +158,8 @@ def test_unknown_or_bad_options_are_clear_errors():
         PropagateSettings.parse({"fusion": "union-of-everything"})
     with pytest.raises(SparseSegError, match="not a int"):
         PropagateSettings.parse({"iterations": "many"})
+    with pytest.raises(SparseSegError, match="object_threshold"):
+        PropagateSettings.parse({"object_threshold": "0.3"})
     assert PropagateSettings.parse({"anchor": "false", "iterations": "7"}) == PropagateSettings(anchor=False, iterations=7)
 
 

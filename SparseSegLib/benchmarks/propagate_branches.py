@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -47,6 +48,17 @@ def fusions(network: np.ndarray, registration: np.ndarray, distance: np.ndarray,
     return labels
 
 
+def save_maps(path: Path, volume, recorded: dict[str, np.ndarray], reference: np.ndarray, spacing) -> None:
+    """One scan's recorded maps (float16) with the image, the paint and the reference, all on the method's grid."""
+    moved_axis = 0 if volume.axis is None else volume.axis
+    crop = (slice(None),) + volume.window
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, network=recorded["network"].astype(np.float16),
+                        registration=recorded["registration"].astype(np.float16), image=volume.image,
+                        label=volume.label, annotated=volume.annotated, painted=np.array(volume.painted),
+                        reference=np.moveaxis(reference, moved_axis, 0)[crop], spacing=np.array(spacing, float))
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -64,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="hippocampus", help="a folder under ../shared/data or a path")
     parser.add_argument("--cases", type=int, default=5, help="dev scans (at most the dev part's 5)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a propagate option")
+    parser.add_argument("--slices", type=int, default=1,
+                        help="painted slices, evenly spread over the object's extent along k (1: the central one)")
+    parser.add_argument("--save", metavar="DIR", help="also write each scan's two maps, image and reference on the "
+                        "method's cropped grid (DIR/CASE.npz), to study other fusions offline")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     folder = DATA_ROOT / args.dataset if not args.dataset.startswith(("/", ".")) else args.dataset
@@ -72,13 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     recorded: dict[str, np.ndarray] = {}
     original = propagate_module.fuse
 
-    def recording_fuse(network, registration, mode, margin=2):
+    def recording_fuse(network, registration, mode, margin=2, threshold=0.5):
         recorded["network"], recorded["registration"] = network, registration
-        return original(network, registration, mode, margin)
+        return original(network, registration, mode, margin, threshold)
 
     rows: dict[str, list[tuple[float, float, float]]] = {}
     for scan in choose_scans(folder, "dev", args.cases):
-        case, reference = painted_case(scan)
+        case, reference = painted_case(scan, args.slices)
         with mock.patch.object(propagate_module, "fuse", recording_fuse):
             for _ in get_method("propagate").run_rounds([case], MethodOptions(device="cpu", extra=extra, rounds=None),
                                                         SilentReporter()):
@@ -89,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         radius = open_end_reach(volume.label[volume.painted[0]], moved, 1.0)
         inside = (np.moveaxis(reference, volume.axis, 0) > 0).any(axis=(1, 2))
         distance = slice_distance(volume.image.shape[0], volume.painted).astype(float)
+        if args.save:
+            save_maps(Path(args.save) / f"{scan.case_id}.npz", volume, recorded, reference, moved)
         for name, labels in fusions(recorded["network"], recorded["registration"], distance, radius, inside).items():
             labels = anchor_at_paint(labels, volume.painted_foreground)
             labels[volume.annotated] = volume.label[volume.annotated]
@@ -96,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             dice, ravd = merged_scores(full, reference, spacing)
             rows.setdefault(name, []).append((dice, ravd, class_mean_dice(full, reference, spacing)))
         print(f"  {scan.case_id}: " + ", ".join(f"{n} {v[-1][0]:.3f}" for n, v in rows.items()), flush=True)
-    print(f"{args.dataset} dev x{len(next(iter(rows.values())))}, 1 slice, {' '.join(args.option) or '(defaults)'}, "
+    print(f"{args.dataset} dev x{len(next(iter(rows.values())))}, {args.slices} slice(s), {' '.join(args.option) or '(defaults)'}, "
           "network round: fusion | merged Dice | mean RAVD (largest) | class-mean Dice")
     for name, values in rows.items():
         table = np.array(values)

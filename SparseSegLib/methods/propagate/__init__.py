@@ -105,7 +105,8 @@ class PropagateMethod:
                 if registration is None:
                     labels, probabilities = network.argmax(0).astype(np.uint8), network
                 else:
-                    labels, probabilities = fuse(network, registration, settings.fusion, settings.fusion_margin)
+                    labels, probabilities = fuse(network, registration, settings.fusion, settings.fusion_margin,
+                                                       settings.object_threshold)
                     if settings.classes == "registration":
                         labels = classes_from_registration(labels, registration)
             if settings.anchor:

@@ -8,11 +8,13 @@ from scipy import ndimage
 from ...engine.postprocess import filled
 
 
-def fuse(network: np.ndarray, registration: np.ndarray, mode: str, margin: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def fuse(network: np.ndarray, registration: np.ndarray, mode: str, margin: int = 2,
+         threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """``(labels, probabilities)`` from two ``(C, k, j, i)`` probability maps.
 
     ``intersection``: a voxel takes class c only where both branches' most likely class is c (the seed's
-    certain region), otherwise background; ``average``: the argmax of the mean; ``network`` /
+    certain region), otherwise background; ``average``: the argmax of the mean, kept as object only where the
+    mean's object probability (one minus background) exceeds ``threshold`` (0.5: the plain argmax); ``network`` /
     ``registration``: one branch alone (ablations); ``near``: the network's class wherever it lies within
     ``margin`` pixels (in-plane) of the registration's foreground, so the network draws the boundary but cannot
     add objects the propagation never reached. The probabilities returned are the mean in every mode
@@ -24,7 +26,10 @@ def fuse(network: np.ndarray, registration: np.ndarray, mode: str, margin: int =
     if mode == "registration":
         return registration.argmax(0).astype(np.uint8), registration
     if mode == "average":
-        return mean.argmax(0).astype(np.uint8), mean
+        labels = mean.argmax(0).astype(np.uint8)
+        if threshold > 0.5:
+            labels[mean[0] >= 1.0 - threshold] = 0
+        return labels, mean
     by_network, by_registration = network.argmax(0), registration.argmax(0)
     if mode == "near":
         reach = ndimage.binary_dilation(by_registration > 0, structure=np.ones((1, 3, 3), bool), iterations=max(1, margin))

@@ -36,6 +36,8 @@ class PropagateSettings:
       collaborative-learning seed's certain region), which stops both a network's blobs far away and a
       registration chain that runs past the object's end; ``near`` lets the network decide within
       ``fusion_margin`` pixels (in-plane) of the registration's object; ``average`` averages their probabilities.
+      ``object_threshold`` (``average``): a voxel is object only where the averaged object probability exceeds
+      it (0.5: the plain argmax; higher keeps what the two branches agree on more firmly).
     * ``classes`` (several foreground classes): ``fused`` takes each object voxel's class from the fused
       probabilities, ``registration`` from the registration wherever it reached (the painted split between
       an object's parts travels with it; the networks still decide what is object).
@@ -75,6 +77,7 @@ class PropagateSettings:
     network_axes: str = "0,1,2"
     fusion: str = "average"
     fusion_margin: int = 2
+    object_threshold: float = 0.5
     classes: str = "fused"
     empty_gap: str = "linear"
     end_shape: str = "cut"
@@ -121,6 +124,9 @@ class PropagateSettings:
                 raise SparseSegError(f"option {name} must be at least 1, not {getattr(self, name)}", f"Give {name} >= 1.")
         if self.patch % 8:
             raise SparseSegError(f"option patch must be a multiple of 8, not {self.patch}", "E.g. patch=128.")
+        if not 0.5 <= self.object_threshold < 1.0:
+            raise SparseSegError(f"option object_threshold must be in [0.5, 1), not {self.object_threshold}",
+                                 "E.g. object_threshold=0.6 (0.5: the plain argmax of the average).")
         for name in ("open_end", "pseudo_distance", "negative_weight", "crop_margin", "demons_smoothing"):
             if getattr(self, name) < 0:
                 raise SparseSegError(f"option {name} must not be negative", f"Give {name} >= 0.")
