@@ -37,7 +37,9 @@ class PropagateSettings:
       registration chain that runs past the object's end; ``near`` lets the network decide within
       ``fusion_margin`` pixels (in-plane) of the registration's object; ``average`` averages their probabilities.
       ``object_threshold`` (``average``): a voxel is object only where the averaged object probability exceeds
-      it (0.5: the plain argmax; higher keeps what the two branches agree on more firmly).
+      it (0.5: the plain argmax). 0.6 since the tenth session: where one branch is sure and the other unsure the
+      voxel is usually an over-extension (the left atrium's narrowing ends); best mean over the left-atrium and
+      hippocampus dev scans with 1 and with 3 painted slices (docs/results/interactive.md, "Tenth session").
     * ``classes`` (several foreground classes): ``fused`` takes each object voxel's class from the fused
       probabilities, ``registration`` from the registration wherever it reached (the painted split between
       an object's parts travels with it; the networks still decide what is object).
@@ -77,7 +79,7 @@ class PropagateSettings:
     network_axes: str = "0,1,2"
     fusion: str = "average"
     fusion_margin: int = 2
-    object_threshold: float = 0.5
+    object_threshold: float = 0.6
     classes: str = "fused"
     empty_gap: str = "linear"
     end_shape: str = "cut"
