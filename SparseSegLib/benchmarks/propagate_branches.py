@@ -8,12 +8,18 @@ does, merged-foreground Dice / RAVD and class-mean Dice:
 * ``registration``, ``network``, ``average`` (the default's fusion);
 * ``ramp L``: the registration's weight falls linearly from 1 on the painted slice to 0 at ``L`` of the painted
   object's equivalent radii, the networks' rises (trust the chain near the paint, the image far from it);
+* ``average > t``: the average's argmax kept as object only where its object probability exceeds ``t``
+  (the ``object_threshold`` option; ``average`` is ``t`` = 0.5);
 * ``classes a``: the object from the average, each object voxel's class from ``a`` registration + ``1 - a``
   networks (how far the class-mean drop of the network round can be narrowed);
 * ``... oracle end``: the branch with every slice outside the reference object's true extent along k set to
   background: an upper bound for any end criterion, not a method.
 
-    OMP_NUM_THREADS=1 python -m SparseSegLib.benchmarks.propagate_branches --dataset left_atrium --cases 5
+``--save DIR`` writes each scan's two maps (float16) on the method's grid; ``--from-maps DIR`` scores them again
+without running the method (the same scans and ``--slices``), for new fusion rows in seconds::
+
+    OMP_NUM_THREADS=1 python -m SparseSegLib.benchmarks.propagate_branches --dataset left_atrium --cases 5 \
+        [--slices 3] [--save DIR | --from-maps DIR]
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ from .interactive.scans import DATA_ROOT, choose_scans
 from .propagate_dev import class_mean_dice, merged_scores, painted_case
 
 
+#: Object thresholds of the average scored (the ``object_threshold`` option; the tenth session's sweep).
+THRESHOLDS = (0.55, 0.6, 0.65, 0.7, 0.75)
+
+
 def fusions(network: np.ndarray, registration: np.ndarray, distance: np.ndarray, radius: float,
             inside: np.ndarray) -> dict[str, np.ndarray]:
     """Labels ``(k, j, i)`` of every scored fusion from the two ``(C, k, j, i)`` maps (see the module doc)."""
@@ -42,6 +52,9 @@ def fusions(network: np.ndarray, registration: np.ndarray, distance: np.ndarray,
         cut[1:, ~inside] = 0.0
         maps[f"{name} oracle end"] = cut
     labels = {name: p.argmax(0).astype(np.uint8) for name, p in maps.items()}
+    for threshold in THRESHOLDS:
+        labels[f"average > {threshold}"] = np.where(maps["average"][0] < 1.0 - threshold, labels["average"], 0
+                                                    ).astype(np.uint8)
     for share in (0.75, 1.0):
         blend = share * registration + (1 - share) * network
         labels[f"classes {share}"] = np.where(labels["average"] > 0, blend[1:].argmax(0) + 1, 0).astype(np.uint8)
@@ -78,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a propagate option")
     parser.add_argument("--slices", type=int, default=1,
                         help="painted slices, evenly spread over the object's extent along k (1: the central one)")
+    parser.add_argument("--from-maps", metavar="DIR", help="score the maps an earlier --save wrote to DIR instead of "
+                        "running the method (same --dataset, --cases, --slices)")
     parser.add_argument("--save", metavar="DIR", help="also write each scan's two maps, image and reference on the "
                         "method's cropped grid (DIR/CASE.npz), to study other fusions offline")
     args = parser.parse_args(argv)
@@ -95,10 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list[tuple[float, float, float]]] = {}
     for scan in choose_scans(folder, "dev", args.cases):
         case, reference = painted_case(scan, args.slices)
-        with mock.patch.object(propagate_module, "fuse", recording_fuse):
-            for _ in get_method("propagate").run_rounds([case], MethodOptions(device="cpu", extra=extra, rounds=None),
-                                                        SilentReporter()):
-                pass
+        if args.from_maps:
+            with np.load(Path(args.from_maps) / f"{scan.case_id}.npz") as saved:
+                recorded.update({name: saved[name].astype(np.float32) for name in ("network", "registration")})
+        else:
+            with mock.patch.object(propagate_module, "fuse", recording_fuse):
+                for _ in get_method("propagate").run_rounds([case], MethodOptions(device="cpu", extra=extra, rounds=None),
+                                                            SilentReporter()):
+                    pass
         volume = PaintedVolume.from_case(case, settings)
         spacing = case.geometry.spacing_kji
         moved = (spacing[volume.axis],) + tuple(spacing[a] for a in range(3) if a != volume.axis)
