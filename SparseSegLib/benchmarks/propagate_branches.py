@@ -5,11 +5,11 @@ registration's and the networks' class probabilities that the network round fuse
 method's ``fuse``), and several fusions are scored from the same run, each anchored at the paint as the method
 does, merged-foreground Dice / RAVD and class-mean Dice:
 
-* ``registration``, ``network``, ``average`` (the default's fusion);
+* ``registration``, ``network``, ``average`` (the plain argmax of their mean);
 * ``ramp L``: the registration's weight falls linearly from 1 on the painted slice to 0 at ``L`` of the painted
   object's equivalent radii, the networks' rises (trust the chain near the paint, the image far from it);
-* ``average > t``: the average's argmax kept as object only where its object probability exceeds ``t``
-  (the ``object_threshold`` option; ``average`` is ``t`` = 0.5);
+* ``average > t``: the method's ``fuse`` with ``object_threshold=t`` (object only where the mean's object
+  probability exceeds ``t``; the default's fusion is ``average > 0.6``);
 * ``classes a``: the object from the average, each object voxel's class from ``a`` registration + ``1 - a``
   networks (how far the class-mean drop of the network round can be narrowed);
 * ``... oracle end``: the branch with every slice outside the reference object's true extent along k set to
@@ -31,6 +31,7 @@ from unittest import mock
 
 import numpy as np
 
+from ..methods.propagate.fusion import fuse
 from .interactive.scans import DATA_ROOT, choose_scans
 from .propagate_dev import class_mean_dice, merged_scores, painted_case
 
@@ -53,8 +54,7 @@ def fusions(network: np.ndarray, registration: np.ndarray, distance: np.ndarray,
         maps[f"{name} oracle end"] = cut
     labels = {name: p.argmax(0).astype(np.uint8) for name, p in maps.items()}
     for threshold in THRESHOLDS:
-        labels[f"average > {threshold}"] = np.where(maps["average"][0] < 1.0 - threshold, labels["average"], 0
-                                                    ).astype(np.uint8)
+        labels[f"average > {threshold}"] = fuse(network, registration, "average", threshold=threshold)[0]
     for share in (0.75, 1.0):
         blend = share * registration + (1 - share) * network
         labels[f"classes {share}"] = np.where(labels["average"] > 0, blend[1:].argmax(0) + 1, 0).astype(np.uint8)

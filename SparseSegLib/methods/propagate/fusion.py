@@ -27,8 +27,7 @@ def fuse(network: np.ndarray, registration: np.ndarray, mode: str, margin: int =
         return registration.argmax(0).astype(np.uint8), registration
     if mode == "average":
         labels = mean.argmax(0).astype(np.uint8)
-        if threshold > 0.5:
-            labels[mean[0] >= 1.0 - threshold] = 0
+        labels[mean[0] >= 1.0 - threshold] = 0  # at 0.5 a no-op: an object argmax already has background < 0.5
         return labels, mean
     by_network, by_registration = network.argmax(0), registration.argmax(0)
     if mode == "near":
