@@ -14,7 +14,7 @@ from SparseSegLib.jobs.client import Job
 from SparseSegLib.jobs.continuation import continue_job
 from SparseSegLib.methods import get_method
 from SparseSegLib.methods.base import MethodOptions, SilentReporter
-from SparseSegLib.methods.propagate.fusion import anchor_at_paint, classes_from_registration, fuse
+from SparseSegLib.methods.propagate.fusion import anchor_at_paint, classes_from_registration, fuse, open_ends
 from SparseSegLib.methods.propagate.settings import PropagateSettings
 
 #: Small enough for a test (seconds), large enough for the network to learn the painted slice.
@@ -149,6 +149,21 @@ def test_classes_from_registration_keep_the_fused_object_and_the_registration_sp
     assert classes_from_registration(labels, one_class) is labels
     with pytest.raises(SparseSegError, match="classes"):
         PropagateSettings.parse({"classes": "network"})
+
+
+def test_open_ends_cut_a_thin_extension_past_the_paint_and_leave_the_painted_span_alone():
+    labels = np.zeros((16, 20, 20), np.uint8)
+    labels[3:13, 4:16, 4:16] = 2  # the object, painted on slices 4 and 6
+    labels[:, 9:11, 9:11] = 1  # a 2-pixel-wide vessel through every slice, past the object's ends too
+    result = open_ends(labels, [4, 6], radius_mm=2.0, spacing=(1.0, 1.0, 1.0))
+    assert result[4:7].tolist() == labels[4:7].tolist()  # inside the painted span nothing changes
+    assert not result[:2].any() and not result[14:].any()  # the vessel further than the ball's tip is cut
+    beyond = labels[7:13] == 2
+    assert (result[7:13][beyond] == 2).mean() > 0.75  # the object's own end stays (the ball rounds its edges)
+    assert open_ends(labels, [4, 6], radius_mm=0.9, spacing=(1.0, 1.0, 1.0)) is labels  # under one voxel: a no-op
+    assert open_ends(labels, [], radius_mm=5.0, spacing=(1.0, 1.0, 1.0)) is labels  # no painted slice: a no-op
+    with pytest.raises(SparseSegError, match="end_opening"):
+        PropagateSettings.parse({"end_opening": "-0.1"})
 
 
 def test_unknown_or_bad_options_are_clear_errors():

@@ -10,6 +10,8 @@ does, merged-foreground Dice / RAVD and class-mean Dice:
   object's equivalent radii, the networks' rises (trust the chain near the paint, the image far from it);
 * ``average > t``: the method's ``fuse`` with ``object_threshold=t`` (object only where the mean's object
   probability exceeds ``t``; the default's fusion is ``average > 0.6``);
+* ``opening f``: ``average > 0.6`` with the ``end_opening=f`` option (beyond the painted span, a 3D opening by a
+  ball of ``f`` times the largest painted slice's equivalent radius; :func:`~..methods.propagate.fusion.open_ends`);
 * ``classes a``: the object from the average, each object voxel's class from ``a`` registration + ``1 - a``
   networks (how far the class-mean drop of the network round can be narrowed);
 * ``... oracle end``: the branch with every slice outside the reference object's true extent along k set to
@@ -31,17 +33,20 @@ from unittest import mock
 
 import numpy as np
 
-from ..methods.propagate.fusion import fuse
+from ..methods.propagate.fusion import fuse, open_ends
 from .interactive.scans import DATA_ROOT, choose_scans
 from .propagate_dev import class_mean_dice, merged_scores, painted_case
 
 
 #: Object thresholds of the average scored (the ``object_threshold`` option; the tenth session's sweep).
 THRESHOLDS = (0.55, 0.6, 0.65, 0.7, 0.75)
+#: ``end_opening`` fractions scored on top of ``average > 0.6`` (the eleventh session's sweep).
+OPENINGS = (0.1, 0.15, 0.2)
 
 
 def fusions(network: np.ndarray, registration: np.ndarray, distance: np.ndarray, radius: float,
-            inside: np.ndarray) -> dict[str, np.ndarray]:
+            inside: np.ndarray, painted: list[int] | None = None, radius_mm: float = 0.0,
+            spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> dict[str, np.ndarray]:
     """Labels ``(k, j, i)`` of every scored fusion from the two ``(C, k, j, i)`` maps (see the module doc)."""
     maps = {"registration": registration, "network": network, "average": 0.5 * (network + registration)}
     for reach in (0.5, 1.0, 2.0):
@@ -55,6 +60,8 @@ def fusions(network: np.ndarray, registration: np.ndarray, distance: np.ndarray,
     labels = {name: p.argmax(0).astype(np.uint8) for name, p in maps.items()}
     for threshold in THRESHOLDS:
         labels[f"average > {threshold}"] = fuse(network, registration, "average", threshold=threshold)[0]
+    for fraction in OPENINGS if painted else ():
+        labels[f"opening {fraction}"] = open_ends(labels["average > 0.6"], painted, fraction * radius_mm, spacing)
     for share in (0.75, 1.0):
         blend = share * registration + (1 - share) * network
         labels[f"classes {share}"] = np.where(labels["average"] > 0, blend[1:].argmax(0) + 1, 0).astype(np.uint8)
@@ -126,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         distance = slice_distance(volume.image.shape[0], volume.painted).astype(float)
         if args.save:
             save_maps(Path(args.save) / f"{scan.case_id}.npz", volume, recorded, reference, moved)
-        for name, labels in fusions(recorded["network"], recorded["registration"], distance, radius, inside).items():
+        largest = max(open_end_reach(volume.label[index], moved, 1.0) for index in volume.painted) * moved[0]
+        for name, labels in fusions(recorded["network"], recorded["registration"], distance, radius, inside,
+                                    volume.painted, largest, moved).items():
             labels = anchor_at_paint(labels, volume.painted_foreground)
             labels[volume.annotated] = volume.label[volume.annotated]
             full = volume.to_case_grid(labels)

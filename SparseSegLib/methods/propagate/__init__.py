@@ -28,7 +28,7 @@ from ...engine.intensity_gate import IntensityEvidence
 from ...engine.propagation import PropagationSettings, open_end_reach, propagate_slices, slice_distance
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter, RoundResult, register
-from .fusion import anchor_at_paint, classes_from_registration, fuse
+from .fusion import anchor_at_paint, classes_from_registration, fuse, open_ends
 from .network import train_across_axes, training_targets
 from .settings import PropagateSettings
 from .suggestion import RULES as SUGGESTION_RULES
@@ -109,6 +109,9 @@ class PropagateMethod:
                                                        settings.object_threshold)
                     if settings.classes == "registration":
                         labels = classes_from_registration(labels, registration)
+                    if settings.end_opening > 0:
+                        labels = open_ends(labels, volume.painted, settings.end_opening * _largest_radius(volume, case),
+                                           _moved_spacing(volume, case))
             if settings.anchor:
                 labels = anchor_at_paint(labels, volume.painted_foreground)
             labels[volume.annotated] = volume.label[volume.annotated]  # the paint is ground truth, exactly
@@ -135,13 +138,24 @@ def registration_workers() -> int:
     return torch.get_num_threads()
 
 
+def _moved_spacing(volume: PaintedVolume, case: Case) -> tuple[float, float, float]:
+    """The voxel spacing (mm) of the method's grid, the painted axis first."""
+    spacing = case.geometry.spacing_kji
+    axis = 0 if volume.axis is None else volume.axis
+    return (spacing[axis],) + tuple(spacing[a] for a in range(3) if a != axis)
+
+
+def _largest_radius(volume: PaintedVolume, case: Case) -> float:
+    """The largest painted slice's equivalent radius in mm (the radius of a disc of its foreground's area)."""
+    moved = _moved_spacing(volume, case)
+    return max(open_end_reach(volume.label[index], moved, 1.0) for index in volume.painted) * moved[0]
+
+
 def _reach_of(volume: PaintedVolume, case: Case, settings: PropagateSettings):
     """The open-end reach per painted slice (None: open ends never fade)."""
     if not settings.open_end:
         return None
-    spacing = case.geometry.spacing_kji
-    axis = 0 if volume.axis is None else volume.axis
-    moved = (spacing[axis],) + tuple(spacing[a] for a in range(3) if a != axis)
+    moved = _moved_spacing(volume, case)
     return lambda start: open_end_reach(volume.label[start], moved, settings.open_end)
 
 

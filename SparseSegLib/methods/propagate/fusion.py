@@ -56,6 +56,28 @@ def classes_from_registration(labels: np.ndarray, registration: np.ndarray) -> n
     return result
 
 
+def open_ends(labels: np.ndarray, painted: list[int], radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
+    """``labels`` with the object's thin parts beyond the outermost painted slices removed: a 3D morphological
+    opening of the foreground by a ball of ``radius_mm`` (physical units, ``spacing`` of ``labels``' axes) decides
+    which voxels outside the painted span ``[min(painted), max(painted)]`` stay object.
+
+    Why: from few painted slices both branches carry the object on into whatever bright structure touches its
+    ends (the left atrium into its pulmonary veins and ventricle); those over-extensions are narrower than the
+    object, so an opening at a fraction of the object's own size removes them, while slices between painted
+    ones, where both branches are sure, are left alone. ``radius_mm`` below one voxel: ``labels`` unchanged.
+    """
+    reach = [int(np.floor(radius_mm / max(s, 1e-6))) for s in spacing]
+    if not painted or max(reach) < 1:
+        return labels
+    grid = np.ogrid[tuple(slice(-r, r + 1) for r in reach)]
+    ball = sum((g * s / radius_mm) ** 2 for g, s in zip(grid, spacing)) <= 1.0
+    kept = ndimage.binary_opening(labels > 0, structure=ball)
+    kept[min(painted):max(painted) + 1] = True
+    result = labels.copy()
+    result[~kept] = 0
+    return result
+
+
 def anchor_at_paint(labels: np.ndarray, painted_foreground: np.ndarray) -> np.ndarray:
     """Keep the 3D connected components of the foreground that touch painted foreground, fill their holes.
 

@@ -40,6 +40,10 @@ class PropagateSettings:
       it (0.5: the plain argmax). 0.6 since the tenth session: where one branch is sure and the other unsure the
       voxel is usually an over-extension (the left atrium's narrowing ends); best mean over the left-atrium and
       hippocampus dev scans with 1 and with 3 painted slices (docs/results/interactive.md, "Tenth session").
+    * ``end_opening``: beyond the outermost painted slices the network round's result keeps only what a ball of
+      this fraction of the largest painted slice's equivalent radius fits into (a 3D morphological opening,
+      :func:`.fusion.open_ends`; 0: off), which cuts the narrow over-extensions at an object's ends (dev scans,
+      docs/results/interactive.md, "Eleventh session").
     * ``classes`` (several foreground classes): ``fused`` takes each object voxel's class from the fused
       probabilities, ``registration`` from the registration wherever it reached (the painted split between
       an object's parts travels with it; the networks still decide what is object).
@@ -80,6 +84,7 @@ class PropagateSettings:
     fusion: str = "average"
     fusion_margin: int = 2
     object_threshold: float = 0.6
+    end_opening: float = 0.0
     classes: str = "fused"
     empty_gap: str = "linear"
     end_shape: str = "cut"
@@ -129,7 +134,7 @@ class PropagateSettings:
         if not 0.5 <= self.object_threshold < 1.0:
             raise SparseSegError(f"option object_threshold must be in [0.5, 1), not {self.object_threshold}",
                                  "E.g. object_threshold=0.6 (0.5: the plain argmax of the average).")
-        for name in ("open_end", "pseudo_distance", "negative_weight", "crop_margin", "demons_smoothing"):
+        for name in ("open_end", "end_opening", "pseudo_distance", "negative_weight", "crop_margin", "demons_smoothing"):
             if getattr(self, name) < 0:
                 raise SparseSegError(f"option {name} must not be negative", f"Give {name} >= 0.")
         if min(self.context_slices, self.negative_margin, self.min_margin, self.fusion_margin, self.intensity_ring) < 0:
