@@ -22,6 +22,8 @@ without running the method (the same scans and ``--slices``), for new fusion row
 
     OMP_NUM_THREADS=1 python -m SparseSegLib.benchmarks.propagate_branches --dataset left_atrium --cases 5 \
         [--slices 3] [--save DIR | --from-maps DIR]
+
+``--mni152`` plays the mni152 tissue map instead (one scan, a report case: a check on a brain, never a choice).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from unittest import mock
 import numpy as np
 
 from ..methods.propagate.fusion import fuse, open_ends
-from .interactive.scans import DATA_ROOT, choose_scans
+from .interactive.scans import DATA_ROOT, choose_scans, mni152_scan
 from .propagate_dev import class_mean_dice, merged_scores, painted_case
 
 
@@ -68,7 +70,7 @@ def fusions(network: np.ndarray, registration: np.ndarray, distance: np.ndarray,
     return labels
 
 
-def save_maps(path: Path, volume, recorded: dict[str, np.ndarray], reference: np.ndarray, spacing) -> None:
+def save_maps(path: Path, volume, recorded: dict[str, np.ndarray], reference: np.ndarray) -> None:
     """One scan's recorded maps (float16) with the image, the paint and the reference, all on the method's grid."""
     moved_axis = 0 if volume.axis is None else volume.axis
     crop = (slice(None),) + volume.window
@@ -76,7 +78,7 @@ def save_maps(path: Path, volume, recorded: dict[str, np.ndarray], reference: np
     np.savez_compressed(path, network=recorded["network"].astype(np.float16),
                         registration=recorded["registration"].astype(np.float16), image=volume.image,
                         label=volume.label, annotated=volume.annotated, painted=np.array(volume.painted),
-                        reference=np.moveaxis(reference, moved_axis, 0)[crop], spacing=np.array(spacing, float))
+                        reference=np.moveaxis(reference, moved_axis, 0)[crop], spacing=np.array(volume.spacing, float))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="hippocampus", help="a folder under ../shared/data or a path")
     parser.add_argument("--cases", type=int, default=5, help="dev scans (at most the dev part's 5)")
+    parser.add_argument("--mni152", action="store_true", help="the mni152 tissue map instead of --dataset's dev scans "
+                        "(a report case of the interactive benchmark: a check on a brain, not a place to choose)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a propagate option")
     parser.add_argument("--slices", type=int, default=1,
                         help="painted slices, evenly spread over the object's extent along k (1: the central one)")
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return original(network, registration, mode, margin, threshold)
 
     rows: dict[str, list[tuple[float, float, float]]] = {}
-    for scan in choose_scans(folder, "dev", args.cases):
+    for scan in [mni152_scan()] if args.mni152 else choose_scans(folder, "dev", args.cases):
         case, reference = painted_case(scan, args.slices)
         if args.from_maps:
             with np.load(Path(args.from_maps) / f"{scan.case_id}.npz") as saved:
@@ -126,23 +130,21 @@ def main(argv: list[str] | None = None) -> int:
                                                             SilentReporter()):
                     pass
         volume = PaintedVolume.from_case(case, settings)
-        spacing = case.geometry.spacing_kji
-        moved = (spacing[volume.axis],) + tuple(spacing[a] for a in range(3) if a != volume.axis)
+        spacing, moved = case.geometry.spacing_kji, volume.spacing
         radius = open_end_reach(volume.label[volume.painted[0]], moved, 1.0)
         inside = (np.moveaxis(reference, volume.axis, 0) > 0).any(axis=(1, 2))
         distance = slice_distance(volume.image.shape[0], volume.painted).astype(float)
         if args.save:
-            save_maps(Path(args.save) / f"{scan.case_id}.npz", volume, recorded, reference, moved)
-        largest = max(open_end_reach(volume.label[index], moved, 1.0) for index in volume.painted) * moved[0]
+            save_maps(Path(args.save) / f"{scan.case_id}.npz", volume, recorded, reference)
         for name, labels in fusions(recorded["network"], recorded["registration"], distance, radius, inside,
-                                    volume.painted, largest, moved).items():
+                                    volume.painted, volume.largest_painted_radius_mm(), moved).items():
             labels = anchor_at_paint(labels, volume.painted_foreground)
             labels[volume.annotated] = volume.label[volume.annotated]
             full = volume.to_case_grid(labels)
             dice, ravd = merged_scores(full, reference, spacing)
             rows.setdefault(name, []).append((dice, ravd, class_mean_dice(full, reference, spacing)))
         print(f"  {scan.case_id}: " + ", ".join(f"{n} {v[-1][0]:.3f}" for n, v in rows.items()), flush=True)
-    print(f"{args.dataset} dev x{len(next(iter(rows.values())))}, {args.slices} slice(s), {' '.join(args.option) or '(defaults)'}, "
+    print(f"{'mni152' if args.mni152 else args.dataset} x{len(next(iter(rows.values())))}, {args.slices} slice(s), {' '.join(args.option) or '(defaults)'}, "
           "network round: fusion | merged Dice | mean RAVD (largest) | class-mean Dice")
     for name, values in rows.items():
         table = np.array(values)

@@ -92,6 +92,11 @@ def one_hot_foreground(label_slice: np.ndarray, num_classes: int) -> np.ndarray:
     return np.stack([(label_slice == value).astype(np.float32) for value in range(1, num_classes)])
 
 
+def equivalent_radius_mm(label_slice: np.ndarray, spacing_kji: tuple[float, float, float]) -> float:
+    """The radius (mm) of a disc with the area of ``label_slice``'s foreground (a slice along axis 0)."""
+    return float(np.sqrt(float((label_slice > 0).sum()) * spacing_kji[1] * spacing_kji[2] / np.pi))
+
+
 def open_end_reach(label_slice: np.ndarray, spacing_kji: tuple[float, float, float], scale: float) -> float:
     """How far (in slices) a chain beyond the outermost painted slice may carry the object: ``scale`` times the
     painted foreground's equivalent radius (the radius of a disc of its area, in mm) over the slice spacing.
@@ -100,8 +105,7 @@ def open_end_reach(label_slice: np.ndarray, spacing_kji: tuple[float, float, flo
     whatever tissue lies there), so an open end fades out at about the object's own in-plane size: a compact
     object (tumour, atrium, hippocampus) ends within about its radius. A longer object is reached by painting
     a slice further along; gaps between painted slices never fade."""
-    area_mm2 = float((label_slice > 0).sum()) * spacing_kji[1] * spacing_kji[2]
-    return scale * np.sqrt(area_mm2 / np.pi) / max(spacing_kji[0], 1e-6)
+    return scale * equivalent_radius_mm(label_slice, spacing_kji) / max(spacing_kji[0], 1e-6)
 
 
 def propagate_slices(

@@ -84,7 +84,7 @@ class PropagateMethod:
                 registration = propagate_slices(
                     volume.image, volume.label, volume.painted, num_classes,
                     PropagationSettings(settings.demons_iterations, settings.demons_smoothing),
-                    should_stop=should_stop, open_end_reach=_reach_of(volume, case, settings),
+                    should_stop=should_stop, open_end_reach=_reach_of(volume, settings),
                     empty_gap=settings.empty_gap, end_shape=settings.end_shape, workers=registration_workers(),
                     refine=evidence.trim if settings.intensity == "chain" else None)
                 if evidence is not None:
@@ -110,8 +110,8 @@ class PropagateMethod:
                     if settings.classes == "registration":
                         labels = classes_from_registration(labels, registration)
                     if settings.end_opening > 0:
-                        labels = open_ends(labels, volume.painted, settings.end_opening * _largest_radius(volume, case),
-                                           _moved_spacing(volume, case))
+                        labels = open_ends(labels, volume.painted,
+                                           settings.end_opening * volume.largest_painted_radius_mm(), volume.spacing)
             if settings.anchor:
                 labels = anchor_at_paint(labels, volume.painted_foreground)
             labels[volume.annotated] = volume.label[volume.annotated]  # the paint is ground truth, exactly
@@ -138,25 +138,11 @@ def registration_workers() -> int:
     return torch.get_num_threads()
 
 
-def _moved_spacing(volume: PaintedVolume, case: Case) -> tuple[float, float, float]:
-    """The voxel spacing (mm) of the method's grid, the painted axis first."""
-    spacing = case.geometry.spacing_kji
-    axis = 0 if volume.axis is None else volume.axis
-    return (spacing[axis],) + tuple(spacing[a] for a in range(3) if a != axis)
-
-
-def _largest_radius(volume: PaintedVolume, case: Case) -> float:
-    """The largest painted slice's equivalent radius in mm (the radius of a disc of its foreground's area)."""
-    moved = _moved_spacing(volume, case)
-    return max(open_end_reach(volume.label[index], moved, 1.0) for index in volume.painted) * moved[0]
-
-
-def _reach_of(volume: PaintedVolume, case: Case, settings: PropagateSettings):
+def _reach_of(volume: PaintedVolume, settings: PropagateSettings):
     """The open-end reach per painted slice (None: open ends never fade)."""
     if not settings.open_end:
         return None
-    moved = _moved_spacing(volume, case)
-    return lambda start: open_end_reach(volume.label[start], moved, settings.open_end)
+    return lambda start: open_end_reach(volume.label[start], volume.spacing, settings.open_end)
 
 
 def _background_outside(probabilities: np.ndarray) -> np.ndarray:

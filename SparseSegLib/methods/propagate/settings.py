@@ -42,8 +42,10 @@ class PropagateSettings:
       hippocampus dev scans with 1 and with 3 painted slices (docs/results/interactive.md, "Tenth session").
     * ``end_opening``: beyond the outermost painted slices the network round's result keeps only what a ball of
       this fraction of the largest painted slice's equivalent radius fits into (a 3D morphological opening,
-      :func:`.fusion.open_ends`; 0: off), which cuts the narrow over-extensions at an object's ends (dev scans,
-      docs/results/interactive.md, "Eleventh session").
+      :func:`.fusion.open_ends`; 0: off), which cuts narrow over-extensions at an object's ends. Off by default:
+      0.1 lifts the left atrium from one slice (dev scans 0.818 -> 0.847) but a ball sized by the painted area
+      also shaves a brain's gyri (mni152 class mean 0.760 -> 0.715); docs/results/interactive.md, "Eleventh
+      session".
     * ``classes`` (several foreground classes): ``fused`` takes each object voxel's class from the fused
       probabilities, ``registration`` from the registration wherever it reached (the painted split between
       an object's parts travels with it; the networks still decide what is object).

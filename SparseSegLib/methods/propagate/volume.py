@@ -8,6 +8,7 @@ import numpy as np
 
 from ...case import Case
 from ...engine.preprocessing import normalize
+from ...engine.propagation import equivalent_radius_mm
 from ...errors import SparseSegError
 from ...jobs.regions import whole_slice_axis
 from .settings import PropagateSettings
@@ -28,6 +29,7 @@ class PaintedVolume:
     annotated: np.ndarray
     window: tuple[slice, slice]
     full_shape: tuple[int, int, int]  # the moved, uncropped shape
+    spacing: tuple[float, float, float]  # mm per voxel of the moved grid, the painted axis first
 
     @classmethod
     def from_case(cls, case: Case, settings: PropagateSettings) -> PaintedVolume:
@@ -46,12 +48,18 @@ class PaintedVolume:
                                  "Paint the object (not only background) on at least one slice.")
         window = _window(foreground.any(0), settings)
         crop = (slice(None),) + window
+        kji = tuple(float(s) for s in case.geometry.spacing_kji)
+        spacing = (kji[moved_axis],) + tuple(kji[a] for a in range(3) if a != moved_axis)
         return cls(axis=axis, painted=painted, image=normalize(image[crop], "zscore"), label=label[crop],
-                   annotated=mask[crop], window=window, full_shape=image.shape)
+                   annotated=mask[crop], window=window, full_shape=image.shape, spacing=spacing)
 
     @property
     def painted_foreground(self) -> np.ndarray:
         return self.annotated & (self.label > 0)
+
+    def largest_painted_radius_mm(self) -> float:
+        """The largest painted slice's equivalent radius (mm): the object's in-plane size as the user painted it."""
+        return max((equivalent_radius_mm(self.label[index], self.spacing) for index in self.painted), default=0.0)
 
     def to_case_grid(self, cropped: np.ndarray, fill: float = 0) -> np.ndarray:
         """A cropped ``(..., k, j, i)`` array put back on the case's own grid (``fill`` outside the crop)."""
