@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from SparseSegLib.defaults import START_METHOD, start_parameters
-from SparseSegLib.engine.propagation import PropagationSettings, open_end_reach, propagate_slices, slice_distance, taper
+from SparseSegLib.engine.propagation import (PropagationSettings, equivalent_radius_mm, inscribed_radius_mm, open_end_reach,
+                                             propagate_slices, slice_distance, taper)
 from SparseSegLib.engine.preprocessing import normalize
 from SparseSegLib.errors import SparseSegError
 from SparseSegLib.jobs.client import Job
@@ -149,6 +150,16 @@ def test_classes_from_registration_keep_the_fused_object_and_the_registration_sp
     assert classes_from_registration(labels, one_class) is labels
     with pytest.raises(SparseSegError, match="classes"):
         PropagateSettings.parse({"classes": "network"})
+
+
+def test_inscribed_radius_is_the_thickness_not_the_area_of_a_thin_folded_object():
+    disc = np.hypot(*np.ogrid[-20:21, -20:21]) <= 10
+    ring = disc & (np.hypot(*np.ogrid[-20:21, -20:21]) > 7)  # a 3-pixel band: large area, thin
+    spacing = (2.0, 0.5, 0.5)
+    assert inscribed_radius_mm(disc, spacing) == pytest.approx(5.0, abs=0.3)  # 10 px from centre to edge, 0.5 mm each
+    assert inscribed_radius_mm(ring, spacing) < 1.5 < equivalent_radius_mm(ring, spacing)
+    assert inscribed_radius_mm(np.ones((5, 5), bool), spacing) == pytest.approx(1.5)  # the slice edge bounds it
+    assert inscribed_radius_mm(np.zeros((5, 5), bool), spacing) == 0.0
 
 
 def test_open_ends_cut_a_thin_extension_past_the_paint_and_leave_the_painted_span_alone():

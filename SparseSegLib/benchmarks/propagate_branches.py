@@ -11,7 +11,9 @@ does, merged-foreground Dice / RAVD and class-mean Dice:
 * ``average > t``: the method's ``fuse`` with ``object_threshold=t`` (object only where the mean's object
   probability exceeds ``t``; the default's fusion is ``average > 0.6``);
 * ``opening f``: ``average > 0.6`` with the ``end_opening=f`` option (beyond the painted span, a 3D opening by a
-  ball of ``f`` times the largest painted slice's equivalent radius; :func:`~..methods.propagate.fusion.open_ends`);
+  ball of ``f`` times the painted slices' thickness, their largest inscribed radius;
+  :func:`~..methods.propagate.fusion.open_ends`); ``area opening f``: the ball sized by the largest painted
+  slice's equivalent radius instead (the eleventh session's form);
 * ``classes a``: the object from the average, each object voxel's class from ``a`` registration + ``1 - a``
   networks (how far the class-mean drop of the network round can be narrowed);
 * ``... oracle end``: the branch with every slice outside the reference object's true extent along k set to
@@ -42,13 +44,17 @@ from .propagate_dev import class_mean_dice, merged_scores, painted_case
 
 #: Object thresholds of the average scored (the ``object_threshold`` option; the tenth session's sweep).
 THRESHOLDS = (0.55, 0.6, 0.65, 0.7, 0.75)
-#: ``end_opening`` fractions scored on top of ``average > 0.6`` (the eleventh session's sweep).
-OPENINGS = (0.1, 0.15, 0.2)
+#: Ball radii, as fractions of the painted slices' thickness (largest inscribed radius), scored on top of
+#: ``average > 0.6``: the ``end_opening`` option (the twelfth session's sweep).
+OPENINGS = (0.15, 0.2, 0.25, 0.3, 0.4)
+#: The same opening with the ball sized by the painted area's equivalent radius instead (the eleventh session's
+#: form of ``end_opening``, kept as rows: it shaves a brain's gyri, the reason the option scales by thickness).
+AREA_OPENINGS = (0.1, 0.15, 0.2)
 
 
 def fusions(network: np.ndarray, registration: np.ndarray, distance: np.ndarray, radius: float,
             inside: np.ndarray, painted: list[int] | None = None, radius_mm: float = 0.0,
-            spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> dict[str, np.ndarray]:
+            spacing: tuple[float, float, float] = (1.0, 1.0, 1.0), thickness_mm: float = 0.0) -> dict[str, np.ndarray]:
     """Labels ``(k, j, i)`` of every scored fusion from the two ``(C, k, j, i)`` maps (see the module doc)."""
     maps = {"registration": registration, "network": network, "average": 0.5 * (network + registration)}
     for reach in (0.5, 1.0, 2.0):
@@ -63,7 +69,10 @@ def fusions(network: np.ndarray, registration: np.ndarray, distance: np.ndarray,
     for threshold in THRESHOLDS:
         labels[f"average > {threshold}"] = fuse(network, registration, "average", threshold=threshold)[0]
     for fraction in OPENINGS if painted else ():
-        labels[f"opening {fraction}"] = open_ends(labels["average > 0.6"], painted, fraction * radius_mm, spacing)
+        labels[f"opening {fraction}"] = open_ends(labels["average > 0.6"], painted, fraction * thickness_mm, spacing)
+    for fraction in AREA_OPENINGS if painted else ():
+        labels[f"area opening {fraction}"] = open_ends(labels["average > 0.6"], painted, fraction * radius_mm,
+                                                       spacing)
     for share in (0.75, 1.0):
         blend = share * registration + (1 - share) * network
         labels[f"classes {share}"] = np.where(labels["average"] > 0, blend[1:].argmax(0) + 1, 0).astype(np.uint8)
@@ -137,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.save:
             save_maps(Path(args.save) / f"{scan.case_id}.npz", volume, recorded, reference)
         for name, labels in fusions(recorded["network"], recorded["registration"], distance, radius, inside,
-                                    volume.painted, volume.largest_painted_radius_mm(), moved).items():
+                                    volume.painted, volume.largest_painted_radius_mm(), moved,
+                                    volume.largest_painted_thickness_mm()).items():
             labels = anchor_at_paint(labels, volume.painted_foreground)
             labels[volume.annotated] = volume.label[volume.annotated]
             full = volume.to_case_grid(labels)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from ..errors import SparseSegError
 from .slice_registration import RegistrationCancelled, demons_field, demons_fields, field_transform
@@ -95,6 +96,16 @@ def one_hot_foreground(label_slice: np.ndarray, num_classes: int) -> np.ndarray:
 def equivalent_radius_mm(label_slice: np.ndarray, spacing_kji: tuple[float, float, float]) -> float:
     """The radius (mm) of a disc with the area of ``label_slice``'s foreground (a slice along axis 0)."""
     return float(np.sqrt(float((label_slice > 0).sum()) * spacing_kji[1] * spacing_kji[2] / np.pi))
+
+
+def inscribed_radius_mm(label_slice: np.ndarray, spacing_kji: tuple[float, float, float]) -> float:
+    """The radius (mm) of the largest disc inside ``label_slice``'s foreground (a slice along axis 0): the
+    object's thickness, which unlike its area does not grow with a thin, folded object's extent (a brain's
+    cortex has a large area but is a few millimetres thick)."""
+    foreground = label_slice > 0
+    if not foreground.any():
+        return 0.0
+    return float(ndimage.distance_transform_edt(np.pad(foreground, 1), sampling=spacing_kji[1:]).max())
 
 
 def open_end_reach(label_slice: np.ndarray, spacing_kji: tuple[float, float, float], scale: float) -> float:

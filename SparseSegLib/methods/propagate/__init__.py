@@ -111,7 +111,7 @@ class PropagateMethod:
                         labels = classes_from_registration(labels, registration)
                     if settings.end_opening > 0:
                         labels = open_ends(labels, volume.painted,
-                                           settings.end_opening * volume.largest_painted_radius_mm(), volume.spacing)
+                                           settings.end_opening * volume.largest_painted_thickness_mm(), volume.spacing)
             if settings.anchor:
                 labels = anchor_at_paint(labels, volume.painted_foreground)
             labels[volume.annotated] = volume.label[volume.annotated]  # the paint is ground truth, exactly

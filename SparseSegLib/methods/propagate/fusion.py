@@ -63,7 +63,7 @@ def open_ends(labels: np.ndarray, painted: list[int], radius_mm: float, spacing:
 
     Why: from few painted slices both branches carry the object on into whatever bright structure touches its
     ends (the left atrium into its pulmonary veins and ventricle); those over-extensions are narrower than the
-    object, so an opening at a fraction of the object's own size removes them, while slices between painted
+    object, so an opening at a fraction of the object's own thickness removes them, while slices between painted
     ones, where both branches are sure, are left alone. ``radius_mm`` below one voxel: ``labels`` unchanged.
     """
     reach = [int(np.floor(radius_mm / max(s, 1e-6))) for s in spacing]

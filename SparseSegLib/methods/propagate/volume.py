@@ -8,7 +8,7 @@ import numpy as np
 
 from ...case import Case
 from ...engine.preprocessing import normalize
-from ...engine.propagation import equivalent_radius_mm
+from ...engine.propagation import equivalent_radius_mm, inscribed_radius_mm
 from ...errors import SparseSegError
 from ...jobs.regions import whole_slice_axis
 from .settings import PropagateSettings
@@ -60,6 +60,10 @@ class PaintedVolume:
     def largest_painted_radius_mm(self) -> float:
         """The largest painted slice's equivalent radius (mm): the object's in-plane size as the user painted it."""
         return max((equivalent_radius_mm(self.label[index], self.spacing) for index in self.painted), default=0.0)
+
+    def largest_painted_thickness_mm(self) -> float:
+        """The largest inscribed radius (mm) over the painted slices: how thick the object is where painted."""
+        return max((inscribed_radius_mm(self.label[index], self.spacing) for index in self.painted), default=0.0)
 
     def to_case_grid(self, cropped: np.ndarray, fill: float = 0) -> np.ndarray:
         """A cropped ``(..., k, j, i)`` array put back on the case's own grid (``fill`` outside the crop)."""
