@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from ...engine.postprocess import filled
 
@@ -54,6 +54,24 @@ def classes_from_registration(labels: np.ndarray, registration: np.ndarray) -> n
     change = (labels > 0) & reached
     result[change] = by_registration[change]
     return result
+
+
+def class_separation(image: np.ndarray, label: np.ndarray, annotated: np.ndarray) -> float:
+    """How well the painted voxels' intensities tell the painted foreground classes apart: the smallest
+    ``|2 AUC - 1|`` over pairs of classes (1: some threshold separates them perfectly; 0: no better than chance;
+    1.0 with fewer than two classes painted).
+
+    Why: where the image separates classes (tissues), the networks draw the class boundary better than a
+    registration chain; where it does not (parts of one structure split by the user), only the painted split
+    carried by the registration knows where one part ends."""
+    values = {int(c): image[annotated & (label == c)] for c in np.unique(label[annotated]) if c > 0}
+    classes = [c for c, v in values.items() if v.size]
+    separations = []
+    for index, first in enumerate(classes):
+        for second in classes[index + 1:]:
+            auc = stats.mannwhitneyu(values[first], values[second]).statistic / (values[first].size * values[second].size)
+            separations.append(abs(2 * auc - 1))
+    return float(min(separations, default=1.0))
 
 
 def open_ends(labels: np.ndarray, painted: list[int], radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:

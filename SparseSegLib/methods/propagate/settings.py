@@ -10,7 +10,10 @@ from .suggestion import RULES as SUGGESTION_RULES
 
 FUSIONS = ("intersection", "near", "average", "network", "registration")
 SUGGESTIONS = (*SUGGESTION_RULES, "entropy")
-CLASS_SOURCES = ("fused", "registration")
+CLASS_SOURCES = ("fused", "registration", "auto")
+#: ``classes=auto`` takes the classes from the registration when the painted classes' intensities separate
+#: less than this (|2 AUC - 1| of the least separated pair; 1: perfectly, 0: not at all).
+AUTO_CLASS_SEPARATION = 0.9
 EMPTY_GAPS = ("fade", "linear")
 END_SHAPES = ("cut", "taper")
 INTENSITY_GATES = ("likelihood", "chain", "none")
@@ -51,7 +54,13 @@ class PropagateSettings:
       docs/results/interactive.md, "Twelfth session".
     * ``classes`` (several foreground classes): ``fused`` takes each object voxel's class from the fused
       probabilities, ``registration`` from the registration wherever it reached (the painted split between
-      an object's parts travels with it; the networks still decide what is object).
+      an object's parts travels with it; the networks still decide what is object); ``auto``: ``registration``
+      where the painted classes' intensities hardly separate (parts of one structure, such as the hippocampus'
+      anterior and posterior parts: |2 AUC - 1| 0.005-0.76 on the dev scans), ``fused`` where the image draws
+      the boundary (tissues such as mni152's grey and white matter: 0.995); :func:`.fusion.class_separation`.
+      ``auto`` since the twelfth session: hippocampus dev scans, class mean from one slice 0.420 -> 0.430 (the
+      round drop the issue bounds narrows), from three 0.809 -> 0.804; mni152 keeps ``fused`` (0.754; 0.692
+      with ``registration``); one class: no effect. docs/results/interactive.md, "Twelfth session".
     * ``anchor``: keep only 3D components of the result that touch painted foreground (a result never has
       blobs the painting cannot reach).
     * ``empty_gap``: a gap closed by a painted slice without the object (a user marking where it has ended):
@@ -90,7 +99,7 @@ class PropagateSettings:
     fusion_margin: int = 2
     object_threshold: float = 0.6
     end_opening: float = 0.15
-    classes: str = "fused"
+    classes: str = "auto"
     empty_gap: str = "linear"
     end_shape: str = "cut"
     anchor: bool = True
