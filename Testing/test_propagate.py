@@ -15,7 +15,8 @@ from SparseSegLib.jobs.client import Job
 from SparseSegLib.jobs.continuation import continue_job
 from SparseSegLib.methods import get_method
 from SparseSegLib.methods.base import MethodOptions, SilentReporter
-from SparseSegLib.methods.propagate.fusion import anchor_at_paint, classes_from_registration, fuse, open_ends
+from SparseSegLib.methods.propagate.fusion import (anchor_at_paint, class_separation, classes_from_registration, fuse,
+                                                  open_ends)
 from SparseSegLib.methods.propagate.settings import PropagateSettings
 
 #: Small enough for a test (seconds), large enough for the network to learn the painted slice.
@@ -150,6 +151,22 @@ def test_classes_from_registration_keep_the_fused_object_and_the_registration_sp
     assert classes_from_registration(labels, one_class) is labels
     with pytest.raises(SparseSegError, match="classes"):
         PropagateSettings.parse({"classes": "network"})
+
+
+def test_class_separation_tells_tissues_from_parts_of_one_structure():
+    rng = np.random.default_rng(0)
+    label = np.zeros((2, 10, 10), np.uint8)
+    label[:, 2:8, 2:5], label[:, 2:8, 5:8] = 1, 2
+    annotated = np.zeros(label.shape, bool)
+    annotated[0] = True  # one painted slice; slice 1 is not painted and must not count
+    parts = rng.normal(0, 1, label.shape)  # the two classes share one intensity distribution
+    tissues = parts + 10.0 * (label == 2)
+    tissues[1] = 0.0
+    assert class_separation(parts, label, annotated) < 0.6
+    assert class_separation(tissues, label, annotated) == pytest.approx(1.0)
+    assert class_separation(parts, np.minimum(label, 1), annotated) == 1.0  # one class: nothing to separate
+    with pytest.raises(SparseSegError, match="classes"):
+        PropagateSettings.parse({"classes": "both"})
 
 
 def test_inscribed_radius_is_the_thickness_not_the_area_of_a_thin_folded_object():
