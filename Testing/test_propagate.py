@@ -15,8 +15,8 @@ from SparseSegLib.jobs.client import Job
 from SparseSegLib.jobs.continuation import continue_job
 from SparseSegLib.methods import get_method
 from SparseSegLib.methods.base import MethodOptions, SilentReporter
-from SparseSegLib.methods.propagate.fusion import (anchor_at_paint, class_separation, classes_from_registration, fuse,
-                                                  open_ends)
+from SparseSegLib.methods.propagate.fusion import (anchor_at_paint, class_separation, classes_follow_registration,
+                                                  classes_from_registration, fuse, open_ends)
 from SparseSegLib.methods.propagate.settings import PropagateSettings
 
 #: Small enough for a test (seconds), large enough for the network to learn the painted slice.
@@ -165,6 +165,10 @@ def test_class_separation_tells_tissues_from_parts_of_one_structure():
     assert class_separation(parts, label, annotated) < 0.6
     assert class_separation(tissues, label, annotated) == pytest.approx(1.0)
     assert class_separation(parts, np.minimum(label, 1), annotated) == 1.0  # one class: nothing to separate
+    assert classes_follow_registration("auto", parts, label, annotated)
+    assert not classes_follow_registration("auto", tissues, label, annotated)
+    assert classes_follow_registration("registration", tissues, label, annotated)
+    assert not classes_follow_registration("fused", parts, label, annotated)
     with pytest.raises(SparseSegError, match="classes"):
         PropagateSettings.parse({"classes": "both"})
 

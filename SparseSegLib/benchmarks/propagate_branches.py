@@ -14,7 +14,7 @@ does, merged-foreground Dice / RAVD and class-mean Dice:
   ball of ``f`` times the painted slices' thickness, their largest inscribed radius;
   :func:`~..methods.propagate.fusion.open_ends`); ``area opening f``: the ball sized by the largest painted
   slice's equivalent radius instead (the eleventh session's form);
-* ``opening 0.15, classes registration|auto``: the default's result with each object voxel's class from the
+* ``opening F, classes registration|auto``: the default's result (``F``: its ``end_opening``) with each object voxel's class from the
   registration (always, or where the painted classes' intensities hardly separate: the ``classes`` option);
 * ``classes a``: the object from the average, each object voxel's class from ``a`` registration + ``1 - a``
   networks (how far the class-mean drop of the network round can be narrowed);
@@ -39,8 +39,8 @@ from unittest import mock
 
 import numpy as np
 
-from ..methods.propagate.fusion import class_separation, classes_from_registration, fuse, open_ends
-from ..methods.propagate.settings import AUTO_CLASS_SEPARATION
+from ..methods.propagate.fusion import classes_follow_registration, classes_from_registration, fuse, open_ends
+from ..methods.propagate.settings import PropagateSettings
 from .interactive.scans import DATA_ROOT, choose_scans, mni152_scan
 from .propagate_dev import class_mean_dice, merged_scores, painted_case
 
@@ -58,7 +58,7 @@ AREA_OPENINGS = (0.1, 0.15, 0.2)
 def fusions(network: np.ndarray, registration: np.ndarray, distance: np.ndarray, radius: float,
             inside: np.ndarray, painted: list[int] | None = None, radius_mm: float = 0.0,
             spacing: tuple[float, float, float] = (1.0, 1.0, 1.0), thickness_mm: float = 0.0,
-            separation: float = 1.0) -> dict[str, np.ndarray]:
+            auto_registration_classes: bool = False) -> dict[str, np.ndarray]:
     """Labels ``(k, j, i)`` of every scored fusion from the two ``(C, k, j, i)`` maps (see the module doc)."""
     maps = {"registration": registration, "network": network, "average": 0.5 * (network + registration)}
     for reach in (0.5, 1.0, 2.0):
@@ -77,11 +77,12 @@ def fusions(network: np.ndarray, registration: np.ndarray, distance: np.ndarray,
     for fraction in AREA_OPENINGS if painted else ():
         labels[f"area opening {fraction}"] = open_ends(labels["average > 0.6"], painted, fraction * radius_mm,
                                                        spacing)
-    if painted:
-        default = labels["opening 0.15"]
-        labels["opening 0.15, classes registration"] = classes_from_registration(default, registration)
-        labels["opening 0.15, classes auto"] = (labels["opening 0.15, classes registration"]
-                                                if separation < AUTO_CLASS_SEPARATION else default)
+    if painted:  # the default's opening, then each class source
+        fraction = PropagateSettings().end_opening
+        opened = open_ends(labels["average > 0.6"], painted, fraction * thickness_mm, spacing)
+        by_registration = classes_from_registration(opened, registration)
+        labels[f"opening {fraction}, classes registration"] = by_registration
+        labels[f"opening {fraction}, classes auto"] = by_registration if auto_registration_classes else opened
     for share in (0.75, 1.0):
         blend = share * registration + (1 - share) * network
         labels[f"classes {share}"] = np.where(labels["average"] > 0, blend[1:].argmax(0) + 1, 0).astype(np.uint8)
@@ -108,7 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     from ..methods import propagate as propagate_module
     from ..methods.base import MethodOptions, SilentReporter
     from ..methods.propagate.fusion import anchor_at_paint
-    from ..methods.propagate.settings import PropagateSettings
     from ..methods.propagate.volume import PaintedVolume
 
     parser = argparse.ArgumentParser(prog="python -m SparseSegLib.benchmarks.propagate_branches",
@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, labels in fusions(recorded["network"], recorded["registration"], distance, radius, inside,
                                     volume.painted, volume.largest_painted_radius_mm(), moved,
                                     volume.largest_painted_thickness_mm(),
-                                    class_separation(volume.image, volume.label, volume.annotated)).items():
+                                    classes_follow_registration("auto", volume.image, volume.label,
+                                                                volume.annotated)).items():
             labels = anchor_at_paint(labels, volume.painted_foreground)
             labels[volume.annotated] = volume.label[volume.annotated]
             full = volume.to_case_grid(labels)

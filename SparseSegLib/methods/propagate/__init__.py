@@ -28,9 +28,9 @@ from ...engine.intensity_gate import IntensityEvidence
 from ...engine.propagation import PropagationSettings, open_end_reach, propagate_slices, slice_distance
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter, RoundResult, register
-from .fusion import anchor_at_paint, class_separation, classes_from_registration, fuse, open_ends
+from .fusion import anchor_at_paint, classes_follow_registration, classes_from_registration, fuse, open_ends
 from .network import train_across_axes, training_targets
-from .settings import AUTO_CLASS_SEPARATION, PropagateSettings
+from .settings import PropagateSettings
 from .suggestion import RULES as SUGGESTION_RULES
 from .volume import PaintedVolume, class_count
 
@@ -107,8 +107,7 @@ class PropagateMethod:
                 else:
                     labels, probabilities = fuse(network, registration, settings.fusion, settings.fusion_margin,
                                                        settings.object_threshold)
-                    if settings.classes == "registration" or (settings.classes == "auto" and class_separation(
-                            volume.image, volume.label, volume.annotated) < AUTO_CLASS_SEPARATION):
+                    if classes_follow_registration(settings.classes, volume.image, volume.label, volume.annotated):
                         labels = classes_from_registration(labels, registration)
                     if settings.end_opening > 0:
                         labels = open_ends(labels, volume.painted,

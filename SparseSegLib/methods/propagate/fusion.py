@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from scipy import ndimage, stats
 
 from ...engine.postprocess import filled
+from .settings import AUTO_CLASS_SEPARATION
 
 
 def fuse(network: np.ndarray, registration: np.ndarray, mode: str, margin: int = 2,
@@ -64,14 +67,16 @@ def class_separation(image: np.ndarray, label: np.ndarray, annotated: np.ndarray
     Why: where the image separates classes (tissues), the networks draw the class boundary better than a
     registration chain; where it does not (parts of one structure split by the user), only the painted split
     carried by the registration knows where one part ends."""
-    values = {int(c): image[annotated & (label == c)] for c in np.unique(label[annotated]) if c > 0}
-    classes = [c for c, v in values.items() if v.size]
-    separations = []
-    for index, first in enumerate(classes):
-        for second in classes[index + 1:]:
-            auc = stats.mannwhitneyu(values[first], values[second]).statistic / (values[first].size * values[second].size)
-            separations.append(abs(2 * auc - 1))
+    values = [image[annotated & (label == c)] for c in np.unique(label[annotated]) if c > 0]
+    separations = [abs(2 * stats.mannwhitneyu(first, second).statistic / (first.size * second.size) - 1)
+                   for first, second in itertools.combinations(values, 2)]
     return float(min(separations, default=1.0))
+
+
+def classes_follow_registration(mode: str, image: np.ndarray, label: np.ndarray, annotated: np.ndarray) -> bool:
+    """Whether the ``classes`` option ``mode`` takes each object voxel's class from the registration for this
+    paint (``auto``: where the painted classes separate less than :data:`AUTO_CLASS_SEPARATION`)."""
+    return mode == "registration" or (mode == "auto" and class_separation(image, label, annotated) < AUTO_CLASS_SEPARATION)
 
 
 def open_ends(labels: np.ndarray, painted: list[int], radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
