@@ -129,6 +129,31 @@ def test_a_cohort_model_with_demons_registration_predicts_every_case(sample_data
     assert labels.shape == cases[0].image.shape and probabilities.shape[0] == 3
 
 
+def test_propagate_registration_runs_the_single_scan_default_on_each_volume_in_worker_processes(sample_dataset):
+    """``registration=propagate``: each training volume's pseudo-labels are the single-scan default's result from
+    its labelled slice alone; two worker processes give the same result as one (each volume is independent)."""
+    from SparseSegLib.methods.collaborative.branches import registration_branch, scan_of
+
+    cases = [annotate_case(sample_dataset.load(ref), "central-slice", 0) for ref in sample_dataset.cases[:2]]
+    scans = [scan_of(case, "zscore") for case in cases]
+    settings = CollaborativeSettings.parse(dict(registration="propagate", propagate_options="iterations=3;batch_size=2",
+                                                propagate_workers=2))
+    together, record = registration_branch(scans, 3, settings, torch.device("cpu"), 0, SilentReporter(), "test")
+    assert record["volumes"] == 2 and record["workers"] == 2
+    for case, scan, probabilities in zip(cases, scans, together):
+        labels = probabilities.argmax(0)
+        assert probabilities.shape == (3,) + case.image.shape
+        np.testing.assert_array_equal(labels[scan.labelled], scan.target[scan.labelled])  # the labelled slice kept
+        assert (labels[~scan.labelled] > 0).any()  # it propagated beyond the slice
+    alone, _ = registration_branch(scans[:1], 3, CollaborativeSettings.parse(dict(
+        registration="propagate", propagate_options="iterations=3;batch_size=2", propagate_workers=1)),
+        torch.device("cpu"), 0, SilentReporter(), "test")
+    np.testing.assert_allclose(alone[0], together[0], atol=1e-5)
+    with pytest.raises(SparseSegError, match="propagate"):
+        registration_branch(scans[:1], 3, CollaborativeSettings.parse(dict(
+            registration="propagate", propagate_options="no_such_option=1")), torch.device("cpu"), 0, SilentReporter(), "t")
+
+
 def test_the_intensity_option_trims_the_registration_branch_and_keeps_the_labelled_slice(sample_dataset):
     from SparseSegLib.methods.collaborative.branches import registration_branch, scan_of
 

@@ -68,13 +68,22 @@ def registration_branch(scans: list[Scan], num_classes: int, settings: Collabora
 
     ``network``: one registration network trained on neighbouring-slice pairs of all ``scans`` (no labels), its
     fields chained by :func:`~SparseSegLib.engine.propagation.propagate_slices`; ``demons``: the same chaining
-    with SimpleITK demons fields, no training.
+    with SimpleITK demons fields, no training; ``propagate``: the single-scan default on each scan (:mod:`.propagated`).
     """
     missing = [scan.case_id for scan in scans if not scan.painted]
     if missing:
         raise SparseSegError(f"{len(missing)} volume(s) have no whole labelled slice to propagate from (e.g. {missing[0]})",
                              "Label whole slices (e.g. --annotation central-slice), or use --option branches=semi.")
     record: dict = {"registration": settings.registration}
+    if settings.registration == "propagate":
+        from .propagated import case_of, propagate_cases, propagation_workers
+
+        cases = [case_of(scan.case_id, scan.image, scan.ground_truth, scan.labelled, scan.spacing_kji, num_classes)
+                 for scan in scans]
+        results, counts = propagate_cases(cases, settings.propagate_extra(), seed, device.type,
+                                          propagation_workers(settings.propagate_workers, device.type), reporter, stage,
+                                          should_stop)
+        return results, {**record, **counts}
     network = None
     if settings.registration == "network":
         config = settings.registration_config()

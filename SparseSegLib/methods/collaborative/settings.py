@@ -10,7 +10,7 @@ from ..option_parsing import parse_settings
 
 BRANCHES = ("both", "semi", "registration")
 INTENSITIES = ("none", "chain")
-REGISTRATIONS = ("network", "demons")
+REGISTRATIONS = ("network", "demons", "propagate")
 FUSIONS = ("weighted", "intersection", "union")
 
 #: The options each registered method starts from (``--option`` wins over them). ``collaborative-faithful`` is the
@@ -31,7 +31,10 @@ class CollaborativeSettings:
     * ``registration``: ``network`` (the paper: a 2D registration network trained on neighbouring-slice pairs,
       :mod:`~SparseSegLib.engine.registration_network`) or ``demons`` (training-free SimpleITK demons of
       :mod:`~SparseSegLib.engine.propagation`, the single-scan default's registration). Both carry the label with
-      :func:`~SparseSegLib.engine.propagation.propagate_slices`. ``reg_*`` configure the network: paper Adam 0.01,
+      :func:`~SparseSegLib.engine.propagation.propagate_slices`. ``propagate``: the single-scan default
+      (:mod:`SparseSegLib.methods.propagate`: demons registration + a network trained on that one volume, fused) run
+      on every training volume from its labelled slices (:mod:`.propagated`), ``propagate_workers`` volumes at a time
+      (0: one per CPU core), ``propagate_options`` (``key=value;key=value``) passed to it. ``reg_*`` configure the network: paper Adam 0.01,
       batch 32; here 1e-3 and 16 (0.01 made the U-Net head diverge in short runs), ``reg_iterations`` steps.
       ``open_end`` > 0 fades the chain beyond the labelled slice over that many object radii (0: the paper, no fade).
       ``intensity``: ``chain`` trims what the chain carries by the labelled slice's intensity histograms, on every
@@ -60,6 +63,8 @@ class CollaborativeSettings:
     reg_regularizer: str = "bending"
     reg_integration_steps: int = 7
     demons_iterations: int = 100
+    propagate_workers: int = 0
+    propagate_options: str = ""
     demons_smoothing: float = 1.0
     open_end: float = 0.0
     intensity: str = "none"
@@ -90,6 +95,12 @@ class CollaborativeSettings:
                                   regularizer=self.reg_regularizer, smoothness=self.reg_smoothness,
                                   integration_steps=self.reg_integration_steps)
 
+    def propagate_extra(self) -> dict:
+        """``propagate_options`` as the ``propagate`` method's option dict (``key=value;key=value``; its own
+        settings convert each value to the option's type)."""
+        pairs = (item.partition("=") for item in str(self.propagate_options).split(";") if item.strip())
+        return {key.strip(): value.strip() for key, _, value in pairs}
+
     def alpha(self, epoch: int) -> float:
         """The paper's Eq. 3: 0 before ``k1``, linear to ``alpha_f`` at ``k2``, then ``alpha_f``."""
         if epoch < self.k1:
@@ -110,6 +121,15 @@ class CollaborativeSettings:
                               ("reg_similarity", SIMILARITIES), ("reg_regularizer", REGULARIZERS)):
             if getattr(self, name) not in allowed:
                 raise SparseSegError(f"unknown {name} {getattr(self, name)!r}", f"Use one of: {', '.join(allowed)}.")
+        if any("=" not in item for item in str(self.propagate_options).split(";") if item.strip()):
+            raise SparseSegError(f"propagate_options {self.propagate_options!r} must be key=value pairs",
+                                 'E.g. propagate_options="iterations=200;end_opening=0.2".')
+        if self.propagate_options:
+            from ..propagate.settings import PropagateSettings
+
+            PropagateSettings.parse(self.propagate_extra())  # an unknown or badly typed key fails before any work
+        if self.propagate_workers < 0:
+            raise SparseSegError("option propagate_workers must not be negative", "Give 0 (one per core) or more.")
         for name in ("reg_iterations", "reg_batch_size", "demons_iterations", "epoch_iterations", "semi_epochs"):
             if getattr(self, name) < 1:
                 raise SparseSegError(f"option {name} must be at least 1, not {getattr(self, name)}", f"Give {name} >= 1.")

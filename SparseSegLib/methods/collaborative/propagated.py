@@ -1,0 +1,105 @@
+"""``registration=propagate``: the registration branch as the single-scan default, run on each training volume.
+
+The paper's registration branch is one network trained on neighbouring-slice pairs of the whole cohort; its chain
+runs past the object's ends and carries whatever the first field got wrong (docs/results/collaborative.md). The
+single-scan default (:mod:`SparseSegLib.methods.propagate`) is already a collaboration on one scan: demons
+registration of the labelled slice, then a small network trained on *that* scan, fused with it where both agree,
+open ends and anchoring at the paint. This runs it on every training volume from its labelled slices alone (the
+issue's "registration trained on the scan being segmented") and hands its class probabilities to the fusion.
+
+Volumes are independent, so they run in worker processes (one CPU thread each), which is what makes 64 volumes
+take minutes rather than an hour on a small machine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+
+import numpy as np
+
+from ...case import Case, Geometry
+from ...errors import SparseSegError
+from ..base import MethodOptions, Reporter
+
+
+def propagation_workers(requested: int, device: str) -> int:
+    """Processes to run volumes in: ``requested``, else one per CPU core this process may use (one on a GPU,
+    which the processes would otherwise share)."""
+    if requested > 0:
+        return requested
+    if device not in ("cpu", "auto"):
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def case_of(case_id: str, image: np.ndarray, ground_truth: np.ndarray, labelled: np.ndarray,
+            spacing_kji: tuple[float, float, float], num_classes: int) -> Case:
+    """A case holding only what the branch may see: the image and the labelled voxels (nothing else of the label)."""
+    geometry = Geometry(size=tuple(int(n) for n in image.shape[::-1]), spacing=tuple(float(s) for s in spacing_kji[::-1]))
+    names = {index: f"class {index}" for index in range(1, num_classes)}
+    return Case(case_id, image, geometry, np.where(labelled, ground_truth, 0).astype(np.int16), labelled.copy(), names)
+
+
+def propagate_one(case: Case, options: dict, seed: int, device: str) -> tuple[str, np.ndarray, float]:
+    """The single-scan default on one volume: its final round's class probabilities ``(C, k, j, i)`` and seconds.
+
+    Top level (not a closure) so that a worker process can run it; one torch thread per process."""
+    import torch
+
+    from ..base import SilentReporter, get_method
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    final = None
+    method_options = MethodOptions(rounds=None, device=device, seed=seed, extra=dict(options))
+    for result in get_method("propagate").run_rounds([case], method_options, SilentReporter()):
+        final = result
+    if final is None:
+        raise SparseSegError(f"propagation of {case.case_id} returned no round", "Check the volume's labelled slices.")
+    return case.case_id, final.probabilities[case.case_id].astype(np.float32), time.perf_counter() - started
+
+
+def propagate_cases(cases: list[Case], options: dict, seed: int, device: str, workers: int, reporter: Reporter,
+                    stage: str, should_stop: Callable[[], bool] | None = None) -> tuple[list[np.ndarray], dict]:
+    """Class probabilities per case (in ``cases``' order) from the single-scan default, ``workers`` at a time."""
+    from .. import get_method
+
+    get_method("propagate").check_options(MethodOptions(extra=dict(options)))  # bad options fail before any work
+    reporter.log(f"{stage}: the single-scan default (propagate{' ' + str(options) if options else ''}) on each of "
+                 f"{len(cases)} volume(s), {workers} at a time")
+    results: dict[str, np.ndarray] = {}
+    seconds: list[float] = []
+    started = time.perf_counter()
+
+    def collect(case_id: str, probabilities: np.ndarray, took: float) -> None:
+        results[case_id] = probabilities
+        seconds.append(took)
+        rate = (time.perf_counter() - started) / len(results)
+        reporter.log(f"{stage}: {len(results)}/{len(cases)} volumes propagated ({case_id} in {took:.0f} s; "
+                     f"about {rate * (len(cases) - len(results)) / 60:.1f} min left)")
+
+    if workers <= 1:
+        for case in cases:
+            if should_stop is not None and should_stop():
+                raise SparseSegError("stopped during the propagation", "Resume the job to run it again.")
+            collect(*propagate_one(case, options, seed, device))
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            pending = {pool.submit(propagate_one, case, options, seed, device) for case in cases}
+            while pending:
+                done, pending = wait(pending, timeout=5.0, return_when=FIRST_COMPLETED)
+                for future in done:
+                    collect(*future.result())
+                if should_stop is not None and should_stop():
+                    for future in pending:
+                        future.cancel()
+                    raise SparseSegError("stopped during the propagation", "Resume the job to run it again.")
+    record = {"volumes": len(cases), "workers": workers, "seconds_per_volume": round(float(np.mean(seconds)), 1)}
+    return [results[case.case_id] for case in cases], record
