@@ -77,6 +77,12 @@ def test_alpha_ramp_and_option_errors():
         CollaborativeSettings.parse({"fusion": "maybe"})
     with pytest.raises(SparseSegError, match="k1"):
         CollaborativeSettings.parse({"k1": 5, "k2": 2})
+    with pytest.raises(SparseSegError, match="key=value"):
+        CollaborativeSettings.parse({"propagate_options": "iterations"})
+    with pytest.raises(SparseSegError, match="propagate"):  # the single-scan default's own check, before any work
+        CollaborativeSettings.parse({"propagate_options": "iterations=0"})
+    assert CollaborativeSettings.parse({"propagate_options": "iterations=50; end_opening=0.2"}).propagate_extra() == {
+        "iterations": "50", "end_opening": "0.2"}
 
 
 def test_collaborative_starts_from_the_validation_chosen_options_and_faithful_from_the_paper():

@@ -22,6 +22,7 @@ from multiprocessing import get_context
 import numpy as np
 
 from ...case import Case, Geometry
+from ...engine.trainer import TrainingCancelled
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter
 
@@ -47,23 +48,28 @@ def case_of(case_id: str, image: np.ndarray, ground_truth: np.ndarray, labelled:
     return Case(case_id, image, geometry, np.where(labelled, ground_truth, 0).astype(np.int16), labelled.copy(), names)
 
 
-def propagate_one(case: Case, options: dict, seed: int, device: str) -> tuple[str, np.ndarray, float]:
+def propagate_one(case: Case, options: dict, seed: int, device: str,
+                  should_stop: Callable[[], bool] | None = None) -> tuple[str, np.ndarray, float]:
     """The single-scan default on one volume: its final round's class probabilities ``(C, k, j, i)`` and seconds.
 
-    Top level (not a closure) so that a worker process can run it; one torch thread per process."""
-    import torch
-
+    Top level (not a closure) so that a worker process can run it."""
     from ..base import SilentReporter, get_method
 
-    torch.set_num_threads(1)
     started = time.perf_counter()
     final = None
     method_options = MethodOptions(rounds=None, device=device, seed=seed, extra=dict(options))
-    for result in get_method("propagate").run_rounds([case], method_options, SilentReporter()):
+    for result in get_method("propagate").run_rounds([case], method_options, SilentReporter(), should_stop=should_stop):
         final = result
     if final is None:
         raise SparseSegError(f"propagation of {case.case_id} returned no round", "Check the volume's labelled slices.")
     return case.case_id, final.probabilities[case.case_id].astype(np.float32), time.perf_counter() - started
+
+
+def _one_thread() -> None:
+    """Worker-process start: one torch thread each, so ``workers`` processes share the cores instead of fighting."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def propagate_cases(cases: list[Case], options: dict, seed: int, device: str, workers: int, reporter: Reporter,
@@ -72,6 +78,7 @@ def propagate_cases(cases: list[Case], options: dict, seed: int, device: str, wo
     from .. import get_method
 
     get_method("propagate").check_options(MethodOptions(extra=dict(options)))  # bad options fail before any work
+    workers = max(1, min(workers, len(cases)))
     reporter.log(f"{stage}: the single-scan default (propagate{' ' + str(options) if options else ''}) on each of "
                  f"{len(cases)} volume(s), {workers} at a time")
     results: dict[str, np.ndarray] = {}
@@ -85,13 +92,13 @@ def propagate_cases(cases: list[Case], options: dict, seed: int, device: str, wo
         reporter.log(f"{stage}: {len(results)}/{len(cases)} volumes propagated ({case_id} in {took:.0f} s; "
                      f"about {rate * (len(cases) - len(results)) / 60:.1f} min left)")
 
-    if workers <= 1:
+    if workers == 1:
         for case in cases:
             if should_stop is not None and should_stop():
-                raise SparseSegError("stopped during the propagation", "Resume the job to run it again.")
-            collect(*propagate_one(case, options, seed, device))
+                raise TrainingCancelled()
+            collect(*propagate_one(case, options, seed, device, should_stop))
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
             pending = {pool.submit(propagate_one, case, options, seed, device) for case in cases}
             while pending:
                 done, pending = wait(pending, timeout=5.0, return_when=FIRST_COMPLETED)
@@ -100,6 +107,6 @@ def propagate_cases(cases: list[Case], options: dict, seed: int, device: str, wo
                 if should_stop is not None and should_stop():
                     for future in pending:
                         future.cancel()
-                    raise SparseSegError("stopped during the propagation", "Resume the job to run it again.")
+                    raise TrainingCancelled()
     record = {"volumes": len(cases), "workers": workers, "seconds_per_volume": round(float(np.mean(seconds)), 1)}
     return [results[case.case_id] for case in cases], record
