@@ -79,7 +79,7 @@ def test_alpha_ramp_and_option_errors():
         CollaborativeSettings.parse({"k1": 5, "k2": 2})
     with pytest.raises(SparseSegError, match="key=value"):
         CollaborativeSettings.parse({"propagate_options": "iterations"})
-    with pytest.raises(SparseSegError, match="propagate"):  # the single-scan default's own check, before any work
+    with pytest.raises(SparseSegError, match="iterations must be at least 1"):  # the single-scan default's own check
         CollaborativeSettings.parse({"propagate_options": "iterations=0"})
     assert CollaborativeSettings.parse({"propagate_options": "iterations=50; end_opening=0.2"}).propagate_extra() == {
         "iterations": "50", "end_opening": "0.2"}
@@ -88,7 +88,7 @@ def test_alpha_ramp_and_option_errors():
 def test_collaborative_starts_from_the_validation_chosen_options_and_faithful_from_the_paper():
     improved = get_method("collaborative").settings(MethodOptions())
     faithful = get_method("collaborative-faithful").settings(MethodOptions())
-    assert (improved.fusion, improved.registration, improved.open_end) == ("intersection", "demons", 0.0)
+    assert (improved.registration, improved.branches, improved.open_end) == ("propagate", "registration", 0.0)
     assert faithful == CollaborativeSettings() and (faithful.fusion, faithful.registration) == ("weighted", "network")
     assert get_method("collaborative").settings(MethodOptions(extra={"fusion": "weighted"})).fusion == "weighted"
     assert get_method("collaborative").settings(MethodOptions(extra={"registration": "network"})).fusion == "intersection"

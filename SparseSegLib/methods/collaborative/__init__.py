@@ -1,6 +1,7 @@
 """``collaborative``: collaborative learning of semi- and self-supervised pseudo-labels (Osman, Li, Huang, Wang;
 seed collaborative-learning.md, methods.md section 4). ``collaborative-faithful`` runs the paper's settings;
-``collaborative`` our default options (:data:`~.settings.IMPROVED`: demons registration, intersection fusion).
+``collaborative`` our default options (:data:`~.settings.IMPROVED`: the single-scan default propagates each
+volume's labelled slice, ``registration=propagate``, and the final network learns from it, ``branches=registration``).
 
 Only whole labelled slices (the central slice of every training volume in the paper) are ground truth.
 
@@ -48,8 +49,8 @@ class CollaborativeMethod:
     the options a variant starts from."""
 
     preset: dict = IMPROVED
-    summary = ("collaborative learning, our default: demons-registration + semi-supervised pseudo-labels, object where "
-               "both agree (intersection fusion), then a final 2D network")
+    summary = ("collaborative learning, our default: each volume's labelled slice propagated by the single-scan default "
+               "(registration + a network on that scan, fused), then a final 2D network on those pseudo-labels")
 
     def settings(self, options: MethodOptions) -> CollaborativeSettings:
         """The preset, then the options (``--option``, a job's ``method_options``)."""
