@@ -75,7 +75,7 @@ def _one_thread() -> None:
 def propagate_cases(cases: list[Case], options: dict, seed: int, device: str, workers: int, reporter: Reporter,
                     stage: str, should_stop: Callable[[], bool] | None = None) -> tuple[list[np.ndarray], dict]:
     """Class probabilities per case (in ``cases``' order) from the single-scan default, ``workers`` at a time."""
-    from .. import get_method
+    from ..base import get_method
 
     get_method("propagate").check_options(MethodOptions(extra=dict(options)))  # bad options fail before any work
     workers = max(1, min(workers, len(cases)))
