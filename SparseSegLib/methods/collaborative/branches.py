@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...case import Case
+from ...case import Case, Geometry
 from ...engine.intensity_gate import IntensityEvidence
 from ...engine.model import Segmenter
 from ...engine.propagation import PropagationSettings, open_end_reach, propagate_slices
@@ -47,6 +47,14 @@ class Scan:
     def training_volume(self) -> TrainingVolume:
         return TrainingVolume(self.image, self.target)
 
+    def as_case(self, num_classes: int) -> Case:
+        """A case holding only what a branch may see: the image and the labelled voxels (nothing else of the label),
+        for the single-scan default (``registration=propagate``)."""
+        geometry = Geometry(size=tuple(int(n) for n in self.image.shape[::-1]),
+                            spacing=tuple(float(s) for s in self.spacing_kji[::-1]))
+        names = {index: f"class {index}" for index in range(1, num_classes)}
+        return Case(self.case_id, self.image, geometry, self.ground_truth, self.labelled, names)
+
 
 def whole_slices(labelled: np.ndarray) -> list[int]:
     """Slices along axis 0 that are labelled in full (a painted / central slice), the chain's starting points."""
@@ -76,11 +84,9 @@ def registration_branch(scans: list[Scan], num_classes: int, settings: Collabora
                              "Label whole slices (e.g. --annotation central-slice), or use --option branches=semi.")
     record: dict = {"registration": settings.registration}
     if settings.registration == "propagate":
-        from .propagated import case_of, propagate_cases, propagation_workers
+        from .propagated import propagate_cases, propagation_workers
 
-        cases = [case_of(scan.case_id, scan.image, scan.ground_truth, scan.labelled, scan.spacing_kji, num_classes)
-                 for scan in scans]
-        results, counts = propagate_cases(cases, settings.propagate_extra(), seed, device.type,
+        results, counts = propagate_cases([scan.as_case(num_classes) for scan in scans], settings.propagate_extra(), seed, device.type,
                                           propagation_workers(settings.propagate_workers, device.type), reporter, stage,
                                           should_stop)
         return results, {**record, **counts}

@@ -21,18 +21,18 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from ...case import Case, Geometry
+from ...case import Case
 from ...engine.trainer import TrainingCancelled
 from ...errors import SparseSegError
-from ..base import MethodOptions, Reporter
+from ..base import MethodOptions, Reporter, SilentReporter, get_method
 
 
 def propagation_workers(requested: int, device: str) -> int:
     """Processes to run volumes in: ``requested``, else one per CPU core this process may use (one on a GPU,
-    which the processes would otherwise share)."""
+    which the processes would otherwise share); ``device`` is a torch device type."""
     if requested > 0:
         return requested
-    if device not in ("cpu", "auto"):
+    if device != "cpu":
         return 1
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -40,21 +40,11 @@ def propagation_workers(requested: int, device: str) -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def case_of(case_id: str, image: np.ndarray, ground_truth: np.ndarray, labelled: np.ndarray,
-            spacing_kji: tuple[float, float, float], num_classes: int) -> Case:
-    """A case holding only what the branch may see: the image and the labelled voxels (nothing else of the label)."""
-    geometry = Geometry(size=tuple(int(n) for n in image.shape[::-1]), spacing=tuple(float(s) for s in spacing_kji[::-1]))
-    names = {index: f"class {index}" for index in range(1, num_classes)}
-    return Case(case_id, image, geometry, np.where(labelled, ground_truth, 0).astype(np.int16), labelled.copy(), names)
-
-
 def propagate_one(case: Case, options: dict, seed: int, device: str,
                   should_stop: Callable[[], bool] | None = None) -> tuple[str, np.ndarray, float]:
     """The single-scan default on one volume: its final round's class probabilities ``(C, k, j, i)`` and seconds.
 
     Top level (not a closure) so that a worker process can run it."""
-    from ..base import SilentReporter, get_method
-
     started = time.perf_counter()
     final = None
     method_options = MethodOptions(rounds=None, device=device, seed=seed, extra=dict(options))
@@ -75,8 +65,6 @@ def _one_thread() -> None:
 def propagate_cases(cases: list[Case], options: dict, seed: int, device: str, workers: int, reporter: Reporter,
                     stage: str, should_stop: Callable[[], bool] | None = None) -> tuple[list[np.ndarray], dict]:
     """Class probabilities per case (in ``cases``' order) from the single-scan default, ``workers`` at a time."""
-    from ..base import get_method
-
     get_method("propagate").check_options(MethodOptions(extra=dict(options)))  # bad options fail before any work
     workers = max(1, min(workers, len(cases)))
     reporter.log(f"{stage}: the single-scan default (propagate{' ' + str(options) if options else ''}) on each of "
@@ -105,8 +93,7 @@ def propagate_cases(cases: list[Case], options: dict, seed: int, device: str, wo
                 for future in done:
                     collect(*future.result())
                 if should_stop is not None and should_stop():
-                    for future in pending:
-                        future.cancel()
+                    pool.shutdown(wait=False, cancel_futures=True)  # volumes under way finish in the background
                     raise TrainingCancelled()
     record = {"volumes": len(cases), "workers": workers, "seconds_per_volume": round(float(np.mean(seconds)), 1)}
     return [results[case.case_id] for case in cases], record

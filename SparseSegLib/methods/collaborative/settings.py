@@ -100,7 +100,10 @@ class CollaborativeSettings:
     def propagate_extra(self) -> dict:
         """``propagate_options`` as the ``propagate`` method's option dict (``key=value;key=value``; its own
         settings convert each value to the option's type)."""
-        pairs = (item.partition("=") for item in str(self.propagate_options).split(";") if item.strip())
+        pairs = [item.partition("=") for item in str(self.propagate_options).split(";") if item.strip()]
+        if any(not equals or not key.strip() for key, equals, _ in pairs):
+            raise SparseSegError(f"propagate_options {self.propagate_options!r} must be key=value pairs",
+                                 'E.g. propagate_options="iterations=200;end_opening=0.2".')
         return {key.strip(): value.strip() for key, _, value in pairs}
 
     def alpha(self, epoch: int) -> float:
@@ -123,9 +126,6 @@ class CollaborativeSettings:
                               ("reg_similarity", SIMILARITIES), ("reg_regularizer", REGULARIZERS)):
             if getattr(self, name) not in allowed:
                 raise SparseSegError(f"unknown {name} {getattr(self, name)!r}", f"Use one of: {', '.join(allowed)}.")
-        if any("=" not in item for item in str(self.propagate_options).split(";") if item.strip()):
-            raise SparseSegError(f"propagate_options {self.propagate_options!r} must be key=value pairs",
-                                 'E.g. propagate_options="iterations=200;end_opening=0.2".')
         if self.propagate_options:
             from ..propagate.settings import PropagateSettings
 
