@@ -174,3 +174,27 @@ def test_the_intensity_option_trims_the_registration_branch_and_keeps_the_labell
     assert (gated.argmax(0) > 0).sum() != (plain.argmax(0) > 0).sum()
     with pytest.raises(SparseSegError, match="intensity"):
         CollaborativeSettings.parse({"intensity": "sometimes"})
+
+
+def test_the_propagation_cache_reuses_a_volume_only_while_its_inputs_are_the_same(sample_dataset, tmp_path):
+    """``propagate_cache``: a second run reads each volume's result instead of propagating again; a changed paint or
+    option is a different key, so it runs again instead of reusing a stale result."""
+    from SparseSegLib.methods.collaborative.branches import scan_of
+    from SparseSegLib.methods.collaborative.propagated import PropagationCache, propagate_cases
+
+    case = annotate_case(sample_dataset.load(sample_dataset.cases[0]), "central-slice", 0)
+    volume = scan_of(case, "zscore").as_case(3)
+    options, cache = {"iterations": "3", "batch_size": "2"}, PropagationCache(tmp_path / "cache")
+    first, record = propagate_cases([volume], options, 0, "cpu", 1, SilentReporter(), "t", cache=cache)
+    assert record["cached"] == 0 and len(list((tmp_path / "cache").glob("*.npy"))) == 1
+    again, record = propagate_cases([volume], options, 0, "cpu", 1, SilentReporter(), "t", cache=cache)
+    assert record["cached"] == 1
+    np.testing.assert_array_equal(again[0], first[0])
+    _, record = propagate_cases([volume], {**options, "iterations": "4"}, 0, "cpu", 1, SilentReporter(), "t", cache=cache)
+    assert record["cached"] == 0
+    repainted = volume.annotated.copy()
+    repainted[:, 0, 0] = True  # one more labelled voxel per slice: another paint, another key
+    moved = type(volume)(volume.case_id, volume.image, volume.geometry, volume.label, repainted, volume.class_names)
+    _, record = propagate_cases([moved], options, 0, "cpu", 1, SilentReporter(), "t", cache=cache)
+    assert record["cached"] == 0 and len(list((tmp_path / "cache").glob("*.npy"))) == 3
+    assert not list((tmp_path / "cache").glob("*.partial"))

@@ -84,11 +84,12 @@ def registration_branch(scans: list[Scan], num_classes: int, settings: Collabora
                              "Label whole slices (e.g. --annotation central-slice), or use --option branches=semi.")
     record: dict = {"registration": settings.registration}
     if settings.registration == "propagate":
-        from .propagated import propagate_cases, propagation_workers
+        from .propagated import PropagationCache, propagate_cases, propagation_workers
 
+        cache = PropagationCache(settings.propagate_cache) if settings.propagate_cache else None
         results, counts = propagate_cases([scan.as_case(num_classes) for scan in scans], settings.propagate_extra(), seed, device.type,
                                           propagation_workers(settings.propagate_workers, device.type), reporter, stage,
-                                          should_stop)
+                                          should_stop, cache)
         return results, {**record, **counts}
     network = None
     if settings.registration == "network":

@@ -8,16 +8,21 @@ open ends and anchoring at the paint. This runs it on every training volume from
 issue's "registration trained on the scan being segmented") and hands its class probabilities to the fusion.
 
 Volumes are independent, so they run in worker processes (one CPU thread each), which is what makes 64 volumes
-take minutes rather than an hour on a small machine.
+take minutes rather than an hour on a small machine. Propagation is nearly all of the method's time, so a
+``propagate_cache`` folder keeps each volume's result under a key of everything it depends on (image, labelled voxels,
+options, seed, device type): a stopped job resumed, or a second run that changes only the final network, reuses them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
 
@@ -55,6 +60,45 @@ def propagate_one(case: Case, options: dict, seed: int, device: str,
     return case.case_id, final.probabilities[case.case_id].astype(np.float32), time.perf_counter() - started
 
 
+def cache_key(case: Case, options: dict, seed: int, device: str) -> str:
+    """What a volume's propagation depends on, hashed: the image, which voxels are labelled and their labels (nothing
+    else of the label: that is hidden from the method), the options, seed and device type."""
+    digest = hashlib.sha256()
+    for array in (case.image, case.annotated, np.where(case.annotated, case.label, 0)):
+        contiguous = np.ascontiguousarray(array)
+        digest.update(f"{contiguous.dtype}{contiguous.shape}".encode())
+        digest.update(contiguous.tobytes())
+    digest.update(json.dumps({"options": options, "seed": seed, "device": device}, sort_keys=True).encode())
+    return digest.hexdigest()[:24]
+
+
+class PropagationCache:
+    """One ``.npy`` of class probabilities per volume and key in ``folder``; written atomically, so a run killed
+    while writing leaves no half file that a later run would trust."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise SparseSegError(f"cannot create the propagation cache folder {self.folder}: {error}",
+                                 "Give propagate_cache a folder you can write to.") from error
+
+    def path(self, case_id: str, key: str) -> Path:
+        return self.folder / f"{case_id}-{key}.npy"
+
+    def load(self, case_id: str, key: str) -> np.ndarray | None:
+        path = self.path(case_id, key)
+        return np.load(path) if path.is_file() else None
+
+    def store(self, case_id: str, key: str, probabilities: np.ndarray) -> None:
+        path = self.path(case_id, key)
+        partial = path.with_name(path.name + f".{os.getpid()}.partial")
+        with open(partial, "wb") as handle:
+            np.save(handle, probabilities.astype(np.float32))
+        os.replace(partial, path)
+
+
 def _one_thread() -> None:
     """Worker-process start: one torch thread each, so ``workers`` processes share the cores instead of fighting."""
     import torch
@@ -63,31 +107,42 @@ def _one_thread() -> None:
 
 
 def propagate_cases(cases: list[Case], options: dict, seed: int, device: str, workers: int, reporter: Reporter,
-                    stage: str, should_stop: Callable[[], bool] | None = None) -> tuple[list[np.ndarray], dict]:
-    """Class probabilities per case (in ``cases``' order) from the single-scan default, ``workers`` at a time."""
+                    stage: str, should_stop: Callable[[], bool] | None = None,
+                    cache: PropagationCache | None = None) -> tuple[list[np.ndarray], dict]:
+    """Class probabilities per case (in ``cases``' order) from the single-scan default, ``workers`` at a time;
+    volumes found in ``cache`` are read, the others run and are added to it."""
     get_method("propagate").check_options(MethodOptions(extra=dict(options)))  # bad options fail before any work
-    workers = max(1, min(workers, len(cases)))
-    reporter.log(f"{stage}: the single-scan default (propagate{' ' + str(options) if options else ''}) on each of "
-                 f"{len(cases)} volume(s), {workers} at a time")
     results: dict[str, np.ndarray] = {}
+    keys = {case.case_id: cache_key(case, options, seed, device) for case in cases} if cache is not None else {}
+    for case in cases:
+        cached = cache.load(case.case_id, keys[case.case_id]) if cache is not None else None
+        if cached is not None:
+            results[case.case_id] = cached
+    todo = [case for case in cases if case.case_id not in results]
+    workers = max(1, min(workers, len(todo) or 1))
+    reporter.log(f"{stage}: the single-scan default (propagate{' ' + str(options) if options else ''}) on each of "
+                 f"{len(todo)} volume(s), {workers} at a time"
+                 + (f"; {len(results)} read from the cache {cache.folder}" if cache is not None else ""))
     seconds: list[float] = []
     started = time.perf_counter()
 
     def collect(case_id: str, probabilities: np.ndarray, took: float) -> None:
         results[case_id] = probabilities
+        if cache is not None:
+            cache.store(case_id, keys[case_id], probabilities)
         seconds.append(took)
-        rate = (time.perf_counter() - started) / len(results)
-        reporter.log(f"{stage}: {len(results)}/{len(cases)} volumes propagated ({case_id} in {took:.0f} s; "
-                     f"about {rate * (len(cases) - len(results)) / 60:.1f} min left)")
+        rate = (time.perf_counter() - started) / len(seconds)
+        reporter.log(f"{stage}: {len(seconds)}/{len(todo)} volumes propagated ({case_id} in {took:.0f} s; "
+                     f"about {rate * (len(todo) - len(seconds)) / 60:.1f} min left)")
 
-    if workers == 1:
-        for case in cases:
+    if workers == 1:  # also when every volume came from the cache: nothing to run
+        for case in todo:
             if should_stop is not None and should_stop():
                 raise TrainingCancelled()
             collect(*propagate_one(case, options, seed, device, should_stop))
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
-            pending = {pool.submit(propagate_one, case, options, seed, device) for case in cases}
+            pending = {pool.submit(propagate_one, case, options, seed, device) for case in todo}
             while pending:
                 done, pending = wait(pending, timeout=5.0, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -95,5 +150,6 @@ def propagate_cases(cases: list[Case], options: dict, seed: int, device: str, wo
                 if should_stop is not None and should_stop():
                     pool.shutdown(wait=False, cancel_futures=True)  # volumes under way finish in the background
                     raise TrainingCancelled()
-    record = {"volumes": len(cases), "workers": workers, "seconds_per_volume": round(float(np.mean(seconds)), 1)}
+    record = {"volumes": len(cases), "workers": workers, "cached": len(cases) - len(todo),
+              "seconds_per_volume": round(float(np.mean(seconds)), 1) if seconds else 0.0}
     return [results[case.case_id] for case in cases], record

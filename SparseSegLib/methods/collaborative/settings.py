@@ -36,7 +36,9 @@ class CollaborativeSettings:
       :func:`~SparseSegLib.engine.propagation.propagate_slices`. ``propagate``: the single-scan default
       (:mod:`SparseSegLib.methods.propagate`: demons registration + a network trained on that one volume, fused) run
       on every training volume from its labelled slices (:mod:`.propagated`), ``propagate_workers`` volumes at a time
-      (0: one per CPU core), ``propagate_options`` (``key=value;key=value``) passed to it. ``reg_*`` configure the network: paper Adam 0.01,
+      (0: one per CPU core), ``propagate_options`` (``key=value;key=value``) passed to it; ``propagate_cache``, a
+      folder that keeps each volume's result for the next run with the same inputs (none: no cache). ``reg_*``
+      configure the network: paper Adam 0.01,
       batch 32; here 1e-3 and 16 (0.01 made the U-Net head diverge in short runs), ``reg_iterations`` steps.
       ``open_end`` > 0 fades the chain beyond the labelled slice over that many object radii (0: the paper, no fade).
       ``intensity``: ``chain`` trims what the chain carries by the labelled slice's intensity histograms, on every
@@ -67,6 +69,7 @@ class CollaborativeSettings:
     demons_iterations: int = 100
     propagate_workers: int = 0
     propagate_options: str = ""
+    propagate_cache: str = ""
     demons_smoothing: float = 1.0
     open_end: float = 0.0
     intensity: str = "none"
