@@ -198,3 +198,37 @@ def test_the_propagation_cache_reuses_a_volume_only_while_its_inputs_are_the_sam
     _, record = propagate_cases([moved], options, 0, "cpu", 1, SilentReporter(), "t", cache=cache)
     assert record["cached"] == 0 and len(list((tmp_path / "cache").glob("*.npy"))) == 3
     assert not list((tmp_path / "cache").glob("*.partial"))
+
+
+def test_confidence_leaves_the_hesitant_propagated_voxels_out_and_postprocess_is_stored_with_the_model(sample_dataset):
+    """``confidence``: voxels of unlabelled slices where the registration branch's best class is below the
+    threshold get no target (no loss); labelled voxels always keep theirs. ``postprocess`` travels with the model."""
+    from SparseSegLib.engine.sampling import UNKNOWN
+    from SparseSegLib.methods.collaborative.branches import final_targets, scan_of
+
+    case = annotate_case(sample_dataset.load(sample_dataset.cases[0]), "central-slice", 0)
+    scan = scan_of(case, "zscore")
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(3), size=scan.image.shape).astype(np.float32).transpose(3, 0, 1, 2)
+    everything, counts = final_targets([scan], None, [probabilities], CollaborativeSettings.parse({}))
+    assert counts["left_out"] == 0 and (everything[0].target >= 0).all()
+    gated, counts = final_targets([scan], None, [probabilities], CollaborativeSettings.parse({"confidence": 0.6}))
+    unsure = (probabilities.max(0) < 0.6) & ~scan.labelled
+    assert counts["left_out"] == int(unsure.sum()) > 0
+    assert (gated[0].target[unsure] == UNKNOWN).all() and (gated[0].target[~unsure] >= 0).all()
+    np.testing.assert_array_equal(gated[0].target[scan.labelled], scan.target[scan.labelled])
+    with pytest.raises(SparseSegError, match="confidence"):
+        CollaborativeSettings.parse({"confidence": 1.0}).check()
+    with pytest.raises(SparseSegError, match="postprocess"):
+        CollaborativeSettings.parse({"postprocess": "smooth"}).check()
+    cases = [annotate_case(sample_dataset.load(ref), "central-slice", 0) for ref in sample_dataset.cases[:2]]
+    options = MethodOptions(device="cpu", iterations=4, batch_size=2,
+                            extra=dict(TINY, registration="demons", demons_iterations=5, confidence=0.6,
+                                       postprocess="lcc"))
+    segmenter = get_method("collaborative").train(cases, options, SilentReporter())
+    assert segmenter.postprocess == "lcc" and segmenter.training["fusion"]["left_out"] > 0
+    labels, _ = segmenter.predict(cases[0].image)
+    if labels.any():  # one face-connected component after lcc
+        from scipy import ndimage
+
+        assert ndimage.label(labels > 0)[1] == 1

@@ -68,6 +68,7 @@ class CollaborativeMethod:
         device = select_device(options.device)
         scans = [scan_of(case, options.normalization) for case in cases]
         segmenter = new_segmenter(cases, options, self.name)
+        segmenter.postprocess = settings.postprocess
         started, record = time.perf_counter(), {"settings": settings.__dict__.copy()}
         registration = semi = None
         if settings.uses_registration:
@@ -94,6 +95,7 @@ class CollaborativeMethod:
                                  "Wait for the next round, then save the model.")
         axis = whole_slice_axis(cases[0].annotated) if cases[0].annotated is not None else None
         segmenter = across_axis(new_segmenter(cases, options, self.name), axis or 0, cases, options)
+        segmenter.postprocess = self.settings(options).postprocess
         try:
             segmenter.network.load_state_dict(state["network"])
         except RuntimeError as error:

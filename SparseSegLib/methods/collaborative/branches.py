@@ -138,7 +138,7 @@ def predict_normalised(segmenter: Segmenter, image: np.ndarray, device: torch.de
 def final_targets(scans: list[Scan], semi: list[np.ndarray] | None, registration: list[np.ndarray] | None,
                   settings: CollaborativeSettings) -> tuple[list[TrainingVolume], dict]:
     """The final network's training volumes (target + kind per voxel) from the branches that ran, and counts."""
-    volumes, counts = [], {"certain_object": 0, "uncertain": 0}
+    volumes, counts = [], {"certain_object": 0, "uncertain": 0, "left_out": 0}
     for index, scan in enumerate(scans):
         semi_labels = semi[index].argmax(0) if semi is not None else None
         registration_labels = registration[index].argmax(0) if registration is not None else None
@@ -149,6 +149,10 @@ def final_targets(scans: list[Scan], semi: list[np.ndarray] | None, registration
         else:
             target, kind = single_branch_targets(semi_labels if semi_labels is not None else registration_labels,
                                                  scan.labelled, scan.ground_truth)
+        if settings.confidence > 0 and registration is not None:
+            unsure = (registration[index].max(0) < settings.confidence) & ~scan.labelled
+            target[unsure] = UNKNOWN  # in no loss: the final network fills the band from what it learnt elsewhere
+            counts["left_out"] += int(unsure.sum())
         volumes.append(TrainingVolume(scan.image, target, kind))
     return volumes, counts
 

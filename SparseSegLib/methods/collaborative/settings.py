@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...engine.postprocess import POSTPROCESSING
 from ...engine.registration_network import REGULARIZERS, SIMILARITIES, RegistrationConfig
 from ...errors import SparseSegError
 from ..option_parsing import parse_settings
@@ -53,7 +54,11 @@ class CollaborativeSettings:
       only one says object, labelled object with ``beta`` x (Dice + ``gamma_uncertain`` CE)), ``intersection``
       (object only where both say so, the rest background) or ``union`` (object where either says so) (Set 4).
     * Final network: the cohort's 2D network trained on ground truth + fused labels for the budget's iterations
-      (``--iterations``); flips when ``augment``; ``final_iterations`` > 0 overrides.
+      (``--iterations``); flips when ``augment``; ``final_iterations`` > 0 overrides. ``confidence`` > 0 leaves
+      out of its loss every voxel of an unlabelled slice where the registration branch's most likely class has a
+      lower probability (the contour band where propagation hesitates and is most often wrong; 0: the paper, every
+      voxel). ``postprocess`` (``none``, ``lcc``, ``fill``, ``lcc-fill``, :mod:`~SparseSegLib.engine.postprocess`)
+      is stored with the model and applied to every prediction (the paper: none).
     """
 
     branches: str = "both"
@@ -83,6 +88,8 @@ class CollaborativeSettings:
     beta: float = 0.5
     gamma_uncertain: float = 0.1
     final_iterations: int = 0
+    confidence: float = 0.0
+    postprocess: str = "none"
     augment: bool = True
 
     @property
@@ -125,7 +132,7 @@ class CollaborativeSettings:
 
     def check(self) -> None:
         for name, allowed in (("branches", BRANCHES), ("registration", REGISTRATIONS), ("fusion", FUSIONS),
-                              ("intensity", INTENSITIES),
+                              ("intensity", INTENSITIES), ("postprocess", POSTPROCESSING),
                               ("reg_similarity", SIMILARITIES), ("reg_regularizer", REGULARIZERS)):
             if getattr(self, name) not in allowed:
                 raise SparseSegError(f"unknown {name} {getattr(self, name)!r}", f"Use one of: {', '.join(allowed)}.")
@@ -140,6 +147,9 @@ class CollaborativeSettings:
                 raise SparseSegError(f"option {name} must be at least 1, not {getattr(self, name)}", f"Give {name} >= 1.")
         if not 0 <= self.k1 <= self.k2:
             raise SparseSegError(f"need 0 <= k1 <= k2, not k1={self.k1}, k2={self.k2}", "E.g. k1=10 k2=20.")
+        if not 0 <= self.confidence < 1:
+            raise SparseSegError(f"option confidence must be in [0, 1), not {self.confidence}",
+                                 "Give e.g. confidence=0.9 (0: keep every propagated voxel).")
         for name in ("alpha_f", "gamma", "beta", "gamma_uncertain", "open_end", "reg_smoothness", "final_iterations"):
             if getattr(self, name) < 0:
                 raise SparseSegError(f"option {name} must not be negative", f"Give {name} >= 0.")
