@@ -232,3 +232,16 @@ def test_confidence_leaves_the_hesitant_propagated_voxels_out_and_postprocess_is
         from scipy import ndimage
 
         assert ndimage.label(labels > 0)[1] == 1
+
+
+def test_object_threshold_labels_object_only_where_the_object_classes_together_reach_it():
+    from SparseSegLib.methods.collaborative.branches import object_labels
+
+    probabilities = np.array([[0.5, 0.3, 0.2, 0.9],   # background
+                              [0.3, 0.3, 0.7, 0.05],  # class 1
+                              [0.2, 0.4, 0.1, 0.05]], np.float32)  # class 2
+    np.testing.assert_array_equal(object_labels(probabilities, 0.0), [0, 2, 1, 0])
+    np.testing.assert_array_equal(object_labels(probabilities, 0.6), [0, 2, 1, 0])  # 0.5 object: not enough
+    np.testing.assert_array_equal(object_labels(probabilities, 0.75), [0, 0, 1, 0])
+    with pytest.raises(SparseSegError, match="object_threshold"):
+        CollaborativeSettings.parse({"object_threshold": 1.5}).check()

@@ -57,7 +57,9 @@ class CollaborativeSettings:
       (``--iterations``); flips when ``augment``; ``final_iterations`` > 0 overrides. ``confidence`` > 0 leaves
       out of its loss every voxel of an unlabelled slice where the registration branch's most likely class has a
       lower probability (the contour band where propagation hesitates and is most often wrong; 0: the paper, every
-      voxel). ``postprocess`` (``none``, ``lcc``, ``fill``, ``lcc-fill``, :mod:`~SparseSegLib.engine.postprocess`)
+      voxel). ``object_threshold`` > 0: the registration branch says object only where its object classes
+      together reach this probability (0: the paper, the most likely class); above 0.5 it trims the contour band
+      that a propagated label tends to overrun. ``postprocess`` (``none``, ``lcc``, ``fill``, ``lcc-fill``, :mod:`~SparseSegLib.engine.postprocess`)
       is stored with the model and applied to every prediction (the paper: none).
     """
 
@@ -89,6 +91,7 @@ class CollaborativeSettings:
     gamma_uncertain: float = 0.1
     final_iterations: int = 0
     confidence: float = 0.0
+    object_threshold: float = 0.0
     postprocess: str = "none"
     augment: bool = True
 
@@ -147,6 +150,9 @@ class CollaborativeSettings:
                 raise SparseSegError(f"option {name} must be at least 1, not {getattr(self, name)}", f"Give {name} >= 1.")
         if not 0 <= self.k1 <= self.k2:
             raise SparseSegError(f"need 0 <= k1 <= k2, not k1={self.k1}, k2={self.k2}", "E.g. k1=10 k2=20.")
+        if not 0 <= self.object_threshold < 1:
+            raise SparseSegError(f"option object_threshold must be in [0, 1), not {self.object_threshold}",
+                                 "Give e.g. object_threshold=0.7 (0: the most likely class).")
         if not 0 <= self.confidence < 1:
             raise SparseSegError(f"option confidence must be in [0, 1), not {self.confidence}",
                                  "Give e.g. confidence=0.9 (0: keep every propagated voxel).")
