@@ -114,14 +114,24 @@ CL_OUT = bench-output/collaborative
 CL_BENCH = $(VENV)/bin/sparseseg bench --dataset $(CL_OUT)/data --networks 2d --split 0.8,0,0.2 --seed 0 \
 	--device cpu --iterations 400 --annotation central-slice
 # The paper's settings are `collaborative-faithful` (these runs were made as `collaborative` before it became the
-# validation-chosen default; the run propagate is the default since the thirteenth session).
+# validation-chosen default; the run propagate is the thirteenth session's default, default the fourteenth's). The
+# runs that propagate with the single-scan default share one cache of its results (CL_CACHE).
+CL_CACHE_DIR = $(CL_OUT)/propagate-cache
+CL_CACHE = --option=propagate_cache=$(CL_CACHE_DIR)
 CL_RUNS = baselines:sparse-only,full: faithful:collaborative-faithful: semi:collaborative-faithful:--option=branches=semi \
 	registration:collaborative-faithful:--option=branches=registration \
 	intersection:collaborative-faithful:--option=fusion=intersection \
 	improved:collaborative-faithful:--option=fusion=intersection,--option=open_end=1 \
 	improved-demons:collaborative-faithful:--option=fusion=intersection,--option=open_end=1,--option=registration=demons \
 	demons-intersection:collaborative-faithful:--option=fusion=intersection,--option=registration=demons \
-	propagate:collaborative:
+	propagate:collaborative:--option=object_threshold=0,--option=postprocess=none,$(CL_CACHE) \
+	default:collaborative:$(CL_CACHE)
+# Choosing the fourteenth session's options: 48 of the 64 training volumes train, the other 16 score (--evaluate val);
+# the test volumes are the same 16 as above.
+CL_VAL_BENCH = $(VENV)/bin/sparseseg bench --dataset $(CL_OUT)/data --networks 2d --split 0.6,0.2,0.2 --seed 0 \
+	--evaluate val --device cpu --iterations 400 --annotation central-slice --methods collaborative --option propagate_cache=$(CL_CACHE_DIR)
+CL_VAL_RUNS = val-before:--option=object_threshold=0,--option=postprocess=none \
+	val-lcc:--option=object_threshold=0 val-object:--option=postprocess=none val-default:
 # Our self-labelling default on the same split, with its own schedule (budget paper, early stopping on 15% of the
 # training volumes it holds out itself), as in its hippocampus table.
 CL_SELF_LABELLING = OMP_NUM_THREADS=1 nice -n 5 $(VENV)/bin/sparseseg bench --dataset $(CL_OUT)/data --networks 2d \
@@ -136,10 +146,17 @@ bench-collaborative: venv
 	  command="OMP_NUM_THREADS=1 nice -n 5 $(CL_BENCH) --methods $$methods $$extra --out $(CL_OUT)/$$name"; \
 	  echo "$$command" > $(CL_OUT)/$$name/command.txt; eval "$$command" || exit 1; \
 	done
+	for spec in $(CL_VAL_RUNS); do \
+	  name=$$(echo $$spec | cut -d: -f1); extra=$$(echo $$spec | cut -d: -f2- | tr ',' ' ' | sed 's/--option=/--option /g'); \
+	  test -f $(CL_OUT)/$$name/results.json && continue; mkdir -p $(CL_OUT)/$$name; \
+	  command="OMP_NUM_THREADS=1 nice -n 5 $(CL_VAL_BENCH) $$extra --out $(CL_OUT)/$$name"; \
+	  echo "$$command" > $(CL_OUT)/$$name/command.txt; eval "$$command" || exit 1; \
+	done
 	test -f $(CL_OUT)/self-labelling/results.json || { mkdir -p $(CL_OUT)/self-labelling; \
 	  command="$(CL_SELF_LABELLING)"; echo "$$command" > $(CL_OUT)/self-labelling/command.txt; eval "$$command" || exit 1; }
 	OMP_NUM_THREADS=1 nice -n 5 $(VPY) -m SparseSegLib.benchmarks.collaborative registration --data $(CL_OUT)/data \
 	  --volumes 12 --out $(CL_OUT)/registration-by-distance
+	$(VPY) -m SparseSegLib.benchmarks.collaborative report --hd95 --no-paper $(addprefix $(CL_OUT)/,$(foreach s,$(CL_VAL_RUNS),$(firstword $(subst :, ,$(s)))))
 	$(VPY) -m SparseSegLib.benchmarks.collaborative report $(addprefix $(CL_OUT)/,$(foreach s,$(CL_RUNS),$(firstword $(subst :, ,$(s))))) \
 	  $(CL_OUT)/self-labelling
 

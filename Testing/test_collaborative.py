@@ -88,7 +88,9 @@ def test_alpha_ramp_and_option_errors():
 def test_collaborative_starts_from_the_validation_chosen_options_and_faithful_from_the_paper():
     improved = get_method("collaborative").settings(MethodOptions())
     faithful = get_method("collaborative-faithful").settings(MethodOptions())
-    assert (improved.registration, improved.branches, improved.open_end) == ("propagate", "registration", 0.0)
+    assert (improved.registration, improved.branches, improved.open_end, improved.postprocess) == (
+        "propagate", "registration", 0.0, "lcc-fill")
+    assert (improved.object_threshold, improved.confidence) == (0.0, 0.0) and CollaborativeSettings().postprocess == "none"
     assert faithful == CollaborativeSettings() and (faithful.fusion, faithful.registration) == ("weighted", "network")
     assert get_method("collaborative").settings(MethodOptions(extra={"fusion": "weighted"})).fusion == "weighted"
     assert get_method("collaborative").settings(MethodOptions(extra={"registration": "network"})).fusion == "intersection"

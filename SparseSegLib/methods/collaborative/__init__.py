@@ -1,7 +1,8 @@
 """``collaborative``: collaborative learning of semi- and self-supervised pseudo-labels (Osman, Li, Huang, Wang;
 seed collaborative-learning.md, methods.md section 4). ``collaborative-faithful`` runs the paper's settings;
 ``collaborative`` our default options (:data:`~.settings.IMPROVED`: the single-scan default propagates each
-volume's labelled slice, ``registration=propagate``, and the final network learns from it, ``branches=registration``).
+volume's labelled slice, ``registration=propagate``, the final network learns from it, ``branches=registration``,
+and its predictions keep their largest component with holes filled, ``postprocess=lcc-fill``).
 
 Only whole labelled slices (the central slice of every training volume in the paper) are ground truth.
 
@@ -50,7 +51,8 @@ class CollaborativeMethod:
 
     preset: dict = IMPROVED
     summary = ("collaborative learning, our default: each volume's labelled slice propagated by the single-scan default "
-               "(registration + a network on that scan, fused), then a final 2D network on those pseudo-labels")
+               "(registration + a network on that scan, fused), then a final 2D network on those pseudo-labels, "
+               "largest component kept")
 
     def settings(self, options: MethodOptions) -> CollaborativeSettings:
         """The preset, then the options (``--option``, a job's ``method_options``)."""
