@@ -124,14 +124,17 @@ CL_RUNS = baselines:sparse-only,full: faithful:collaborative-faithful: semi:coll
 	improved:collaborative-faithful:--option=fusion=intersection,--option=open_end=1 \
 	improved-demons:collaborative-faithful:--option=fusion=intersection,--option=open_end=1,--option=registration=demons \
 	demons-intersection:collaborative-faithful:--option=fusion=intersection,--option=registration=demons \
-	propagate:collaborative:--option=object_threshold=0,--option=postprocess=none,$(CL_CACHE) \
-	default:collaborative:$(CL_CACHE)
+	propagate:collaborative:--option=postprocess=none,$(CL_CACHE) default:collaborative:$(CL_CACHE)
+# The default and full supervision at the default budget (paper: 1500 iterations) instead of 400.
+CL_PAPER = OMP_NUM_THREADS=1 nice -n 5 $(VENV)/bin/sparseseg bench --dataset $(CL_OUT)/data --networks 2d --split 0.8,0,0.2 \
+	--seed 0 --device cpu --budget paper --annotation central-slice
+CL_PAPER_RUNS = default-paper-budget:collaborative:--option=propagate_cache=$(CL_CACHE_DIR) full-paper-budget:full:
 # Choosing the fourteenth session's options: 48 of the 64 training volumes train, the other 16 score (--evaluate val);
 # the test volumes are the same 16 as above.
 CL_VAL_BENCH = $(VENV)/bin/sparseseg bench --dataset $(CL_OUT)/data --networks 2d --split 0.6,0.2,0.2 --seed 0 \
 	--evaluate val --device cpu --iterations 400 --annotation central-slice --methods collaborative --option propagate_cache=$(CL_CACHE_DIR)
-CL_VAL_RUNS = val-before:--option=object_threshold=0,--option=postprocess=none \
-	val-lcc:--option=object_threshold=0 val-object:--option=postprocess=none val-default:
+CL_VAL_RUNS = val-before:--option=postprocess=none val-lcc: val-object:--option=object_threshold=0.8,--option=postprocess=none \
+	val-object-lcc:--option=object_threshold=0.8
 # Our self-labelling default on the same split, with its own schedule (budget paper, early stopping on 15% of the
 # training volumes it holds out itself), as in its hippocampus table.
 CL_SELF_LABELLING = OMP_NUM_THREADS=1 nice -n 5 $(VENV)/bin/sparseseg bench --dataset $(CL_OUT)/data --networks 2d \
@@ -146,6 +149,12 @@ bench-collaborative: venv
 	  command="OMP_NUM_THREADS=1 nice -n 5 $(CL_BENCH) --methods $$methods $$extra --out $(CL_OUT)/$$name"; \
 	  echo "$$command" > $(CL_OUT)/$$name/command.txt; eval "$$command" || exit 1; \
 	done
+	for spec in $(CL_PAPER_RUNS); do \
+	  name=$$(echo $$spec | cut -d: -f1); methods=$$(echo $$spec | cut -d: -f2); extra=$$(echo $$spec | cut -d: -f3- | sed 's/--option=/--option /g'); \
+	  test -f $(CL_OUT)/$$name/results.json && continue; mkdir -p $(CL_OUT)/$$name; \
+	  command="$(CL_PAPER) --methods $$methods $$extra --out $(CL_OUT)/$$name"; \
+	  echo "$$command" > $(CL_OUT)/$$name/command.txt; eval "$$command" || exit 1; \
+	done
 	for spec in $(CL_VAL_RUNS); do \
 	  name=$$(echo $$spec | cut -d: -f1); extra=$$(echo $$spec | cut -d: -f2- | tr ',' ' ' | sed 's/--option=/--option /g'); \
 	  test -f $(CL_OUT)/$$name/results.json && continue; mkdir -p $(CL_OUT)/$$name; \
@@ -157,7 +166,7 @@ bench-collaborative: venv
 	OMP_NUM_THREADS=1 nice -n 5 $(VPY) -m SparseSegLib.benchmarks.collaborative registration --data $(CL_OUT)/data \
 	  --volumes 12 --out $(CL_OUT)/registration-by-distance
 	$(VPY) -m SparseSegLib.benchmarks.collaborative report --hd95 --no-paper $(addprefix $(CL_OUT)/,$(foreach s,$(CL_VAL_RUNS),$(firstword $(subst :, ,$(s)))))
-	$(VPY) -m SparseSegLib.benchmarks.collaborative report $(addprefix $(CL_OUT)/,$(foreach s,$(CL_RUNS),$(firstword $(subst :, ,$(s))))) \
+	$(VPY) -m SparseSegLib.benchmarks.collaborative report $(addprefix $(CL_OUT)/,$(foreach s,$(CL_RUNS) $(CL_PAPER_RUNS),$(firstword $(subst :, ,$(s))))) \
 	  $(CL_OUT)/self-labelling
 
 # Issue 16 on the self-labelling split (MSD Task04 hippocampus, 140 train / 30 val / 30 test, seed 0, budget paper):
@@ -165,6 +174,8 @@ bench-collaborative: venv
 CLH_OUT = bench-output/collaborative_hc
 CLH_BENCH = $(VENV)/bin/sparseseg bench --dataset ../shared/data/hippocampus --annotation central-slice --budget paper \
 	--networks 2d --split 0.7,0.15,0.15 --seed 0 --device cpu
+# The runs that propagate with the single-scan default share one cache of its results (140 training volumes).
+CLH_CACHE = --option=propagate_cache=$(CLH_OUT)/propagate-cache
 CLH_RUNS = val-faithful:collaborative-faithful:--evaluate=val val-demons:collaborative-faithful:--evaluate=val,--option=registration=demons \
 	val-intersection:collaborative-faithful:--evaluate=val,--option=fusion=intersection \
 	val-improved:collaborative-faithful:--evaluate=val,--option=fusion=intersection,--option=open_end=1 \
@@ -173,7 +184,11 @@ CLH_RUNS = val-faithful:collaborative-faithful:--evaluate=val val-demons:collabo
 	baselines:sparse-only,full: semi:collaborative-faithful:--option=branches=semi \
 	registration:collaborative-faithful:--option=branches=registration faithful:collaborative-faithful: \
 	demons-intersection:collaborative-faithful:--option=fusion=intersection,--option=registration=demons \
-	val-propagate:collaborative:--evaluate=val propagate:collaborative:
+	val-propagate:collaborative:--evaluate=val,--option=postprocess=none,$(CLH_CACHE) \
+	propagate:collaborative:--option=postprocess=none,$(CLH_CACHE) \
+	val-object:collaborative:--evaluate=val,--option=object_threshold=0.8,--option=postprocess=none,$(CLH_CACHE) \
+	val-object-lcc:collaborative:--evaluate=val,--option=object_threshold=0.8,$(CLH_CACHE) \
+	val-default:collaborative:--evaluate=val,$(CLH_CACHE) default:collaborative:$(CLH_CACHE)
 bench-collaborative-hippocampus: venv
 	for spec in $(CLH_RUNS); do \
 	  name=$$(echo $$spec | cut -d: -f1); methods=$$(echo $$spec | cut -d: -f2); \
