@@ -29,6 +29,7 @@ import torch
 
 from ...case import Case, Geometry
 from ...engine.device import select_device
+from ...engine.postprocess import postprocess_labels
 from ...errors import SparseSegError
 from ...jobs.regions import whole_slice_axis
 from ..base import MethodOptions, Reporter, RoundResult, register
@@ -157,6 +158,8 @@ class CollaborativeMethod:
 
                 probabilities, network = predict_normalised(segmenter, scan.image, device), segmenter.network
             labels = probabilities.argmax(0).astype(np.uint8)
+            if kind == "final":  # the final network's result as the cohort model gives it (settings.postprocess)
+                labels = postprocess_labels(labels, probabilities, settings.postprocess)
             labels[scan.labelled] = scan.target[scan.labelled]
             kept = {"format": STATE_FORMAT, "method": self.name, "round": index, "rounds": total, "stage_first": first,
                     "steps": list(plan), "paint": paint,
