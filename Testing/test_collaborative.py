@@ -200,6 +200,8 @@ def test_the_propagation_cache_reuses_a_volume_only_while_its_inputs_are_the_sam
     _, record = propagate_cases([moved], options, 0, "cpu", 1, SilentReporter(), "t", cache=cache)
     assert record["cached"] == 0 and len(list((tmp_path / "cache").glob("*.npy"))) == 3
     assert not list((tmp_path / "cache").glob("*.partial"))
+    cache.path(volume.case_id, "damaged").write_bytes(b"not an array")
+    assert cache.load(volume.case_id, "damaged") is None  # a damaged file is a miss, not a crash
 
 
 def test_confidence_leaves_the_hesitant_propagated_voxels_out_and_postprocess_is_stored_with_the_model(sample_dataset):

@@ -88,8 +88,14 @@ class PropagationCache:
         return self.folder / f"{case_id}-{key}.npy"
 
     def load(self, case_id: str, key: str) -> np.ndarray | None:
+        """The stored result, or None when there is none or it cannot be read (then it is propagated again)."""
         path = self.path(case_id, key)
-        return np.load(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return np.load(path)
+        except (OSError, ValueError):  # damaged outside this class (its own writes are atomic)
+            return None
 
     def store(self, case_id: str, key: str, probabilities: np.ndarray) -> None:
         path = self.path(case_id, key)
