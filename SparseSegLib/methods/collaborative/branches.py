@@ -20,6 +20,7 @@ from ...engine.registration_network import NetworkSliceRegistration, train_regis
 from ...engine.sampling import UNKNOWN, TrainingVolume
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter
+from ..propagate.fusion import thresholded_labels
 from .fusion import fuse_labels, fusion_counts, single_branch_targets
 from .settings import CollaborativeSettings
 from .training import train_final, train_semi
@@ -135,22 +136,13 @@ def predict_normalised(segmenter: Segmenter, image: np.ndarray, device: torch.de
     return predict_probabilities(segmenter.network, image, segmenter.network_config, segmenter.patch_size, device)
 
 
-def object_labels(probabilities: np.ndarray, threshold: float) -> np.ndarray:
-    """Labels from class probabilities ``(C, ...)``: the most likely class, or with ``threshold`` > 0, object where
-    the object classes together reach it (the most likely object class there) and background elsewhere."""
-    if threshold <= 0:
-        return probabilities.argmax(0)
-    best_object = probabilities[1:].argmax(0) + 1
-    return np.where(1.0 - probabilities[0] >= threshold, best_object, 0)
-
-
 def final_targets(scans: list[Scan], semi: list[np.ndarray] | None, registration: list[np.ndarray] | None,
                   settings: CollaborativeSettings) -> tuple[list[TrainingVolume], dict]:
     """The final network's training volumes (target + kind per voxel) from the branches that ran, and counts."""
     volumes, counts = [], {"certain_object": 0, "uncertain": 0, "left_out": 0}
     for index, scan in enumerate(scans):
         semi_labels = semi[index].argmax(0) if semi is not None else None
-        registration_labels = object_labels(registration[index], settings.object_threshold) \
+        registration_labels = thresholded_labels(registration[index], settings.object_threshold) \
             if registration is not None else None
         if semi_labels is not None and registration_labels is not None:
             target, kind = fuse_labels(semi_labels, registration_labels, scan.labelled, scan.ground_truth, settings.fusion)

@@ -29,6 +29,7 @@ import numpy as np
 from ...case import Case
 from ...engine.trainer import TrainingCancelled
 from ...errors import SparseSegError
+from ...jobs.atomic import atomic_path
 from ..base import MethodOptions, Reporter, SilentReporter, get_method
 
 
@@ -73,8 +74,9 @@ def cache_key(case: Case, options: dict, seed: int, device: str) -> str:
 
 
 class PropagationCache:
-    """One ``.npy`` of class probabilities per volume and key in ``folder``; written atomically, so a run killed
-    while writing leaves no half file that a later run would trust."""
+    """One ``.npy`` of class probabilities per volume and key in ``folder``; written atomically
+    (:func:`~SparseSegLib.jobs.atomic.atomic_path`), so a run killed while writing leaves no half file that a later
+    run would trust."""
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
@@ -98,11 +100,9 @@ class PropagationCache:
             return None
 
     def store(self, case_id: str, key: str, probabilities: np.ndarray) -> None:
-        path = self.path(case_id, key)
-        partial = path.with_name(path.name + f".{os.getpid()}.partial")
-        with open(partial, "wb") as handle:
-            np.save(handle, probabilities.astype(np.float32))
-        os.replace(partial, path)
+        with atomic_path(self.path(case_id, key), sync=False) as temporary:  # cheap to make again: no fsync
+            with open(temporary, "wb") as handle:
+                np.save(handle, probabilities.astype(np.float32))
 
 
 def _one_thread() -> None:
@@ -119,11 +119,11 @@ def propagate_cases(cases: list[Case], options: dict, seed: int, device: str, wo
     volumes found in ``cache`` are read, the others run and are added to it."""
     get_method("propagate").check_options(MethodOptions(extra=dict(options)))  # bad options fail before any work
     results: dict[str, np.ndarray] = {}
-    keys = {case.case_id: cache_key(case, options, seed, device) for case in cases} if cache is not None else {}
-    for case in cases:
-        cached = cache.load(case.case_id, keys[case.case_id]) if cache is not None else None
-        if cached is not None:
-            results[case.case_id] = cached
+    keys: dict[str, str] = {}
+    if cache is not None:
+        keys = {case.case_id: cache_key(case, options, seed, device) for case in cases}
+        found = {case_id: cache.load(case_id, key) for case_id, key in keys.items()}
+        results = {case_id: array for case_id, array in found.items() if array is not None}
     todo = [case for case in cases if case.case_id not in results]
     workers = max(1, min(workers, len(todo) or 1))
     reporter.log(f"{stage}: the single-scan default (propagate{' ' + str(options) if options else ''}) on each of "

@@ -61,9 +61,9 @@ class CollaborativeSettings:
       (``--iterations``); flips when ``augment``; ``final_iterations`` > 0 overrides. ``confidence`` > 0 leaves
       out of its loss every voxel of an unlabelled slice where the registration branch's most likely class has a
       lower probability (the contour band where propagation hesitates and is most often wrong; 0: the paper, every
-      voxel). ``object_threshold`` > 0: the registration branch says object only where its object classes
-      together reach this probability (0: the paper, the most likely class); above 0.5 it trims the contour band
-      that a propagated label tends to overrun. ``postprocess`` (``none``, ``lcc``, ``fill``, ``lcc-fill``, :mod:`~SparseSegLib.engine.postprocess`)
+      voxel). ``object_threshold`` > 0.5: the registration branch says object only where its object classes
+      together exceed this probability (the single-scan default's rule, ``thresholded_labels``; 0: the paper, the
+      most likely class); it trims the contour band that a propagated label tends to overrun. ``postprocess`` (``none``, ``lcc``, ``fill``, ``lcc-fill``, :mod:`~SparseSegLib.engine.postprocess`)
       is stored with the model and applied to every prediction (the paper: none).
     """
 

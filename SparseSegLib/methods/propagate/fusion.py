@@ -11,6 +11,14 @@ from ...engine.postprocess import filled
 from .settings import AUTO_CLASS_SEPARATION
 
 
+def thresholded_labels(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """The argmax of ``(C, ...)`` probabilities, kept as object only where the object probability (one minus
+    background) exceeds ``threshold``; at 0.5 or below a no-op (an object argmax already has background < 0.5)."""
+    labels = probabilities.argmax(0).astype(np.uint8)
+    labels[probabilities[0] >= 1.0 - threshold] = 0
+    return labels
+
+
 def fuse(network: np.ndarray, registration: np.ndarray, mode: str, margin: int = 2,
          threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """``(labels, probabilities)`` from two ``(C, k, j, i)`` probability maps.
@@ -29,9 +37,7 @@ def fuse(network: np.ndarray, registration: np.ndarray, mode: str, margin: int =
     if mode == "registration":
         return registration.argmax(0).astype(np.uint8), registration
     if mode == "average":
-        labels = mean.argmax(0).astype(np.uint8)
-        labels[mean[0] >= 1.0 - threshold] = 0  # at 0.5 a no-op: an object argmax already has background < 0.5
-        return labels, mean
+        return thresholded_labels(mean, threshold), mean
     by_network, by_registration = network.argmax(0), registration.argmax(0)
     if mode == "near":
         reach = ndimage.binary_dilation(by_registration > 0, structure=np.ones((1, 3, 3), bool), iterations=max(1, margin))
