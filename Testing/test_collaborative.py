@@ -162,6 +162,32 @@ def test_propagate_registration_runs_the_single_scan_default_on_each_volume_in_w
             registration="propagate", propagate_options="no_such_option=1")), torch.device("cpu"), 0, SilentReporter(), "t")
 
 
+def test_propagate_targets_labels_hands_on_the_single_scan_defaults_own_labels(sample_dataset, tmp_path):
+    """``propagate_targets=labels``: the branch's pseudo-labels are exactly the labels the single-scan default gives
+    a user for that volume (its object threshold, anchoring and end shaping), not the argmax of its probabilities."""
+    from SparseSegLib.methods.collaborative.branches import registration_branch, scan_of
+
+    case = annotate_case(sample_dataset.load(sample_dataset.cases[0]), "central-slice", 0)
+    scan = scan_of(case, "zscore")
+    options = dict(registration="propagate", propagate_options="iterations=3;batch_size=2;object_threshold=0.9",
+                   propagate_workers=1, propagate_cache=str(tmp_path / "cache"))
+    handed, _ = registration_branch([scan], 3, CollaborativeSettings.parse({**options, "propagate_targets": "labels"}),
+                                    torch.device("cpu"), 0, SilentReporter(), "t")
+    argmax, record = registration_branch([scan], 3, CollaborativeSettings.parse(options), torch.device("cpu"), 0,
+                                         SilentReporter(), "t")
+    assert record["cached"] == 1  # one propagation serves both
+    rounds = list(get_method("propagate").run_rounds(
+        [scan.as_case(3)], MethodOptions(rounds=None, device="cpu", seed=0,
+                                         extra={"iterations": "3", "batch_size": "2", "object_threshold": "0.9"}),
+        SilentReporter()))
+    own = rounds[-1].labels[case.case_id]
+    assert set(np.unique(handed[0])) == {0.0, 1.0} and np.all(handed[0].sum(0) == 1)  # certain: one class per voxel
+    np.testing.assert_array_equal(handed[0].argmax(0), own)
+    assert (argmax[0].argmax(0) != own).any()  # at threshold 0.9 the argmax keeps voxels the own labels drop
+    with pytest.raises(SparseSegError, match="propagate_targets"):
+        CollaborativeSettings.parse({"propagate_targets": "maybe"})
+
+
 def test_the_intensity_option_trims_the_registration_branch_and_keeps_the_labelled_slice(sample_dataset):
     from SparseSegLib.methods.collaborative.branches import registration_branch, scan_of
 
@@ -188,17 +214,18 @@ def test_the_propagation_cache_reuses_a_volume_only_while_its_inputs_are_the_sam
     volume = scan_of(case, "zscore").as_case(3)
     options, cache = {"iterations": "3", "batch_size": "2"}, PropagationCache(tmp_path / "cache")
     first, record = propagate_cases([volume], options, 0, "cpu", 1, SilentReporter(), "t", cache=cache)
-    assert record["cached"] == 0 and len(list((tmp_path / "cache").glob("*.npy"))) == 1
+    assert record["cached"] == 0 and len(list((tmp_path / "cache").glob("*.npz"))) == 1
     again, record = propagate_cases([volume], options, 0, "cpu", 1, SilentReporter(), "t", cache=cache)
     assert record["cached"] == 1
-    np.testing.assert_array_equal(again[0], first[0])
+    np.testing.assert_array_equal(again[0].probabilities, first[0].probabilities)
+    np.testing.assert_array_equal(again[0].labels, first[0].labels)
     _, record = propagate_cases([volume], {**options, "iterations": "4"}, 0, "cpu", 1, SilentReporter(), "t", cache=cache)
     assert record["cached"] == 0
     repainted = volume.annotated.copy()
     repainted[:, 0, 0] = True  # one more labelled voxel per slice: another paint, another key
     moved = type(volume)(volume.case_id, volume.image, volume.geometry, volume.label, repainted, volume.class_names)
     _, record = propagate_cases([moved], options, 0, "cpu", 1, SilentReporter(), "t", cache=cache)
-    assert record["cached"] == 0 and len(list((tmp_path / "cache").glob("*.npy"))) == 3
+    assert record["cached"] == 0 and len(list((tmp_path / "cache").glob("*.npz"))) == 3
     assert not list((tmp_path / "cache").glob(".tmp-*"))
     cache.path(volume.case_id, "damaged").write_bytes(b"not an array")
     assert cache.load(volume.case_id, "damaged") is None  # a damaged file is a miss, not a crash

@@ -91,7 +91,9 @@ def registration_branch(scans: list[Scan], num_classes: int, settings: Collabora
         results, counts = propagate_cases([scan.as_case(num_classes) for scan in scans], settings.propagate_extra(), seed, device.type,
                                           propagation_workers(settings.propagate_workers, device.type), reporter, stage,
                                           should_stop, cache)
-        return results, {**record, **counts}
+        if settings.propagate_targets == "labels":  # its own labels, as certain probabilities
+            return [one_hot(result.labels, num_classes) for result in results], {**record, **counts}
+        return [result.probabilities for result in results], {**record, **counts}
     network = None
     if settings.registration == "network":
         config = settings.registration_config()
@@ -116,6 +118,11 @@ def registration_branch(scans: list[Scan], num_classes: int, settings: Collabora
                                          refine=None if evidence is None else evidence.trim)
         results.append(probabilities if evidence is None else evidence.update(probabilities))
     return results, record
+
+
+def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(C, ...)`` float32 probabilities that are 1 for each voxel's class in ``labels``, 0 elsewhere."""
+    return (np.arange(num_classes).reshape(-1, *([1] * labels.ndim)) == labels[None]).astype(np.float32)
 
 
 def semi_branch(segmenter: Segmenter, scans: list[Scan], settings: CollaborativeSettings, options: MethodOptions,

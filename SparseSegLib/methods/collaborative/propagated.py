@@ -5,7 +5,9 @@ runs past the object's ends and carries whatever the first field got wrong (docs
 single-scan default (:mod:`SparseSegLib.methods.propagate`) is already a collaboration on one scan: demons
 registration of the labelled slice, then a small network trained on *that* scan, fused with it where both agree,
 open ends and anchoring at the paint. This runs it on every training volume from its labelled slices alone (the
-issue's "registration trained on the scan being segmented") and hands its class probabilities to the fusion.
+issue's "registration trained on the scan being segmented") and hands on both its class probabilities and its own
+labels (what it gives a user: thresholded, anchored at the paint, ends shaped), so the final network can learn from
+either (the collaborative option ``propagate_targets``).
 
 Volumes are independent, so they run in worker processes (one CPU thread each), which is what makes 64 volumes
 take minutes rather than an hour on a small machine. Propagation is nearly all of the method's time, so a
@@ -19,10 +21,12 @@ import hashlib
 import json
 import os
 import time
+import zipfile
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,6 +35,14 @@ from ...engine.trainer import TrainingCancelled
 from ...errors import SparseSegError
 from ...jobs.atomic import atomic_path
 from ..base import MethodOptions, Reporter, SilentReporter, get_method
+
+
+class Propagated(NamedTuple):
+    """One volume's result: class probabilities ``(C, k, j, i)`` and the labels the single-scan default gives for
+    them ``(k, j, i)`` (not their argmax: its object threshold, anchoring and end shaping are applied)."""
+
+    probabilities: np.ndarray
+    labels: np.ndarray
 
 
 def propagation_workers(requested: int, device: str) -> int:
@@ -47,8 +59,9 @@ def propagation_workers(requested: int, device: str) -> int:
 
 
 def propagate_one(case: Case, options: dict, seed: int, device: str,
-                  should_stop: Callable[[], bool] | None = None) -> tuple[str, np.ndarray, float]:
-    """The single-scan default on one volume: its final round's class probabilities ``(C, k, j, i)`` and seconds.
+                  should_stop: Callable[[], bool] | None = None) -> tuple[str, Propagated, float]:
+    """The single-scan default on one volume: its final round's class probabilities ``(C, k, j, i)`` and labels
+    ``(k, j, i)``, and seconds.
 
     Top level (not a closure) so that a worker process can run it."""
     started = time.perf_counter()
@@ -58,7 +71,9 @@ def propagate_one(case: Case, options: dict, seed: int, device: str,
         final = result
     if final is None:
         raise SparseSegError(f"propagation of {case.case_id} returned no round", "Check the volume's labelled slices.")
-    return case.case_id, final.probabilities[case.case_id].astype(np.float32), time.perf_counter() - started
+    propagated = Propagated(final.probabilities[case.case_id].astype(np.float32),
+                            final.labels[case.case_id].astype(np.uint8))
+    return case.case_id, propagated, time.perf_counter() - started
 
 
 def cache_key(case: Case, options: dict, seed: int, device: str) -> str:
@@ -74,7 +89,7 @@ def cache_key(case: Case, options: dict, seed: int, device: str) -> str:
 
 
 class PropagationCache:
-    """One ``.npy`` of class probabilities per volume and key in ``folder``; written atomically
+    """One ``.npz`` (probabilities and labels) per volume and key in ``folder``; written atomically
     (:func:`~SparseSegLib.jobs.atomic.atomic_path`), so a run killed while writing leaves no half file that a later
     run would trust."""
 
@@ -87,22 +102,24 @@ class PropagationCache:
                                  "Give propagate_cache a folder you can write to.") from error
 
     def path(self, case_id: str, key: str) -> Path:
-        return self.folder / f"{case_id}-{key}.npy"
+        return self.folder / f"{case_id}-{key}.npz"
 
-    def load(self, case_id: str, key: str) -> np.ndarray | None:
+    def load(self, case_id: str, key: str) -> Propagated | None:
         """The stored result, or None when there is none or it cannot be read (then it is propagated again)."""
         path = self.path(case_id, key)
         if not path.is_file():
             return None
         try:
-            return np.load(path)
-        except (OSError, ValueError):  # damaged outside this class (its own writes are atomic)
+            with np.load(path) as stored:
+                return Propagated(stored["probabilities"], stored["labels"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # damaged outside this class (its own writes are atomic)
             return None
 
-    def store(self, case_id: str, key: str, probabilities: np.ndarray) -> None:
+    def store(self, case_id: str, key: str, propagated: Propagated) -> None:
         with atomic_path(self.path(case_id, key), sync=False) as temporary:  # cheap to make again: no fsync
             with open(temporary, "wb") as handle:
-                np.save(handle, probabilities.astype(np.float32))
+                np.savez(handle, probabilities=propagated.probabilities.astype(np.float32),
+                         labels=propagated.labels.astype(np.uint8))
 
 
 def _one_thread() -> None:
@@ -114,11 +131,11 @@ def _one_thread() -> None:
 
 def propagate_cases(cases: list[Case], options: dict, seed: int, device: str, workers: int, reporter: Reporter,
                     stage: str, should_stop: Callable[[], bool] | None = None,
-                    cache: PropagationCache | None = None) -> tuple[list[np.ndarray], dict]:
-    """Class probabilities per case (in ``cases``' order) from the single-scan default, ``workers`` at a time;
+                    cache: PropagationCache | None = None) -> tuple[list[Propagated], dict]:
+    """Probabilities and labels per case (in ``cases``' order) from the single-scan default, ``workers`` at a time;
     volumes found in ``cache`` are read, the others run and are added to it."""
     get_method("propagate").check_options(MethodOptions(extra=dict(options)))  # bad options fail before any work
-    results: dict[str, np.ndarray] = {}
+    results: dict[str, Propagated] = {}
     keys: dict[str, str] = {}
     if cache is not None:
         keys = {case.case_id: cache_key(case, options, seed, device) for case in cases}
@@ -132,10 +149,10 @@ def propagate_cases(cases: list[Case], options: dict, seed: int, device: str, wo
     seconds: list[float] = []
     started = time.perf_counter()
 
-    def collect(case_id: str, probabilities: np.ndarray, took: float) -> None:
-        results[case_id] = probabilities
+    def collect(case_id: str, propagated: Propagated, took: float) -> None:
+        results[case_id] = propagated
         if cache is not None:
-            cache.store(case_id, keys[case_id], probabilities)
+            cache.store(case_id, keys[case_id], propagated)
         seconds.append(took)
         rate = (time.perf_counter() - started) / len(seconds)
         reporter.log(f"{stage}: {len(seconds)}/{len(todo)} volumes propagated ({case_id} in {took:.0f} s; "

@@ -42,7 +42,10 @@ class CollaborativeSettings:
       (:mod:`SparseSegLib.methods.propagate`: demons registration + a network trained on that one volume, fused) run
       on every training volume from its labelled slices (:mod:`.propagated`), ``propagate_workers`` volumes at a time
       (0: one per CPU core), ``propagate_options`` (``key=value;key=value``) passed to it; ``propagate_cache``, a
-      folder that keeps each volume's result for the next run with the same inputs (none: no cache). ``reg_*``
+      folder that keeps each volume's result for the next run with the same inputs (none: no cache);
+      ``propagate_targets``: what of its result the branch hands on, ``argmax`` (the most likely class of its
+      probabilities) or ``labels`` (the labels it gives a user: its object threshold, anchoring at the paint and end
+      shaping applied; handed on as certain, so ``object_threshold`` and ``confidence`` then change nothing). ``reg_*``
       configure the network: paper Adam 0.01,
       batch 32; here 1e-3 and 16 (0.01 made the U-Net head diverge in short runs), ``reg_iterations`` steps.
       ``open_end`` > 0 fades the chain beyond the labelled slice over that many object radii (0: the paper, no fade).
@@ -81,6 +84,7 @@ class CollaborativeSettings:
     propagate_workers: int = 0
     propagate_options: str = ""
     propagate_cache: str = ""
+    propagate_targets: str = "argmax"
     demons_smoothing: float = 1.0
     open_end: float = 0.0
     intensity: str = "none"
@@ -154,6 +158,9 @@ class CollaborativeSettings:
                 raise SparseSegError(f"option {name} must be at least 1, not {getattr(self, name)}", f"Give {name} >= 1.")
         if not 0 <= self.k1 <= self.k2:
             raise SparseSegError(f"need 0 <= k1 <= k2, not k1={self.k1}, k2={self.k2}", "E.g. k1=10 k2=20.")
+        if self.propagate_targets not in ("argmax", "labels"):
+            raise SparseSegError(f"unknown propagate_targets {self.propagate_targets!r}",
+                                 "Use propagate_targets=labels (the single-scan default's own labels) or argmax.")
         if not 0 <= self.object_threshold < 1:
             raise SparseSegError(f"option object_threshold must be in [0, 1), not {self.object_threshold}",
                                  "Give e.g. object_threshold=0.7 (0: the most likely class).")
