@@ -3,6 +3,8 @@ propagation keeps the labelled slice, fusion sets are right, and a worker job st
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -279,3 +281,31 @@ def test_object_threshold_labels_object_only_where_the_object_classes_together_e
     np.testing.assert_array_equal(object_labels(probabilities, 0.75), [0, 0, 1, 0])
     with pytest.raises(SparseSegError, match="object_threshold"):
         CollaborativeSettings.parse({"object_threshold": 1.5}).check()
+
+
+def test_final_axes_trains_one_final_network_per_axis_and_the_saved_model_averages_them(sample_dataset, tmp_path):
+    """``final_axes=0,1,2``: three final networks, one across each axis, saved as one model whose prediction is
+    the mean of the members' (the member across axis 0 alone gives another result); bad axes are an error."""
+    from SparseSegLib.engine.axis_ensemble import AxisEnsemble
+    from SparseSegLib.engine.inference import predict_probabilities
+    from SparseSegLib.engine.model import load_segmenter
+    from SparseSegLib.engine.preprocessing import normalize
+
+    cases = [annotate_case(sample_dataset.load(ref), "central-slice", 0) for ref in sample_dataset.cases[:2]]
+    options = MethodOptions(device="cpu", iterations=4, batch_size=2,
+                            extra=dict(TINY, registration="demons", demons_iterations=5, fusion="intersection",
+                                       final_axes="0,1,2"))
+    segmenter = get_method("collaborative").train(cases, options, SilentReporter())
+    assert isinstance(segmenter.network, AxisEnsemble) and segmenter.network.axes == (0, 1, 2)
+    assert set(segmenter.training["final"]["axes"]) == {"0", "1", "2"}
+    loaded = load_segmenter(segmenter.save(tmp_path / "model"))
+    _, probabilities = loaded.predict(cases[0].image)
+    _, original = segmenter.predict(cases[0].image)
+    np.testing.assert_allclose(probabilities, original, atol=1e-5)
+    image = normalize(cases[0].image, segmenter.normalization)
+    first = predict_probabilities(segmenter.network.members[0], image, replace(segmenter.network_config, axes=(0,)),
+                                  segmenter.patch_size, torch.device("cpu"))
+    assert probabilities.shape == first.shape and not np.allclose(probabilities, first, atol=1e-3)
+    for bad in ("0,0", "3", "x"):
+        with pytest.raises(SparseSegError, match="final_axes"):
+            CollaborativeSettings.parse({"final_axes": bad})

@@ -34,6 +34,7 @@ from ...errors import SparseSegError
 from ...jobs.regions import whole_slice_axis
 from ..base import MethodOptions, Reporter, RoundResult, register
 from ..common import across_axis, network_snapshot, new_segmenter
+from .axes import train_final_across_axes
 from .branches import Scan, final_network, final_targets, registration_branch, scan_of, semi_branch
 from .settings import FAITHFUL, IMPROVED, CollaborativeSettings
 
@@ -85,7 +86,9 @@ class CollaborativeMethod:
             record["semi"]["seconds"] = round(time.perf_counter() - tick, 1)
         volumes, record["fusion"] = final_targets(scans, semi, registration, settings)
         tick = time.perf_counter()
-        record["final"] = final_network(segmenter, volumes, settings, options, device, reporter, f"{self.name} final")
+        segmenter, record["final"] = train_final_across_axes(cases, volumes, settings, options, self.name, device, reporter,
+                                                             f"{self.name} final", first=segmenter)
+        segmenter.postprocess = settings.postprocess
         record["final"]["seconds"] = round(time.perf_counter() - tick, 1)
         record["seconds"] = round(time.perf_counter() - started, 1)
         segmenter.training = record

@@ -67,7 +67,9 @@ class CollaborativeSettings:
       voxel). ``object_threshold`` > 0.5: the registration branch says object only where its object classes
       together exceed this probability (the single-scan default's rule, ``thresholded_labels``; 0: the paper, the
       most likely class); it trims the contour band that a propagated label tends to overrun. ``postprocess`` (``none``, ``lcc``, ``fill``, ``lcc-fill``, :mod:`~SparseSegLib.engine.postprocess`)
-      is stored with the model and applied to every prediction (the paper: none).
+      is stored with the model and applied to every prediction (the paper: none). ``final_axes`` (e.g. ``0,1,2``):
+      one final network per slice axis (0: across the labelled slices, the paper), their softmax averaged
+      (:mod:`.axes`); each trains for the full budget.
     """
 
     branches: str = "both"
@@ -98,6 +100,7 @@ class CollaborativeSettings:
     beta: float = 0.5
     gamma_uncertain: float = 0.1
     final_iterations: int = 0
+    final_axes: str = "0"
     confidence: float = 0.0
     object_threshold: float = 0.0
     postprocess: str = "none"
@@ -110,6 +113,18 @@ class CollaborativeSettings:
     @property
     def uses_registration(self) -> bool:
         return self.branches in ("both", "registration")
+
+    @property
+    def axes(self) -> tuple[int, ...]:
+        """``final_axes`` as array axes of the scan (0: across the labelled slices), each once."""
+        try:
+            axes = tuple(int(a) for a in str(self.final_axes).replace(" ", "").split(",") if a != "")
+        except ValueError:
+            axes = ()
+        if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
+            raise SparseSegError(f"option final_axes must list distinct axes among 0, 1, 2, not {self.final_axes!r}",
+                                 'E.g. final_axes=0 (the paper) or final_axes="0,1,2".')
+        return axes
 
     def registration_config(self) -> RegistrationConfig:
         channels = tuple(int(c) for c in str(self.reg_channels).split(",") if c.strip())
@@ -158,6 +173,7 @@ class CollaborativeSettings:
                 raise SparseSegError(f"option {name} must be at least 1, not {getattr(self, name)}", f"Give {name} >= 1.")
         if not 0 <= self.k1 <= self.k2:
             raise SparseSegError(f"need 0 <= k1 <= k2, not k1={self.k1}, k2={self.k2}", "E.g. k1=10 k2=20.")
+        self.axes  # noqa: B018 (parses final_axes, raising on a bad one)
         if self.propagate_targets not in ("argmax", "labels"):
             raise SparseSegError(f"unknown propagate_targets {self.propagate_targets!r}",
                                  "Use propagate_targets=labels (the single-scan default's own labels) or argmax.")

@@ -1,0 +1,67 @@
+"""``final_axes``: the final network as one 2D network per slice axis, their softmax averaged.
+
+The paper's final network segments the slices across the labelled axis only, each on its own, so nothing ties one
+slice's contour to the next: the result is ragged along that axis and runs on past the object's ends where a slice
+looks alike. Once the fusion has labelled every voxel, a 2D network across either other axis sees the object in
+profile, ends included, with full in-plane targets; :class:`~SparseSegLib.engine.axis_ensemble.AxisEnsemble`
+averages the members over a new volume (the single-scan default and the self-labelling chain do the same with their
+own networks). Each member trains for the final network's full budget, so the stage costs that many times as long.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from ...case import Case
+from ...engine.axis_ensemble import AxisEnsemble, to_axis
+from ...engine.model import Segmenter
+from ...engine.networks import default_patch_size
+from ...engine.sampling import TrainingVolume
+from ..base import MethodOptions, Reporter
+from ..common import new_segmenter
+from .branches import final_network
+from .settings import CollaborativeSettings
+
+
+def moved_volume(volume: TrainingVolume, axis: int) -> TrainingVolume:
+    """``volume`` with slices across ``axis`` (image, target and kinds moved alike)."""
+    arrays = (volume.image, volume.target, volume.weight)
+    return TrainingVolume(*(None if a is None else np.ascontiguousarray(to_axis(a, axis)) for a in arrays))
+
+
+def member_segmenter(cases: list[Case], options: MethodOptions, name: str, axis: int) -> Segmenter:
+    """An untrained final network across ``axis``: its in-plane patch sized from the moved volumes (axis 0 keeps
+    ``--patch-size`` when given). The image is normalised once as a whole before the axes move, in training and
+    prediction alike, so every member keeps the segmenter's normalisation."""
+    segmenter = new_segmenter(cases, options, name)
+    if axis == 0:
+        return segmenter
+    config = replace(segmenter.network_config, axes=(axis,), swap_in_plane=())
+    largest = tuple(int(max(case.image.shape[a] for case in cases)) for a in (axis, *(b for b in range(3) if b != axis)))
+    return replace(segmenter, network_config=config, patch_size=default_patch_size(largest, config))
+
+
+def train_final_across_axes(cases: list[Case], volumes: list[TrainingVolume], settings: CollaborativeSettings,
+                            options: MethodOptions, name: str, device: torch.device, reporter: Reporter, stage: str,
+                            should_stop: Callable[[], bool] | None = None,
+                            first: Segmenter | None = None) -> tuple[Segmenter, dict]:
+    """The final network(s) trained on ``volumes`` (fused targets of ``cases``, slices across axis 0): one per axis of
+    ``settings.axes``; several come back as one segmenter holding their :class:`AxisEnsemble`. ``first``: the
+    untrained network across axis 0 when the caller already made it (the method's, as before this option)."""
+    members, records = [], {}
+    for axis in settings.axes:
+        segmenter = first if axis == 0 and first is not None else \
+            member_segmenter(cases, replace(options, seed=options.seed + 97 * axis), name, axis)
+        label = stage if len(settings.axes) == 1 else f"{stage} (slices across axis {axis})"
+        records[str(axis)] = final_network(segmenter, [moved_volume(v, axis) for v in volumes], settings, options,
+                                           device, reporter, label, should_stop)
+        members.append(segmenter)
+    if len(members) == 1:
+        return members[0], records[str(settings.axes[0])]
+    config = replace(members[0].network_config, axes=tuple(settings.axes), swap_in_plane=())
+    ensemble = AxisEnsemble([member.network for member in members], tuple(settings.axes))
+    return replace(members[0], network=ensemble, network_config=config), {"axes": records}
