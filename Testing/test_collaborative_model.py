@@ -28,3 +28,19 @@ def test_a_saved_collaborative_model_segments_the_scan_as_the_final_round(sample
     applied, probabilities = model.predict(case.image)
     final = results[-1].probabilities[case.case_id]
     assert np.abs(probabilities - final).mean() < 0.02, np.abs(probabilities - final).mean()
+
+
+def test_a_saved_model_of_a_job_with_final_axes_averages_its_networks_over_the_scans_own_axes(sample_case):
+    """``final_axes=0,1,2`` in a job painted across axis 1: the saved ensemble maps each network of the painted
+    frame back to the scan's axis it ran across (in-plane order included), so it gives the final round's result."""
+    case = annotate_case(sample_case, "central-slice:1", 0)
+    method = get_method("collaborative")
+    options = MethodOptions(device="cpu", rounds=None, iterations=4, batch_size=2,
+                            extra=dict(TINY, branches="registration", final_axes="0,1,2"))
+    results = list(method.run_rounds([case], options, SilentReporter()))
+    assert [r.metrics["step"] for r in results] == ["registration", "final"]
+    model = method.segmenter_from_state([case], options, results[-1].state)
+    assert model.network_config.axes == (1, 0, 2) and model.network_config.swap_in_plane == (False, False, True)
+    _, probabilities = model.predict(case.image)
+    final = results[-1].probabilities[case.case_id]
+    assert np.abs(probabilities - final).mean() < 0.02, np.abs(probabilities - final).mean()

@@ -24,6 +24,19 @@ def from_axis(array: np.ndarray, axis: int, leading: int = 0) -> np.ndarray:
     return np.moveaxis(array, leading, leading + axis) if axis else array
 
 
+def scan_axes(frame_axes: list[int] | tuple[int, ...], painted_axis: int) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+    """For networks trained across ``frame_axes`` of a volume whose axis ``painted_axis`` was moved to the front
+    (``np.moveaxis(a, painted_axis, 0)``): the scan's own array axis each runs across, and whether its two in-plane
+    axes are the other way round from the order :func:`to_axis` gives on the scan (``swap_in_plane``)."""
+    order = [painted_axis] + [a for a in range(3) if a != painted_axis]  # frame axis -> the scan's own array axis
+    axes, swap = [], []
+    for frame_axis in frame_axes:
+        axis = order[frame_axis]
+        axes.append(axis)
+        swap.append([order[b] for b in range(3) if b != frame_axis] != [c for c in range(3) if c != axis])
+    return tuple(axes), tuple(swap)
+
+
 class AxisEnsemble(nn.Module):
     """``members[n]`` segments slices across array axis ``axes[n]`` (an axis may repeat: members of several
     independently trained runs); see the module doc."""

@@ -23,19 +23,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from ...case import Case, Geometry
+from ...engine.axis_ensemble import scan_axes
 from ...engine.device import select_device
+from ...engine.networks import build_network, default_patch_size
 from ...engine.postprocess import postprocess_labels
 from ...errors import SparseSegError
 from ...jobs.regions import whole_slice_axis
 from ..base import MethodOptions, Reporter, RoundResult, register
 from ..common import across_axis, network_snapshot, new_segmenter
 from .axes import train_final_across_axes
-from .branches import Scan, final_network, final_targets, registration_branch, scan_of, semi_branch
+from .branches import Scan, final_targets, registration_branch, scan_of, semi_branch
 from .settings import FAITHFUL, IMPROVED, CollaborativeSettings
 
 STATE_FORMAT = 1
@@ -100,8 +103,14 @@ class CollaborativeMethod:
             raise SparseSegError("this job has no trained network yet (only the registration round has run)",
                                  "Wait for the next round, then save the model.")
         axis = whole_slice_axis(cases[0].annotated) if cases[0].annotated is not None else None
+        settings = self.settings(options)
         segmenter = across_axis(new_segmenter(cases, options, self.name), axis or 0, cases, options)
-        segmenter.postprocess = self.settings(options).postprocess
+        segmenter.postprocess = settings.postprocess
+        if len(settings.axes) > 1:  # final_axes: the job trained one network per axis of the painted frame
+            axes, swap = scan_axes(settings.axes, axis or 0)
+            config = replace(segmenter.network_config, axes=axes, swap_in_plane=swap if any(swap) else ())
+            segmenter = replace(segmenter, network=build_network(config, segmenter.num_classes), network_config=config,
+                                patch_size=default_patch_size(cases[0].image.shape, config))
         try:
             segmenter.network.load_state_dict(state["network"])
         except RuntimeError as error:
@@ -156,10 +165,12 @@ class CollaborativeMethod:
                 probabilities, network = semi[0], semi_segmenter.network
             else:
                 volumes, counts = final_targets([scan], semi, registration, settings)
-                record = {**final_network(segmenter, volumes, settings, options, device, reporter, stage, should_stop), **counts}
+                final, trained = train_final_across_axes([moved], volumes, settings, options, self.name, device, reporter,
+                                                         stage, should_stop, first=segmenter)
+                record = {**trained, **counts}
                 from .branches import predict_normalised
 
-                probabilities, network = predict_normalised(segmenter, scan.image, device), segmenter.network
+                probabilities, network = predict_normalised(final, scan.image, device), final.network
             labels = probabilities.argmax(0).astype(np.uint8)
             if kind == "final":  # the final network's result as the cohort model gives it (settings.postprocess)
                 labels = postprocess_labels(labels, probabilities, settings.postprocess)

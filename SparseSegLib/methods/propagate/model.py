@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ...case import Case
-from ...engine.axis_ensemble import AxisEnsemble
+from ...engine.axis_ensemble import AxisEnsemble, scan_axes
 from ...engine.model import Segmenter
 from ...engine.networks import build_network, default_patch_size
 from ...errors import SparseSegError
@@ -35,11 +35,11 @@ def segmenter_from_state(case: Case, options: MethodOptions, state: dict) -> Seg
                              "Wait for the stage's network round, then save the model.")
     painted = whole_slice_axis(case.annotated) if case.annotated is not None else None
     first = 0 if painted is None else int(painted)
-    order = [first] + [a for a in range(3) if a != first]  # frame axis -> the scan's own array axis
     num_classes = class_count(case)
     config = network_config(settings)
-    members, axes, swap = [], [], []
-    for frame_axis in sorted({int(k.split(".", 1)[0]) for k in weights}):
+    frame_axes = sorted({int(k.split(".", 1)[0]) for k in weights})
+    members = []
+    for frame_axis in frame_axes:
         own = {k.split(".", 1)[1]: v for k, v in weights.items() if k.split(".", 1)[0] == str(frame_axis)}
         network = build_network(config, num_classes)
         try:
@@ -47,12 +47,10 @@ def segmenter_from_state(case: Case, options: MethodOptions, state: dict) -> Seg
         except RuntimeError as error:
             raise SparseSegError(f"the checkpoint does not fit propagate's network ({str(error).splitlines()[0][:160]})",
                                  "The job's options changed since the checkpoint was written; run the job again.") from None
-        axis = order[frame_axis]
         members.append(network)
-        axes.append(axis)
-        # the member saw its slices with the frame's in-plane order; prediction moves the scan's axis to the front
-        swap.append([order[b] for b in range(3) if b != frame_axis] != [c for c in range(3) if c != axis])
-    config = replace(config, axes=tuple(axes), swap_in_plane=tuple(swap) if any(swap) else ())
+    # each member saw its slices in the painted frame; prediction moves the scan's own axis to the front
+    axes, swap = scan_axes(frame_axes, first)
+    config = replace(config, axes=axes, swap_in_plane=swap if any(swap) else ())
     network = AxisEnsemble(members, tuple(axes)) if len(members) > 1 else members[0]
     # the patch serves a member across the array's axis 0; the others size their own (engine.inference)
     return Segmenter(network=network, network_config=config, patch_size=default_patch_size(case.image.shape, config),
