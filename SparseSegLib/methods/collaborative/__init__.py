@@ -1,8 +1,9 @@
 """``collaborative``: collaborative learning of semi- and self-supervised pseudo-labels (Osman, Li, Huang, Wang;
 seed collaborative-learning.md, methods.md section 4). ``collaborative-faithful`` runs the paper's settings;
 ``collaborative`` our default options (:data:`~.settings.IMPROVED`: the single-scan default propagates each
-volume's labelled slice, ``registration=propagate``, the final network learns from it, ``branches=registration``,
-and its predictions keep their largest component with holes filled, ``postprocess=lcc-fill``).
+volume's labelled slice, ``registration=propagate``, the final network learns from the labels it gives,
+``branches=registration, propagate_targets=labels``, as one 2D network per slice axis, ``final_axes=0,1,2``, and its
+predictions keep their largest component with holes filled, ``postprocess=lcc-fill``).
 
 Only whole labelled slices (the central slice of every training volume in the paper) are ground truth.
 
@@ -56,8 +57,8 @@ class CollaborativeMethod:
 
     preset: dict = IMPROVED
     summary = ("collaborative learning, our default: each volume's labelled slice propagated by the single-scan default "
-               "(registration + a network on that scan, fused), then a final 2D network on those pseudo-labels, "
-               "largest component kept")
+               "(registration + a network on that scan, fused), then final 2D networks across the three axes on its "
+               "labels, largest component kept")
 
     def settings(self, options: MethodOptions) -> CollaborativeSettings:
         """The preset, then the options (``--option``, a job's ``method_options``)."""
