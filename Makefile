@@ -114,27 +114,32 @@ CL_OUT = bench-output/collaborative
 CL_BENCH = $(VENV)/bin/sparseseg bench --dataset $(CL_OUT)/data --networks 2d --split 0.8,0,0.2 --seed 0 \
 	--device cpu --iterations 400 --annotation central-slice
 # The paper's settings are `collaborative-faithful` (these runs were made as `collaborative` before it became the
-# validation-chosen default; the run propagate is the thirteenth session's default, default the fourteenth's). The
-# runs that propagate with the single-scan default share one cache of its results (CL_CACHE).
+# validation-chosen default; the run propagate is the thirteenth session's default, default-14 the fourteenth's,
+# default the fifteenth's: CL_14 gives back the fourteenth's options). The runs that propagate with the single-scan
+# default share one cache of its results (CL_CACHE).
 CL_CACHE_DIR = $(CL_OUT)/propagate-cache
 CL_CACHE = --option=propagate_cache=$(CL_CACHE_DIR)
+CL_14 = --option=propagate_targets=argmax,--option=final_axes=0
 CL_RUNS = baselines:sparse-only,full: faithful:collaborative-faithful: semi:collaborative-faithful:--option=branches=semi \
 	registration:collaborative-faithful:--option=branches=registration \
 	intersection:collaborative-faithful:--option=fusion=intersection \
 	improved:collaborative-faithful:--option=fusion=intersection,--option=open_end=1 \
 	improved-demons:collaborative-faithful:--option=fusion=intersection,--option=open_end=1,--option=registration=demons \
 	demons-intersection:collaborative-faithful:--option=fusion=intersection,--option=registration=demons \
-	propagate:collaborative:--option=postprocess=none,$(CL_CACHE) default:collaborative:$(CL_CACHE)
+	propagate:collaborative:--option=postprocess=none,$(CL_14),$(CL_CACHE) default-14:collaborative:$(CL_14),$(CL_CACHE) \
+	default:collaborative:$(CL_CACHE)
 # The default and full supervision at the default budget (paper: 1500 iterations) instead of 400.
 CL_PAPER = OMP_NUM_THREADS=1 nice -n 5 $(VENV)/bin/sparseseg bench --dataset $(CL_OUT)/data --networks 2d --split 0.8,0,0.2 \
 	--seed 0 --device cpu --budget paper --annotation central-slice
 CL_PAPER_RUNS = default-paper-budget:collaborative:--option=propagate_cache=$(CL_CACHE_DIR) full-paper-budget:full:
-# Choosing the fourteenth session's options: 48 of the 64 training volumes train, the other 16 score (--evaluate val);
-# the test volumes are the same 16 as above.
+# Choosing the fourteenth and fifteenth sessions' options: 48 of the 64 training volumes train, the other 16 score
+# (--evaluate val); the test volumes are the same 16 as above. The fifteenth's: val-lcc (its starting point),
+# val-labels, val-axes and val-default (both).
 CL_VAL_BENCH = $(VENV)/bin/sparseseg bench --dataset $(CL_OUT)/data --networks 2d --split 0.6,0.2,0.2 --seed 0 \
 	--evaluate val --device cpu --iterations 400 --annotation central-slice --methods collaborative --option propagate_cache=$(CL_CACHE_DIR)
-CL_VAL_RUNS = val-before:--option=postprocess=none val-lcc: val-object:--option=object_threshold=0.8,--option=postprocess=none \
-	val-object-lcc:--option=object_threshold=0.8
+CL_VAL_RUNS = val-before:--option=postprocess=none,$(CL_14) val-lcc:$(CL_14) \
+	val-object:--option=object_threshold=0.8,--option=postprocess=none,$(CL_14) val-object-lcc:--option=object_threshold=0.8,$(CL_14) \
+	val-labels:--option=final_axes=0 val-axes:--option=propagate_targets=argmax val-default:
 # Our self-labelling default on the same split, with its own schedule (budget paper, early stopping on 15% of the
 # training volumes it holds out itself), as in its hippocampus table.
 CL_SELF_LABELLING = OMP_NUM_THREADS=1 nice -n 5 $(VENV)/bin/sparseseg bench --dataset $(CL_OUT)/data --networks 2d \
@@ -176,6 +181,7 @@ CLH_BENCH = $(VENV)/bin/sparseseg bench --dataset ../shared/data/hippocampus --a
 	--networks 2d --split 0.7,0.15,0.15 --seed 0 --device cpu
 # The runs that propagate with the single-scan default share one cache of its results (140 training volumes).
 CLH_CACHE = --option=propagate_cache=$(CLH_OUT)/propagate-cache
+CLH_14 = --option=propagate_targets=argmax,--option=final_axes=0
 CLH_RUNS = val-faithful:collaborative-faithful:--evaluate=val val-demons:collaborative-faithful:--evaluate=val,--option=registration=demons \
 	val-intersection:collaborative-faithful:--evaluate=val,--option=fusion=intersection \
 	val-improved:collaborative-faithful:--evaluate=val,--option=fusion=intersection,--option=open_end=1 \
@@ -184,10 +190,13 @@ CLH_RUNS = val-faithful:collaborative-faithful:--evaluate=val val-demons:collabo
 	baselines:sparse-only,full: semi:collaborative-faithful:--option=branches=semi \
 	registration:collaborative-faithful:--option=branches=registration faithful:collaborative-faithful: \
 	demons-intersection:collaborative-faithful:--option=fusion=intersection,--option=registration=demons \
-	val-propagate:collaborative:--evaluate=val,--option=postprocess=none,$(CLH_CACHE) \
-	propagate:collaborative:--option=postprocess=none,$(CLH_CACHE) \
-	val-object:collaborative:--evaluate=val,--option=object_threshold=0.8,--option=postprocess=none,$(CLH_CACHE) \
-	val-object-lcc:collaborative:--evaluate=val,--option=object_threshold=0.8,$(CLH_CACHE) \
+	val-propagate:collaborative:--evaluate=val,--option=postprocess=none,$(CLH_14),$(CLH_CACHE) \
+	propagate:collaborative:--option=postprocess=none,$(CLH_14),$(CLH_CACHE) \
+	val-object:collaborative:--evaluate=val,--option=object_threshold=0.8,--option=postprocess=none,$(CLH_14),$(CLH_CACHE) \
+	val-object-lcc:collaborative:--evaluate=val,--option=object_threshold=0.8,$(CLH_14),$(CLH_CACHE) \
+	val-default-14:collaborative:--evaluate=val,$(CLH_14),$(CLH_CACHE) default-14:collaborative:$(CLH_14),$(CLH_CACHE) \
+	val-labels:collaborative:--evaluate=val,--option=final_axes=0,$(CLH_CACHE) \
+	val-axes:collaborative:--evaluate=val,--option=propagate_targets=argmax,$(CLH_CACHE) \
 	val-default:collaborative:--evaluate=val,$(CLH_CACHE) default:collaborative:$(CLH_CACHE)
 bench-collaborative-hippocampus: venv
 	for spec in $(CLH_RUNS); do \

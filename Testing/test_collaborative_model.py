@@ -24,7 +24,7 @@ def test_a_saved_collaborative_model_segments_the_scan_as_the_final_round(sample
     except SparseSegError as error:
         assert "no trained network" in str(error)
     model = method.segmenter_from_state([case], options, results[-1].state)
-    assert model.network_config.axes == (2,)
+    assert model.network_config.axes == (2, 0, 1)  # the default final_axes=0,1,2, mapped back from the painted frame
     applied, probabilities = model.predict(case.image)
     final = results[-1].probabilities[case.case_id]
     assert np.abs(probabilities - final).mean() < 0.02, np.abs(probabilities - final).mean()

@@ -19,7 +19,7 @@ FUSIONS = ("weighted", "intersection", "union")
 #: default propagates each training volume's labelled slice (``registration=propagate``) and the final network learns
 #: from that alone (``branches=registration``): hippocampus split validation DSC 78.1 against 54.8 for the earlier
 #: default (intersection fusion + demons); test splits: hippocampus 76.3 (was 54.6), left atrium 75.6 (was 73.7)
-#: (docs/results/collaborative.md, "Thirteenth session"). Since the fourteenth, its predictions keep the largest
+#: (docs/results/collaborative-default.md, "Thirteenth session"). Since the fourteenth, its predictions keep the largest
 #: component with holes filled (``postprocess=lcc-fill``): validation DSC left atrium 72.8 against 70.2, hippocampus
 #: 78.6 against 78.1 ("Fourteenth session"; ``object_threshold=0.8`` helped the left atrium's but cost the
 #: hippocampus's 4.5 points, so it stays an option). Since the fifteenth, the final network learns from the labels the
