@@ -152,15 +152,16 @@ def test_propagate_registration_runs_the_single_scan_default_on_each_volume_in_w
                                                 propagate_workers=2))
     together, record = registration_branch(scans, 3, settings, torch.device("cpu"), 0, SilentReporter(), "test")
     assert record["volumes"] == 2 and record["workers"] == 2
-    for case, scan, probabilities in zip(cases, scans, together):
-        labels = probabilities.argmax(0)
+    for case, scan, result in zip(cases, scans, together):
+        probabilities, labels = result.probabilities, result.probabilities.argmax(0)
+        assert result.labels is None  # the preset-free settings hand on the argmax (propagate_targets=argmax)
         assert probabilities.shape == (3,) + case.image.shape
         np.testing.assert_array_equal(labels[scan.labelled], scan.target[scan.labelled])  # the labelled slice kept
         assert (labels[~scan.labelled] > 0).any()  # it propagated beyond the slice
     alone, _ = registration_branch(scans[:1], 3, CollaborativeSettings.parse(dict(
         registration="propagate", propagate_options="iterations=3;batch_size=2", propagate_workers=1)),
         torch.device("cpu"), 0, SilentReporter(), "test")
-    np.testing.assert_allclose(alone[0], together[0], atol=1e-5)
+    np.testing.assert_allclose(alone[0].probabilities, together[0].probabilities, atol=1e-5)
     with pytest.raises(SparseSegError, match="propagate"):
         registration_branch(scans[:1], 3, CollaborativeSettings.parse(dict(
             registration="propagate", propagate_options="no_such_option=1")), torch.device("cpu"), 0, SilentReporter(), "t")
@@ -168,8 +169,9 @@ def test_propagate_registration_runs_the_single_scan_default_on_each_volume_in_w
 
 def test_propagate_targets_labels_hands_on_the_single_scan_defaults_own_labels(sample_dataset, tmp_path):
     """``propagate_targets=labels``: the branch's pseudo-labels are exactly the labels the single-scan default gives
-    a user for that volume (its object threshold, anchoring and end shaping), not the argmax of its probabilities."""
-    from SparseSegLib.methods.collaborative.branches import registration_branch, scan_of
+    a user for that volume (its object threshold, anchoring and end shaping), not the argmax of its probabilities;
+    its probabilities stay the soft ones (a job's registration round streams them, and shows the labels)."""
+    from SparseSegLib.methods.collaborative.branches import final_targets, registration_branch, scan_of
 
     case = annotate_case(sample_dataset.load(sample_dataset.cases[0]), "central-slice", 0)
     scan = scan_of(case, "zscore")
@@ -185,11 +187,22 @@ def test_propagate_targets_labels_hands_on_the_single_scan_defaults_own_labels(s
                                          extra={"iterations": "3", "batch_size": "2", "object_threshold": "0.9"}),
         SilentReporter()))
     own = rounds[-1].labels[case.case_id]
-    assert set(np.unique(handed[0])) == {0.0, 1.0} and np.all(handed[0].sum(0) == 1)  # certain: one class per voxel
-    np.testing.assert_array_equal(handed[0].argmax(0), own)
-    assert (argmax[0].argmax(0) != own).any()  # at threshold 0.9 the argmax keeps voxels the own labels drop
+    np.testing.assert_array_equal(handed[0].labels, own)
+    np.testing.assert_array_equal(handed[0].probabilities, argmax[0].probabilities)
+    assert (argmax[0].probabilities.argmax(0) != own).any()  # at threshold 0.9 the argmax keeps voxels these drop
+    volumes, _ = final_targets([scan], None, handed, CollaborativeSettings.parse({**options, "propagate_targets": "labels"}))
+    np.testing.assert_array_equal(volumes[0].target, own)  # the final network learns exactly those labels
+    job = CollaborativeSettings.parse({**options, "propagate_targets": "labels"})
+    first = next(get_method("collaborative").run_rounds([case], MethodOptions(
+        device="cpu", rounds=None, iterations=2, batch_size=2, extra=dict(job.__dict__, final_iterations=2)),
+        SilentReporter()))
+    np.testing.assert_array_equal(first.labels[case.case_id], own)  # the registration round shows them
+    streamed = first.probabilities[case.case_id]
+    assert ((streamed > 0.01) & (streamed < 0.99)).any()  # with the soft probabilities, not a one-hot of them
     with pytest.raises(SparseSegError, match="propagate_targets"):
         CollaborativeSettings.parse({"propagate_targets": "maybe"})
+    with pytest.raises(SparseSegError, match="object_threshold"):  # it would change nothing: say where it belongs
+        CollaborativeSettings.parse({**options, "propagate_targets": "labels", "object_threshold": 0.8})
 
 
 def test_the_intensity_option_trims_the_registration_branch_and_keeps_the_labelled_slice(sample_dataset):
@@ -199,7 +212,7 @@ def test_the_intensity_option_trims_the_registration_branch_and_keeps_the_labell
     scans = [scan_of(case, "zscore")]
     plain, gated = (registration_branch(scans, 3, CollaborativeSettings.parse(
         dict(registration="demons", demons_iterations=20, intensity=intensity)), torch.device("cpu"), 0,
-        SilentReporter(), "test")[0][0] for intensity in ("none", "chain"))
+        SilentReporter(), "test")[0][0].probabilities for intensity in ("none", "chain"))
     painted = scans[0].painted[0]
     np.testing.assert_array_equal(gated.argmax(0)[painted], scans[0].ground_truth[painted])
     assert (gated[0][plain[0] == 1.0] == 1.0).all()  # nothing the chain never reached
@@ -241,14 +254,16 @@ def test_confidence_leaves_the_hesitant_propagated_voxels_out_and_postprocess_is
     threshold get no target (no loss); labelled voxels always keep theirs. ``postprocess`` travels with the model."""
     from SparseSegLib.engine.sampling import UNKNOWN
     from SparseSegLib.methods.collaborative.branches import final_targets, scan_of
+    from SparseSegLib.methods.collaborative.propagated import Propagated
 
     case = annotate_case(sample_dataset.load(sample_dataset.cases[0]), "central-slice", 0)
     scan = scan_of(case, "zscore")
     rng = np.random.default_rng(0)
     probabilities = rng.dirichlet(np.ones(3), size=scan.image.shape).astype(np.float32).transpose(3, 0, 1, 2)
-    everything, counts = final_targets([scan], None, [probabilities], CollaborativeSettings.parse({}))
+    everything, counts = final_targets([scan], None, [Propagated(probabilities, None)], CollaborativeSettings.parse({}))
     assert counts["left_out"] == 0 and (everything[0].target >= 0).all()
-    gated, counts = final_targets([scan], None, [probabilities], CollaborativeSettings.parse({"confidence": 0.6}))
+    gated, counts = final_targets([scan], None, [Propagated(probabilities, None)],
+                                  CollaborativeSettings.parse({"confidence": 0.6}))
     unsure = (probabilities.max(0) < 0.6) & ~scan.labelled
     assert counts["left_out"] == int(unsure.sum()) > 0
     assert (gated[0].target[unsure] == UNKNOWN).all() and (gated[0].target[~unsure] >= 0).all()
@@ -311,3 +326,8 @@ def test_final_axes_trains_one_final_network_per_axis_and_the_saved_model_averag
     for bad in ("0,0", "3", "x"):
         with pytest.raises(SparseSegError, match="final_axes"):
             CollaborativeSettings.parse({"final_axes": bad})
+    from SparseSegLib.methods.propagate.settings import PropagateSettings  # the same rule reads its network_axes
+
+    assert PropagateSettings.parse({"network_axes": "2, 0"}).axes == (2, 0)
+    with pytest.raises(SparseSegError, match="network_axes"):
+        PropagateSettings.parse({"network_axes": "0,0"})

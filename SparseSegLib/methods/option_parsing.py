@@ -41,3 +41,15 @@ def parse_settings(cls: type[T], extra: dict | None, method: str) -> T:
     if hasattr(settings, "check"):
         settings.check()
     return settings
+
+
+def slice_axes(text: str, option: str) -> tuple[int, ...]:
+    """An option listing array axes to slice across (``"0,1,2"``): distinct axes among 0, 1, 2, in the given order."""
+    try:
+        axes = tuple(int(a) for a in str(text).replace(" ", "").split(",") if a != "")
+    except ValueError:
+        axes = ()
+    if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
+        raise SparseSegError(f"option {option} must list distinct axes among 0, 1, 2, not {text!r}",
+                             f'E.g. {option}=0 or {option}="0,1,2".')
+    return axes

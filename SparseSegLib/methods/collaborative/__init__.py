@@ -39,7 +39,8 @@ from ...jobs.regions import whole_slice_axis
 from ..base import MethodOptions, Reporter, RoundResult, register
 from ..common import across_axis, network_snapshot, new_segmenter
 from .axes import train_final_across_axes
-from .branches import Scan, final_targets, registration_branch, scan_of, semi_branch
+from .branches import Scan, final_targets, registration_branch, registration_labels, scan_of, semi_branch
+from .propagated import Propagated
 from .settings import FAITHFUL, IMPROVED, CollaborativeSettings
 
 STATE_FORMAT = 1
@@ -151,7 +152,7 @@ class CollaborativeMethod:
         first, done = _stage(state, plan, paint, self.name)
         total = first + len(plan) - 1
         kept = dict(state or {}) if done >= first else {}  # a new stage recomputes both branches from the new paint
-        registration = [kept["registration"].numpy()] if kept.get("registration") is not None else None
+        registration = _kept_registration(kept)
         semi = [kept["semi"].numpy()] if kept.get("semi") is not None else None
         for index in range(done + 1, total + 1):
             started, kind = time.perf_counter(), plan[index - first]
@@ -159,7 +160,7 @@ class CollaborativeMethod:
             if kind == "registration":
                 registration, record = registration_branch([scan], segmenter.num_classes, settings, device, options.seed,
                                                            reporter, stage, should_stop)
-                probabilities = registration[0]
+                probabilities = registration[0].probabilities
             elif kind == "semi":
                 semi_segmenter = new_segmenter([moved], options, f"{self.name}-semi")
                 semi, record = semi_branch(semi_segmenter, [scan], settings, options, device, reporter, stage, should_stop)
@@ -173,13 +174,18 @@ class CollaborativeMethod:
 
                 probabilities, network = predict_normalised(final, scan.image, device), final.network
             labels = probabilities.argmax(0).astype(np.uint8)
+            if kind == "registration":  # what the final network will learn from
+                labels = registration_labels(registration[0], settings).astype(np.uint8)
             if kind == "final":  # the final network's result as the cohort model gives it (settings.postprocess)
                 labels = postprocess_labels(labels, probabilities, settings.postprocess)
             labels[scan.labelled] = scan.target[scan.labelled]
             kept = {"format": STATE_FORMAT, "method": self.name, "round": index, "rounds": total, "stage_first": first,
                     "steps": list(plan), "paint": paint,
                     "network": network_snapshot(network) if kind != "registration" else {},
-                    "registration": _as_tensor(registration), "semi": _as_tensor(semi)}
+                    "registration": _as_tensor([r.probabilities for r in registration] if registration else None),
+                    "registration_labels": _as_tensor([registration[0].labels], np.uint8)
+                    if registration and registration[0].labels is not None else None,
+                    "semi": _as_tensor(semi)}
             metrics = {"step": kind, "foreground_voxels": int((labels > 0).sum()),
                        "seconds": round(time.perf_counter() - started, 3),
                        **{k: v for k, v in record.items() if isinstance(v, (int, float, str))}}
@@ -210,8 +216,16 @@ def _moved_back(array: np.ndarray, axis: int, lead: int = 0) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(array, lead, lead + axis))
 
 
-def _as_tensor(results: list[np.ndarray] | None) -> torch.Tensor | None:
-    return None if results is None else torch.from_numpy(np.ascontiguousarray(results[0], dtype=np.float32))
+def _as_tensor(results: list[np.ndarray] | None, dtype: type = np.float32) -> torch.Tensor | None:
+    return None if results is None else torch.from_numpy(np.ascontiguousarray(results[0], dtype=dtype))
+
+
+def _kept_registration(kept: dict) -> list[Propagated] | None:
+    """The registration branch's result from a round state (its own labels: stored since propagate_targets)."""
+    if kept.get("registration") is None:
+        return None
+    labels = kept.get("registration_labels")
+    return [Propagated(kept["registration"].numpy(), None if labels is None else labels.numpy())]
 
 
 def _paint_key(case: Case) -> list[int]:

@@ -19,10 +19,9 @@ import torch
 from ...case import Case
 from ...engine.axis_ensemble import AxisEnsemble, to_axis
 from ...engine.model import Segmenter
-from ...engine.networks import default_patch_size
 from ...engine.sampling import TrainingVolume
 from ..base import MethodOptions, Reporter
-from ..common import new_segmenter
+from ..common import across_axis, new_segmenter
 from .branches import final_network
 from .settings import CollaborativeSettings
 
@@ -34,15 +33,15 @@ def moved_volume(volume: TrainingVolume, axis: int) -> TrainingVolume:
 
 
 def member_segmenter(cases: list[Case], options: MethodOptions, name: str, axis: int) -> Segmenter:
-    """An untrained final network across ``axis``: its in-plane patch sized from the moved volumes (axis 0 keeps
-    ``--patch-size`` when given). The image is normalised once as a whole before the axes move, in training and
-    prediction alike, so every member keeps the segmenter's normalisation."""
+    """An untrained final network across ``axis`` (:func:`~..common.across_axis`): its in-plane patch sized from the
+    moved volumes (only axis 0 takes ``--patch-size``: another axis's slices have another shape). The image is
+    normalised once as a whole before the axes move, in training and prediction alike, so every member keeps the
+    segmenter's normalisation (no per-slice z-score along its own axis)."""
     segmenter = new_segmenter(cases, options, name)
     if axis == 0:
         return segmenter
-    config = replace(segmenter.network_config, axes=(axis,), swap_in_plane=())
-    largest = tuple(int(max(case.image.shape[a] for case in cases)) for a in (axis, *(b for b in range(3) if b != axis)))
-    return replace(segmenter, network_config=config, patch_size=default_patch_size(largest, config))
+    moved = across_axis(segmenter, axis, cases, replace(options, patch_size=None))
+    return replace(moved, normalization=segmenter.normalization)
 
 
 def train_final_across_axes(cases: list[Case], volumes: list[TrainingVolume], settings: CollaborativeSettings,

@@ -22,6 +22,7 @@ from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter
 from ..propagate.fusion import thresholded_labels
 from .fusion import fuse_labels, fusion_counts, single_branch_targets
+from .propagated import Propagated
 from .settings import CollaborativeSettings
 from .training import train_final, train_semi
 
@@ -72,8 +73,9 @@ def scan_of(case: Case, normalization: str) -> Scan:
 
 def registration_branch(scans: list[Scan], num_classes: int, settings: CollaborativeSettings, device: torch.device,
                         seed: int, reporter: Reporter, stage: str,
-                        should_stop: Callable[[], bool] | None = None) -> tuple[list[np.ndarray], dict]:
-    """Class probabilities ``(C, k, j, i)`` per scan: its labelled slices carried outwards slice by slice.
+                        should_stop: Callable[[], bool] | None = None) -> tuple[list[Propagated], dict]:
+    """Class probabilities ``(C, k, j, i)`` per scan, its labelled slices carried outwards slice by slice, and the
+    branch's own labels where it has them (``propagate`` with ``propagate_targets=labels``; else None).
 
     ``network``: one registration network trained on neighbouring-slice pairs of all ``scans`` (no labels), its
     fields chained by :func:`~SparseSegLib.engine.propagation.propagate_slices`; ``demons``: the same chaining
@@ -91,9 +93,9 @@ def registration_branch(scans: list[Scan], num_classes: int, settings: Collabora
         results, counts = propagate_cases([scan.as_case(num_classes) for scan in scans], settings.propagate_extra(), seed, device.type,
                                           propagation_workers(settings.propagate_workers, device.type), reporter, stage,
                                           should_stop, cache)
-        if settings.propagate_targets == "labels":  # its own labels, as certain probabilities
-            return [one_hot(result.labels, num_classes) for result in results], {**record, **counts}
-        return [result.probabilities for result in results], {**record, **counts}
+        if settings.propagate_targets == "argmax":
+            results = [Propagated(result.probabilities, None) for result in results]
+        return results, {**record, **counts}
     network = None
     if settings.registration == "network":
         config = settings.registration_config()
@@ -116,13 +118,8 @@ def registration_branch(scans: list[Scan], num_classes: int, settings: Collabora
                                          should_stop=should_stop, registration=registration, open_end_reach=reach,
                                          workers=torch.get_num_threads(),
                                          refine=None if evidence is None else evidence.trim)
-        results.append(probabilities if evidence is None else evidence.update(probabilities))
+        results.append(Propagated(probabilities if evidence is None else evidence.update(probabilities), None))
     return results, record
-
-
-def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """``(C, ...)`` float32 probabilities that are 1 for each voxel's class in ``labels``, 0 elsewhere."""
-    return (np.arange(num_classes).reshape(-1, *([1] * labels.ndim)) == labels[None]).astype(np.float32)
 
 
 def semi_branch(segmenter: Segmenter, scans: list[Scan], settings: CollaborativeSettings, options: MethodOptions,
@@ -143,23 +140,28 @@ def predict_normalised(segmenter: Segmenter, image: np.ndarray, device: torch.de
     return predict_probabilities(segmenter.network, image, segmenter.network_config, segmenter.patch_size, device)
 
 
-def final_targets(scans: list[Scan], semi: list[np.ndarray] | None, registration: list[np.ndarray] | None,
+def registration_labels(result: Propagated, settings: CollaborativeSettings) -> np.ndarray:
+    """What the registration branch says per voxel: its own labels where it has them, else its most likely class
+    (object only above ``object_threshold``, the single-scan default's rule)."""
+    return result.labels if result.labels is not None else thresholded_labels(result.probabilities, settings.object_threshold)
+
+
+def final_targets(scans: list[Scan], semi: list[np.ndarray] | None, registration: list[Propagated] | None,
                   settings: CollaborativeSettings) -> tuple[list[TrainingVolume], dict]:
     """The final network's training volumes (target + kind per voxel) from the branches that ran, and counts."""
     volumes, counts = [], {"certain_object": 0, "uncertain": 0, "left_out": 0}
     for index, scan in enumerate(scans):
         semi_labels = semi[index].argmax(0) if semi is not None else None
-        registration_labels = thresholded_labels(registration[index], settings.object_threshold) \
-            if registration is not None else None
-        if semi_labels is not None and registration_labels is not None:
-            target, kind = fuse_labels(semi_labels, registration_labels, scan.labelled, scan.ground_truth, settings.fusion)
-            for key, value in fusion_counts(semi_labels, registration_labels, scan.labelled).items():
+        carried = registration_labels(registration[index], settings) if registration is not None else None
+        if semi_labels is not None and carried is not None:
+            target, kind = fuse_labels(semi_labels, carried, scan.labelled, scan.ground_truth, settings.fusion)
+            for key, value in fusion_counts(semi_labels, carried, scan.labelled).items():
                 counts[key] += value
         else:
-            target, kind = single_branch_targets(semi_labels if semi_labels is not None else registration_labels,
+            target, kind = single_branch_targets(semi_labels if semi_labels is not None else carried,
                                                  scan.labelled, scan.ground_truth)
         if settings.confidence > 0 and registration is not None:
-            unsure = (registration[index].max(0) < settings.confidence) & ~scan.labelled
+            unsure = (registration[index].probabilities.max(0) < settings.confidence) & ~scan.labelled
             target[unsure] = UNKNOWN  # in no loss: the final network fills the band from what it learnt elsewhere
             counts["left_out"] += int(unsure.sum())
         volumes.append(TrainingVolume(scan.image, target, kind))

@@ -38,11 +38,12 @@ from ..base import MethodOptions, Reporter, SilentReporter, get_method
 
 
 class Propagated(NamedTuple):
-    """One volume's result: class probabilities ``(C, k, j, i)`` and the labels the single-scan default gives for
-    them ``(k, j, i)`` (not their argmax: its object threshold, anchoring and end shaping are applied)."""
+    """One volume's registration-branch result: class probabilities ``(C, k, j, i)`` and, from the single-scan
+    default, the labels it gives for them ``(k, j, i)`` (not their argmax: its object threshold, anchoring and end
+    shaping are applied); None where the branch has no labels of its own."""
 
     probabilities: np.ndarray
-    labels: np.ndarray
+    labels: np.ndarray | None
 
 
 def propagation_workers(requested: int, device: str) -> int:

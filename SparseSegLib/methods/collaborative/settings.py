@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ...engine.postprocess import POSTPROCESSING
 from ...engine.registration_network import REGULARIZERS, SIMILARITIES, RegistrationConfig
 from ...errors import SparseSegError
-from ..option_parsing import parse_settings
+from ..option_parsing import parse_settings, slice_axes
 
 BRANCHES = ("both", "semi", "registration")
 INTENSITIES = ("none", "chain")
@@ -48,7 +48,8 @@ class CollaborativeSettings:
       folder that keeps each volume's result for the next run with the same inputs (none: no cache);
       ``propagate_targets``: what of its result the branch hands on, ``argmax`` (the most likely class of its
       probabilities) or ``labels`` (the labels it gives a user: its object threshold, anchoring at the paint and end
-      shaping applied; handed on as certain, so ``object_threshold`` and ``confidence`` then change nothing). ``reg_*``
+      shaping applied; ``object_threshold`` then does not apply: give the single-scan default's own in
+      ``propagate_options``). ``reg_*``
       configure the network: paper Adam 0.01,
       batch 32; here 1e-3 and 16 (0.01 made the U-Net head diverge in short runs), ``reg_iterations`` steps.
       ``open_end`` > 0 fades the chain beyond the labelled slice over that many object radii (0: the paper, no fade).
@@ -119,15 +120,8 @@ class CollaborativeSettings:
 
     @property
     def axes(self) -> tuple[int, ...]:
-        """``final_axes`` as array axes of the scan (0: across the labelled slices), each once."""
-        try:
-            axes = tuple(int(a) for a in str(self.final_axes).replace(" ", "").split(",") if a != "")
-        except ValueError:
-            axes = ()
-        if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
-            raise SparseSegError(f"option final_axes must list distinct axes among 0, 1, 2, not {self.final_axes!r}",
-                                 'E.g. final_axes=0 (the paper) or final_axes="0,1,2".')
-        return axes
+        """``final_axes`` as array axes of the scan (0: across the labelled slices, the paper), each once."""
+        return slice_axes(self.final_axes, "final_axes")
 
     def registration_config(self) -> RegistrationConfig:
         channels = tuple(int(c) for c in str(self.reg_channels).split(",") if c.strip())
@@ -176,10 +170,15 @@ class CollaborativeSettings:
                 raise SparseSegError(f"option {name} must be at least 1, not {getattr(self, name)}", f"Give {name} >= 1.")
         if not 0 <= self.k1 <= self.k2:
             raise SparseSegError(f"need 0 <= k1 <= k2, not k1={self.k1}, k2={self.k2}", "E.g. k1=10 k2=20.")
-        self.axes  # noqa: B018 (parses final_axes, raising on a bad one)
+        slice_axes(self.final_axes, "final_axes")  # raises on a bad list
         if self.propagate_targets not in ("argmax", "labels"):
             raise SparseSegError(f"unknown propagate_targets {self.propagate_targets!r}",
                                  "Use propagate_targets=labels (the single-scan default's own labels) or argmax.")
+        if self.registration == "propagate" and self.propagate_targets == "labels" and self.object_threshold > 0:
+            raise SparseSegError("object_threshold thresholds the branch's probabilities, but propagate_targets=labels "
+                                 "hands on the single-scan default's labels",
+                                 'Give its threshold instead (propagate_options="object_threshold=0.8"), or use '
+                                 "propagate_targets=argmax.")
         if not 0 <= self.object_threshold < 1:
             raise SparseSegError(f"option object_threshold must be in [0, 1), not {self.object_threshold}",
                                  "Give e.g. object_threshold=0.7 (0: the most likely class).")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import SparseSegError
-from ..option_parsing import parse_settings
+from ..option_parsing import parse_settings, slice_axes
 from .suggestion import RULES as SUGGESTION_RULES
 
 FUSIONS = ("intersection", "near", "average", "network", "registration")
@@ -113,10 +113,7 @@ class PropagateSettings:
     @property
     def axes(self) -> tuple[int, ...]:
         """``network_axes`` as axes of the painted volume (0 = across the painted slices)."""
-        try:
-            return tuple(int(a) for a in str(self.network_axes).replace(" ", "").split(",") if a != "")
-        except ValueError:
-            return ()
+        return slice_axes(self.network_axes, "network_axes")
 
     @classmethod
     def parse(cls, extra: dict | None) -> PropagateSettings:
@@ -124,9 +121,7 @@ class PropagateSettings:
         return parse_settings(cls, extra, "propagate")
 
     def check(self) -> None:
-        if not self.axes or any(a not in (0, 1, 2) for a in self.axes) or len(set(self.axes)) != len(self.axes):
-            raise SparseSegError(f"network_axes {self.network_axes!r} must list distinct axes 0, 1, 2",
-                                 'E.g. network_axes=0 or network_axes="0,1,2".')
+        slice_axes(self.network_axes, "network_axes")  # raises on a bad list
         if self.suggest not in SUGGESTIONS:
             raise SparseSegError(f"unknown suggest {self.suggest!r}", f"Use one of: {', '.join(SUGGESTIONS)}.")
         if self.classes not in CLASS_SOURCES:
