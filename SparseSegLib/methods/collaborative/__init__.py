@@ -39,16 +39,19 @@ from ...jobs.regions import whole_slice_axis
 from ..base import MethodOptions, Reporter, RoundResult, register
 from ..common import across_axis, network_snapshot, new_segmenter
 from .axes import train_final_across_axes
-from .branches import Scan, final_targets, registration_branch, registration_labels, scan_of, semi_branch
+from .branches import (Scan, final_targets, predict_normalised, registration_branch, registration_labels, scan_of,
+                       semi_branch)
 from .propagated import Propagated
+from .refine import refined_targets, refined_volume
 from .settings import FAITHFUL, IMPROVED, CollaborativeSettings
 
 STATE_FORMAT = 1
 
 
 def stages(settings: CollaborativeSettings) -> tuple[str, ...]:
-    """The job's rounds, in order: each branch that runs, then the final network."""
-    return (("registration",) if settings.uses_registration else ()) + (("semi",) if settings.uses_semi else ()) + ("final",)
+    """The job's rounds, in order: each branch that runs, the final network, then each refine round."""
+    return ((("registration",) if settings.uses_registration else ()) + (("semi",) if settings.uses_semi else ())
+            + ("final",) + ("refine",) * settings.refine)
 
 
 @register("collaborative")
@@ -95,6 +98,14 @@ class CollaborativeMethod:
                                                              f"{self.name} final", first=segmenter)
         segmenter.postprocess = settings.postprocess
         record["final"]["seconds"] = round(time.perf_counter() - tick, 1)
+        for round_index in range(1, settings.refine + 1):  # self-training: new networks on the networks' labels
+            tick = time.perf_counter()
+            volumes, counts = refined_targets(segmenter, scans, volumes, registration, settings, device)
+            segmenter, trained = train_final_across_axes(
+                cases, volumes, settings, replace(options, seed=options.seed + 1000 * round_index), self.name, device,
+                reporter, f"{self.name} refine {round_index}/{settings.refine}")
+            segmenter.postprocess = settings.postprocess
+            record.setdefault("refine", []).append({**trained, **counts, "seconds": round(time.perf_counter() - tick, 1)})
         record["seconds"] = round(time.perf_counter() - started, 1)
         segmenter.training = record
         return segmenter
@@ -154,6 +165,7 @@ class CollaborativeMethod:
         kept = dict(state or {}) if done >= first else {}  # a new stage recomputes both branches from the new paint
         registration = _kept_registration(kept)
         semi = [kept["semi"].numpy()] if kept.get("semi") is not None else None
+        network_result = kept["final_labels"].numpy() if kept.get("final_labels") is not None else None
         for index in range(done + 1, total + 1):
             started, kind = time.perf_counter(), plan[index - first]
             stage = f"{self.name} round {index}/{total} ({kind})"
@@ -165,27 +177,34 @@ class CollaborativeMethod:
                 semi_segmenter = new_segmenter([moved], options, f"{self.name}-semi")
                 semi, record = semi_branch(semi_segmenter, [scan], settings, options, device, reporter, stage, should_stop)
                 probabilities, network = semi[0], semi_segmenter.network
-            else:
+            elif kind == "final":
                 volumes, counts = final_targets([scan], semi, registration, settings)
                 final, trained = train_final_across_axes([moved], volumes, settings, options, self.name, device, reporter,
                                                          stage, should_stop, first=segmenter)
                 record = {**trained, **counts}
-                from .branches import predict_normalised
-
+                probabilities, network = predict_normalised(final, scan.image, device), final.network
+            else:  # refine: self-training on the previous network round's labels
+                volume = refined_volume(network_result, scan, registration[0] if registration else None, settings)
+                final, record = train_final_across_axes([moved], [volume], settings,
+                                                        replace(options, seed=options.seed + 1000 * index), self.name,
+                                                        device, reporter, stage, should_stop)
                 probabilities, network = predict_normalised(final, scan.image, device), final.network
             labels = probabilities.argmax(0).astype(np.uint8)
             if kind == "registration":  # what the final network will learn from
                 labels = registration_labels(registration[0], settings).astype(np.uint8)
-            if kind == "final":  # the final network's result as the cohort model gives it (settings.postprocess)
+            if kind in ("final", "refine"):  # the final network's result as the cohort model gives it (postprocess)
                 labels = postprocess_labels(labels, probabilities, settings.postprocess)
             labels[scan.labelled] = scan.target[scan.labelled]
+            if kind in ("final", "refine"):
+                network_result = labels
             kept = {"format": STATE_FORMAT, "method": self.name, "round": index, "rounds": total, "stage_first": first,
                     "steps": list(plan), "paint": paint,
                     "network": network_snapshot(network) if kind != "registration" else {},
                     "registration": _as_tensor([r.probabilities for r in registration] if registration else None),
                     "registration_labels": _as_tensor([registration[0].labels], np.uint8)
                     if registration and registration[0].labels is not None else None,
-                    "semi": _as_tensor(semi)}
+                    "semi": _as_tensor(semi),
+                    "final_labels": _as_tensor([network_result], np.uint8) if network_result is not None else None}
             metrics = {"step": kind, "foreground_voxels": int((labels > 0).sum()),
                        "seconds": round(time.perf_counter() - started, 3),
                        **{k: v for k, v in record.items() if isinstance(v, (int, float, str))}}

@@ -13,6 +13,7 @@ BRANCHES = ("both", "semi", "registration")
 INTENSITIES = ("none", "chain")
 REGISTRATIONS = ("network", "demons", "propagate")
 FUSIONS = ("weighted", "intersection", "union")
+REFINE_TARGETS = ("network", "fused")
 
 #: The options each registered method starts from (``--option`` wins over them). ``collaborative-faithful`` is the
 #: paper (the dataclass defaults). ``collaborative``, our default since the thirteenth session: the single-scan
@@ -74,6 +75,10 @@ class CollaborativeSettings:
       is stored with the model and applied to every prediction (the paper: none). ``final_axes`` (e.g. ``0,1,2``):
       one final network per slice axis (0: across the labelled slices, the paper), their softmax averaged
       (:mod:`.axes`); each trains for the full budget.
+    * ``refine``: self-training rounds after the final stage (0: the paper, none). Each round the final network(s)
+      label every training volume (``postprocess`` applied, labelled slices kept), and new final networks learn
+      from those labels: ``refine_targets=network`` the networks' labels alone, ``fused`` those labels fused with
+      the registration branch's by ``fusion`` (:mod:`.refine`). Each round costs one more final stage.
     """
 
     branches: str = "both"
@@ -109,6 +114,8 @@ class CollaborativeSettings:
     object_threshold: float = 0.0
     postprocess: str = "none"
     augment: bool = True
+    refine: int = 0
+    refine_targets: str = "network"
 
     @property
     def uses_semi(self) -> bool:
@@ -179,6 +186,12 @@ class CollaborativeSettings:
                                  "hands on the single-scan default's labels",
                                  'Give its threshold instead (propagate_options="object_threshold=0.8"), or use '
                                  "propagate_targets=argmax.")
+        if self.refine < 0:
+            raise SparseSegError(f"option refine must not be negative, not {self.refine}",
+                                 "Give the number of self-training rounds (0: none).")
+        if self.refine_targets not in REFINE_TARGETS:
+            raise SparseSegError(f"unknown refine_targets {self.refine_targets!r}",
+                                 f"Use one of: {', '.join(REFINE_TARGETS)}.")
         if not 0 <= self.object_threshold < 1:
             raise SparseSegError(f"option object_threshold must be in [0, 1), not {self.object_threshold}",
                                  "Give e.g. object_threshold=0.7 (0: the most likely class).")

@@ -1,0 +1,59 @@
+"""``refine``: self-training rounds after the final stage.
+
+Each training volume's pseudo-labels come from one propagation of its own labelled slice, so each carries that
+volume's own mistakes (a contour that runs on past the object's end, a part the chain lost). The final networks
+learn from all volumes at once, so where one volume's labels are odd they predict what the others taught them.
+A refine round asks the trained networks for every training volume's labels and trains new networks on those
+(noisy-student self-training). ``refine_targets=fused`` keeps the propagation in the loop: the networks' labels
+and the registration branch's are fused by the method's ``fusion`` rule (the paper's, with the network in the semi
+branch's place).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ...engine.model import Segmenter
+from ...engine.postprocess import postprocess_labels
+from ...engine.sampling import TrainingVolume
+from .branches import Scan, predict_normalised, registration_labels
+from .fusion import fuse_labels, single_branch_targets
+from .propagated import Propagated
+from .settings import CollaborativeSettings
+
+
+def network_labels(segmenter: Segmenter, scan: Scan, settings: CollaborativeSettings, device: torch.device) -> np.ndarray:
+    """The trained final network(s)' labels of one training volume, post-processed as its predictions are."""
+    probabilities = predict_normalised(segmenter, scan.image, device)
+    return postprocess_labels(probabilities.argmax(0).astype(np.uint8), probabilities, settings.postprocess)
+
+
+def refined_volume(labels: np.ndarray, scan: Scan, registration: Propagated | None,
+                   settings: CollaborativeSettings) -> TrainingVolume:
+    """One volume's next training targets from the networks' ``labels`` (labelled slices keep their ground truth)."""
+    if settings.refine_targets == "fused" and registration is not None:
+        target, kind = fuse_labels(labels, registration_labels(registration, settings), scan.labelled,
+                                   scan.ground_truth, settings.fusion)
+    else:
+        target, kind = single_branch_targets(labels, scan.labelled, scan.ground_truth)
+    return TrainingVolume(scan.image, target, kind)
+
+
+def refined_targets(segmenter: Segmenter, scans: list[Scan], previous: list[TrainingVolume],
+                    registration: list[Propagated] | None, settings: CollaborativeSettings,
+                    device: torch.device) -> tuple[list[TrainingVolume], dict]:
+    """The next round's training volumes for a cohort and how many voxels of the unlabelled slices changed class
+    against ``previous`` (the record)."""
+    volumes, changed, free = [], 0, 0
+    for index, scan in enumerate(scans):
+        labels = network_labels(segmenter, scan, settings, device)
+        volume = refined_volume(labels, scan, registration[index] if registration else None, settings)
+        unlabelled = ~scan.labelled
+        changed += int((volume.target[unlabelled] != previous[index].target[unlabelled]).sum())
+        free += int(unlabelled.sum())
+        volumes.append(volume)
+    return volumes, {"changed_voxels": changed, "changed_fraction": round(changed / max(1, free), 5)}
+
+
+__all__ = ["network_labels", "refined_targets", "refined_volume"]
