@@ -39,6 +39,7 @@ class Segmenter:
     class_colors: dict[int, tuple] = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     postprocess: str = "none"  # see engine/postprocess.py (lcc, fill, lcc-fill)
+    object_threshold: float = 0.0  # > 0.5: object only where the object classes together exceed it (else argmax)
 
     @property
     def num_classes(self) -> int:
@@ -51,10 +52,11 @@ class Segmenter:
             self.network, normalize(image, self.normalization), self.network_config, self.patch_size, device
         )
         labels = probabilities.argmax(0).astype(np.uint8)
-        if self.postprocess and self.postprocess != "none":
-            from .postprocess import postprocess_labels
+        if self.object_threshold > 0.5 or (self.postprocess and self.postprocess != "none"):
+            from .postprocess import object_labels, postprocess_labels
 
-            labels = postprocess_labels(labels, probabilities, self.postprocess)
+            labels = postprocess_labels(object_labels(probabilities, self.object_threshold), probabilities,
+                                        self.postprocess or "none")
         return labels, probabilities
 
     def config(self) -> dict:
@@ -66,6 +68,7 @@ class Segmenter:
             "patch_size": list(self.patch_size),
             "preprocessing": {"normalization": self.normalization},
             "postprocessing": self.postprocess,
+            "object_threshold": self.object_threshold,
             "classes": {str(k): v for k, v in sorted(self.class_names.items())},
             "class_colors": {str(k): list(v) for k, v in sorted(self.class_colors.items())},
             "training": self.training,
@@ -120,4 +123,5 @@ def load_segmenter(directory: str | os.PathLike) -> Segmenter:
         class_colors={int(k): tuple(v) for k, v in config.get("class_colors", {}).items()},
         training=config.get("training", {}),
         postprocess=config.get("postprocessing", "none"),
+        object_threshold=float(config.get("object_threshold", 0.0)),
     )

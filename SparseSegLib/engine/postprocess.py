@@ -29,6 +29,17 @@ POSTPROCESSING = ("none", "lcc", "fill", "lcc-fill")
 CONNECTIVITY = 1
 
 
+def object_labels(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """The argmax of ``(C, ...)`` probabilities, kept as object only where the object probability (one minus
+    background) exceeds ``threshold``; at 0.5 or below the plain argmax (an object argmax already has background
+    < 0.5). Networks trained on pseudo-labels that run a little past the object tend to say object too readily;
+    a threshold above 0.5 asks for more evidence."""
+    labels = probabilities.argmax(0).astype(np.uint8)
+    if threshold > 0.5:
+        labels[probabilities[0] >= 1.0 - threshold] = 0
+    return labels
+
+
 def largest_component(foreground: np.ndarray) -> np.ndarray:
     """The largest face-connected component of a boolean mask (the first in scan order on a tie)."""
     components, count = ndimage.label(foreground, structure=ndimage.generate_binary_structure(foreground.ndim, CONNECTIVITY))

@@ -33,7 +33,6 @@ from ...case import Case, Geometry
 from ...engine.axis_ensemble import scan_axes
 from ...engine.device import select_device
 from ...engine.networks import build_network, default_patch_size
-from ...engine.postprocess import postprocess_labels
 from ...errors import SparseSegError
 from ...jobs.regions import whole_slice_axis
 from ..base import MethodOptions, Reporter, RoundResult, register
@@ -42,7 +41,7 @@ from .axes import train_final_across_axes
 from .branches import (Scan, final_targets, predict_normalised, registration_branch, registration_labels, scan_of,
                        semi_branch)
 from .propagated import Propagated
-from .refine import refined_targets, refined_volume
+from .refine import prediction_labels, refined_targets, refined_volume
 from .settings import FAITHFUL, IMPROVED, CollaborativeSettings
 
 STATE_FORMAT = 1
@@ -80,7 +79,7 @@ class CollaborativeMethod:
         device = select_device(options.device)
         scans = [scan_of(case, options.normalization) for case in cases]
         segmenter = new_segmenter(cases, options, self.name)
-        segmenter.postprocess = settings.postprocess
+        _set_prediction_rules(segmenter, settings)
         started, record = time.perf_counter(), {"settings": settings.__dict__.copy()}
         registration = semi = None
         if settings.uses_registration:
@@ -96,7 +95,7 @@ class CollaborativeMethod:
         tick = time.perf_counter()
         segmenter, record["final"] = train_final_across_axes(cases, volumes, settings, options, self.name, device, reporter,
                                                              f"{self.name} final", first=segmenter)
-        segmenter.postprocess = settings.postprocess
+        _set_prediction_rules(segmenter, settings)
         record["final"]["seconds"] = round(time.perf_counter() - tick, 1)
         for round_index in range(1, settings.refine + 1):  # self-training: new networks on the networks' labels
             tick = time.perf_counter()
@@ -104,7 +103,7 @@ class CollaborativeMethod:
             segmenter, trained = train_final_across_axes(
                 cases, volumes, settings, replace(options, seed=options.seed + 1000 * round_index), self.name, device,
                 reporter, f"{self.name} refine {round_index}/{settings.refine}")
-            segmenter.postprocess = settings.postprocess
+            _set_prediction_rules(segmenter, settings)
             record.setdefault("refine", []).append({**trained, **counts, "seconds": round(time.perf_counter() - tick, 1)})
         record["seconds"] = round(time.perf_counter() - started, 1)
         segmenter.training = record
@@ -118,7 +117,7 @@ class CollaborativeMethod:
         axis = whole_slice_axis(cases[0].annotated) if cases[0].annotated is not None else None
         settings = self.settings(options)
         segmenter = across_axis(new_segmenter(cases, options, self.name), axis or 0, cases, options)
-        segmenter.postprocess = settings.postprocess
+        _set_prediction_rules(segmenter, settings)
         if len(settings.axes) > 1:  # final_axes: the job trained one network per axis of the painted frame
             axes, swap = scan_axes(settings.axes, axis or 0)
             config = replace(segmenter.network_config, axes=axes, swap_in_plane=swap if any(swap) else ())
@@ -192,8 +191,8 @@ class CollaborativeMethod:
             labels = probabilities.argmax(0).astype(np.uint8)
             if kind == "registration":  # what the final network will learn from
                 labels = registration_labels(registration[0], settings).astype(np.uint8)
-            if kind in ("final", "refine"):  # the final network's result as the cohort model gives it (postprocess)
-                labels = postprocess_labels(labels, probabilities, settings.postprocess)
+            if kind in ("final", "refine"):  # the final network's result as the cohort model gives it
+                labels = prediction_labels(probabilities, settings)
             labels[scan.labelled] = scan.target[scan.labelled]
             if kind in ("final", "refine"):
                 network_result = labels
@@ -218,6 +217,12 @@ class CollaborativeFaithful(CollaborativeMethod):
     preset = FAITHFUL
     summary = ("collaborative learning as in Osman et al. (registration network + semi-supervised pseudo-labels, "
                "the paper's weighted fusion)")
+
+
+def _set_prediction_rules(segmenter, settings: CollaborativeSettings) -> None:
+    """What a model applies to every prediction, stored with it: the object threshold, then the post-processing."""
+    segmenter.postprocess = settings.postprocess
+    segmenter.object_threshold = settings.prediction_threshold
 
 
 def _moved_case(case: Case, axis: int) -> Case:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ...engine.model import Segmenter
-from ...engine.postprocess import postprocess_labels
+from ...engine.postprocess import object_labels, postprocess_labels
 from ...engine.sampling import TrainingVolume
 from .branches import Scan, predict_normalised, registration_labels
 from .fusion import fuse_labels, single_branch_targets
@@ -23,10 +23,16 @@ from .propagated import Propagated
 from .settings import CollaborativeSettings
 
 
+def prediction_labels(probabilities: np.ndarray, settings: CollaborativeSettings) -> np.ndarray:
+    """Labels from the final network(s)' probabilities as the model gives them: ``prediction_threshold``, then
+    ``postprocess`` (the rules :class:`~SparseSegLib.engine.model.Segmenter` stores and applies)."""
+    return postprocess_labels(object_labels(probabilities, settings.prediction_threshold), probabilities,
+                              settings.postprocess)
+
+
 def network_labels(segmenter: Segmenter, scan: Scan, settings: CollaborativeSettings, device: torch.device) -> np.ndarray:
-    """The trained final network(s)' labels of one training volume, post-processed as its predictions are."""
-    probabilities = predict_normalised(segmenter, scan.image, device)
-    return postprocess_labels(probabilities.argmax(0).astype(np.uint8), probabilities, settings.postprocess)
+    """The trained final network(s)' labels of one training volume, as its predictions are."""
+    return prediction_labels(predict_normalised(segmenter, scan.image, device), settings)
 
 
 def refined_volume(labels: np.ndarray, scan: Scan, registration: Propagated | None,
@@ -56,4 +62,4 @@ def refined_targets(segmenter: Segmenter, scans: list[Scan], previous: list[Trai
     return volumes, {"changed_voxels": changed, "changed_fraction": round(changed / max(1, free), 5)}
 
 
-__all__ = ["network_labels", "refined_targets", "refined_volume"]
+__all__ = ["network_labels", "prediction_labels", "refined_targets", "refined_volume"]

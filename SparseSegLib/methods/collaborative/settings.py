@@ -75,6 +75,9 @@ class CollaborativeSettings:
       is stored with the model and applied to every prediction (the paper: none). ``final_axes`` (e.g. ``0,1,2``):
       one final network per slice axis (0: across the labelled slices, the paper), their softmax averaged
       (:mod:`.axes`); each trains for the full budget.
+    * ``prediction_threshold`` > 0.5: the final networks' predictions say object only where the object classes
+      together exceed it (:func:`~SparseSegLib.engine.postprocess.object_labels`, before ``postprocess``; stored
+      with the model; 0: the most likely class, the paper).
     * ``refine``: self-training rounds after the final stage (0: the paper, none). Each round the final network(s)
       label every training volume (``postprocess`` applied, labelled slices kept), and new final networks learn
       from those labels: ``refine_targets=network`` the networks' labels alone, ``fused`` those labels fused with
@@ -115,6 +118,7 @@ class CollaborativeSettings:
     postprocess: str = "none"
     augment: bool = True
     refine: int = 0
+    prediction_threshold: float = 0.0
     refine_targets: str = "network"
 
     @property
@@ -195,6 +199,9 @@ class CollaborativeSettings:
         if not 0 <= self.object_threshold < 1:
             raise SparseSegError(f"option object_threshold must be in [0, 1), not {self.object_threshold}",
                                  "Give e.g. object_threshold=0.7 (0: the most likely class).")
+        if not 0 <= self.prediction_threshold < 1:
+            raise SparseSegError(f"option prediction_threshold must be in [0, 1), not {self.prediction_threshold}",
+                                 "Give e.g. prediction_threshold=0.7 (0: the most likely class).")
         if not 0 <= self.confidence < 1:
             raise SparseSegError(f"option confidence must be in [0, 1), not {self.confidence}",
                                  "Give e.g. confidence=0.9 (0: keep every propagated voxel).")

@@ -7,16 +7,13 @@ import itertools
 import numpy as np
 from scipy import ndimage, stats
 
-from ...engine.postprocess import filled
+from ...engine.postprocess import filled, object_labels
 from .settings import AUTO_CLASS_SEPARATION
 
 
 def thresholded_labels(probabilities: np.ndarray, threshold: float) -> np.ndarray:
-    """The argmax of ``(C, ...)`` probabilities, kept as object only where the object probability (one minus
-    background) exceeds ``threshold``; at 0.5 or below a no-op (an object argmax already has background < 0.5)."""
-    labels = probabilities.argmax(0).astype(np.uint8)
-    labels[probabilities[0] >= 1.0 - threshold] = 0
-    return labels
+    """The single-scan default's object rule, :func:`~SparseSegLib.engine.postprocess.object_labels`."""
+    return object_labels(probabilities, threshold)
 
 
 def fuse(network: np.ndarray, registration: np.ndarray, mode: str, margin: int = 2,

@@ -1,0 +1,57 @@
+"""``prediction_threshold``: the final networks' object threshold, stored with the model, on the real sample scans."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from SparseSegLib.annotation import annotate_case
+from SparseSegLib.engine.model import load_segmenter
+from SparseSegLib.engine.postprocess import object_labels, postprocess_labels
+from SparseSegLib.errors import SparseSegError
+from SparseSegLib.methods import MethodOptions, get_method
+from SparseSegLib.methods.base import SilentReporter
+from SparseSegLib.methods.collaborative.settings import CollaborativeSettings
+
+TINY = dict(registration="demons", demons_iterations=5, final_iterations=4, fusion="intersection")
+
+
+def test_object_labels_ask_the_object_classes_together_to_exceed_the_threshold():
+    probabilities = np.array([[0.2, 0.35, 0.45, 0.6],   # background
+                              [0.5, 0.45, 0.30, 0.3],   # class 1
+                              [0.3, 0.20, 0.25, 0.1]])  # class 2
+    np.testing.assert_array_equal(object_labels(probabilities, 0.0), [1, 1, 0, 0])  # the argmax
+    np.testing.assert_array_equal(object_labels(probabilities, 0.5), [1, 1, 0, 0])
+    np.testing.assert_array_equal(object_labels(probabilities, 0.7), [1, 0, 0, 0])  # object 0.8 / 0.65 / 0.55
+    with pytest.raises(SparseSegError, match="prediction_threshold"):
+        CollaborativeSettings.parse({"prediction_threshold": 1.0})
+
+
+def test_a_cohort_model_applies_its_threshold_before_postprocessing_and_keeps_it_when_saved(sample_dataset, tmp_path):
+    cases = [annotate_case(sample_dataset.load(ref), "central-slice", 0) for ref in sample_dataset.cases[:2]]
+    options = MethodOptions(device="cpu", iterations=4, batch_size=2,
+                            extra=dict(TINY, prediction_threshold=0.8, postprocess="lcc"))
+    segmenter = get_method("collaborative").train(cases, options, SilentReporter())
+    assert segmenter.object_threshold == 0.8
+    labels, probabilities = segmenter.predict(cases[0].image)
+    np.testing.assert_array_equal(labels, postprocess_labels(object_labels(probabilities, 0.8), probabilities, "lcc"))
+    assert (labels > 0).sum() <= (postprocess_labels(probabilities.argmax(0).astype(np.uint8), probabilities,
+                                                     "lcc") > 0).sum()
+    loaded = load_segmenter(segmenter.save(tmp_path / "model"))
+    assert loaded.object_threshold == 0.8 and loaded.postprocess == "lcc"
+    np.testing.assert_array_equal(loaded.predict(cases[0].image)[0], labels)
+
+
+def test_a_jobs_final_round_gives_the_labels_its_saved_model_gives(sample_case):
+    case = annotate_case(sample_case, "central-slice", 0)
+    method = get_method("collaborative")
+    options = MethodOptions(device="cpu", rounds=None, iterations=4, batch_size=2,
+                            extra=dict(TINY, prediction_threshold=0.7, final_axes="0"))
+    results = list(method.run_rounds([case], options, SilentReporter()))
+    final = results[-1]
+    segmenter = method.segmenter_from_state([case], options, final.state)
+    assert segmenter.object_threshold == 0.7
+    expected = postprocess_labels(object_labels(final.probabilities[case.case_id], 0.7),
+                                  final.probabilities[case.case_id], segmenter.postprocess)
+    expected[case.annotated] = case.label[case.annotated]
+    np.testing.assert_array_equal(final.labels[case.case_id], expected)
