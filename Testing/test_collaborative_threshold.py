@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from SparseSegLib.annotation import annotate_case
 from SparseSegLib.engine.model import load_segmenter
 from SparseSegLib.engine.postprocess import object_labels, postprocess_labels
+from SparseSegLib.dataset import load_dataset
 from SparseSegLib.errors import SparseSegError
+from SparseSegLib.metrics import case_metrics
 from SparseSegLib.methods import MethodOptions, get_method
 from SparseSegLib.methods.base import SilentReporter
 from SparseSegLib.methods.collaborative.settings import CollaborativeSettings
@@ -55,3 +59,22 @@ def test_a_jobs_final_round_gives_the_labels_its_saved_model_gives(sample_case):
                                   final.probabilities[case.case_id], segmenter.postprocess)
     expected[case.annotated] = case.label[case.annotated]
     np.testing.assert_array_equal(final.labels[case.case_id], expected)
+
+
+def test_the_threshold_sweep_trains_once_and_scores_each_threshold_as_the_model_would(sample_dir, tmp_path, capsys):
+    from SparseSegLib.benchmarks.collaborative_threshold import main
+
+    argv = ["--dataset", str(sample_dir), "--split", "0.4,0.3,0.3", "--iterations", "4", "--thresholds", "0.5,0.9",
+            "--out", str(tmp_path)] + [f"--option={key}={value}" for key, value in TINY.items()]
+    assert main(argv) == 0
+    rows = json.loads((tmp_path / "thresholds.json").read_text())
+    assert set(rows) == {"0.5", "0.9"} and len(rows["0.5"]) == len(rows["0.9"]) >= 1
+    first = capsys.readouterr().out
+    assert "| 0.9 |" in first and "trained collaborative" in first
+    model = load_segmenter(tmp_path / "model")
+    dataset = load_dataset(sample_dir)
+    case = dataset.load(next(r for r in dataset.cases if r.case_id == rows["0.5"][0]["case"]))
+    scored = case_metrics(model.predict(case.image)[0], case.label, case.geometry.spacing_kji, dataset.class_names)
+    assert rows["0.5"][0]["class_mean"]["dice"] == pytest.approx(scored["mean"]["dice"])  # 0.5: the model's argmax
+    assert main(argv) == 0  # a second run scores the saved model without training again
+    assert "trained" not in capsys.readouterr().out
