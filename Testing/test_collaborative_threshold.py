@@ -64,11 +64,12 @@ def test_a_jobs_final_round_gives_the_labels_its_saved_model_gives(sample_case):
 def test_the_threshold_sweep_trains_once_and_scores_each_threshold_as_the_model_would(sample_dir, tmp_path, capsys):
     from SparseSegLib.benchmarks.collaborative_threshold import main
 
-    argv = ["--dataset", str(sample_dir), "--split", "0.4,0.3,0.3", "--iterations", "4", "--thresholds", "0.5,0.9",
+    argv = ["--dataset", str(sample_dir), "--split", "0.4,0.3,0.3", "--iterations", "4", "--thresholds", "0.5,0.9,auto",
             "--out", str(tmp_path)] + [f"--option={key}={value}" for key, value in TINY.items()]
     assert main(argv) == 0
     rows = json.loads((tmp_path / "thresholds.json").read_text())
-    assert set(rows) == {"0.5", "0.9"} and len(rows["0.5"]) == len(rows["0.9"]) >= 1
+    assert {"0.5", "0.9"} <= set(rows) and len(rows["0.5"]) == len(rows["0.9"]) >= 1
+    assert len(rows) in (2, 3)  # auto measured a third threshold, or one of the two
     first = capsys.readouterr().out
     assert "| 0.9 |" in first and "trained collaborative" in first
     model = load_segmenter(tmp_path / "model")
@@ -78,3 +79,36 @@ def test_the_threshold_sweep_trains_once_and_scores_each_threshold_as_the_model_
     assert rows["0.5"][0]["class_mean"]["dice"] == pytest.approx(scored["mean"]["dice"])  # 0.5: the model's argmax
     assert main(argv) == 0  # a second run scores the saved model without training again
     assert "trained" not in capsys.readouterr().out
+
+
+def test_matched_threshold_finds_where_the_object_count_meets_the_targets_and_never_loosens():
+    from SparseSegLib.methods.collaborative.calibration import ThresholdCalibration, matched_threshold
+
+    object_probability = np.linspace(0.0, 0.999, 1000)  # one voxel per 0.001
+    probabilities = np.stack([1.0 - object_probability, object_probability])
+    calibration = ThresholdCalibration()
+    calibration.add(probabilities, (object_probability >= 0.7).astype(np.int16))  # 300 target voxels
+    assert calibration.threshold() == pytest.approx(0.7)
+    assert calibration.record()["object_ratio_at_0.5"] == pytest.approx(500 / 300, abs=0.01)
+    histogram = calibration.histogram
+    assert matched_threshold(histogram, 900) == 0.5  # a model that says object too rarely keeps the argmax
+    assert matched_threshold(histogram, 0) == 0.95  # the grid's top
+
+
+def test_auto_measures_the_threshold_on_the_training_volumes_and_a_job_keeps_it_for_its_saved_model(sample_dataset,
+                                                                                                     sample_case):
+    cases = [annotate_case(sample_dataset.load(ref), "central-slice", 0) for ref in sample_dataset.cases[:2]]
+    options = MethodOptions(device="cpu", iterations=4, batch_size=2, extra=dict(TINY, prediction_threshold="auto"))
+    segmenter = get_method("collaborative").train(cases, options, SilentReporter())
+    final = segmenter.training["final"]
+    assert 0.5 <= final["prediction_threshold"] <= 0.95 and segmenter.object_threshold == final["prediction_threshold"]
+    assert final["object_ratio"] <= final["object_ratio_at_0.5"] or final["prediction_threshold"] == 0.5
+    case = annotate_case(sample_case, "central-slice", 0)
+    job = MethodOptions(device="cpu", rounds=None, iterations=4, batch_size=2,
+                        extra=dict(TINY, prediction_threshold="auto", final_axes="0"))
+    method = get_method("collaborative")
+    last = list(method.run_rounds([case], job, SilentReporter()))[-1]
+    assert last.metrics["prediction_threshold"] == last.state["prediction_threshold"]
+    assert method.segmenter_from_state([case], job, last.state).object_threshold == last.state["prediction_threshold"]
+    with pytest.raises(SparseSegError, match="prediction_threshold"):
+        CollaborativeSettings.parse({"prediction_threshold": "high"})

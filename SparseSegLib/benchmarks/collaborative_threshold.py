@@ -43,6 +43,26 @@ def train_or_load(args: argparse.Namespace, dataset, part: dict) -> object:
     return load_segmenter(folder)
 
 
+def auto_threshold(args: argparse.Namespace, dataset, part: dict, segmenter) -> float:
+    """``prediction_threshold=auto`` for this model, measured as the method measures it after training (its targets
+    on the training part: the propagation comes from ``propagate_cache`` when the options name one)."""
+    import torch
+
+    from ..methods.collaborative.branches import final_targets, registration_branch, scan_of
+    from ..methods.collaborative.calibration import calibrate
+
+    refs = {r.case_id: r for r in dataset.cases}
+    train = [annotate_case(dataset.load(refs[c]), args.annotation, args.seed) for c in part["train"]]
+    settings = get_method(args.method).settings(MethodOptions(extra=dict(item.split("=", 1) for item in args.option)))
+    scans = [scan_of(case, segmenter.normalization) for case in train]
+    registration, _ = registration_branch(scans, segmenter.num_classes, settings, torch.device("cpu"), args.seed,
+                                          SilentReporter(), "calibration")
+    volumes, _ = final_targets(scans, None, registration, settings)
+    record = calibrate(segmenter, scans, volumes, torch.device("cpu"))
+    print(f"auto: {record}", flush=True)
+    return record["prediction_threshold"]
+
+
 def sweep(segmenter, cases: list, thresholds: list[float], class_names: dict) -> dict[float, list[dict]]:
     """Per threshold, each case's metrics (``merged`` foreground where several classes, else the class mean)."""
     rows: dict[float, list[dict]] = {t: [] for t in thresholds}
@@ -78,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", default="quick", choices=["quick", "paper"])
     parser.add_argument("--iterations", type=int)
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--thresholds", default="0.5,0.6,0.7,0.8,0.9")
+    parser.add_argument("--thresholds", default="0.5,0.6,0.7,0.8,0.9",
+                        help="comma-separated; auto: the threshold prediction_threshold=auto measures for this model")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     dataset = load_dataset(args.dataset)
@@ -86,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     segmenter = train_or_load(args, dataset, part)
     refs = {r.case_id: r for r in dataset.cases}
     cases = [dataset.load(refs[c]) for c in part[args.evaluate]]
-    rows = sweep(segmenter, cases, [float(t) for t in args.thresholds.split(",")], dataset.class_names)
+    thresholds = [auto_threshold(args, dataset, part, segmenter) if t == "auto" else float(t)
+                  for t in args.thresholds.split(",")]
+    rows = sweep(segmenter, cases, thresholds, dataset.class_names)
     (args.out / "thresholds.json").write_text(json.dumps({str(t): r for t, r in rows.items()}, indent=1))
     print(f"{len(cases)} {args.evaluate} volumes, post-processing {segmenter.postprocess}")
     print(table(rows))

@@ -41,6 +41,7 @@ from .axes import train_final_across_axes
 from .branches import (Scan, final_targets, predict_normalised, registration_branch, registration_labels, scan_of,
                        semi_branch)
 from .propagated import Propagated
+from .calibration import ThresholdCalibration, calibrate
 from .refine import prediction_labels, refined_targets, refined_volume
 from .settings import FAITHFUL, IMPROVED, CollaborativeSettings
 
@@ -95,7 +96,7 @@ class CollaborativeMethod:
         tick = time.perf_counter()
         segmenter, record["final"] = train_final_across_axes(cases, volumes, settings, options, self.name, device, reporter,
                                                              f"{self.name} final", first=segmenter)
-        _set_prediction_rules(segmenter, settings)
+        _set_prediction_rules(segmenter, settings, scans, volumes, device, record["final"])
         record["final"]["seconds"] = round(time.perf_counter() - tick, 1)
         for round_index in range(1, settings.refine + 1):  # self-training: new networks on the networks' labels
             tick = time.perf_counter()
@@ -103,7 +104,7 @@ class CollaborativeMethod:
             segmenter, trained = train_final_across_axes(
                 cases, volumes, settings, replace(options, seed=options.seed + 1000 * round_index), self.name, device,
                 reporter, f"{self.name} refine {round_index}/{settings.refine}")
-            _set_prediction_rules(segmenter, settings)
+            _set_prediction_rules(segmenter, settings, scans, volumes, device, trained)
             record.setdefault("refine", []).append({**trained, **counts, "seconds": round(time.perf_counter() - tick, 1)})
         record["seconds"] = round(time.perf_counter() - started, 1)
         segmenter.training = record
@@ -118,6 +119,8 @@ class CollaborativeMethod:
         settings = self.settings(options)
         segmenter = across_axis(new_segmenter(cases, options, self.name), axis or 0, cases, options)
         _set_prediction_rules(segmenter, settings)
+        if state.get("prediction_threshold") is not None:  # prediction_threshold=auto: measured by the round
+            segmenter.object_threshold = float(state["prediction_threshold"])
         if len(settings.axes) > 1:  # final_axes: the job trained one network per axis of the painted frame
             axes, swap = scan_axes(settings.axes, axis or 0)
             config = replace(segmenter.network_config, axes=axes, swap_in_plane=swap if any(swap) else ())
@@ -182,17 +185,19 @@ class CollaborativeMethod:
                                                          stage, should_stop, first=segmenter)
                 record = {**trained, **counts}
                 probabilities, network = predict_normalised(final, scan.image, device), final.network
+                threshold = _round_threshold(settings, probabilities, volumes[0], record)
             else:  # refine: self-training on the previous network round's labels
                 volume = refined_volume(network_result, scan, registration[0] if registration else None, settings)
                 final, record = train_final_across_axes([moved], [volume], settings,
                                                         replace(options, seed=options.seed + 1000 * index), self.name,
                                                         device, reporter, stage, should_stop)
                 probabilities, network = predict_normalised(final, scan.image, device), final.network
+                threshold = _round_threshold(settings, probabilities, volume, record)
             labels = probabilities.argmax(0).astype(np.uint8)
             if kind == "registration":  # what the final network will learn from
                 labels = registration_labels(registration[0], settings).astype(np.uint8)
             if kind in ("final", "refine"):  # the final network's result as the cohort model gives it
-                labels = prediction_labels(probabilities, settings)
+                labels = prediction_labels(probabilities, threshold, settings.postprocess)
             labels[scan.labelled] = scan.target[scan.labelled]
             if kind in ("final", "refine"):
                 network_result = labels
@@ -203,7 +208,8 @@ class CollaborativeMethod:
                     "registration_labels": _as_tensor([registration[0].labels], np.uint8)
                     if registration and registration[0].labels is not None else None,
                     "semi": _as_tensor(semi),
-                    "final_labels": _as_tensor([network_result], np.uint8) if network_result is not None else None}
+                    "final_labels": _as_tensor([network_result], np.uint8) if network_result is not None else None,
+                    "prediction_threshold": threshold if kind in ("final", "refine") else None}
             metrics = {"step": kind, "foreground_voxels": int((labels > 0).sum()),
                        "seconds": round(time.perf_counter() - started, 3),
                        **{k: v for k, v in record.items() if isinstance(v, (int, float, str))}}
@@ -219,10 +225,25 @@ class CollaborativeFaithful(CollaborativeMethod):
                "the paper's weighted fusion)")
 
 
-def _set_prediction_rules(segmenter, settings: CollaborativeSettings) -> None:
-    """What a model applies to every prediction, stored with it: the object threshold, then the post-processing."""
+def _set_prediction_rules(segmenter, settings: CollaborativeSettings, scans: list | None = None,
+                          volumes: list | None = None, device: torch.device | None = None,
+                          record: dict | None = None) -> None:
+    """What a model applies to every prediction, stored with it: the object threshold (``auto``: measured on the
+    training ``scans`` against ``volumes``, noted in ``record``), then the post-processing."""
     segmenter.postprocess = settings.postprocess
-    segmenter.object_threshold = settings.prediction_threshold
+    segmenter.object_threshold = settings.fixed_threshold or 0.0
+    if settings.fixed_threshold is None and scans is not None:
+        record.update(calibrate(segmenter, scans, volumes, device))
+
+
+def _round_threshold(settings: CollaborativeSettings, probabilities: np.ndarray, volume, record: dict) -> float:
+    """A job round's object threshold: the fixed one, or (``auto``) measured on the scan against its targets."""
+    if settings.fixed_threshold is not None:
+        return settings.fixed_threshold
+    calibration = ThresholdCalibration()
+    calibration.add(probabilities, volume.target)
+    record.update(calibration.record())
+    return record["prediction_threshold"]
 
 
 def _moved_case(case: Case, axis: int) -> Case:

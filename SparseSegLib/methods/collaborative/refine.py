@@ -23,16 +23,16 @@ from .propagated import Propagated
 from .settings import CollaborativeSettings
 
 
-def prediction_labels(probabilities: np.ndarray, settings: CollaborativeSettings) -> np.ndarray:
-    """Labels from the final network(s)' probabilities as the model gives them: ``prediction_threshold``, then
+def prediction_labels(probabilities: np.ndarray, threshold: float, postprocess: str) -> np.ndarray:
+    """Labels from the final network(s)' probabilities as the model gives them: the object ``threshold``, then
     ``postprocess`` (the rules :class:`~SparseSegLib.engine.model.Segmenter` stores and applies)."""
-    return postprocess_labels(object_labels(probabilities, settings.prediction_threshold), probabilities,
-                              settings.postprocess)
+    return postprocess_labels(object_labels(probabilities, threshold), probabilities, postprocess)
 
 
-def network_labels(segmenter: Segmenter, scan: Scan, settings: CollaborativeSettings, device: torch.device) -> np.ndarray:
+def network_labels(segmenter: Segmenter, scan: Scan, device: torch.device) -> np.ndarray:
     """The trained final network(s)' labels of one training volume, as its predictions are."""
-    return prediction_labels(predict_normalised(segmenter, scan.image, device), settings)
+    return prediction_labels(predict_normalised(segmenter, scan.image, device), segmenter.object_threshold,
+                             segmenter.postprocess)
 
 
 def refined_volume(labels: np.ndarray, scan: Scan, registration: Propagated | None,
@@ -53,7 +53,7 @@ def refined_targets(segmenter: Segmenter, scans: list[Scan], previous: list[Trai
     against ``previous`` (the record)."""
     volumes, changed, free = [], 0, 0
     for index, scan in enumerate(scans):
-        labels = network_labels(segmenter, scan, settings, device)
+        labels = network_labels(segmenter, scan, device)
         volume = refined_volume(labels, scan, registration[index] if registration else None, settings)
         unlabelled = ~scan.labelled
         changed += int((volume.target[unlabelled] != previous[index].target[unlabelled]).sum())

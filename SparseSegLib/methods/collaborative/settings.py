@@ -77,7 +77,8 @@ class CollaborativeSettings:
       (:mod:`.axes`); each trains for the full budget.
     * ``prediction_threshold`` > 0.5: the final networks' predictions say object only where the object classes
       together exceed it (:func:`~SparseSegLib.engine.postprocess.object_labels`, before ``postprocess``; stored
-      with the model; 0: the most likely class, the paper).
+      with the model; 0: the most likely class, the paper). ``auto``: the threshold at which the networks label as
+      many object voxels over their own training volumes as their targets hold (:mod:`.calibration`).
     * ``refine``: self-training rounds after the final stage (0: the paper, none). Each round the final network(s)
       label every training volume (``postprocess`` applied, labelled slices kept), and new final networks learn
       from those labels: ``refine_targets=network`` the networks' labels alone, ``fused`` those labels fused with
@@ -118,7 +119,7 @@ class CollaborativeSettings:
     postprocess: str = "none"
     augment: bool = True
     refine: int = 0
-    prediction_threshold: float = 0.0
+    prediction_threshold: str = "0"
     refine_targets: str = "network"
 
     @property
@@ -128,6 +129,11 @@ class CollaborativeSettings:
     @property
     def uses_registration(self) -> bool:
         return self.branches in ("both", "registration")
+
+    @property
+    def fixed_threshold(self) -> float | None:
+        """``prediction_threshold`` as a number, or None for ``auto`` (measured per model)."""
+        return None if self.prediction_threshold == "auto" else float(self.prediction_threshold)
 
     @property
     def axes(self) -> tuple[int, ...]:
@@ -199,9 +205,16 @@ class CollaborativeSettings:
         if not 0 <= self.object_threshold < 1:
             raise SparseSegError(f"option object_threshold must be in [0, 1), not {self.object_threshold}",
                                  "Give e.g. object_threshold=0.7 (0: the most likely class).")
-        if not 0 <= self.prediction_threshold < 1:
-            raise SparseSegError(f"option prediction_threshold must be in [0, 1), not {self.prediction_threshold}",
-                                 "Give e.g. prediction_threshold=0.7 (0: the most likely class).")
+        if self.prediction_threshold != "auto":
+            try:
+                fixed = float(self.prediction_threshold)
+            except ValueError:
+                fixed = -1.0
+            if not 0 <= fixed < 1:
+                raise SparseSegError(f"option prediction_threshold must be auto or in [0, 1), not "
+                                     f"{self.prediction_threshold!r}",
+                                     "Give prediction_threshold=auto (matched to the training targets' volume), a "
+                                     "number such as 0.7, or 0 (the most likely class).")
         if not 0 <= self.confidence < 1:
             raise SparseSegError(f"option confidence must be in [0, 1), not {self.confidence}",
                                  "Give e.g. confidence=0.9 (0: keep every propagated voxel).")
