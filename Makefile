@@ -119,7 +119,9 @@ CL_BENCH = $(VENV)/bin/sparseseg bench --dataset $(CL_OUT)/data --networks 2d --
 # default share one cache of its results (CL_CACHE).
 CL_CACHE_DIR = $(CL_OUT)/propagate-cache
 CL_CACHE = --option=propagate_cache=$(CL_CACHE_DIR)
-CL_14 = --option=propagate_targets=argmax,--option=final_axes=0
+# CL_15 gives back the fifteenth session's default (argmax predictions); CL_14 the fourteenth's.
+CL_15 = --option=prediction_threshold=0
+CL_14 = --option=propagate_targets=argmax,--option=final_axes=0,$(CL_15)
 CL_RUNS = baselines:sparse-only,full: faithful:collaborative-faithful: semi:collaborative-faithful:--option=branches=semi \
 	registration:collaborative-faithful:--option=branches=registration \
 	intersection:collaborative-faithful:--option=fusion=intersection \
@@ -127,11 +129,12 @@ CL_RUNS = baselines:sparse-only,full: faithful:collaborative-faithful: semi:coll
 	improved-demons:collaborative-faithful:--option=fusion=intersection,--option=open_end=1,--option=registration=demons \
 	demons-intersection:collaborative-faithful:--option=fusion=intersection,--option=registration=demons \
 	propagate:collaborative:--option=postprocess=none,$(CL_14),$(CL_CACHE) default-14:collaborative:$(CL_14),$(CL_CACHE) \
-	default:collaborative:$(CL_CACHE)
+	default-15:collaborative:$(CL_15),$(CL_CACHE) default:collaborative:$(CL_CACHE)
 # The default and full supervision at the default budget (paper: 1500 iterations) instead of 400.
 CL_PAPER = OMP_NUM_THREADS=1 nice -n 5 $(VENV)/bin/sparseseg bench --dataset $(CL_OUT)/data --networks 2d --split 0.8,0,0.2 \
 	--seed 0 --device cpu --budget paper --annotation central-slice
-CL_PAPER_RUNS = default-paper-budget:collaborative:--option=propagate_cache=$(CL_CACHE_DIR) full-paper-budget:full:
+CL_PAPER_RUNS = default-paper-budget:collaborative:--option=propagate_cache=$(CL_CACHE_DIR) full-paper-budget:full: \
+	default-15-paper-budget:collaborative:--option=propagate_cache=$(CL_CACHE_DIR),$(CL_15)
 # Choosing the fourteenth and fifteenth sessions' options: 48 of the 64 training volumes train, the other 16 score
 # (--evaluate val); the test volumes are the same 16 as above. The fifteenth's: val-lcc (its starting point),
 # val-labels, val-axes and val-default (both).
@@ -139,7 +142,12 @@ CL_VAL_BENCH = $(VENV)/bin/sparseseg bench --dataset $(CL_OUT)/data --networks 2
 	--evaluate val --device cpu --iterations 400 --annotation central-slice --methods collaborative --option propagate_cache=$(CL_CACHE_DIR)
 CL_VAL_RUNS = val-before:--option=postprocess=none,$(CL_14) val-lcc:$(CL_14) \
 	val-object:--option=object_threshold=0.8,--option=postprocess=none,$(CL_14) val-object-lcc:--option=object_threshold=0.8,$(CL_14) \
-	val-labels:--option=final_axes=0 val-axes:--option=propagate_targets=argmax val-default:
+	val-labels:--option=final_axes=0,$(CL_15) val-axes:--option=propagate_targets=argmax,$(CL_15) val-default-15:$(CL_15) \
+	val-default:
+# The sixteenth's prediction_threshold sweeps: one training each, scored at fixed thresholds and at `auto` (the
+# default), on the val volumes (the choice) at 400 iterations and at the default budget.
+CL_SWEEP = OMP_NUM_THREADS=1 nice -n 5 $(VPY) -m SparseSegLib.benchmarks.collaborative_threshold --dataset $(CL_OUT)/data \
+	--split 0.6,0.2,0.2 --evaluate val --option propagate_cache=$(CL_CACHE_DIR) --thresholds 0.5,0.6,0.7,0.8,0.9,auto
 # Our self-labelling default on the same split, with its own schedule (budget paper, early stopping on 15% of the
 # training volumes it holds out itself), as in its hippocampus table.
 CL_SELF_LABELLING = OMP_NUM_THREADS=1 nice -n 5 $(VENV)/bin/sparseseg bench --dataset $(CL_OUT)/data --networks 2d \
@@ -168,6 +176,8 @@ bench-collaborative: venv
 	done
 	test -f $(CL_OUT)/self-labelling/results.json || { mkdir -p $(CL_OUT)/self-labelling; \
 	  command="$(CL_SELF_LABELLING)"; echo "$$command" > $(CL_OUT)/self-labelling/command.txt; eval "$$command" || exit 1; }
+	$(CL_SWEEP) --iterations 400 --out $(CL_OUT)/threshold-val-400
+	$(CL_SWEEP) --budget paper --out $(CL_OUT)/threshold-val-paper
 	OMP_NUM_THREADS=1 nice -n 5 $(VPY) -m SparseSegLib.benchmarks.collaborative registration --data $(CL_OUT)/data \
 	  --volumes 12 --out $(CL_OUT)/registration-by-distance
 	$(VPY) -m SparseSegLib.benchmarks.collaborative report --hd95 --no-paper $(addprefix $(CL_OUT)/,$(foreach s,$(CL_VAL_RUNS),$(firstword $(subst :, ,$(s)))))
@@ -181,7 +191,8 @@ CLH_BENCH = $(VENV)/bin/sparseseg bench --dataset ../shared/data/hippocampus --a
 	--networks 2d --split 0.7,0.15,0.15 --seed 0 --device cpu
 # The runs that propagate with the single-scan default share one cache of its results (140 training volumes).
 CLH_CACHE = --option=propagate_cache=$(CLH_OUT)/propagate-cache
-CLH_14 = --option=propagate_targets=argmax,--option=final_axes=0
+CLH_15 = --option=prediction_threshold=0
+CLH_14 = --option=propagate_targets=argmax,--option=final_axes=0,$(CLH_15)
 CLH_RUNS = val-faithful:collaborative-faithful:--evaluate=val val-demons:collaborative-faithful:--evaluate=val,--option=registration=demons \
 	val-intersection:collaborative-faithful:--evaluate=val,--option=fusion=intersection \
 	val-improved:collaborative-faithful:--evaluate=val,--option=fusion=intersection,--option=open_end=1 \
@@ -195,8 +206,9 @@ CLH_RUNS = val-faithful:collaborative-faithful:--evaluate=val val-demons:collabo
 	val-object:collaborative:--evaluate=val,--option=object_threshold=0.8,--option=postprocess=none,$(CLH_14),$(CLH_CACHE) \
 	val-object-lcc:collaborative:--evaluate=val,--option=object_threshold=0.8,$(CLH_14),$(CLH_CACHE) \
 	val-default-14:collaborative:--evaluate=val,$(CLH_14),$(CLH_CACHE) default-14:collaborative:$(CLH_14),$(CLH_CACHE) \
-	val-labels:collaborative:--evaluate=val,--option=final_axes=0,$(CLH_CACHE) \
-	val-axes:collaborative:--evaluate=val,--option=propagate_targets=argmax,$(CLH_CACHE) \
+	val-labels:collaborative:--evaluate=val,--option=final_axes=0,$(CLH_15),$(CLH_CACHE) \
+	val-axes:collaborative:--evaluate=val,--option=propagate_targets=argmax,$(CLH_15),$(CLH_CACHE) \
+	val-default-15:collaborative:--evaluate=val,$(CLH_15),$(CLH_CACHE) default-15:collaborative:$(CLH_15),$(CLH_CACHE) \
 	val-default:collaborative:--evaluate=val,$(CLH_CACHE) default:collaborative:$(CLH_CACHE)
 bench-collaborative-hippocampus: venv
 	for spec in $(CLH_RUNS); do \
@@ -206,6 +218,9 @@ bench-collaborative-hippocampus: venv
 	  command="OMP_NUM_THREADS=1 nice -n 5 $(CLH_BENCH) --methods $$methods $$extra --out $(CLH_OUT)/$$name"; \
 	  echo "$$command" > $(CLH_OUT)/$$name/command.txt; eval "$$command" || exit 1; \
 	done
+	OMP_NUM_THREADS=1 nice -n 5 $(VPY) -m SparseSegLib.benchmarks.collaborative_threshold --dataset ../shared/data/hippocampus \
+	  --split 0.7,0.15,0.15 --evaluate val --budget paper --option propagate_cache=$(CLH_OUT)/propagate-cache \
+	  --thresholds 0.5,0.6,0.7,0.8,0.9,auto --out $(CLH_OUT)/threshold-val
 	test -f $(CLH_OUT)/registration-by-distance/registration_by_distance.json || OMP_NUM_THREADS=1 nice -n 5 \
 	  $(VPY) -m SparseSegLib.benchmarks.collaborative registration --data ../shared/data/hippocampus --split 0.7,0.15,0.15 \
 	  --volumes 12 --out $(CLH_OUT)/registration-by-distance
