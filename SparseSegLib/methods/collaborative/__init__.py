@@ -2,8 +2,10 @@
 seed collaborative-learning.md, methods.md section 4). ``collaborative-faithful`` runs the paper's settings;
 ``collaborative`` our default options (:data:`~.settings.IMPROVED`: the single-scan default propagates each
 volume's labelled slice, ``registration=propagate``, the final network learns from the labels it gives,
-``branches=registration, propagate_targets=labels``, as one 2D network per slice axis, ``final_axes=0,1,2``, and its
-predictions keep their largest component with holes filled, ``postprocess=lcc-fill``).
+``branches=registration, propagate_targets=labels``, as one 2D network per slice axis, ``final_axes=0,1,2``; its
+predictions say object above a threshold measured so that the networks label as much object over their training
+volumes as their targets hold, ``prediction_threshold=auto``, and keep their largest component with holes filled,
+``postprocess=lcc-fill``).
 
 Only whole labelled slices (the central slice of every training volume in the paper) are ground truth.
 
@@ -62,7 +64,7 @@ class CollaborativeMethod:
     preset: dict = IMPROVED
     summary = ("collaborative learning, our default: each volume's labelled slice propagated by the single-scan default "
                "(registration + a network on that scan, fused), then final 2D networks across the three axes on its "
-               "labels, largest component kept")
+               "labels, object threshold measured per model, largest component kept")
 
     def settings(self, options: MethodOptions) -> CollaborativeSettings:
         """The preset, then the options (``--option``, a job's ``method_options``)."""
