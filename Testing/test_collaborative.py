@@ -289,7 +289,7 @@ def test_confidence_leaves_the_hesitant_propagated_voxels_out_and_postprocess_is
 
 
 def test_object_threshold_labels_object_only_where_the_object_classes_together_exceed_it():
-    from SparseSegLib.methods.propagate.fusion import thresholded_labels as object_labels  # the single-scan rule
+    from SparseSegLib.engine.postprocess import object_labels  # the single-scan rule
 
     probabilities = np.array([[0.5, 0.3, 0.2, 0.9],   # background
                               [0.3, 0.3, 0.7, 0.05],  # class 1

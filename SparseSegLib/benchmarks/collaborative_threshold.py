@@ -54,6 +54,8 @@ def auto_threshold(args: argparse.Namespace, dataset, part: dict, segmenter) -> 
     refs = {r.case_id: r for r in dataset.cases}
     train = [annotate_case(dataset.load(refs[c]), args.annotation, args.seed) for c in part["train"]]
     settings = get_method(args.method).settings(MethodOptions(extra=dict(item.split("=", 1) for item in args.option)))
+    if settings.uses_semi:
+        raise SystemExit("--thresholds auto re-derives the final targets of branches=registration only")
     scans = [scan_of(case, segmenter.normalization) for case in train]
     registration, _ = registration_branch(scans, segmenter.num_classes, settings, torch.device("cpu"), args.seed,
                                           SilentReporter(), "calibration")

@@ -51,12 +51,10 @@ class Segmenter:
         probabilities = predict_probabilities(
             self.network, normalize(image, self.normalization), self.network_config, self.patch_size, device
         )
-        labels = probabilities.argmax(0).astype(np.uint8)
-        if self.object_threshold > 0.5 or (self.postprocess and self.postprocess != "none"):
-            from .postprocess import object_labels, postprocess_labels
+        from .postprocess import object_labels, postprocess_labels  # scipy + MONAI: loaded on first prediction
 
-            labels = postprocess_labels(object_labels(probabilities, self.object_threshold), probabilities,
-                                        self.postprocess or "none")
+        labels = postprocess_labels(object_labels(probabilities, self.object_threshold), probabilities,
+                                    self.postprocess or "none")
         return labels, probabilities
 
     def config(self) -> dict:

@@ -42,8 +42,8 @@ from ..common import across_axis, network_snapshot, new_segmenter
 from .axes import train_final_across_axes
 from .branches import (Scan, final_targets, predict_normalised, registration_branch, registration_labels, scan_of,
                        semi_branch)
+from .calibration import calibrate, measured_threshold
 from .propagated import Propagated
-from .calibration import ThresholdCalibration, calibrate
 from .refine import prediction_labels, refined_targets, refined_volume
 from .settings import FAITHFUL, IMPROVED, CollaborativeSettings
 
@@ -242,9 +242,7 @@ def _round_threshold(settings: CollaborativeSettings, probabilities: np.ndarray,
     """A job round's object threshold: the fixed one, or (``auto``) measured on the scan against its targets."""
     if settings.fixed_threshold is not None:
         return settings.fixed_threshold
-    calibration = ThresholdCalibration()
-    calibration.add(probabilities, volume.target)
-    record.update(calibration.record())
+    record.update(measured_threshold([(probabilities, volume.target)]))
     return record["prediction_threshold"]
 
 

@@ -14,13 +14,13 @@ import torch
 
 from ...case import Case, Geometry
 from ...engine.intensity_gate import IntensityEvidence
+from ...engine.postprocess import object_labels
 from ...engine.model import Segmenter
 from ...engine.propagation import PropagationSettings, open_end_reach, propagate_slices
 from ...engine.registration_network import NetworkSliceRegistration, train_registration
 from ...engine.sampling import UNKNOWN, TrainingVolume
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter
-from ..propagate.fusion import thresholded_labels
 from .fusion import fuse_labels, fusion_counts, single_branch_targets
 from .propagated import Propagated
 from .settings import CollaborativeSettings
@@ -143,7 +143,7 @@ def predict_normalised(segmenter: Segmenter, image: np.ndarray, device: torch.de
 def registration_labels(result: Propagated, settings: CollaborativeSettings) -> np.ndarray:
     """What the registration branch says per voxel: its own labels where it has them, else its most likely class
     (object only above ``object_threshold``, the single-scan default's rule)."""
-    return result.labels if result.labels is not None else thresholded_labels(result.probabilities, settings.object_threshold)
+    return result.labels if result.labels is not None else object_labels(result.probabilities, settings.object_threshold)
 
 
 def final_targets(scans: list[Scan], semi: list[np.ndarray] | None, registration: list[Propagated] | None,

@@ -11,6 +11,8 @@ targets' count. It only ever tightens (a model that says object too rarely keeps
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 #: Candidate thresholds, and the histogram bins they are read from (object probability in steps of 0.01).
@@ -54,17 +56,23 @@ class ThresholdCalibration:
         return {"prediction_threshold": threshold, "object_ratio_at_0.5": ratio(0.5), "object_ratio": ratio(threshold)}
 
 
+def measured_threshold(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """:meth:`ThresholdCalibration.record` over ``(probabilities, target)`` pairs, one per training volume."""
+    calibration = ThresholdCalibration()
+    for probabilities, target in pairs:
+        calibration.add(probabilities, target)
+    return calibration.record()
+
+
 def calibrate(segmenter, scans: list, volumes: list, device) -> dict:
     """Set ``segmenter.object_threshold`` from its predictions on the training ``scans`` against their ``volumes``'
-    targets; returns the record."""
+    targets (one volume in memory at a time); returns the record."""
     from .branches import predict_normalised
 
-    calibration = ThresholdCalibration()
-    for scan, volume in zip(scans, volumes):
-        calibration.add(predict_normalised(segmenter, scan.image, device), volume.target)
-    record = calibration.record()
+    record = measured_threshold((predict_normalised(segmenter, scan.image, device), volume.target)
+                                for scan, volume in zip(scans, volumes))
     segmenter.object_threshold = record["prediction_threshold"]
     return record
 
 
-__all__ = ["GRID", "ThresholdCalibration", "calibrate", "matched_threshold", "object_histogram"]
+__all__ = ["GRID", "ThresholdCalibration", "calibrate", "matched_threshold", "measured_threshold", "object_histogram"]

@@ -74,7 +74,7 @@ class CollaborativeSettings:
       out of its loss every voxel of an unlabelled slice where the registration branch's most likely class has a
       lower probability (the contour band where propagation hesitates and is most often wrong; 0: the paper, every
       voxel). ``object_threshold`` > 0.5: the registration branch says object only where its object classes
-      together exceed this probability (the single-scan default's rule, ``thresholded_labels``; 0: the paper, the
+      together exceed this probability (the single-scan default's rule, ``engine.postprocess.object_labels``; 0: the paper, the
       most likely class); it trims the contour band that a propagated label tends to overrun. ``postprocess`` (``none``, ``lcc``, ``fill``, ``lcc-fill``, :mod:`~SparseSegLib.engine.postprocess`)
       is stored with the model and applied to every prediction (the paper: none). ``final_axes`` (e.g. ``0,1,2``):
       one final network per slice axis (0: across the labelled slices, the paper), their softmax averaged

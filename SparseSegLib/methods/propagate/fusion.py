@@ -11,11 +11,6 @@ from ...engine.postprocess import filled, object_labels
 from .settings import AUTO_CLASS_SEPARATION
 
 
-def thresholded_labels(probabilities: np.ndarray, threshold: float) -> np.ndarray:
-    """The single-scan default's object rule, :func:`~SparseSegLib.engine.postprocess.object_labels`."""
-    return object_labels(probabilities, threshold)
-
-
 def fuse(network: np.ndarray, registration: np.ndarray, mode: str, margin: int = 2,
          threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """``(labels, probabilities)`` from two ``(C, k, j, i)`` probability maps.
@@ -34,7 +29,7 @@ def fuse(network: np.ndarray, registration: np.ndarray, mode: str, margin: int =
     if mode == "registration":
         return registration.argmax(0).astype(np.uint8), registration
     if mode == "average":
-        return thresholded_labels(mean, threshold), mean
+        return object_labels(mean, threshold), mean
     by_network, by_registration = network.argmax(0), registration.argmax(0)
     if mode == "near":
         reach = ndimage.binary_dilation(by_registration > 0, structure=np.ones((1, 3, 3), bool), iterations=max(1, margin))
