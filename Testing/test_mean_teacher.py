@@ -184,3 +184,36 @@ def test_worker_job_streams_rounds_with_uncertainty(cases, tmp_path):
     streamed, _ = read_image(layout.round_dir(job.directory, 2) / layout.LABEL_FILE)
     assert applied.shape == case.image.shape
     assert (applied == streamed).mean() > 0.99, "the saved model segments the scan as the job's last round did"
+
+
+def test_two_dimensional_form_trains_on_slices_and_saves_a_plain_model(cases, tmp_path):
+    """``dims=2``: batches are one-slice patches without the slice axis (the labelled ones from the painted slice,
+    fully known), the student is a 2D U-Net across axis 0, its saved model predicts the scan as the trained one, and
+    the teacher's uncertainty map covers the input grid slice by slice."""
+    settings = MeanTeacherSettings.parse({**TINY, "dims": 2})
+    volumes = [prepare(case, settings, "zscore") for case in cases]
+    source = BatchSource(volumes, (1, 48, 32), settings, seed=0)
+    images, targets = source.sample()
+    assert images.shape == (4, 1, 48, 32) and targets.shape == (4, 48, 32)
+    assert (targets[:2] >= 0).any() and (targets[2:] < 0).any(), "labelled slices first, then unlabelled ones"
+    with pytest.raises(ValueError, match="one-slice"):
+        BatchSource(volumes, (32, 48, 32), settings, seed=0)
+
+    options = MethodOptions(iterations=3, extra={**TINY, "dims": 2})
+    segmenter = get_method("ua-mt").train(cases, options, SilentReporter())
+    assert segmenter.network_config.dims == 2 and len(segmenter.patch_size) == 2
+    labels, probabilities = segmenter.predict(cases[0].image)
+    assert labels.shape == cases[0].image.shape and probabilities.shape == (3,) + cases[0].image.shape
+    from SparseSegLib.engine.model import load_segmenter
+
+    loaded = load_segmenter(segmenter.save(tmp_path / "model"))
+    np.testing.assert_allclose(loaded.predict(cases[0].image)[1], probabilities, atol=1e-5)
+
+    from SparseSegLib.methods.mean_teacher.predict import teacher_uncertainty
+    from SparseSegLib.methods.mean_teacher.teacher import make_teacher
+
+    uncertainty = teacher_uncertainty(make_teacher(segmenter.network), segmenter, cases[0].image, 2, 0.1,
+                                      torch.device("cpu"))
+    assert uncertainty.shape == cases[0].image.shape and 0.0 <= uncertainty.min() < uncertainty.max() <= 1.0
+    with pytest.raises(SparseSegError, match="dims"):
+        MeanTeacherSettings.parse({"dims": 1})

@@ -37,20 +37,30 @@ STATE_FORMAT = 1
 JOB_ROUNDS = 3
 #: Largest default patch per axis (k, j, i): the reference's 112x112x80 crops ("paper"), 64^3 on a CPU ("quick").
 PATCH_CAP = {"paper": (80, 112, 112), "quick": (64, 64, 64)}
+#: Largest default in-plane patch of the 2D form (``dims=2``), either budget: the reference's in-plane crop; a
+#: slice costs little, so the CPU budget keeps it too.
+PATCH_CAP_2D = (112, 112)
 
 
-def default_patch(volumes: list[PreparedVolume], options: MethodOptions, multiple: int) -> tuple[int, int, int]:
-    """The options' patch, else the largest volume rounded up to ``multiple``, capped per axis by the budget."""
+def default_patch(volumes: list[PreparedVolume], options: MethodOptions, multiple: int, dims: int = 3) -> tuple[int, ...]:
+    """The network's window: the options' patch, else the largest volume (in-plane for 2D) rounded up to
+    ``multiple``, capped per axis by the budget. 3 sizes for the 3D network, 2 (in-plane) for the 2D one."""
     if options.patch_size:
         patch = tuple(int(p) for p in options.patch_size)
     else:
-        largest = np.max([v.image.shape for v in volumes], axis=0)
-        cap = PATCH_CAP[options.budget]
+        largest = np.max([v.image.shape for v in volumes], axis=0)[3 - dims:]
+        cap = PATCH_CAP[options.budget] if dims == 3 else PATCH_CAP_2D
         patch = tuple(min(int(math.ceil(n / multiple) * multiple), max(multiple, c // multiple * multiple))
                       for n, c in zip(largest, cap))
-    if len(patch) != 3 or any(p % multiple for p in patch):
-        raise SparseSegError(f"patch size {patch} does not fit this network", f"Give 3 sizes, each a multiple of {multiple}.")
+    if len(patch) != dims or any(p % multiple for p in patch):
+        raise SparseSegError(f"patch size {patch} does not fit this {dims}D network",
+                             f"Give {dims} sizes{' (in-plane)' if dims == 2 else ''}, each a multiple of {multiple}.")
     return patch
+
+
+def sampled_patch(patch: tuple[int, ...]) -> tuple[int, int, int]:
+    """The crop the training batches take from a volume: one slice of a 2D window, the 3D window itself."""
+    return (1,) + tuple(patch) if len(patch) == 2 else tuple(patch)
 
 
 class _MeanTeacherBase:
@@ -59,7 +69,8 @@ class _MeanTeacherBase:
     uncertainty_aware = False
 
     def check_options(self, options: MethodOptions) -> None:
-        """The method's network is always the seed's 3D U-Net, whatever ``--network`` says (the bench's default is 2d)."""
+        """The method's network is the seed's 3D U-Net, or its 2D form with ``dims=2``, whatever ``--network`` says
+        (the bench's default is 2d, which would otherwise silently change the method)."""
         MeanTeacherSettings.parse(options.extra)
 
     def _setup(self, cases: list[Case], options: MethodOptions, reporter: Reporter):
@@ -67,8 +78,8 @@ class _MeanTeacherBase:
         seed_everything(options.seed)
         seen = semi_supervised_split(cases, settings.labelled, options.seed)
         volumes = [prepare(case, settings, options.normalization) for case in seen]
-        config = network_config(settings.channels, settings.num_res_units)
-        patch = default_patch(volumes, options, config.size_multiple)
+        config = network_config(settings.channels, settings.num_res_units, settings.dims)
+        patch = default_patch(volumes, options, config.size_multiple, settings.dims)
         names = class_names_of(cases)
         colors: dict[int, tuple] = {}
         for case in cases:
@@ -94,8 +105,8 @@ class _MeanTeacherBase:
         trainer = MeanTeacherTrainer(segmenter.network, settings, iterations, segmenter.num_classes,
                                      self.uncertainty_aware, device)
         started = time.perf_counter()
-        losses = trainer.run(BatchSource(volumes, segmenter.patch_size, settings, options.seed), iterations, reporter,
-                             self.name)
+        source = BatchSource(volumes, sampled_patch(segmenter.patch_size), settings, options.seed)
+        losses = trainer.run(source, iterations, reporter, self.name)
         segmenter.network.cpu().eval()
         segmenter.training = {"stage": self.name, "iterations": iterations, "settings": settings.to_dict(),
                               "final_loss": float(np.mean(losses[-25:])), "seconds": time.perf_counter() - started,
@@ -132,7 +143,7 @@ class _MeanTeacherBase:
         device = select_device(options.device)
         trainer = MeanTeacherTrainer(segmenter.network, settings, per_round * rounds, segmenter.num_classes,
                                      self.uncertainty_aware, device)
-        source = BatchSource(volumes, segmenter.patch_size, settings, options.seed)
+        source = BatchSource(volumes, sampled_patch(segmenter.patch_size), settings, options.seed)
         done = 0
         if state is not None:
             if int(state.get("format", 0)) != STATE_FORMAT or state.get("method") != self.name:
@@ -166,7 +177,7 @@ class _MeanTeacherBase:
 
 @register("mean-teacher")
 class MeanTeacher(_MeanTeacherBase):
-    summary = "3D U-Net student + EMA teacher, consistency on unlabelled voxels (Mean Teacher)"
+    summary = "U-Net student (3D; 2D with dims=2) + EMA teacher, consistency on unlabelled voxels (Mean Teacher)"
     uncertainty_aware = False
 
 

@@ -67,6 +67,8 @@ class BatchSource:
 
     def __init__(self, volumes: list[PreparedVolume], patch: tuple[int, int, int], settings: MeanTeacherSettings,
                  seed: int) -> None:
+        if settings.dims == 2 and patch[0] != 1:
+            raise ValueError(f"the 2D form samples one-slice patches, not {patch}")
         self.volumes = volumes
         self.patch = tuple(int(p) for p in patch)
         self.settings = settings
@@ -93,7 +95,8 @@ class BatchSource:
         return np.asarray(turned["image"], dtype=np.float32), target.astype(np.int64)
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``images`` (B, 1, *patch) float32 and ``targets`` (B, *patch) int64, -1 unknown."""
+        """``images`` (B, 1, *patch) float32 and ``targets`` (B, *patch) int64, -1 unknown; the 2D form
+        (``dims=2``, a one-slice patch) drops the slice axis: (B, 1, j, i) and (B, j, i)."""
         images, targets = [], []
         batch = self.settings.labelled_batch + (0 if self.unlabelled_batch else self.settings.unlabelled_batch)
         for _ in range(batch):
@@ -105,5 +108,7 @@ class BatchSource:
             image, target = self._augmented(*self._random_patch())
             images.append(image)
             targets.append(target)
-        return (torch.from_numpy(np.stack(images).astype(np.float32)),
-                torch.from_numpy(np.stack(targets).astype(np.int64)))
+        images, targets = np.stack(images).astype(np.float32), np.stack(targets).astype(np.int64)
+        if self.settings.dims == 2:
+            images, targets = images[:, :, 0], targets[:, 0]
+        return torch.from_numpy(images), torch.from_numpy(targets)

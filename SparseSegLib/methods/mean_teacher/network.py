@@ -1,4 +1,4 @@
-"""The student network: the seed's 3D U-Net with dropout at the bottleneck, saved as an ordinary SparseSeg model.
+"""The student network: the seed's 3D U-Net (or its 2D form, ``dims=2``) with dropout at the bottleneck, saved as an ordinary SparseSeg model.
 
 The network is the engine's MONAI ``UNet`` (:func:`~SparseSegLib.engine.networks.build_network`) without its
 all-layer dropout; the seed's single dropout (p 0.3, at the bottleneck) is added as a forward hook on the
@@ -39,9 +39,10 @@ def add_bottleneck_dropout(network: torch.nn.Module, p: float) -> torch.nn.Modul
     return network
 
 
-def network_config(channels: tuple[int, ...], num_res_units: int) -> NetworkConfig:
-    """The 3D configuration stored with the model (dropout lives in the hook, so it says 0)."""
-    return NetworkConfig(dims=3, channels=tuple(channels), num_res_units=int(num_res_units), dropout=0.0)
+def network_config(channels: tuple[int, ...], num_res_units: int, dims: int = 3) -> NetworkConfig:
+    """The configuration stored with the model (dropout lives in the hook, so it says 0); a 2D network segments
+    slices across array axis 0."""
+    return NetworkConfig(dims=dims, channels=tuple(channels), num_res_units=int(num_res_units), dropout=0.0)
 
 
 def build_student(config: NetworkConfig, num_classes: int, dropout: float) -> torch.nn.Module:

@@ -49,10 +49,12 @@ def teacher_uncertainty(teacher: torch.nn.Module, segmenter: CroppingSegmenter, 
     """The teacher's normalised entropy in [0, 1] over the whole scan ``(k, j, i)`` (0 outside the crop).
 
     ``passes`` stochastic passes (dropout live, input noise) through MONAI's ``sliding_window_inference`` on the
-    crop, as UA-MT's uncertainty but over every voxel.
+    crop (slice by slice for the 2D form), as UA-MT's uncertainty but over every voxel.
     """
     crop = segmenter.crop_of(image)
-    tensor = torch.from_numpy(normalize(crop.apply(image), segmenter.normalization))[None, None].to(device)
+    volume = torch.from_numpy(normalize(crop.apply(image), segmenter.normalization))
+    # 3D: one (1, 1, k, j, i) volume; the 2D form: its slices across axis 0 as a batch (k, 1, j, i)
+    tensor = (volume[None, None] if segmenter.network_config.dims == 3 else volume[:, None]).to(device)
     teacher.to(device).train()
 
     def window(patch: torch.Tensor) -> torch.Tensor:
@@ -61,4 +63,6 @@ def teacher_uncertainty(teacher: torch.nn.Module, segmenter: CroppingSegmenter, 
 
     mean = sliding_window_inference(tensor, segmenter.patch_size, 4, window, overlap=0.25, mode="gaussian")
     entropy = -(mean * torch.log(mean + 1e-6)).sum(dim=1, keepdim=True)
-    return crop.uncrop(normalized_entropy(entropy, mean.shape[1])[0, 0].float().cpu().numpy())
+    entropy = normalized_entropy(entropy, mean.shape[1])
+    entropy = entropy[0, 0] if segmenter.network_config.dims == 3 else entropy[:, 0]
+    return crop.uncrop(entropy.float().cpu().numpy())

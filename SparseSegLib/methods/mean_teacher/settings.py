@@ -47,6 +47,10 @@ class MeanTeacherSettings:
     margin: int = 4
     augment: bool = True  # random in-plane 90 degree turns and flips (MONAI)
     uncertainty_passes: int = 8  # teacher passes for a job round's uncertainty map
+    #: 3: the seed's 3D U-Net on 3D patches. 2: a 2D U-Net on slices across array axis 0 (the labelled slices'
+    #: axis), as the collaborative-learning paper's MT / UA-MT baselines (its Table 2) and cheap enough on a CPU to
+    #: train to convergence; the student, teacher, losses and schedules are the same.
+    dims: int = 3
 
     @classmethod
     def parse(cls, options: dict) -> MeanTeacherSettings:
@@ -93,6 +97,8 @@ class MeanTeacherSettings:
             problems.append("lr_schedule must be poly or step")
         if self.labelled_batch < 1 or self.unlabelled_batch < 0:
             problems.append("labelled_batch >= 1 and unlabelled_batch >= 0")
+        if self.dims not in (2, 3):
+            problems.append("dims must be 2 or 3")
         if len(self.channels) < 2 or not 0 <= self.dropout < 1:
             problems.append("at least two channel levels and 0 <= dropout < 1")
         if problems:
