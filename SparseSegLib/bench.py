@@ -68,7 +68,10 @@ EVALUATED_PARTS = ("test", "val")
 
 
 def run_name(method: str, network: str, options: dict | None = None) -> str:
-    """How a run is labelled in tables: ``sparse-only (2D)``, ``self-labelling [fuse_axes=true] (2D)``."""
+    """How a run is labelled in tables: ``sparse-only (2D)``, ``self-labelling [fuse_axes=true] (2D)``; the network
+    is the one the method trains (``trained_network``, for methods that do not follow ``--networks``)."""
+    trained = getattr(get_method(method), "trained_network", None)
+    network = trained(MethodOptions(network=network, extra=dict(options or {}))) if trained else network
     settings = f" [{', '.join(f'{k}={_option_text(v)}' for k, v in sorted(options.items()))}]" if options else ""
     return f"{method}{settings} ({network.upper()})"
 

@@ -100,7 +100,9 @@ class Method(Protocol):
     """A way to turn sparsely annotated cases into a :class:`~SparseSegLib.engine.model.Segmenter`.
 
     Optional: ``segmenter_from_state(cases, options, state)`` rebuilds the model a job's round state holds, for a
-    method whose network is not the job's preset (Save model, :mod:`~SparseSegLib.worker.model_export`).
+    method whose network is not the job's preset (Save model, :mod:`~SparseSegLib.worker.model_export`);
+    ``trained_network(options)`` (``"2d"`` / ``"3d"``) for a method whose network does not follow ``--networks``,
+    so reports label a run by the network it trained.
     """
 
     name: str

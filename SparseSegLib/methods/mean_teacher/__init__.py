@@ -73,6 +73,10 @@ class _MeanTeacherBase:
         (the bench's default is 2d, which would otherwise silently change the method)."""
         MeanTeacherSettings.parse(options.extra)
 
+    def trained_network(self, options: MethodOptions) -> str:
+        """``3d``, or ``2d`` with ``dims=2`` (the bench labels runs with it)."""
+        return f"{MeanTeacherSettings.parse(options.extra).dims}d"
+
     def _setup(self, cases: list[Case], options: MethodOptions, reporter: Reporter):
         settings = MeanTeacherSettings.parse(options.extra)
         seed_everything(options.seed)
