@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench bench-worker-io bench-slicer bench-gradual bench-self-labelling bench-self-labelling-jobs bench-threads bench-interactive clean bench-mean-teacher bench-collaborative bench-distributed bench-collaborative-hippocampus
+.PHONY: venv demo test bench bench-worker-io bench-slicer bench-gradual bench-self-labelling bench-self-labelling-jobs bench-threads bench-interactive clean bench-mean-teacher bench-mean-teacher-2d bench-collaborative bench-distributed bench-collaborative-hippocampus
 
 venv: $(STAMP)
 
@@ -105,6 +105,27 @@ bench-mean-teacher: venv
 	  echo "$$command" > $(MT_OUT)/$$name/command.txt; eval "$$command" || exit 1; \
 	done
 	$(VPY) -m SparseSegLib.benchmarks.mean_teacher report $(addprefix $(MT_OUT)/,$(foreach s,$(MT_RUNS),$(firstword $(subst :, ,$(s)))))
+
+# Issue 17, the 2D form (dims=2: a 2D U-Net on slices across k, the collaborative paper's MT baselines): the same
+# data and split, the reference's 6000 iterations (--budget paper), batch 2 + 2 slices, UA-MT with T = 8, defaults
+# otherwise; about 6 min per run (UA-MT about 15) on one core.
+MT2D_OUT = bench-output/mean_teacher_2d
+MT2D_BENCH = $(VENV)/bin/sparseseg bench --dataset $(MT_OUT)/data --split 0.8,0,0.2 --seed 0 --device cpu \
+	--budget paper --option dims=2
+MT2D_RUNS = semi-only:full:mean-teacher:--labelled=13,--option=consistency=0 semi-mt:full:mean-teacher:--labelled=13 \
+	semi-uamt:full:ua-mt:--labelled=13 full:full:mean-teacher:--option=consistency=0 \
+	sparse-only:central-slice:mean-teacher:--option=consistency=0 sparse-mt:central-slice:mean-teacher: \
+	sparse-uamt:central-slice:ua-mt:
+bench-mean-teacher-2d: venv
+	test -f $(MT_OUT)/data/dataset.json || $(VPY) -m SparseSegLib.benchmarks.mean_teacher prepare --out $(MT_OUT)/data
+	for spec in $(MT2D_RUNS); do \
+	  name=$$(echo $$spec | cut -d: -f1); annotation=$$(echo $$spec | cut -d: -f2); method=$$(echo $$spec | cut -d: -f3); \
+	  extra=$$(echo $$spec | cut -d: -f4- | tr ',' ' ' | sed 's/--labelled=/--labelled /; s/--option=/--option /g'); \
+	  test -f $(MT2D_OUT)/$$name/results.json && continue; mkdir -p $(MT2D_OUT)/$$name; \
+	  command="OMP_NUM_THREADS=1 $(MT2D_BENCH) --annotation $$annotation --methods $$method $$extra --out $(MT2D_OUT)/$$name"; \
+	  echo "$$command" > $(MT2D_OUT)/$$name/command.txt; eval "$$command" || exit 1; \
+	done
+	$(VPY) -m SparseSegLib.benchmarks.mean_teacher report $(addprefix $(MT2D_OUT)/,$(foreach s,$(MT2D_RUNS),$(firstword $(subst :, ,$(s)))))
 
 # Issue 16: collaborative learning on the left atrium at a CPU scale (docs/results/collaborative.md): the 80 cases
 # resampled to 1.25 mm (the mean-teacher benchmark's `prepare`), one seeded split 64 train / 16 test, one central

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from ..bench import run_name
+
 
 def downsample(image: sitk.Image, factor: float, label: bool) -> sitk.Image:
     """``image`` on a grid ``factor`` times coarser with the same origin and direction (covering the same extent)."""
@@ -57,7 +59,9 @@ def report(runs: list[Path]) -> str:
         results = json.loads(path.read_text())
         command = (folder / "command.txt").read_text().strip() if (folder / "command.txt").is_file() else ""
         headline = results["headline_group"]
-        for name, run in results["runs"].items():
+        for run in results["runs"].values():
+            # labelled by the network the method trained (runs written before the bench knew it said the flag's)
+            name = run_name(run["method"], run["network"], results["config"].get("options"))
             summary = run["summary"].get(headline, {})
 
             def cell(metric: str, scale: float = 1.0) -> str:
