@@ -93,8 +93,10 @@ class _MeanTeacherBase:
             patch_size=patch, class_names=names, normalization="sitk" if settings.preprocessing else options.normalization,
             method=self.name, class_colors=colors, margin=settings.margin)
         labelled = sum(int(np.any(v.target >= 0)) for v in volumes)
-        reporter.log(f"{self.name}: {labelled} of {len(volumes)} volumes with labels "
-                     f"({'semi-supervised' if settings.labelled else 'sparse'} setting), patch {patch}, "
+        complete = all(bool(np.all(v.target >= 0)) for v in volumes)
+        setting = "semi-supervised" if settings.labelled else "fully labelled" if complete else "sparse"
+        reporter.log(f"{self.name}: {labelled} of {len(volumes)} volumes with labels ({setting} setting), "
+                     f"{settings.dims}D network, patch {patch}, "
                      f"preprocessing {'SimpleITK' if settings.preprocessing else options.normalization}")
         return settings, volumes, segmenter
 
