@@ -88,6 +88,7 @@ clean:
 # 48x64x64, 300 iterations, UA-MT with T=4 teacher passes (not 8), one thread, one run at a time; each run's folder
 # keeps its command in command.txt.
 MT_OUT = bench-output/mean_teacher
+MT_RUN_OUT = $(MT_OUT)
 MT_BENCH = $(VENV)/bin/sparseseg bench --dataset $(MT_OUT)/data --networks 3d --split 0.8,0,0.2 --seed 0 \
 	--device cpu --iterations 300 --option channels=16,32,64,128
 MT_RUNS = semi-labelled-only:full:mean-teacher:--labelled=13,--option=consistency=0 semi-mt:full:mean-teacher:--labelled=13 \
@@ -100,11 +101,11 @@ bench-mean-teacher: venv
 	for spec in $(MT_RUNS); do \
 	  name=$$(echo $$spec | cut -d: -f1); annotation=$$(echo $$spec | cut -d: -f2); method=$$(echo $$spec | cut -d: -f3); \
 	  extra=$$(echo $$spec | cut -d: -f4- | tr ',' ' ' | sed 's/--labelled=/--labelled /; s/--option=/--option /g'); \
-	  test -f $(MT_OUT)/$$name/results.json && continue; mkdir -p $(MT_OUT)/$$name; \
-	  command="OMP_NUM_THREADS=1 $(MT_BENCH) --annotation $$annotation --methods $$method $$extra --out $(MT_OUT)/$$name"; \
-	  echo "$$command" > $(MT_OUT)/$$name/command.txt; eval "$$command" || exit 1; \
+	  test -f $(MT_RUN_OUT)/$$name/results.json && continue; mkdir -p $(MT_RUN_OUT)/$$name; \
+	  command="OMP_NUM_THREADS=1 $(MT_BENCH) --annotation $$annotation --methods $$method $$extra --out $(MT_RUN_OUT)/$$name"; \
+	  echo "$$command" > $(MT_RUN_OUT)/$$name/command.txt; eval "$$command" || exit 1; \
 	done
-	$(VPY) -m SparseSegLib.benchmarks.mean_teacher report $(addprefix $(MT_OUT)/,$(foreach s,$(MT_RUNS),$(firstword $(subst :, ,$(s)))))
+	$(VPY) -m SparseSegLib.benchmarks.mean_teacher report $(addprefix $(MT_RUN_OUT)/,$(foreach s,$(MT_RUNS),$(firstword $(subst :, ,$(s)))))
 
 # Issue 17, the 2D form (dims=2: a 2D U-Net on slices across k, the collaborative paper's MT baselines): the same
 # data and split, the reference's 6000 iterations (--budget paper), batch 2 + 2 slices, UA-MT with T = 8, defaults
@@ -117,15 +118,7 @@ MT2D_RUNS = semi-only:full:mean-teacher:--labelled=13,--option=consistency=0 sem
 	sparse-only:central-slice:mean-teacher:--option=consistency=0 sparse-mt:central-slice:mean-teacher: \
 	sparse-uamt:central-slice:ua-mt:
 bench-mean-teacher-2d: venv
-	test -f $(MT_OUT)/data/dataset.json || $(VPY) -m SparseSegLib.benchmarks.mean_teacher prepare --out $(MT_OUT)/data
-	for spec in $(MT2D_RUNS); do \
-	  name=$$(echo $$spec | cut -d: -f1); annotation=$$(echo $$spec | cut -d: -f2); method=$$(echo $$spec | cut -d: -f3); \
-	  extra=$$(echo $$spec | cut -d: -f4- | tr ',' ' ' | sed 's/--labelled=/--labelled /; s/--option=/--option /g'); \
-	  test -f $(MT2D_OUT)/$$name/results.json && continue; mkdir -p $(MT2D_OUT)/$$name; \
-	  command="OMP_NUM_THREADS=1 $(MT2D_BENCH) --annotation $$annotation --methods $$method $$extra --out $(MT2D_OUT)/$$name"; \
-	  echo "$$command" > $(MT2D_OUT)/$$name/command.txt; eval "$$command" || exit 1; \
-	done
-	$(VPY) -m SparseSegLib.benchmarks.mean_teacher report $(addprefix $(MT2D_OUT)/,$(foreach s,$(MT2D_RUNS),$(firstword $(subst :, ,$(s)))))
+	$(MAKE) bench-mean-teacher MT_RUN_OUT=$(MT2D_OUT) MT_BENCH="$(MT2D_BENCH)" MT_RUNS="$(MT2D_RUNS)"
 
 # Issue 16: collaborative learning on the left atrium at a CPU scale (docs/results/collaborative.md): the 80 cases
 # resampled to 1.25 mm (the mean-teacher benchmark's `prepare`), one seeded split 64 train / 16 test, one central
