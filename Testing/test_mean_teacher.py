@@ -149,15 +149,17 @@ def test_semi_supervised_split_keeps_n_volumes(cases):
         get_method("ua-mt").check_options(MethodOptions(extra={"thresold": 0.5}))
 
 
-def test_worker_job_streams_rounds_with_uncertainty(cases, tmp_path):
-    """A ua-mt job on one scan (its central slice painted): two rounds, each with a label map and the teacher's
-    uncertainty map on the input grid, in [0, 1] and not constant; round records carry threshold and weight."""
+@pytest.mark.parametrize("dims", [3, 2])
+def test_worker_job_streams_rounds_with_uncertainty(cases, tmp_path, dims):
+    """A ua-mt job on one scan (its central slice painted), with the 3D network and the 2D form: two rounds, each
+    with a label map and the teacher's uncertainty map on the input grid, in [0, 1] and not constant; round records
+    carry threshold and weight."""
     case = cases[0]
     painted = np.where(case.annotated, case.label, 0)
     job = Job.create(tmp_path / "job", case.image, case.geometry, painted, "ua-mt", reference=case.label,
                      classes={1: "Anterior", 2: "Posterior"}, device="cpu",
                      parameters={"rounds": 2, "iterations_per_round": 3, "save_uncertainty": True, "threads": 1,
-                                 "method_options": TINY})
+                                 "method_options": {**TINY, "dims": dims}})
     from SparseSegLib.worker import run_job
 
     assert run_job(job.directory, install_signals=False) == layout.EXIT_FINISHED
