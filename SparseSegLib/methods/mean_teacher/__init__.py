@@ -58,11 +58,6 @@ def default_patch(volumes: list[PreparedVolume], options: MethodOptions, multipl
     return patch
 
 
-def sampled_patch(patch: tuple[int, ...]) -> tuple[int, int, int]:
-    """The crop the training batches take from a volume: one slice of a 2D window, the 3D window itself."""
-    return (1,) + tuple(patch) if len(patch) == 2 else tuple(patch)
-
-
 class _MeanTeacherBase:
     """What both methods share; ``uncertainty_aware`` says which one a subclass is."""
 
@@ -111,7 +106,7 @@ class _MeanTeacherBase:
         trainer = MeanTeacherTrainer(segmenter.network, settings, iterations, segmenter.num_classes,
                                      self.uncertainty_aware, device)
         started = time.perf_counter()
-        source = BatchSource(volumes, sampled_patch(segmenter.patch_size), settings, options.seed)
+        source = BatchSource(volumes, segmenter.patch_size, settings, options.seed)
         losses = trainer.run(source, iterations, reporter, self.name)
         segmenter.network.cpu().eval()
         segmenter.training = {"stage": self.name, "iterations": iterations, "settings": settings.to_dict(),
@@ -149,7 +144,7 @@ class _MeanTeacherBase:
         device = select_device(options.device)
         trainer = MeanTeacherTrainer(segmenter.network, settings, per_round * rounds, segmenter.num_classes,
                                      self.uncertainty_aware, device)
-        source = BatchSource(volumes, sampled_patch(segmenter.patch_size), settings, options.seed)
+        source = BatchSource(volumes, segmenter.patch_size, settings, options.seed)
         done = 0
         if state is not None:
             if int(state.get("format", 0)) != STATE_FORMAT or state.get("method") != self.name:

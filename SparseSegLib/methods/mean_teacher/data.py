@@ -65,12 +65,12 @@ def prepare(case: Case, settings: MeanTeacherSettings, normalization: str) -> Pr
 class BatchSource:
     """Draws ``(images, targets)`` batches: labelled patches first, then unlabelled ones (see the module doc)."""
 
-    def __init__(self, volumes: list[PreparedVolume], patch: tuple[int, int, int], settings: MeanTeacherSettings,
+    def __init__(self, volumes: list[PreparedVolume], window: tuple[int, ...], settings: MeanTeacherSettings,
                  seed: int) -> None:
-        if settings.dims == 2 and patch[0] != 1:
-            raise ValueError(f"the 2D form samples one-slice patches, not {patch}")
+        """``window``: the network's input, 3 sizes (a 3D patch) or 2 (in-plane: one-slice patches, 2D batches)."""
         self.volumes = volumes
-        self.patch = tuple(int(p) for p in patch)
+        self.flat = len(window) == 2
+        self.patch = ((1,) if self.flat else ()) + tuple(int(p) for p in window)  # the crop taken from a volume
         self.settings = settings
         self.rng = np.random.default_rng(seed + 1)
         self.labelled = PatchSampler([TrainingVolume(v.image, v.target) for v in volumes], 3, self.patch,
@@ -95,8 +95,8 @@ class BatchSource:
         return np.asarray(turned["image"], dtype=np.float32), target.astype(np.int64)
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``images`` (B, 1, *patch) float32 and ``targets`` (B, *patch) int64, -1 unknown; the 2D form
-        (``dims=2``, a one-slice patch) drops the slice axis: (B, 1, j, i) and (B, j, i)."""
+        """``images`` (B, 1, *window) float32 and ``targets`` (B, *window) int64, -1 unknown (a 2D window: the
+        one-slice patches without their slice axis)."""
         images, targets = [], []
         batch = self.settings.labelled_batch + (0 if self.unlabelled_batch else self.settings.unlabelled_batch)
         for _ in range(batch):
@@ -109,6 +109,6 @@ class BatchSource:
             images.append(image)
             targets.append(target)
         images, targets = np.stack(images).astype(np.float32), np.stack(targets).astype(np.int64)
-        if self.settings.dims == 2:
+        if self.flat:
             images, targets = images[:, :, 0], targets[:, 0]
         return torch.from_numpy(images), torch.from_numpy(targets)
