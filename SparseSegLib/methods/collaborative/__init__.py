@@ -38,8 +38,8 @@ from ...engine.networks import build_network, default_patch_size
 from ...errors import SparseSegError
 from ...jobs.regions import whole_slice_axis
 from ..base import MethodOptions, Reporter, RoundResult, register
-from ..common import across_axis, network_snapshot, new_segmenter
-from .axes import train_final_across_axes
+from ..common import across_axis, network_snapshot
+from .axes import collaborative_segmenter, train_final_across_axes
 from .branches import (Scan, final_targets, predict_normalised, registration_branch, registration_labels, scan_of,
                        semi_branch)
 from .calibration import calibrate, measured_threshold
@@ -81,7 +81,7 @@ class CollaborativeMethod:
         settings = self.settings(options)
         device = select_device(options.device)
         scans = [scan_of(case, options.normalization) for case in cases]
-        segmenter = new_segmenter(cases, options, self.name)
+        segmenter = collaborative_segmenter(cases, options, self.name, settings)
         _set_prediction_rules(segmenter, settings)
         started, record = time.perf_counter(), {"settings": settings.__dict__.copy()}
         registration = semi = None
@@ -91,7 +91,7 @@ class CollaborativeMethod:
             record["registration"]["seconds"] = round(time.perf_counter() - started, 1)
         if settings.uses_semi:
             tick = time.perf_counter()
-            semi_segmenter = new_segmenter(cases, options, f"{self.name}-semi")
+            semi_segmenter = collaborative_segmenter(cases, options, f"{self.name}-semi", settings)
             semi, record["semi"] = semi_branch(semi_segmenter, scans, settings, options, device, reporter, f"{self.name} semi")
             record["semi"]["seconds"] = round(time.perf_counter() - tick, 1)
         volumes, record["fusion"] = final_targets(scans, semi, registration, settings)
@@ -119,7 +119,7 @@ class CollaborativeMethod:
                                  "Wait for the next round, then save the model.")
         axis = whole_slice_axis(cases[0].annotated) if cases[0].annotated is not None else None
         settings = self.settings(options)
-        segmenter = across_axis(new_segmenter(cases, options, self.name), axis or 0, cases, options)
+        segmenter = across_axis(collaborative_segmenter(cases, options, self.name, settings), axis or 0, cases, options)
         _set_prediction_rules(segmenter, settings)
         if state.get("prediction_threshold") is not None:  # prediction_threshold=auto: measured by the round
             segmenter.object_threshold = float(state["prediction_threshold"])
@@ -162,7 +162,7 @@ class CollaborativeMethod:
                                  "Paint whole slices, or use the option branches=semi.")
         moved = _moved_case(case, axis or 0)
         scan = scan_of(moved, options.normalization)
-        segmenter = new_segmenter([moved], options, self.name)
+        segmenter = collaborative_segmenter([moved], options, self.name, settings)
         paint = _paint_key(case)
         first, done = _stage(state, plan, paint, self.name)
         total = first + len(plan) - 1
@@ -178,7 +178,7 @@ class CollaborativeMethod:
                                                            reporter, stage, should_stop)
                 probabilities = registration[0].probabilities
             elif kind == "semi":
-                semi_segmenter = new_segmenter([moved], options, f"{self.name}-semi")
+                semi_segmenter = collaborative_segmenter([moved], options, f"{self.name}-semi", settings)
                 semi, record = semi_branch(semi_segmenter, [scan], settings, options, device, reporter, stage, should_stop)
                 probabilities, network = semi[0], semi_segmenter.network
             elif kind == "final":

@@ -19,6 +19,7 @@ import torch
 from ...case import Case
 from ...engine.axis_ensemble import AxisEnsemble, to_axis
 from ...engine.model import Segmenter
+from ...engine.networks import NetworkConfig
 from ...engine.sampling import TrainingVolume
 from ..base import MethodOptions, Reporter
 from ..common import across_axis, new_segmenter
@@ -32,12 +33,21 @@ def moved_volume(volume: TrainingVolume, axis: int) -> TrainingVolume:
     return TrainingVolume(*(None if a is None else np.ascontiguousarray(to_axis(a, axis)) for a in arrays))
 
 
-def member_segmenter(cases: list[Case], options: MethodOptions, name: str, axis: int) -> Segmenter:
+def collaborative_segmenter(cases: list[Case], options: MethodOptions, name: str,
+                            settings: CollaborativeSettings) -> Segmenter:
+    """An untrained 2D segmentation network of the method: the ``--network`` preset with ``settings.context``
+    neighbouring slices on each side as input channels."""
+    config = replace(NetworkConfig.preset(options.network), context_slices=settings.context)
+    return new_segmenter(cases, options, name, network=config)
+
+
+def member_segmenter(cases: list[Case], options: MethodOptions, name: str, axis: int,
+                     settings: CollaborativeSettings) -> Segmenter:
     """An untrained final network across ``axis`` (:func:`~..common.across_axis`): its in-plane patch sized from the
     moved volumes (only axis 0 takes ``--patch-size``: another axis's slices have another shape). The image is
     normalised once as a whole before the axes move, in training and prediction alike, so every member keeps the
     segmenter's normalisation (no per-slice z-score along its own axis)."""
-    segmenter = new_segmenter(cases, options, name)
+    segmenter = collaborative_segmenter(cases, options, name, settings)
     if axis == 0:
         return segmenter
     moved = across_axis(segmenter, axis, cases, replace(options, patch_size=None))
@@ -54,7 +64,7 @@ def train_final_across_axes(cases: list[Case], volumes: list[TrainingVolume], se
     members, records = [], {}
     for axis in settings.axes:
         segmenter = first if axis == 0 and first is not None else \
-            member_segmenter(cases, replace(options, seed=options.seed + 97 * axis), name, axis)
+            member_segmenter(cases, replace(options, seed=options.seed + 97 * axis), name, axis, settings)
         label = stage if len(settings.axes) == 1 else f"{stage} (slices across axis {axis})"
         records[str(axis)] = final_network(segmenter, [moved_volume(v, axis) for v in volumes], settings, options,
                                            device, reporter, label, should_stop)

@@ -83,6 +83,8 @@ class CollaborativeSettings:
       together exceed it (:func:`~SparseSegLib.engine.postprocess.object_labels`, before ``postprocess``; stored
       with the model; 0: the most likely class, the paper). ``auto``: the threshold at which the networks label as
       many object voxels over their own training volumes as their targets hold (:mod:`.calibration`).
+    * ``context``: each segmentation network (semi branch, final networks) sees that many neighbouring slices on
+      either side of the slice it labels, as extra input channels (2.5D; 0: the paper, one slice).
     * ``refine``: self-training rounds after the final stage (0: the paper, none). Each round the final network(s)
       label every training volume (``postprocess`` applied, labelled slices kept), and new final networks learn
       from those labels: ``refine_targets=network`` the networks' labels alone, ``fused`` those labels fused with
@@ -125,6 +127,7 @@ class CollaborativeSettings:
     refine: int = 0
     prediction_threshold: str = "0"
     refine_targets: str = "network"
+    context: int = 0
 
     @property
     def uses_semi(self) -> bool:
@@ -200,6 +203,9 @@ class CollaborativeSettings:
                                  "hands on the single-scan default's labels",
                                  'Give its threshold instead (propagate_options="object_threshold=0.8"), or use '
                                  "propagate_targets=argmax.")
+        if self.context < 0:
+            raise SparseSegError(f"option context must not be negative, not {self.context}",
+                                 "Give the neighbouring slices on each side the networks see (0: the slice alone).")
         if self.refine < 0:
             raise SparseSegError(f"option refine must not be negative, not {self.refine}",
                                  "Give the number of self-training rounds (0: none).")
