@@ -44,3 +44,22 @@ def test_a_saved_model_of_a_job_with_final_axes_averages_its_networks_over_the_s
     _, probabilities = model.predict(case.image)
     final = results[-1].probabilities[case.case_id]
     assert np.abs(probabilities - final).mean() < 0.02, np.abs(probabilities - final).mean()
+
+
+def test_context_gives_every_network_neighbouring_slices_and_the_saved_model_keeps_them(sample_case):
+    """``context=1``: the semi branch's and the final networks see 3 slices; Save model rebuilds that network."""
+    case = annotate_case(sample_case, "central-slice", 0)
+    method = get_method("collaborative")
+    options = MethodOptions(device="cpu", rounds=None, iterations=4, batch_size=2,
+                            extra=dict(TINY, branches="both", final_axes="0,1", context=1))
+    results = list(method.run_rounds([case], options, SilentReporter()))
+    assert [r.metrics["step"] for r in results] == ["registration", "semi", "final"]
+    model = method.segmenter_from_state([case], options, results[-1].state)
+    assert model.network_config.context_slices == 1 and model.network_config.in_channels == 3
+    _, probabilities = model.predict(case.image)
+    assert np.abs(probabilities - results[-1].probabilities[case.case_id]).mean() < 0.02
+    try:
+        method.settings(MethodOptions(extra={"context": -1}))
+        raise AssertionError("a negative context must be refused")
+    except SparseSegError as error:
+        assert "context" in str(error)
