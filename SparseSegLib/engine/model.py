@@ -40,6 +40,7 @@ class Segmenter:
     training: dict = field(default_factory=dict)
     postprocess: str = "none"  # see engine/postprocess.py (lcc, fill, lcc-fill)
     object_threshold: float = 0.0  # > 0.5: object only where the object classes together exceed it (else argmax)
+    objects: int = 1  # how many components ``lcc`` keeps: the objects the training labels hold (postprocess.object_count)
 
     @property
     def num_classes(self) -> int:
@@ -54,7 +55,7 @@ class Segmenter:
         from .postprocess import object_labels, postprocess_labels  # scipy + MONAI: loaded on first prediction
 
         labels = postprocess_labels(object_labels(probabilities, self.object_threshold), probabilities,
-                                    self.postprocess or "none")
+                                    self.postprocess or "none", self.objects)
         return labels, probabilities
 
     def config(self) -> dict:
@@ -67,6 +68,7 @@ class Segmenter:
             "preprocessing": {"normalization": self.normalization},
             "postprocessing": self.postprocess,
             "object_threshold": self.object_threshold,
+            "objects": self.objects,
             "classes": {str(k): v for k, v in sorted(self.class_names.items())},
             "class_colors": {str(k): list(v) for k, v in sorted(self.class_colors.items())},
             "training": self.training,
@@ -122,4 +124,5 @@ def load_segmenter(directory: str | os.PathLike) -> Segmenter:
         training=config.get("training", {}),
         postprocess=config.get("postprocessing", "none"),
         object_threshold=float(config.get("object_threshold", 0.0)),
+        objects=int(config.get("objects", 1)),
     )

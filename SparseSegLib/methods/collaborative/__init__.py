@@ -34,6 +34,7 @@ import torch
 from ...case import Case, Geometry
 from ...engine.axis_ensemble import scan_axes
 from ...engine.device import select_device
+from ...engine.postprocess import object_count
 from ...engine.networks import build_network, default_patch_size
 from ...errors import SparseSegError
 from ...jobs.regions import whole_slice_axis
@@ -123,6 +124,7 @@ class CollaborativeMethod:
         _set_prediction_rules(segmenter, settings)
         if state.get("prediction_threshold") is not None:  # prediction_threshold=auto: measured by the round
             segmenter.object_threshold = float(state["prediction_threshold"])
+        segmenter.objects = int(state.get("objects") or 1)  # the objects the round's targets held
         if len(settings.axes) > 1:  # final_axes: the job trained one network per axis of the painted frame
             axes, swap = scan_axes(settings.axes, axis or 0)
             config = replace(segmenter.network_config, axes=axes, swap_in_plane=swap if any(swap) else ())
@@ -188,6 +190,7 @@ class CollaborativeMethod:
                 record = {**trained, **counts}
                 probabilities, network = predict_normalised(final, scan.image, device), final.network
                 threshold = _round_threshold(settings, probabilities, volumes[0], record)
+                objects = object_count([volumes[0].target])
             else:  # refine: self-training on the previous network round's labels
                 volume = refined_volume(network_result, scan, registration[0] if registration else None, settings)
                 final, record = train_final_across_axes([moved], [volume], settings,
@@ -195,11 +198,12 @@ class CollaborativeMethod:
                                                         device, reporter, stage, should_stop)
                 probabilities, network = predict_normalised(final, scan.image, device), final.network
                 threshold = _round_threshold(settings, probabilities, volume, record)
+                objects = object_count([volume.target])
             labels = probabilities.argmax(0).astype(np.uint8)
             if kind == "registration":  # what the final network will learn from
                 labels = registration_labels(registration[0], settings).astype(np.uint8)
             if kind in ("final", "refine"):  # the final network's result as the cohort model gives it
-                labels = prediction_labels(probabilities, threshold, settings.postprocess)
+                labels = prediction_labels(probabilities, threshold, settings.postprocess, objects)
             labels[scan.labelled] = scan.target[scan.labelled]
             if kind in ("final", "refine"):
                 network_result = labels
@@ -211,7 +215,8 @@ class CollaborativeMethod:
                     if registration and registration[0].labels is not None else None,
                     "semi": _as_tensor(semi),
                     "final_labels": _as_tensor([network_result], np.uint8) if network_result is not None else None,
-                    "prediction_threshold": threshold if kind in ("final", "refine") else None}
+                    "prediction_threshold": threshold if kind in ("final", "refine") else None,
+                    "objects": objects if kind in ("final", "refine") else None}
             metrics = {"step": kind, "foreground_voxels": int((labels > 0).sum()),
                        "seconds": round(time.perf_counter() - started, 3),
                        **{k: v for k, v in record.items() if isinstance(v, (int, float, str))}}
@@ -231,9 +236,14 @@ def _set_prediction_rules(segmenter, settings: CollaborativeSettings, scans: lis
                           volumes: list | None = None, device: torch.device | None = None,
                           record: dict | None = None) -> None:
     """What a model applies to every prediction, stored with it: the object threshold (``auto``: measured on the
-    training ``scans`` against ``volumes``, noted in ``record``), then the post-processing."""
+    training ``scans`` against ``volumes``, noted in ``record``), then the post-processing, whose largest-component
+    step keeps as many components as the training targets hold objects."""
     segmenter.postprocess = settings.postprocess
     segmenter.object_threshold = settings.fixed_threshold or 0.0
+    if volumes is not None:
+        segmenter.objects = object_count([volume.target for volume in volumes])
+        if record is not None:
+            record["objects"] = segmenter.objects
     if settings.fixed_threshold is None and scans is not None:
         record.update(calibrate(segmenter, scans, volumes, device))
 

@@ -23,16 +23,17 @@ from .propagated import Propagated
 from .settings import CollaborativeSettings
 
 
-def prediction_labels(probabilities: np.ndarray, threshold: float, postprocess: str) -> np.ndarray:
+def prediction_labels(probabilities: np.ndarray, threshold: float, postprocess: str, objects: int = 1) -> np.ndarray:
     """Labels from the final network(s)' probabilities as the model gives them: the object ``threshold``, then
-    ``postprocess`` (the rules :class:`~SparseSegLib.engine.model.Segmenter` stores and applies)."""
-    return postprocess_labels(object_labels(probabilities, threshold), probabilities, postprocess)
+    ``postprocess`` keeping ``objects`` components (the rules :class:`~SparseSegLib.engine.model.Segmenter` stores
+    and applies)."""
+    return postprocess_labels(object_labels(probabilities, threshold), probabilities, postprocess, objects)
 
 
 def network_labels(segmenter: Segmenter, scan: Scan, device: torch.device) -> np.ndarray:
     """The trained final network(s)' labels of one training volume, as its predictions are."""
     return prediction_labels(predict_normalised(segmenter, scan.image, device), segmenter.object_threshold,
-                             segmenter.postprocess)
+                             segmenter.postprocess, segmenter.objects)
 
 
 def refined_volume(labels: np.ndarray, scan: Scan, registration: Propagated | None,

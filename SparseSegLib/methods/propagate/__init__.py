@@ -25,6 +25,7 @@ import numpy as np
 from ...case import Case
 from ...engine.device import select_device
 from ...engine.intensity_gate import IntensityEvidence
+from ...engine.postprocess import object_count
 from ...engine.propagation import PropagationSettings, open_end_reach, propagate_slices, slice_distance
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter, RoundResult, register
@@ -117,7 +118,8 @@ class PropagateMethod:
             labels[volume.annotated] = volume.label[volume.annotated]  # the paint is ground truth, exactly
             state = {"format": STATE_FORMAT, "method": "propagate", "round": index, "rounds": total,
                      "network": network_state or {}, "stage_first": plan.first_round,
-                     "painted": [int(s) for s in volume.painted], "annotated_voxels": int(volume.annotated.sum())}
+                     "painted": [int(s) for s in volume.painted], "annotated_voxels": int(volume.annotated.sum()),
+                     "objects": object_count([labels])}  # Save model's largest-component step keeps that many
             metrics = {"step": kind, "stage_first_round": plan.first_round, "painted_slices": len(volume.painted),
                        "foreground_voxels": int((labels > 0).sum()), "seconds": round(time.perf_counter() - started, 3)}
             rule = SUGGESTION_RULES.get(settings.suggest)

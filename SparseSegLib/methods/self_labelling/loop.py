@@ -20,6 +20,7 @@ from ...case import Case
 from ...distributed.collectives import agreed_digest
 from ...distributed.context import current, sampler_seed
 from ...engine.model import Segmenter
+from ...engine.postprocess import object_count
 from ...engine.preprocessing import normalize
 from ...engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
 from ...errors import SparseSegError
@@ -155,9 +156,15 @@ class SelfLabellingLoop(LabellingMixin, TrainingMixin, FusionMixin, RoundLoop):
         """SHA-256 of the targets and labelled slices, checked equal on every rank (an error if not)."""
         return agreed_digest([*self.targets, *self.labelled], "pseudo-labels")
 
+    def objects(self) -> int:
+        """How many objects the labels so far hold (:func:`~SparseSegLib.engine.postprocess.object_count`): what the
+        largest-component step of the model's post-processing keeps."""
+        return object_count(self.targets)
+
     def predict(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Labels and probabilities of every case with the final model (the fused one once fusion ran)."""
-        segmenter = replace(self.segmenter, network=self.final_network(), network_config=self.final_config())
+        segmenter = replace(self.segmenter, network=self.final_network(), network_config=self.final_config(),
+                            objects=self.objects())
         labels, probabilities = {}, {}
         for case in self.cases:
             labels[case.case_id], probabilities[case.case_id] = segmenter.predict(case.image, self.device)
