@@ -1,6 +1,6 @@
 """The background worker as a real process on the bundled hippocampus case: streaming rounds, a reader
-polling while it writes, cancel (CANCEL file and SIGTERM), kill -9 + resume, and the failures a user can
-meet (bad job, missing input, unknown method, disk full, out of GPU memory, a bug in the worker).
+polling while it writes, cancel (CANCEL file and SIGTERM), kill -9 + resume, a bad job or missing input, and a
+finished job run again (the other failures: test_worker_faults.py).
 
 Training is tiny (2D network, batch 2, 30 iterations per round, one CPU thread per worker) so the
 whole file runs in about a minute on two cores; the runs that need no precise timing start together.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -21,27 +20,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from SparseSegLib.io import read_image, read_label, write_segmentation
+from SparseSegLib.io import read_image, read_label
 from SparseSegLib.jobs import layout
 from SparseSegLib.jobs.atomic import sha256_file
 from SparseSegLib.jobs.client import Job
 from SparseSegLib.jobs.events import read_events, validate_event
 from SparseSegLib.metrics import mask_dice
 
+from worker_support import REPO_ROOT, last_error, new_job, run_worker
+
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-#: The same tiny schedule for every training job, so a resumed run can be compared with an uninterrupted one.
-PARAMETERS = {"rounds": 3, "iterations_per_round": 30, "batch_size": 2, "threads": 1}
-CLASSES = {1: "Anterior", 2: {"name": "Posterior", "color": [0.2, 0.4, 1.0]}}
 GUI_MODULES = ("slicer", "vtk", "qt", "ctk", "PythonQt")
-
-
-def painted(label: np.ndarray, slices=(12, 17, 22)) -> np.ndarray:
-    """A user's annotation: the reference label on three painted slices along k, nothing elsewhere."""
-    result = np.zeros_like(label)
-    result[list(slices)] = label[list(slices)]
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +49,6 @@ def gui_blocker(tmp_path_factory):
             f"with open({str(marker)!r}, 'a') as handle:\n    handle.write({name!r} + '\\n')\n"
             f"raise ImportError('the worker must not import {name}')\n")
     return {"PYTHONPATH": str(folder), "CUDA_VISIBLE_DEVICES": ""}, marker
-
-
-def new_job(folder: Path, case, method: str = "sparse-only", **parameters) -> Job:
-    return Job.create(folder, case.image, case.geometry, painted(case.label), method, reference=case.label,
-                      classes=CLASSES, parameters={**PARAMETERS, **parameters}, device="cpu")
 
 
 def verify_round(job: Job, index: int, geometry) -> list[str]:
@@ -320,20 +305,6 @@ def test_kill_9_then_resume_keeps_earlier_rounds_and_matches_an_uninterrupted_ru
 # Errors a user can act on, and crashes
 
 
-def run_worker(jobdir: Path, *args: str, env: dict | None = None, timeout: float = 120) -> tuple[int, str, list[dict]]:
-    result = subprocess.run([sys.executable, "-m", "SparseSegLib.worker", str(jobdir), *args], capture_output=True,
-                            text=True, cwd=REPO_ROOT, timeout=timeout, env={**os.environ, **(env or {})})
-    events = read_events(jobdir / layout.EVENTS_FILE) if (jobdir / layout.EVENTS_FILE).exists() else []
-    return result.returncode, result.stderr + result.stdout, events
-
-
-def last_error(events: list[dict]) -> dict:
-    errors = [e for e in events if e["event"] == "error"]
-    assert errors, events
-    assert all(not validate_event(e) for e in events)
-    return errors[-1]
-
-
 @pytest.mark.parametrize(
     "job_text, words",
     [
@@ -374,122 +345,3 @@ def test_rerun_of_a_finished_job_needs_resume(tmp_path, streamed):
     code, output, events = run_worker(copy, "--resume")
     assert code == 0 and events[-1]["event"] == "finished" and events[-1]["label"] == "rounds/003/label.nrrd"
     assert snapshot(copy) == before
-
-
-def _limit_file_size():
-    """In the child: any write past 256 KB fails with EFBIG instead of killing the process (SIGXFSZ)."""
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
-
-
-@pytest.fixture(scope="module")
-def fault_runs(tmp_path_factory, case, sample_dir):
-    """The runs whose timing does not matter start together (two cores): unknown method, disk full,
-    simulated out of memory (once / always), an injected bug, and the command line."""
-    root = tmp_path_factory.mktemp("faults")
-    runs: dict[str, Job] = {}
-    quick = {"rounds": 1, "iterations_per_round": 5}
-    runs["unknown-method"] = new_job(root / "unknown", case, method="magic-propagation", **quick)
-    runs["unknown-method"].start()
-    runs["disk-full"] = new_job(root / "disk", case, **quick)
-    runs["disk-full"].start(preexec_fn=_limit_file_size)
-    # No GPU here: out-of-memory is simulated through the worker's test hook (SPARSESEG_TEST_FAULT),
-    # which raises torch.OutOfMemoryError at the first training step(s).
-    runs["oom-once"] = new_job(root / "oom-once", case, **quick)
-    runs["oom-once"].start(env={"SPARSESEG_TEST_FAULT": "oom-once"})
-    runs["oom"] = new_job(root / "oom", case, **quick)
-    runs["oom"].start(env={"SPARSESEG_TEST_FAULT": "oom"})
-    runs["bug"] = new_job(root / "bug", case, **quick)
-    runs["bug"].start(env={"SPARSESEG_TEST_FAULT": "bug"})
-
-    cli_dir = root / "cli"
-    cli_dir.mkdir()
-    write_segmentation(painted(case.label), case.geometry, cli_dir / "painted.seg.nrrd", {1: "Anterior", 2: "Posterior"},
-                       {1: (1.0, 0.0, 0.0), 2: (0.0, 0.0, 1.0)})
-    # an ROI in RAS around voxels i 5..30, j 10..40, k 10..25 of the sample grid
-    corners = (case.geometry.ijk_to_ras() @ np.array([[5, 10, 10, 1], [30, 40, 25, 1]]).T).T[:, :3]
-    boxes = json.dumps([{"ras": corners.tolist()}])
-    image = sample_dir / "imagesTr" / "hippocampus_001.nii.gz"
-    command = [sys.executable, "-m", "SparseSegLib.cli", "run", "--image", str(image), "--annotation",
-               str(cli_dir / "painted.seg.nrrd"), "--region", "boxes", "--boxes", boxes, "--method", "sparse-only",
-               "--rounds", "2", "--iterations-per-round", "5", "--batch-size", "2", "--device", "cpu",
-               "--reference", str(sample_dir / "labelsTr" / "hippocampus_001.nii.gz"), "--out", str(cli_dir / "job")]
-    cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
-                           env={**os.environ, "OMP_NUM_THREADS": "1"})
-    outcomes = {name: job.wait(timeout=180) for name, job in runs.items()}
-    cli_out, cli_err = cli.communicate(timeout=180)
-    return runs, outcomes, (cli.returncode, cli_out, cli_err, cli_dir / "job")
-
-
-def test_unknown_method_is_a_clear_error(fault_runs):
-    runs, outcomes, _ = fault_runs
-    outcome = outcomes["unknown-method"]
-    assert outcome.status == "error" and outcome.exit_code == layout.EXIT_USER_ERROR
-    assert "unknown method 'magic-propagation'" in outcome.last_error["message"]
-    assert "sparse-only" in outcome.last_error["hint"]
-    assert "Traceback" not in runs["unknown-method"].output_tail()
-
-
-def test_disk_full_ends_in_an_error_event_not_a_hang(fault_runs):
-    runs, outcomes, _ = fault_runs
-    outcome = outcomes["disk-full"]
-    assert outcome.status == "error" and outcome.exit_code == layout.EXIT_USER_ERROR, outcome.message
-    assert outcome.last_error["kind"] == "disk"
-    assert "disk is full" in outcome.last_error["message"] and "resume" in outcome.last_error["hint"]
-    assert outcome.rounds == []  # the round whose checkpoint could not be written never became complete
-    assert list(runs["disk-full"].directory.rglob(".tmp-*")) == []
-
-
-def test_out_of_memory_is_retried_once_with_half_the_batch(fault_runs):
-    runs, outcomes, _ = fault_runs
-    assert outcomes["oom-once"].status == "finished", outcomes["oom-once"].message
-    events = read_events(runs["oom-once"].directory / layout.EVENTS_FILE)
-    warning = [e for e in events if e["event"] == "warning"]
-    assert len(warning) == 1 and "out of GPU memory" in warning[0]["message"] and "batch size 2 -> 1" in warning[0]["hint"]
-    assert runs["oom-once"].round_record(1)["training"]["batch_size"] == 1
-
-
-def test_out_of_memory_twice_suggests_the_cpu(fault_runs):
-    _, outcomes, _ = fault_runs
-    outcome = outcomes["oom"]
-    assert outcome.status == "error" and outcome.exit_code == layout.EXIT_USER_ERROR
-    assert outcome.last_error["kind"] == "oom" and "CPU" in outcome.last_error["hint"]
-
-
-def test_worker_bug_is_reported_with_exit_code_and_error_event(fault_runs):
-    runs, outcomes, _ = fault_runs
-    outcome = outcomes["bug"]
-    assert outcome.status == "crashed" and outcome.exit_code == layout.EXIT_BUG
-    assert outcome.last_error["kind"] == "internal" and "injected fault" in outcome.last_error["message"]
-    assert "exit code 1" in outcome.message and "injected fault" in outcome.message
-    log = (runs["bug"].directory / layout.LOG_FILE).read_text()
-    assert "Traceback" in log and "RuntimeError: injected fault" in log
-    assert "Traceback" not in runs["bug"].output_tail()  # stderr stays clean; the traceback is in worker.log
-
-
-def test_command_line_run_from_files_with_ras_boxes(fault_runs, case, sample_dir):
-    _, _, (code, out, err, jobdir) = fault_runs
-    assert code == 0, err
-    assert "round 2/2 written" in err and "finished 2 round(s)" in err and str(jobdir) in out
-    events = read_events(jobdir / layout.EVENTS_FILE)
-    assert [e["round"] for e in events if e["event"] == "round"] == [1, 2]
-    annotation_log = [e["message"] for e in events if e["event"] == "log" and e["message"].startswith("annotation:")]
-    assert f"1 ROI box(es), {26 * 31 * 16} voxels" in annotation_log[0]  # i 5..30, j 10..40, k 10..25
-    job = Job(jobdir)
-    result = job.load_round()
-    assert result.index == 2 and result.geometry.matches(case.geometry)
-    assert result.record["classes"] == {"1": "Anterior", "2": "Posterior"}  # names from the .seg.nrrd
-    reference, _ = read_image(sample_dir / "labelsTr" / "hippocampus_001.nii.gz")
-    assert result.metrics["merged"]["dice"] == pytest.approx(mask_dice(result.label > 0, reference > 0), abs=1e-6)
-    resumed = subprocess.run([sys.executable, "-m", "SparseSegLib.cli", "run", "--resume", str(jobdir)],
-                             capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
-    assert resumed.returncode == 0 and "nothing to resume" in resumed.stderr
-    bad = subprocess.run([sys.executable, "-m", "SparseSegLib.cli", "run", "--image", "x.nrrd", "--out", "y"],
-                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
-    assert bad.returncode == 2 and "needs --annotation" in bad.stderr and "Traceback" not in bad.stderr
-
-
-def test_help_documents_run():
-    result = subprocess.run([sys.executable, "-m", "SparseSegLib.cli", "--help"], capture_output=True, text=True,
-                            cwd=REPO_ROOT, timeout=60)
-    assert result.returncode == 0 and "run" in result.stdout and "sparseseg run --resume job" in result.stdout
