@@ -120,3 +120,16 @@ def test_a_collaborative_job_keeps_both_structures_in_its_final_round(sample_cas
     results = list(method.run_rounds([case], options, SilentReporter()))
     assert results[-1].state["objects"] == 2
     assert method.segmenter_from_state([case], options, results[-1].state).objects == 2
+
+
+def test_objects_at_counts_the_parts_holding_labelled_object():
+    from SparseSegLib.engine.postprocess import objects_at
+
+    labels = blobs()
+    known = np.zeros(labels.shape, bool)
+    assert objects_at(labels, known) == 1  # nothing labelled yet: one, as before
+    known[1, 1, 1] = known[5, 5, 5] = known[2, 2, 2] = True  # two voxels in the big cube, one in the small one
+    assert objects_at(labels, known) == 2
+    known[0, 7, 11] = True
+    assert objects_at(labels, known) == 3
+

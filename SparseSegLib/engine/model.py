@@ -48,15 +48,21 @@ class Segmenter:
 
     def predict(self, image: np.ndarray, device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
         """Label map (uint8) and class probabilities ``(C, k, j, i)`` for a raw image ``(k, j, i)``."""
-        device = torch.device(device)
-        probabilities = predict_probabilities(
-            self.network, normalize(image, self.normalization), self.network_config, self.patch_size, device
-        )
+        probabilities = self.probabilities(image, device)
+        return self.labels(probabilities), probabilities
+
+    def probabilities(self, image: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
+        """Class probabilities ``(C, k, j, i)`` for a raw image ``(k, j, i)``."""
+        return predict_probabilities(self.network, normalize(image, self.normalization), self.network_config,
+                                     self.patch_size, torch.device(device))
+
+    def labels(self, probabilities: np.ndarray, objects: int | None = None) -> np.ndarray:
+        """The label map (uint8) the model gives for ``probabilities``: its object threshold, then its
+        post-processing, whose largest-component step keeps ``objects`` components (None: the model's count)."""
         from .postprocess import object_labels, postprocess_labels  # scipy + MONAI: loaded on first prediction
 
-        labels = postprocess_labels(object_labels(probabilities, self.object_threshold), probabilities,
-                                    self.postprocess or "none", self.objects)
-        return labels, probabilities
+        return postprocess_labels(object_labels(probabilities, self.object_threshold), probabilities,
+                                  self.postprocess or "none", self.objects if objects is None else objects)
 
     def config(self) -> dict:
         return {

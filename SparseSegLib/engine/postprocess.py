@@ -81,6 +81,13 @@ def object_count(labels: list[np.ndarray], share: float = OBJECT_SHARE) -> int:
     return max(1, int(np.median(counts))) if counts else 1
 
 
+def objects_at(labels: np.ndarray, known: np.ndarray) -> int:
+    """How many face-connected components of ``labels`` > 0 hold a voxel of the boolean mask ``known`` (object the
+    user painted or a method already labelled), at least 1: the objects to keep in a result of the same scan."""
+    components, _ = _components(labels > 0)
+    return max(1, int(np.count_nonzero(np.unique(components[known & (components > 0)]))))
+
+
 def filled(foreground: np.ndarray) -> np.ndarray:
     """``foreground`` with its enclosed holes (background not face-connected to the border) filled, by MONAI."""
     channel = foreground.astype(np.uint8)[None]
