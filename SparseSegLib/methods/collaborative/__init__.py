@@ -34,8 +34,8 @@ import torch
 from ...case import Case, Geometry
 from ...engine.axis_ensemble import scan_axes
 from ...engine.device import select_device
-from ...engine.postprocess import object_count
 from ...engine.networks import build_network, default_patch_size
+from ...engine.postprocess import object_count
 from ...errors import SparseSegError
 from ...jobs.regions import whole_slice_axis
 from ..base import MethodOptions, Reporter, RoundResult, register
