@@ -56,13 +56,14 @@ class Segmenter:
         return predict_probabilities(self.network, normalize(image, self.normalization), self.network_config,
                                      self.patch_size, torch.device(device))
 
-    def labels(self, probabilities: np.ndarray, objects: int | None = None) -> np.ndarray:
+    def labels(self, probabilities: np.ndarray, anchor: np.ndarray | None = None) -> np.ndarray:
         """The label map (uint8) the model gives for ``probabilities``: its object threshold, then its
-        post-processing, whose largest-component step keeps ``objects`` components (None: the model's count)."""
+        post-processing, whose largest-component step keeps its count of objects, or, given ``anchor`` (object
+        already known on this scan), the components that hold it."""
         from .postprocess import object_labels, postprocess_labels  # scipy + MONAI: loaded on first prediction
 
         return postprocess_labels(object_labels(probabilities, self.object_threshold), probabilities,
-                                  self.postprocess or "none", self.objects if objects is None else objects)
+                                  self.postprocess or "none", self.objects, anchor)
 
     def config(self) -> dict:
         return {

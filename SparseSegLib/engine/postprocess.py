@@ -4,10 +4,12 @@
 hippocampus crop holds one structure; ``fill``: fill enclosed holes of the foreground in 3D, each
 filled voxel taking its most probable foreground class; ``lcc-fill``: both.
 
-"Largest component" is right for one object but would delete the second kidney of a bilateral label, every organ
-but one of a multi-organ map, or all lesions but one. So a model also stores how many objects its training labels
-hold (:func:`object_count`, measured by the method that trains it; 1 for a model saved before it was stored), and
-``lcc`` keeps that many of the largest components.
+"Largest component" is right for one object but would delete the second structure of a label that holds two (a
+left and a right organ, several lesions, separate organs). So a model also stores how many objects its training
+labels hold (:func:`object_count`, measured by the method that trains it; 1 for a model saved before it was
+stored), and ``lcc`` keeps that many of the largest components. On a scan whose object is partly known (a job's
+own scan: painted or already labelled voxels), ``lcc`` keeps instead the components that hold known object
+(``anchor``), as the Start default anchors its result at the paint.
 
 Both steps treat the foreground of all classes as one object and use face connectivity (6 neighbours in
 3D, ``connectivity=1``): a hole between two classes is filled, and a stray blob touching the object
@@ -47,8 +49,8 @@ def object_labels(probabilities: np.ndarray, threshold: float) -> np.ndarray:
 
 #: A component of a training label counts as an object when it holds at least this share of the label's
 #: foreground: the stray bits a propagated label can carry hold well under it (left atrium: under 2% on every one of
-#: 64 training volumes; hippocampus: 4 of 140 volumes have a second part of 5% or more), a second kidney or lung
-#: far more.
+#: 64 training volumes; hippocampus: 4 of 140 volumes have a second part of 5% or more), while each of two
+#: structures of similar size holds about half.
 OBJECT_SHARE = 0.05
 
 
@@ -60,8 +62,21 @@ def _components(foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return components, sizes
 
 
-def largest_component(foreground: np.ndarray, count: int = 1) -> np.ndarray:
-    """The ``count`` largest face-connected components of a boolean mask (on a tie, the first in scan order)."""
+def components_touching(foreground: np.ndarray, anchor: np.ndarray) -> np.ndarray | None:
+    """The face-connected components of a boolean mask that hold a voxel of the boolean ``anchor``; None when none
+    does."""
+    components, _ = _components(foreground)
+    touching = np.unique(components[anchor & foreground])
+    return np.isin(components, touching) if touching.size else None
+
+
+def largest_component(foreground: np.ndarray, count: int = 1, anchor: np.ndarray | None = None) -> np.ndarray:
+    """The ``count`` largest face-connected components of a boolean mask (on a tie, the first in scan order); with
+    an ``anchor`` that some component holds, the components holding it instead."""
+    if anchor is not None:
+        touching = components_touching(foreground, anchor)
+        if touching is not None:
+            return touching
     components, sizes = _components(foreground)
     if len(sizes) - 1 <= count:
         return foreground
@@ -81,22 +96,16 @@ def object_count(labels: list[np.ndarray], share: float = OBJECT_SHARE) -> int:
     return max(1, int(np.median(counts))) if counts else 1
 
 
-def objects_at(labels: np.ndarray, known: np.ndarray) -> int:
-    """How many face-connected components of ``labels`` > 0 hold a voxel of the boolean mask ``known`` (object the
-    user painted or a method already labelled), at least 1: the objects to keep in a result of the same scan."""
-    components, _ = _components(labels > 0)
-    return max(1, int(np.count_nonzero(np.unique(components[known & (components > 0)]))))
-
-
 def filled(foreground: np.ndarray) -> np.ndarray:
     """``foreground`` with its enclosed holes (background not face-connected to the border) filled, by MONAI."""
     channel = foreground.astype(np.uint8)[None]
     return fill_holes(channel, applied_labels=[1], connectivity=CONNECTIVITY)[0].astype(bool)
 
 
-def postprocess_labels(labels: np.ndarray, probabilities: np.ndarray | None, mode: str, objects: int = 1) -> np.ndarray:
+def postprocess_labels(labels: np.ndarray, probabilities: np.ndarray | None, mode: str, objects: int = 1,
+                       anchor: np.ndarray | None = None) -> np.ndarray:
     """``labels`` ``(k, j, i)`` after ``mode``; ``probabilities`` ``(C, k, j, i)`` choose filled classes; ``lcc``
-    keeps the ``objects`` largest components."""
+    keeps the components holding ``anchor`` (known object of this scan), else the ``objects`` largest."""
     if mode not in POSTPROCESSING:
         raise SparseSegError(f"unknown post-processing {mode!r}", f"Use one of: {', '.join(POSTPROCESSING)}.")
     if mode == "none" or not labels.any():
@@ -104,7 +113,7 @@ def postprocess_labels(labels: np.ndarray, probabilities: np.ndarray | None, mod
     labels = labels.copy()
     foreground = labels > 0
     if mode in ("lcc", "lcc-fill"):
-        foreground = largest_component(foreground, max(1, int(objects)))
+        foreground = largest_component(foreground, objects, anchor)
         labels[~foreground] = 0
     if mode in ("fill", "lcc-fill"):
         holes = filled(foreground) & ~foreground

@@ -14,8 +14,8 @@ import torch
 
 from ...case import Case, Geometry
 from ...engine.intensity_gate import IntensityEvidence
-from ...engine.postprocess import object_labels
 from ...engine.model import Segmenter
+from ...engine.postprocess import object_labels
 from ...engine.propagation import PropagationSettings, open_end_reach, propagate_slices
 from ...engine.registration_network import NetworkSliceRegistration, train_registration
 from ...engine.sampling import UNKNOWN, TrainingVolume

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 from scipy import ndimage, stats
 
-from ...engine.postprocess import filled, object_labels
+from ...engine.postprocess import components_touching, filled, object_labels
 from .settings import AUTO_CLASS_SEPARATION
 
 
@@ -105,15 +105,9 @@ def anchor_at_paint(labels: np.ndarray, painted_foreground: np.ndarray) -> np.nd
     A component the painting cannot reach is a false positive by construction (the user painted the object, and
     the object is what is propagated); with nothing touching the paint the labels are returned unchanged.
     """
-    foreground = labels > 0
-    components, count = ndimage.label(foreground)
-    if count == 0:
+    keep = components_touching(labels > 0, painted_foreground)
+    if keep is None:
         return labels
-    touching = np.unique(components[painted_foreground & foreground])
-    touching = touching[touching > 0]
-    if touching.size == 0:
-        return labels
-    keep = np.isin(components, touching)
     result = np.where(keep, labels, 0).astype(labels.dtype)
     holes = filled(keep) & ~keep
     if holes.any():

@@ -20,7 +20,7 @@ from ...case import Case
 from ...distributed.collectives import agreed_digest
 from ...distributed.context import current, sampler_seed
 from ...engine.model import Segmenter
-from ...engine.postprocess import object_count, object_labels, objects_at
+from ...engine.postprocess import object_count
 from ...engine.preprocessing import normalize
 from ...engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
 from ...errors import SparseSegError
@@ -163,15 +163,13 @@ class SelfLabellingLoop(LabellingMixin, TrainingMixin, FusionMixin, RoundLoop):
 
     def predict(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Labels and probabilities of every case with the final model (the fused one once fusion ran). These are
-        the volumes it labels, so the largest-component step keeps as many of the largest parts as there are parts
-        holding labelled object (painted or pseudo-labelled): two painted structures stay two, and one slice
-        crossing a curved structure twice does not count as two objects when the prediction joins them."""
+        the volumes it labels, so the largest-component step keeps the parts holding labelled object (painted or
+        pseudo-labelled), as the Start default keeps what touches the paint: two painted structures stay two."""
         segmenter = replace(self.segmenter, network=self.final_network(), network_config=self.final_config())
         labels, probabilities = {}, {}
         for case, target in zip(self.cases, self.targets):
             probabilities[case.case_id] = segmenter.probabilities(case.image, self.device)
-            raw = object_labels(probabilities[case.case_id], segmenter.object_threshold)
-            labels[case.case_id] = segmenter.labels(probabilities[case.case_id], objects_at(raw, target > 0))
+            labels[case.case_id] = segmenter.labels(probabilities[case.case_id], anchor=target > 0)
         return labels, probabilities
 
     def round_metrics(self, index: int, labels: dict[str, np.ndarray]) -> dict:
