@@ -50,8 +50,11 @@ def test_object_count_counts_parts_holding_a_share_and_takes_the_median():
     assert object_count([two]) == 2 and object_count([one]) == 1
     assert object_count([two, two, one]) == 2 and object_count([two, one, one]) == 1
     assert object_count([np.zeros_like(two)]) == 1 and object_count([]) == 1
-    unknown = np.where(two > 0, 1, -1)  # unlabelled voxels (-1) are not object
-    assert object_count([unknown]) == 2
+    gap = np.zeros((1, 1, 10), np.int16)
+    gap[0, 0, :4] = gap[0, 0, 5:] = 1
+    assert object_count([gap]) == 2  # a background voxel splits the object in two
+    gap[0, 0, 4] = -1
+    assert object_count([gap]) == 1  # an undecided voxel (-1, a pseudo-label left out) does not
 
 
 def both_sides(case: Case) -> Case:

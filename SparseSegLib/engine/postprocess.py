@@ -85,12 +85,16 @@ def largest_component(foreground: np.ndarray, count: int = 1, anchor: np.ndarray
 
 
 def object_count(labels: list[np.ndarray], share: float = OBJECT_SHARE) -> int:
-    """How many objects a label map of this kind holds: per map (foreground = label > 0, all classes together),
-    the components holding at least ``share`` of its foreground; the median over the maps (at least 1), so that
-    one map with a split or a stray part does not decide."""
+    """How many objects a label map of this kind holds: per map, the face-connected parts holding at least ``share``
+    of its object voxels (label > 0, all classes together); the median over the maps (at least 1), so that one map
+    with a split or a stray part does not decide. Unknown voxels (label < 0: a pseudo-label left undecided) join
+    parts, they do not split them: a self-labelling chain leaves a thin stretch of the object uncertain, and the
+    object on both sides of it is still one object."""
     counts = []
     for label in labels:
-        _, sizes = _components(np.asarray(label) > 0)
+        label = np.asarray(label)
+        components, _ = _components(label != 0)
+        sizes = np.bincount(components[label > 0], minlength=components.max() + 1)
         if sizes.sum():
             counts.append(int((sizes >= share * sizes.sum()).sum()))
     return max(1, int(np.median(counts))) if counts else 1
