@@ -67,7 +67,6 @@ class CohortTraining:
                 reporter.log(f"{self.name}: ensemble run {run + 1}/{settings.ensemble} (training seed {run_options.seed})")
             runs.append(self._train_once(cases, run_options, reporter, validation, settings))
         segmenter, rounds, _ = runs[0]
-        segmenter.objects = runs[0][2].objects()  # the objects its final labels hold: what lcc keeps
         snapshots = list(segmenter.round_snapshots)
         if len(runs) > 1:
             loops = [loop for _, _, loop in runs]
@@ -116,11 +115,9 @@ class CohortTraining:
                                   if validation else 0)
         student = new_segmenter(cases, student_options, self.name)
         student = replace(student, network=build_network(student.network_config, teacher.num_classes),
-                          class_names=teacher.class_names, class_colors=teacher.class_colors, postprocess=teacher.postprocess,
-                          objects=teacher.objects)
+                          class_names=teacher.class_names, class_colors=teacher.class_colors, postprocess=teacher.postprocess)
         # under torchrun each rank predicts its share of the volumes and all get every proposal
-        proposals = map_shared(lambda case: relabel_proposal(teacher.predict(case.image, device)[1], settings, teacher.objects),
-                               cases)
+        proposals = map_shared(lambda case: relabel_proposal(teacher.predict(case.image, device)[1], settings), cases)
         for case, target in zip(cases, proposals):
             truth = case.sparse_label(UNKNOWN)
             if settings.classes == "merged":

@@ -125,12 +125,11 @@ class FusionMixin:
         changed = 0
         context = current()  # under torchrun each rank re-labels its share of the volumes, then all take every label
         mine = set(context.share(len(self.images))) if context is not None else None
-        objects = self.objects()  # counted before any target changes, so every rank counts the same
         for v, (image, target, labelled) in enumerate(zip(self.images, self.targets, self.labelled)):
             if mine is not None and v not in mine:
                 continue
             probabilities = predict_probabilities(network, image, config, self.segmenter.patch_size, self.device)
-            proposal = relabel_proposal(probabilities, self.settings, objects)
+            proposal = relabel_proposal(probabilities, self.settings)
             for s in np.flatnonzero(labelled == 2):
                 free = ~self._gt_voxels(v, s)
                 changed += int(np.count_nonzero(target[s][free] != proposal[s][free]))

@@ -17,7 +17,6 @@ from ...case import Case, Geometry
 from ...engine.axis_ensemble import AxisEnsemble
 from ...engine.model import Segmenter
 from ...engine.networks import default_patch_size
-from ...engine.postprocess import object_count
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter, RoundResult
 from .loop import SelfLabellingLoop
@@ -87,9 +86,7 @@ class JobRounds:
         patch = segmenter.patch_size if axes[0] == 0 else default_patch_size(cases[0].image.shape, config)
         # the job z-scored each slice across the painted axis (on the transposed volume)
         normalization = f"zscore-slice-{axis}" if axis and segmenter.normalization == "zscore-slice" else segmenter.normalization
-        targets = [t.numpy() for t in (state.get("method_state") or {}).get("targets") or []]
-        return replace(segmenter, network=network, network_config=config, patch_size=patch, normalization=normalization,
-                       objects=object_count(targets))  # as many components as the job's labels hold objects
+        return replace(segmenter, network=network, network_config=config, patch_size=patch, normalization=normalization)
 
 
 def painted_axis(cases: list[Case]) -> int:

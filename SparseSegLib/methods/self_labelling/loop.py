@@ -20,7 +20,6 @@ from ...case import Case
 from ...distributed.collectives import agreed_digest
 from ...distributed.context import current, sampler_seed
 from ...engine.model import Segmenter
-from ...engine.postprocess import object_count
 from ...engine.preprocessing import normalize
 from ...engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
 from ...errors import SparseSegError
@@ -156,20 +155,16 @@ class SelfLabellingLoop(LabellingMixin, TrainingMixin, FusionMixin, RoundLoop):
         """SHA-256 of the targets and labelled slices, checked equal on every rank (an error if not)."""
         return agreed_digest([*self.targets, *self.labelled], "pseudo-labels")
 
-    def objects(self) -> int:
-        """How many objects the labels so far hold (:func:`~SparseSegLib.engine.postprocess.object_count`): what the
-        largest-component step of the model's post-processing keeps."""
-        return object_count(self.targets)
-
     def predict(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Labels and probabilities of every case with the final model (the fused one once fusion ran). These are
-        the volumes it labels, so the largest-component step keeps the parts holding labelled object (painted or
-        pseudo-labelled), as the Start default keeps what touches the paint: two painted structures stay two."""
+        the volumes it labels, so the largest-component step keeps the parts holding painted object, as the Start
+        default keeps what touches the paint: two painted structures stay two (the largest part when none does)."""
         segmenter = replace(self.segmenter, network=self.final_network(), network_config=self.final_config())
         labels, probabilities = {}, {}
-        for case, target in zip(self.cases, self.targets):
+        for case, target, gt in zip(self.cases, self.targets, self.gt):
             probabilities[case.case_id] = segmenter.probabilities(case.image, self.device)
-            labels[case.case_id] = segmenter.labels(probabilities[case.case_id], anchor=target > 0)
+            painted = (target > 0) & gt[:, None, None]
+            labels[case.case_id] = segmenter.labels(probabilities[case.case_id], anchor=painted)
         return labels, probabilities
 
     def round_metrics(self, index: int, labels: dict[str, np.ndarray]) -> dict:

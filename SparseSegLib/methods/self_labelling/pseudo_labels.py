@@ -79,9 +79,8 @@ def follow_footprint(proposal: np.ndarray, probabilities: np.ndarray, footprint:
     return out
 
 
-def postprocessed_proposal(proposal: np.ndarray, probabilities: np.ndarray, mode: str, objects: int = 1) -> np.ndarray:
-    """A whole-volume pseudo-label after the model's own post-processing ``mode`` (as ``predict`` applies it,
-    keeping ``objects`` components).
+def postprocessed_proposal(proposal: np.ndarray, probabilities: np.ndarray, mode: str) -> np.ndarray:
+    """A whole-volume pseudo-label after the model's own post-processing ``mode`` (as ``predict`` applies it).
 
     What the post-processing removes (stray components) becomes background, what it fills (holes) foreground;
     uncertain voxels elsewhere stay ``UNKNOWN``, out of the loss.
@@ -89,7 +88,7 @@ def postprocessed_proposal(proposal: np.ndarray, probabilities: np.ndarray, mode
     if mode == "none":
         return proposal
     winner = probabilities.argmax(0)
-    cleaned = postprocess_labels(winner.astype(np.uint8), probabilities, mode, objects)
+    cleaned = postprocess_labels(winner.astype(np.uint8), probabilities, mode)
     out = proposal.copy()
     out[(cleaned == 0) & (proposal > 0)] = 0
     filled = (cleaned > 0) & (winner == 0)
@@ -97,11 +96,11 @@ def postprocessed_proposal(proposal: np.ndarray, probabilities: np.ndarray, mode
     return out
 
 
-def relabel_proposal(probabilities: np.ndarray, settings: Settings, objects: int = 1) -> np.ndarray:
+def relabel_proposal(probabilities: np.ndarray, settings: Settings) -> np.ndarray:
     """A whole-volume pseudo-label from a final (fused) model: ``relabel_theta`` (or theta), then, with
     ``relabel_postprocess``, the model's own post-processing; the fusion passes and the 3D student share it."""
     proposal = pseudo_labels(probabilities, settings.relabel_theta or settings.theta, settings.threshold,
                              settings.background_theta)
     if settings.relabel_postprocess:
-        proposal = postprocessed_proposal(proposal, probabilities, settings.postprocess, objects)
+        proposal = postprocessed_proposal(proposal, probabilities, settings.postprocess)
     return proposal
