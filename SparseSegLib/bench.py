@@ -154,7 +154,8 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
                 tick = time.perf_counter()
 
                 def score(case: Case) -> tuple[np.ndarray, dict]:
-                    predicted, _ = segmenter.predict(case.image, config.device if config.device != "auto" else _auto())
+                    predicted, _ = segmenter.predict(case.image, config.device if config.device != "auto" else _auto(),
+                                                      case.geometry.spacing_kji)
                     return predicted, case_metrics(predicted, case.label, case.geometry.spacing_kji, dataset.class_names)
 
                 for case, (predicted, metrics) in zip(test, map_shared(score, test)):  # split across ranks, gathered

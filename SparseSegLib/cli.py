@@ -257,6 +257,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .engine.device import select_device
     from .engine.model import load_segmenter
+    from .engine.spacing import spacing_outside
     from .io import output_path_like, read_image, write_image
 
     segmenter = load_segmenter(args.model)
@@ -265,10 +266,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     channel = args.channel if args.channel is not None else segmenter.training.get("channel")
     for index, path in enumerate(files, start=1):
         image, geometry = read_image(path, channel)
-        label, _ = segmenter.predict(image, device)
+        label, _ = segmenter.predict(image, device, geometry.spacing_kji)
         target = write_image(label, geometry, output_path_like(path, args.out))
-        print(f"[{index}/{len(files)}] {path.name} -> {target}")
+        note = ""
+        if spacing_outside(geometry.spacing_kji, segmenter.spacing):
+            note = (f" (voxels {_mm(geometry.spacing_kji)} mm: predicted at the model's "
+                    f"{_mm(segmenter.spacing['median'])} mm and resampled back)")
+        print(f"[{index}/{len(files)}] {path.name} -> {target}{note}")
     return 0
+
+
+def _mm(spacing_kji) -> str:
+    """A spacing ``(k, j, i)`` as the user reads it: ``i x j x k``."""
+    return " x ".join(f"{float(s):g}" for s in tuple(spacing_kji)[::-1])
 
 
 def _parse_classes(text: str | None, ref: Path) -> dict[int, str]:

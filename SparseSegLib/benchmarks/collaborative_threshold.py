@@ -69,7 +69,7 @@ def sweep(segmenter, cases: list, thresholds: list[float], class_names: dict) ->
     """Per threshold, each case's metrics (``merged`` foreground where several classes, else the class mean)."""
     rows: dict[float, list[dict]] = {t: [] for t in thresholds}
     for case in cases:
-        _, probabilities = segmenter.predict(case.image)
+        _, probabilities = segmenter.predict(case.image, "cpu", case.geometry.spacing_kji)
         for threshold in thresholds:
             labels = postprocess_labels(object_labels(probabilities, threshold), probabilities, segmenter.postprocess)
             metrics = case_metrics(labels, case.label, case.geometry.spacing_kji, class_names)

@@ -41,18 +41,34 @@ class Segmenter:
     postprocess: str = "none"  # see engine/postprocess.py (lcc, fill, lcc-fill)
     object_threshold: float = 0.0  # > 0.5: object only where the object classes together exceed it (else argmax)
     objects: int = 1  # how many components ``lcc`` keeps: the objects the training labels hold (postprocess.object_count)
+    spacing: dict = field(default_factory=dict)  # training spacings (engine/spacing.py); empty: never resample
 
     @property
     def num_classes(self) -> int:
         return max(self.class_names, default=0) + 1
 
-    def predict(self, image: np.ndarray, device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-        """Label map (uint8) and class probabilities ``(C, k, j, i)`` for a raw image ``(k, j, i)``."""
-        probabilities = self.probabilities(image, device)
+    def predict(self, image: np.ndarray, device: torch.device | str = "cpu",
+                spacing: tuple[float, float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Label map (uint8) and class probabilities ``(C, k, j, i)`` for a raw image ``(k, j, i)`` whose voxel
+        spacing (``(k, j, i)`` mm, where known) decides whether it is predicted at the model's spacing."""
+        probabilities = self.probabilities(image, device, spacing)
         return self.labels(probabilities), probabilities
 
-    def probabilities(self, image: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
-        """Class probabilities ``(C, k, j, i)`` for a raw image ``(k, j, i)``."""
+    def probabilities(self, image: np.ndarray, device: torch.device | str = "cpu",
+                      spacing: tuple[float, float, float] | None = None) -> np.ndarray:
+        """Class probabilities ``(C, k, j, i)`` on the image's own grid. An image whose ``spacing`` lies outside
+        the model's training range is predicted at the model's median spacing and its probabilities are
+        resampled back (:mod:`.spacing`); without a spacing, or for a model that recorded none, as it is."""
+        from .spacing import resample, resample_probabilities, spacing_outside
+
+        if spacing is None or not spacing_outside(spacing, self.spacing):
+            return self.grid_probabilities(image, device)
+        target = tuple(self.spacing["median"])
+        moved = self.grid_probabilities(resample(image, spacing, target), device)
+        return resample_probabilities(moved, target, spacing, image.shape)
+
+    def grid_probabilities(self, image: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
+        """Class probabilities ``(C, k, j, i)`` of the network on the image's grid, whatever its spacing."""
         return predict_probabilities(self.network, normalize(image, self.normalization), self.network_config,
                                      self.patch_size, torch.device(device))
 
@@ -76,6 +92,7 @@ class Segmenter:
             "postprocessing": self.postprocess,
             "object_threshold": self.object_threshold,
             "objects": self.objects,
+            "spacing": self.spacing,
             "classes": {str(k): v for k, v in sorted(self.class_names.items())},
             "class_colors": {str(k): list(v) for k, v in sorted(self.class_colors.items())},
             "training": self.training,
@@ -132,4 +149,5 @@ def load_segmenter(directory: str | os.PathLike) -> Segmenter:
         postprocess=config.get("postprocessing", "none"),
         object_threshold=float(config.get("object_threshold", 0.0)),
         objects=int(config.get("objects", 1)),
+        spacing=dict(config.get("spacing") or {}),
     )

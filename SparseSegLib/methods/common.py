@@ -16,6 +16,7 @@ from ..engine.model import Segmenter
 from ..engine.networks import NetworkConfig, build_network, default_patch_size
 from ..engine.preprocessing import normalize
 from ..engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
+from ..engine.spacing import training_spacing
 from ..engine.trainer import TrainConfig, progress_interval, seed_everything, train_network
 from ..errors import SparseSegError
 from ..metrics import foreground_dices
@@ -54,6 +55,7 @@ def new_segmenter(cases: list[Case], options: MethodOptions, method: str, networ
         normalization=options.normalization,
         method=method,
         class_colors=colors,
+        spacing=training_spacing(case.geometry.spacing_kji for case in cases),
     )
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from ...case import Case
 from ...engine.device import select_device
+from ...engine.spacing import training_spacing
 from ...engine.trainer import seed_everything
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter, RoundResult, register
@@ -86,7 +87,8 @@ class _MeanTeacherBase:
         segmenter = CroppingSegmenter(
             network=build_student(config, max(names, default=0) + 1, settings.dropout), network_config=config,
             patch_size=patch, class_names=names, normalization="sitk" if settings.preprocessing else options.normalization,
-            method=self.name, class_colors=colors, margin=settings.margin)
+            method=self.name, class_colors=colors, margin=settings.margin,
+            spacing=training_spacing(case.geometry.spacing_kji for case in cases))
         labelled = sum(int(np.any(v.target >= 0)) for v in volumes)
         complete = all(bool(np.all(v.target >= 0)) for v in volumes)
         setting = "semi-supervised" if settings.labelled else "fully labelled" if complete else "sparse"

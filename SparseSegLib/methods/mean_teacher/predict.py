@@ -33,14 +33,13 @@ class CroppingSegmenter(Segmenter):
             return Crop((0, 0, 0), shape, shape)
         return SitkPreprocessing(margin=self.margin).crop_of(image)
 
-    def predict(self, image: np.ndarray, device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    def grid_probabilities(self, image: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
         crop = self.crop_of(image)
         inside = predict_probabilities(self.network, normalize(crop.apply(image), self.normalization),
                                        self.network_config, self.patch_size, torch.device(device))
         background = np.zeros((inside.shape[0], 1, 1, 1), np.float32)
         background[0] = 1.0
-        probabilities = crop.uncrop(inside) + (1 - crop.uncrop(np.ones((1,) + crop.size, np.float32))) * background
-        return probabilities.argmax(0).astype(np.uint8), probabilities
+        return crop.uncrop(inside) + (1 - crop.uncrop(np.ones((1,) + crop.size, np.float32))) * background
 
 
 @torch.no_grad()

@@ -18,6 +18,7 @@ from ...case import Case
 from ...engine.axis_ensemble import AxisEnsemble, scan_axes
 from ...engine.model import Segmenter
 from ...engine.networks import build_network, default_patch_size
+from ...engine.spacing import training_spacing
 from ...errors import SparseSegError
 from ...jobs.regions import whole_slice_axis
 from ..base import MethodOptions
@@ -56,4 +57,4 @@ def segmenter_from_state(case: Case, options: MethodOptions, state: dict) -> Seg
     return Segmenter(network=network, network_config=config, patch_size=default_patch_size(case.image.shape, config),
                      class_names=dict(case.class_names), normalization="zscore", method="propagate",
                      class_colors=dict(case.class_colors), postprocess="lcc-fill",
-                     objects=int(state.get("objects") or 1))
+                     objects=int(state.get("objects") or 1), spacing=training_spacing([case.geometry.spacing_kji]))

@@ -13,6 +13,7 @@ from ...case import Case
 from ...engine.model import Segmenter
 from ...engine.networks import NetworkConfig, build_network, default_patch_size
 from ...engine.trainer import seed_everything
+from ...engine.spacing import training_spacing
 from ...errors import SparseSegError
 from ..base import MethodOptions, register
 from ..common import class_names_of
@@ -62,7 +63,8 @@ class SelfLabelling(CohortTraining, JobRounds):
             colors = {1: colors[min(colors)]} if colors else {}
         return Segmenter(network=build_network(config, max(names, default=0) + 1), network_config=config,
                          patch_size=patch, class_names=names, normalization=settings.normalization, method=self.name,
-                         class_colors=colors, postprocess=settings.postprocess)
+                         class_colors=colors, postprocess=settings.postprocess,
+                         spacing=training_spacing(case.geometry.spacing_kji for case in cases))
 
 
 @register("self-labelling-faithful")
