@@ -24,34 +24,20 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import SparseSegError
 from . import layout
-from .atomic import atomic_write_json, sha256_file
+from .atomic import atomic_write_json
+from .creation import JobCreation
 from .events import EventReader
 from .processes import JobOutcome, child_environment, child_process_options, default_python, kill_process_tree
-from .schema import JobSpec, make_job, read_job, validate_job
-
-@dataclass
-class RoundData:
-    """One complete round loaded from disk, with the geometry to place it in a scene."""
-
-    index: int
-    label: Any  # numpy uint8 (k, j, i)
-    geometry: Any  # SparseSegLib.case.Geometry
-    record: dict  # round.json
-    probabilities: dict[int, Any] = field(default_factory=dict)
-    uncertainty: Any = None
-
-    @property
-    def metrics(self) -> dict | None:
-        return self.record.get("metrics")
+from .results import JobResults, RoundData
+from .schema import JobSpec, read_job
 
 
-class Job:
+class Job(JobCreation, JobResults):
     """A job folder and (optionally) the worker process this client started for it."""
 
     def __init__(self, directory: str | os.PathLike) -> None:
@@ -64,106 +50,6 @@ class Job:
         self.last_progress: dict | None = None
         self._output = None
         self._cancel: dict | None = None
-
-    # -- creating jobs ----------------------------------------------------------------------------
-
-    @classmethod
-    def create(
-        cls,
-        directory: str | os.PathLike,
-        image,
-        geometry,
-        annotation,
-        method: str,
-        region: dict | None = None,
-        mask=None,
-        reference=None,
-        classes: dict | None = None,
-        parameters: dict | None = None,
-        device: str = "auto",
-        seed: int = 0,
-        case_id: str = "case",
-    ) -> Job:
-        """A job from arrays in ``(k, j, i)`` order on ``geometry``: the image, the user's painted label
-        map and optionally an annotated ``mask`` (region kind "mask") and a full ``reference``.
-
-        The inputs go to ``inputs/*.nrrd``; the annotated mask is derived once here, so an empty or
-        unusable annotation is reported before any process starts.
-        """
-        import numpy as np
-
-        from ..io import write_image
-        from .regions import annotated_mask
-
-        directory = cls._new_folder(directory)
-        image, annotation = np.asarray(image), np.asarray(annotation)
-        for name, array in (("image", image), ("annotation", annotation), ("mask", mask), ("reference", reference)):
-            if array is not None and np.shape(array) != geometry.shape:
-                raise SparseSegError(f"the {name} array has shape {np.shape(array)}, the geometry {geometry.shape}",
-                                     "Give arrays in (k, j, i) order on the image's voxel grid.")
-        if annotation.size and (annotation.min() < 0 or annotation.max() > 255):
-            raise SparseSegError("the annotation holds values outside 0..255", "Give class values 0 (background) to 255.")
-        region = dict(region or ({"kind": "mask"} if mask is not None else {"kind": "slices", "axis": "auto"}))
-        inputs = directory / layout.INPUTS_DIR
-        if region.get("kind") == "mask":
-            if mask is None:
-                raise SparseSegError("region kind 'mask' needs the mask array", "Pass mask=... to Job.create.")
-            region["mask"] = f"{layout.INPUTS_DIR}/annotated.nrrd"
-        job = make_job(method, f"{layout.INPUTS_DIR}/image.nrrd", f"{layout.INPUTS_DIR}/annotation.nrrd", region=region,
-                       reference=f"{layout.INPUTS_DIR}/reference.nrrd" if reference is not None else None,
-                       classes=classes, parameters=parameters, device=device, seed=seed, case_id=case_id)
-        spec = validate_job(job, directory)
-        annotated_mask(spec.region, annotation, geometry, None if mask is None else np.asarray(mask))
-        write_image(image, geometry, inputs / "image.nrrd", compress=False)
-        write_image(annotation.astype(np.uint8), geometry, inputs / "annotation.nrrd")
-        if mask is not None:
-            write_image((np.asarray(mask) != 0).astype(np.uint8), geometry, inputs / "annotated.nrrd")
-        if reference is not None:
-            write_image(np.asarray(reference).astype(np.uint8), geometry, inputs / "reference.nrrd")
-        atomic_write_json(directory / layout.JOB_FILE, job)
-        return cls(directory)
-
-    @classmethod
-    def create_from_files(
-        cls,
-        directory: str | os.PathLike,
-        image: str | os.PathLike,
-        annotation: str | os.PathLike,
-        method: str,
-        region: dict | None = None,
-        reference: str | os.PathLike | None = None,
-        classes: dict | None = None,
-        parameters: dict | None = None,
-        device: str = "auto",
-        seed: int = 0,
-        case_id: str | None = None,
-    ) -> Job:
-        """A job that reads existing files in place (stored as absolute paths)."""
-        from ..io import case_id_from_path
-
-        directory = cls._new_folder(directory)
-        for what, path in (("image", image), ("annotation", annotation), ("reference", reference)):
-            if path is not None and not Path(path).is_file():
-                raise SparseSegError(f"{what} file not found: {path}", "Check the path.")
-        region = dict(region or {"kind": "slices", "axis": "auto"})
-        if region.get("kind") == "mask" and region.get("mask") is not None:
-            region["mask"] = str(Path(region["mask"]).resolve())
-        job = make_job(method, Path(image).resolve(), Path(annotation).resolve(), region=region,
-                       reference=Path(reference).resolve() if reference is not None else None, classes=classes,
-                       parameters=parameters, device=device, seed=seed,
-                       case_id=case_id or case_id_from_path(image))
-        validate_job(job, directory)
-        atomic_write_json(directory / layout.JOB_FILE, job)
-        return cls(directory)
-
-    @staticmethod
-    def _new_folder(directory: str | os.PathLike) -> Path:
-        directory = Path(directory).resolve()
-        if (directory / layout.JOB_FILE).exists() or layout.complete_rounds(directory):
-            raise SparseSegError(f"{directory} already holds a job",
-                                 "Give a new folder, or resume the job that is there.")
-        directory.mkdir(parents=True, exist_ok=True)
-        return directory
 
     @property
     def spec(self) -> JobSpec:
@@ -367,53 +253,6 @@ class Job:
             with contextlib.suppress(OSError):
                 self._output.close()
             self._output = None
-
-    # -- results -------------------------------------------------------------------------------------
-
-    def complete_rounds(self) -> list[int]:
-        return layout.complete_rounds(self.directory)
-
-    def round_record(self, index: int) -> dict:
-        return layout.read_round_record(self.directory, index)
-
-    def load_round(self, index: int | None = None, probabilities: bool = True, verify: bool = False) -> RoundData:
-        """Read round ``index`` (default: the newest complete one): label map, geometry and optional maps.
-
-        ``verify`` also checks every file against the SHA-256 in ``round.json``.
-        """
-        from ..io import geometry_of, read_image, read_label
-
-        import SimpleITK as sitk
-
-        if index is None:
-            done = self.complete_rounds()
-            if not done:
-                raise SparseSegError(f"{self.directory} has no complete round yet", "Wait for the first round event.")
-            index = done[-1]
-        try:
-            record = self.round_record(index)
-        except FileNotFoundError:
-            raise SparseSegError(f"round {index} of {self.directory} is not complete", "Load a round listed by a round event.") from None
-        files = record["files"]
-        if verify:
-            for key, relative in files.items():
-                if sha256_file(self.directory / relative) != record["sha256"][key]:
-                    raise SparseSegError(f"{relative} does not match its checksum in round.json",
-                                         "The file was changed after the worker wrote it; run the job again.")
-        label_path = self.directory / files["label"]
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(label_path))
-        reader.ReadImageInformation()
-        geometry = geometry_of(reader)
-        label = read_label(label_path, geometry)
-        data = RoundData(index=index, label=label, geometry=geometry, record=record)
-        if probabilities:
-            for key, relative in files.items():
-                if key.startswith("probability-"):
-                    data.probabilities[int(key.split("-", 1)[1])] = read_image(self.directory / relative)[0]
-            if "uncertainty" in files:
-                data.uncertainty = read_image(self.directory / files["uncertainty"])[0]
-        return data
 
 
 def load_job_events(directory: str | os.PathLike) -> list[dict]:
