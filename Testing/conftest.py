@@ -83,3 +83,14 @@ def cohort(sample_dataset: Dataset) -> list[Case]:
     from SparseSegLib.annotation import annotate_case
 
     return [annotate_case(sample_dataset.load(ref), "central-slice", 0) for ref in sample_dataset.cases[:4]]
+
+
+@pytest.fixture
+def scene():
+    """An empty MRML scene of a headless Slicer (the ``slicer-core`` wheel), cleared after the test (the Slicer
+    session tests, test_slicer_session*.py; they skip without the wheel)."""
+    from SparseSegLib.session.headless import make_headless_slicer
+
+    scene, _, _ = make_headless_slicer()
+    yield scene
+    scene.Clear(1)

@@ -181,7 +181,7 @@ def shown_texts(sample_case, tmp_path: Path) -> dict[str, str]:
 
     The worker is a stand-in (a sleeping process started through the session's own start code) for whose job the
     test writes what a real worker writes: events, a round with its suggested slice, a checkpoint."""
-    from test_slicer_session import add_slice_views, both_classes_slice, correct_slice, paint, tiny
+    from slicer_session_support import add_slice_views, both_classes_slice, correct_slice, paint, tiny
 
     from SparseSegLib.io import write_image
     from SparseSegLib.jobs import layout
