@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from SparseSegLib.annotation import annotate_case
 from SparseSegLib.errors import SparseSegError
@@ -63,3 +64,25 @@ def test_context_gives_every_network_neighbouring_slices_and_the_saved_model_kee
         raise AssertionError("a negative context must be refused")
     except SparseSegError as error:
         assert "context" in str(error)
+
+
+def test_final_seeds_train_several_networks_per_axis_and_the_saved_model_averages_them_all(sample_case):
+    """``final_seeds=2, final_axes=0,1`` in a job painted across axis 1: four final networks, the second of each
+    axis from another seed (different weights); Save model rebuilds all four on the scan's own axes and gives the
+    final round's result. ``final_seeds=0`` is refused."""
+    case = annotate_case(sample_case, "central-slice:1", 0)
+    method = get_method("collaborative")
+    options = MethodOptions(device="cpu", rounds=None, iterations=4, batch_size=2,
+                            extra=dict(TINY, branches="registration", final_axes="0,1", final_seeds=2))
+    results = list(method.run_rounds([case], options, SilentReporter()))
+    model = method.segmenter_from_state([case], options, results[-1].state)
+    assert model.network_config.axes == (1, 0, 1, 0)
+    first, _, again, _ = model.network.members
+    assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    _, probabilities = model.predict(case.image)
+    assert np.abs(probabilities - results[-1].probabilities[case.case_id]).mean() < 0.02
+    try:
+        method.settings(MethodOptions(extra={"final_seeds": 0}))
+        raise AssertionError("final_seeds=0 must be refused")
+    except SparseSegError as error:
+        assert "final_seeds" in str(error)

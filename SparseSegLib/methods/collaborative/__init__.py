@@ -125,8 +125,8 @@ class CollaborativeMethod:
         if state.get("prediction_threshold") is not None:  # prediction_threshold=auto: measured by the round
             segmenter.object_threshold = float(state["prediction_threshold"])
         segmenter.objects = int(state.get("objects") or 1)  # the objects the round's targets held
-        if len(settings.axes) > 1:  # final_axes: the job trained one network per axis of the painted frame
-            axes, swap = scan_axes(settings.axes, axis or 0)
+        if len(settings.member_axes) > 1:  # final_axes / final_seeds: networks across axes of the painted frame
+            axes, swap = scan_axes(settings.member_axes, axis or 0)
             config = replace(segmenter.network_config, axes=axes, swap_in_plane=swap if any(swap) else ())
             segmenter = replace(segmenter, network=build_network(config, segmenter.num_classes), network_config=config,
                                 patch_size=default_patch_size(cases[0].image.shape, config))

@@ -59,18 +59,23 @@ def train_final_across_axes(cases: list[Case], volumes: list[TrainingVolume], se
                             should_stop: Callable[[], bool] | None = None,
                             first: Segmenter | None = None) -> tuple[Segmenter, dict]:
     """The final network(s) trained on ``volumes`` (fused targets of ``cases``, slices across axis 0): one per axis of
-    ``settings.axes``; several come back as one segmenter holding their :class:`AxisEnsemble`. ``first``: the
-    untrained network across axis 0 when the caller already made it (the method's, as before this option)."""
+    ``settings.axes`` and seed of ``settings.final_seeds``; several come back as one segmenter holding their
+    :class:`AxisEnsemble`. ``first``: the untrained network across axis 0 when the caller already made it (the
+    method's, as before this option)."""
     members, records = [], {}
-    for axis in settings.axes:
-        segmenter = first if axis == 0 and first is not None else \
-            member_segmenter(cases, replace(options, seed=options.seed + 97 * axis), name, axis, settings)
-        label = stage if len(settings.axes) == 1 else f"{stage} (slices across axis {axis})"
-        records[str(axis)] = final_network(segmenter, [moved_volume(v, axis) for v in volumes], settings, options,
-                                           device, reporter, label, should_stop)
+    axes = settings.member_axes
+    for number, axis in enumerate(axes):
+        run = number // len(settings.axes)  # 0 for the first seed: the same seeds as before final_seeds existed
+        segmenter = first if axis == 0 and run == 0 and first is not None else \
+            member_segmenter(cases, replace(options, seed=options.seed + 97 * axis + 1009 * run), name, axis, settings)
+        key = str(axis) if run == 0 else f"{axis}/{run}"
+        label = stage if len(axes) == 1 else f"{stage} (slices across axis {axis}" + (f", seed {run + 1})" if run else ")")
+        records[key] = final_network(segmenter, [moved_volume(v, axis) for v in volumes], settings,
+                                     replace(options, seed=options.seed + 1009 * run), device, reporter, label,
+                                     should_stop)
         members.append(segmenter)
     if len(members) == 1:
-        return members[0], records[str(settings.axes[0])]
-    config = replace(members[0].network_config, axes=tuple(settings.axes), swap_in_plane=())
-    ensemble = AxisEnsemble([member.network for member in members], tuple(settings.axes))
+        return members[0], records[str(axes[0])]
+    config = replace(members[0].network_config, axes=axes, swap_in_plane=())
+    ensemble = AxisEnsemble([member.network for member in members], axes)
     return replace(members[0], network=ensemble, network_config=config), {"axes": records}

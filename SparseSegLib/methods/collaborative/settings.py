@@ -78,7 +78,8 @@ class CollaborativeSettings:
       most likely class); it trims the contour band that a propagated label tends to overrun. ``postprocess`` (``none``, ``lcc``, ``fill``, ``lcc-fill``, :mod:`~SparseSegLib.engine.postprocess`)
       is stored with the model and applied to every prediction (the paper: none). ``final_axes`` (e.g. ``0,1,2``):
       one final network per slice axis (0: across the labelled slices, the paper), their softmax averaged
-      (:mod:`.axes`); each trains for the full budget.
+      (:mod:`.axes`); each trains for the full budget. ``final_seeds`` > 1: that many networks per axis, each from
+      its own seed (initialisation and batches), all averaged: a seed ensemble, costing that many final stages.
     * ``prediction_threshold`` > 0.5: the final networks' predictions say object only where the object classes
       together exceed it (:func:`~SparseSegLib.engine.postprocess.object_labels`, before ``postprocess``; stored
       with the model; 0: the most likely class, the paper). ``auto``: the threshold at which the networks label as
@@ -120,6 +121,7 @@ class CollaborativeSettings:
     gamma_uncertain: float = 0.1
     final_iterations: int = 0
     final_axes: str = "0"
+    final_seeds: int = 1
     confidence: float = 0.0
     object_threshold: float = 0.0
     postprocess: str = "none"
@@ -146,6 +148,11 @@ class CollaborativeSettings:
     def axes(self) -> tuple[int, ...]:
         """``final_axes`` as array axes of the scan (0: across the labelled slices, the paper), each once."""
         return slice_axes(self.final_axes, "final_axes")
+
+    @property
+    def member_axes(self) -> tuple[int, ...]:
+        """The axis of each final network: ``axes`` once per seed of ``final_seeds``."""
+        return self.axes * max(1, self.final_seeds)
 
     def registration_config(self) -> RegistrationConfig:
         channels = tuple(int(c) for c in str(self.reg_channels).split(",") if c.strip())
@@ -189,7 +196,8 @@ class CollaborativeSettings:
             PropagateSettings.parse(self.propagate_extra())  # an unknown or badly typed key fails before any work
         if self.propagate_workers < 0:
             raise SparseSegError("option propagate_workers must not be negative", "Give 0 (one per core) or more.")
-        for name in ("reg_iterations", "reg_batch_size", "demons_iterations", "epoch_iterations", "semi_epochs"):
+        for name in ("reg_iterations", "reg_batch_size", "demons_iterations", "epoch_iterations", "semi_epochs",
+                     "final_seeds"):
             if getattr(self, name) < 1:
                 raise SparseSegError(f"option {name} must be at least 1, not {getattr(self, name)}", f"Give {name} >= 1.")
         if not 0 <= self.k1 <= self.k2:
