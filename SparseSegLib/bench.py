@@ -19,6 +19,7 @@ import numpy as np
 from . import __version__
 from .annotation import annotate_case, check_annotation
 from .case import Case
+from .cohort_spacing import at_common_spacing, common_in_plane_spacing
 from .dataset import Dataset, kfold_cases, load_dataset, split_cases
 from .errors import SparseSegError
 from .io import write_image
@@ -55,6 +56,9 @@ class BenchConfig:
     evaluate: str = "test"
     #: the channel of multi-channel images (an index or a dataset.json modality name; None: the dataset's default)
     channel: str | None = None
+    #: ``common``: training (and validation) scans moved in plane to the training scans' median spacing where they
+    #: differ (:mod:`.cohort_spacing`); ``native``: as they are. Scored scans are always predicted on their own grid.
+    spacing: str = "common"
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -132,6 +136,8 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
         train = [annotate_case(load(c), config.annotation, config.seed) for c in part["train"]]
         val = [annotate_case(load(c), config.annotation, config.seed) for c in part["val"]]
         test = [load(c) for c in part[config.evaluate]]  # the scored part: the test volumes, or the val volumes
+        if config.spacing == "common" and (target := common_in_plane_spacing(train)) is not None:
+            train, val = at_common_spacing(train, reporter.log, target), at_common_spacing(val, None, target)
         if config.evaluate == "val":
             val = []  # scored on their full labels: no checkpoint selection on them
         check_volumes(len(train))

@@ -49,6 +49,9 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
                         help="semi-supervised setting: only N training volumes (seeded) keep their annotation, the "
                              "others are used unlabelled (methods that use unlabelled volumes: mean-teacher, ua-mt; "
                              "same as --option labelled=N)")
+    parser.add_argument("--spacing", default="common", choices=["common", "native"],
+                        help="common (default): training scans whose in-plane spacings differ by more than 10%% are "
+                             "resampled in plane to their median (the slice axis kept); native: as they are")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,6 +216,7 @@ def _method_options(args: argparse.Namespace) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .annotation import annotate_case, check_annotation
+    from .cohort_spacing import at_common_spacing
     from .dataset import load_dataset
     from .methods import MethodOptions, get_method
     from .progress import TerminalReporter
@@ -239,6 +243,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             case = annotate_case(dataset.load(ref), args.annotation, args.seed)
             check_annotation(case.label, case.annotated)
             cases.append(case)
+        if args.spacing == "common":
+            cases = at_common_spacing(cases, reporter.log)
         reporter.log(f"training `{args.method}` ({args.network.upper()}) on {len(cases)} cases of {dataset.name}, "
                      f"annotation `{args.annotation}`" + (f", {context.describe()}" if context else ""))
         segmenter = method.train(cases, options, reporter)
@@ -340,7 +346,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                          out=args.out, networks=networks, budget=args.budget, folds=args.folds, split=split,
                          seed=args.seed, device=args.device, max_cases=args.max_cases, iterations=args.iterations,
                          reuse_runs=args.reuse_runs, options=_method_options(args), train_seed=args.train_seed,
-                         evaluate=args.evaluate, channel=args.channel)
+                         evaluate=args.evaluate, channel=args.channel, spacing=args.spacing)
     from .distributed.run import session
 
     with session(args) as context:  # under torchrun: one rank of a data-parallel benchmark (docs/distributed.md)

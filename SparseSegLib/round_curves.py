@@ -37,13 +37,14 @@ def round_test_curve(segmenter, test: list, device, class_names: dict, headline:
         at_round = replace(segmenter, network=network, network_config=config,
                            patch_size=tuple(snapshot.get("patch_size", segmenter.patch_size)),
                            normalization=snapshot.get("normalization", segmenter.normalization))
-        dice = [_dice(at_round.predict(c.image, device)[0], c.label, class_names, headline) for c in test]
+        dice = [_dice(at_round.predict(c.image, device, c.geometry.spacing_kji)[0], c.label, class_names, headline)
+                for c in test]
         points.append({"round": snapshot["round"], "labelled_fraction": snapshot["labelled_fraction"],
                        "dice": float(np.nanmean(dice)), "dice_sd": float(np.nanstd(dice, ddof=1)) if len(dice) > 1 else 0.0})
     curve = {"points": points}
     if segmenter.postprocess and segmenter.postprocess != "none":
-        scores = [case_metrics(raw.predict(c.image, device)[0], c.label, c.geometry.spacing_kji, class_names)[headline]
-                  for c in test]
+        scores = [case_metrics(raw.predict(c.image, device, c.geometry.spacing_kji)[0], c.label, c.geometry.spacing_kji,
+                               class_names)[headline] for c in test]
         curve["without_postprocess"] = {m: {"mean": float(np.nanmean([s[m] for s in scores])),
                                             "sd": float(np.nanstd([s[m] for s in scores], ddof=1))}
                                         for m in ("dice", "iou", "hd95", "tpr", "tnr")}

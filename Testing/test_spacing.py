@@ -115,3 +115,62 @@ def test_a_saved_model_segments_a_finer_scan_at_its_own_spacing(sample_case, tmp
     assert old.spacing == {}
     assert np.array_equal(old.probabilities(fine.image, "cpu", fine.geometry.spacing_kji),
                           old.grid_probabilities(fine.image, "cpu"))
+
+
+def test_a_cohort_of_mixed_in_plane_spacings_is_brought_to_its_median_keeping_each_annotated_slice(sample_case):
+    """One scan at half the in-plane spacing among scans at 1 mm: it is moved to 1 mm in plane; k is untouched, so
+    its painted slice stays that one whole slice and keeps its label; uniform cohorts are left as they are."""
+    from SparseSegLib.cohort_spacing import at_common_spacing, common_in_plane_spacing
+
+    painted = painted_centre(sample_case)
+    spacing = sample_case.geometry.spacing_kji
+    fine_spacing = (spacing[0], spacing[1] / 2, spacing[2] / 2)
+    shape = resampled_shape(painted.image.shape, spacing, fine_spacing)
+    fine = Case("fine", resample(painted.image.astype(np.float32), spacing, fine_spacing, shape),
+                Geometry(size=tuple(shape[::-1]), spacing=tuple(fine_spacing[::-1])),
+                resample(painted.label.astype(np.float32), spacing, fine_spacing, shape, nearest=True).astype(np.uint8),
+                resample(painted.annotated.astype(np.float32), spacing, fine_spacing, shape, nearest=True) > 0.5,
+                dict(painted.class_names))
+    assert common_in_plane_spacing([painted, painted]) is None
+    assert at_common_spacing([painted, painted]) == [painted, painted]
+    assert common_in_plane_spacing([painted, painted, fine]) == (1.0, 1.0)
+    messages = []
+    same, moved = at_common_spacing([painted, fine], messages.append, (1.0, 1.0))
+    assert same is painted and "1 of 2 scans resampled" in messages[0]
+    assert moved.image.shape == painted.image.shape and moved.geometry.spacing_kji == spacing
+    rows = np.flatnonzero(moved.annotated.any(axis=(1, 2)))
+    assert rows.tolist() == np.flatnonzero(painted.annotated.any(axis=(1, 2))).tolist()
+    assert moved.annotated[rows].all()  # the painted slice stays whole, no neighbour gains paint
+    k = rows[0]
+    assert dice(moved.label[k] > 0, painted.label[k] > 0) > 0.95
+
+
+def test_sparseseg_train_moves_a_finer_scan_to_the_cohorts_spacing_unless_told_native(sample_dir, tmp_path, capsys):
+    """``sparseseg train`` on sample scans, one of them rewritten at half the in-plane spacing (real files): the
+    model learns at 1 mm and records it; ``--spacing native`` trains on the scans as they are."""
+    import shutil
+
+    from SparseSegLib.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir, data)
+    for folder, interpolator in (("imagesTr", sitk.sitkLinear), ("labelsTr", sitk.sitkNearestNeighbor)):
+        path = data / folder / "hippocampus_003.nii.gz"
+        image = sitk.ReadImage(str(path))
+        spacing = (image.GetSpacing()[0] / 2, image.GetSpacing()[1] / 2, image.GetSpacing()[2])
+        size = [image.GetSize()[0] * 2, image.GetSize()[1] * 2, image.GetSize()[2]]
+        sitk.WriteImage(sitk.Resample(image, size, sitk.Transform(), interpolator, image.GetOrigin(), spacing,
+                                      image.GetDirection(), 0, image.GetPixelID()), str(path))
+    cases = tmp_path / "cases.txt"
+    cases.write_text("hippocampus_001\nhippocampus_003\nhippocampus_004\n")
+    for mode in ("common", "native"):
+        assert main(["train", "--dataset", str(data), "--cases", str(cases), "--method", "sparse-only",
+                     "--iterations", "2", "--device", "cpu", "--spacing", mode, "--out", str(tmp_path / mode)]) == 0
+        said = capsys.readouterr()
+        recorded = load_segmenter(tmp_path / mode).spacing
+        if mode == "common":
+            assert "1 of 3 scans resampled in plane" in said.out + said.err
+            assert recorded["min"][1:] == recorded["max"][1:] == [1.0, 1.0]
+        else:
+            assert "resampled" not in said.out + said.err
+            assert recorded["min"][1:] == [0.5, 0.5] and recorded["max"][1:] == [1.0, 1.0]

@@ -55,8 +55,9 @@ def _sitk_image(array: np.ndarray, spacing_kji: Sequence[float]):
 
 
 def resample(array: np.ndarray, spacing_from: Sequence[float], spacing_to: Sequence[float],
-             shape_to: Sequence[int] | None = None) -> np.ndarray:
-    """``array`` ``(k, j, i)`` at ``spacing_from`` resampled linearly onto the grid of ``spacing_to`` (float32).
+             shape_to: Sequence[int] | None = None, nearest: bool = False) -> np.ndarray:
+    """``array`` ``(k, j, i)`` at ``spacing_from`` resampled onto the grid of ``spacing_to`` (float32): linear, or
+    ``nearest`` neighbour for label maps and masks (cast the result back).
 
     ``shape_to`` defaults to the same extent (:func:`resampled_shape`); points past the last voxel centre take the
     nearest voxel's value rather than zero, so a probability map keeps its background at the border.
@@ -68,7 +69,7 @@ def resample(array: np.ndarray, spacing_from: Sequence[float], spacing_to: Seque
     reference.SetSpacing(tuple(float(s) for s in spacing_to[::-1]))
     resampler = sitk.ResampleImageFilter()
     resampler.SetReferenceImage(reference)
-    resampler.SetInterpolator(sitk.sitkLinear)
+    resampler.SetInterpolator(sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear)
     resampler.SetUseNearestNeighborExtrapolator(True)
     return sitk.GetArrayFromImage(resampler.Execute(_sitk_image(array, spacing_from)))
 
