@@ -145,22 +145,28 @@ def test_a_cohort_of_mixed_in_plane_spacings_is_brought_to_its_median_keeping_ea
     assert dice(moved.label[k] > 0, painted.label[k] > 0) > 0.95
 
 
-def test_sparseseg_train_moves_a_finer_scan_to_the_cohorts_spacing_unless_told_native(sample_dir, tmp_path, capsys):
-    """``sparseseg train`` on sample scans, one of them rewritten at half the in-plane spacing (real files): the
-    model learns at 1 mm and records it; ``--spacing native`` trains on the scans as they are."""
+def finer_in_plane_copy(sample_dir, target, names: list[str]) -> None:
+    """The sample folder copied to ``target`` with ``names`` rewritten at half the in-plane spacing (real files)."""
     import shutil
 
+    shutil.copytree(sample_dir, target)
+    for name in names:
+        for folder, interpolator in (("imagesTr", sitk.sitkLinear), ("labelsTr", sitk.sitkNearestNeighbor)):
+            path = target / folder / f"{name}.nii.gz"
+            image = sitk.ReadImage(str(path))
+            spacing = (image.GetSpacing()[0] / 2, image.GetSpacing()[1] / 2, image.GetSpacing()[2])
+            size = [image.GetSize()[0] * 2, image.GetSize()[1] * 2, image.GetSize()[2]]
+            sitk.WriteImage(sitk.Resample(image, size, sitk.Transform(), interpolator, image.GetOrigin(), spacing,
+                                          image.GetDirection(), 0, image.GetPixelID()), str(path))
+
+
+def test_sparseseg_train_moves_a_finer_scan_to_the_cohorts_spacing_unless_told_native(sample_dir, tmp_path, capsys):
+    """``sparseseg train`` on sample scans, one of them rewritten at half the in-plane spacing: the model learns at
+    1 mm and records it; ``--spacing native`` trains on the scans as they are."""
     from SparseSegLib.cli import main
 
     data = tmp_path / "data"
-    shutil.copytree(sample_dir, data)
-    for folder, interpolator in (("imagesTr", sitk.sitkLinear), ("labelsTr", sitk.sitkNearestNeighbor)):
-        path = data / folder / "hippocampus_003.nii.gz"
-        image = sitk.ReadImage(str(path))
-        spacing = (image.GetSpacing()[0] / 2, image.GetSpacing()[1] / 2, image.GetSpacing()[2])
-        size = [image.GetSize()[0] * 2, image.GetSize()[1] * 2, image.GetSize()[2]]
-        sitk.WriteImage(sitk.Resample(image, size, sitk.Transform(), interpolator, image.GetOrigin(), spacing,
-                                      image.GetDirection(), 0, image.GetPixelID()), str(path))
+    finer_in_plane_copy(sample_dir, data, ["hippocampus_003"])
     cases = tmp_path / "cases.txt"
     cases.write_text("hippocampus_001\nhippocampus_003\nhippocampus_004\n")
     for mode in ("common", "native"):
@@ -174,3 +180,26 @@ def test_sparseseg_train_moves_a_finer_scan_to_the_cohorts_spacing_unless_told_n
         else:
             assert "resampled" not in said.out + said.err
             assert recorded["min"][1:] == [0.5, 0.5] and recorded["max"][1:] == [1.0, 1.0]
+
+
+def test_sparseseg_bench_trains_at_the_common_spacing_and_scores_every_scan_on_its_own_grid(sample_dir, tmp_path,
+                                                                                           capsys):
+    """``sparseseg bench`` on the sample folder with half its scans at half the in-plane spacing: the training part
+    is moved to its median, every test scan is scored against its own label on its own grid."""
+    import json
+
+    from SparseSegLib.cli import main
+
+    data = tmp_path / "data"
+    names = sorted(path.name[:-len(".nii.gz")] for path in (sample_dir / "imagesTr").glob("*.nii.gz"))
+    finer_in_plane_copy(sample_dir, data, names[::2])
+    for mode in ("common", "native"):
+        out = tmp_path / mode
+        assert main(["bench", "--dataset", str(data), "--methods", "sparse-only", "--split", "0.5,0,0.5",
+                     "--iterations", "2", "--device", "cpu", "--spacing", mode, "--out", str(out)]) == 0
+        said = capsys.readouterr()
+        results = json.loads((out / "results.json").read_text())
+        assert results["config"]["spacing"] == mode
+        scored = results["runs"]["sparse-only (2D)"]["cases"]
+        assert sorted(scored) == sorted(results["folds"][0]["test"]) and len(scored) >= 5
+        assert ("scans resampled in plane" in said.out + said.err) == (mode == "common")
