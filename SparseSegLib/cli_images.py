@@ -30,7 +30,7 @@ def _image_files(path: Path) -> list[Path]:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .engine.device import select_device
     from .engine.model import load_segmenter
-    from .engine.spacing import spacing_outside
+    from .engine.spacing import prediction_spacing
     from .io import output_path_like, read_image, write_image
 
     segmenter = load_segmenter(args.model)
@@ -42,9 +42,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         label, _ = segmenter.predict(image, device, geometry.spacing_kji)
         target = write_image(label, geometry, output_path_like(path, args.out))
         note = ""
-        if spacing_outside(geometry.spacing_kji, segmenter.spacing):
-            note = (f" (voxels {_mm(geometry.spacing_kji)} mm: predicted at the model's "
-                    f"{_mm(segmenter.spacing['median'])} mm and resampled back)")
+        if (target := prediction_spacing(geometry.spacing_kji, segmenter.spacing)) is not None:
+            note = (f" (voxels {_mm(geometry.spacing_kji)} mm: predicted at the model's {_mm(target)} mm and "
+                    "resampled back)")
         print(f"[{index}/{len(files)}] {path.name} -> {target}{note}")
     return 0
 

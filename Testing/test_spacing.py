@@ -13,8 +13,8 @@ import SimpleITK as sitk
 
 from SparseSegLib.case import Case, Geometry
 from SparseSegLib.engine.model import CONFIG_FILE, load_segmenter
-from SparseSegLib.engine.spacing import (resample, resample_probabilities, resampled_shape, spacing_outside,
-                                         training_spacing)
+from SparseSegLib.engine.spacing import (prediction_spacing, resample, resample_probabilities, resampled_shape,
+                                         spacing_outside, training_spacing)
 from SparseSegLib.io import write_image
 from SparseSegLib.methods import get_method
 from SparseSegLib.methods.base import MethodOptions, SilentReporter
@@ -31,6 +31,9 @@ def test_training_range_and_when_a_scan_lies_outside_it():
     assert spacing_outside((2.0, 0.5, 0.5), trained)
     assert spacing_outside((5.0, 1.0, 1.0), trained)
     assert not spacing_outside((9.0, 9.0, 9.0), {})  # a model that recorded no spacing: as it is
+    assert prediction_spacing((2.0, 0.5, 0.5), trained) == (2.0, 1.0, 1.0)  # only the axes outside the range move
+    assert prediction_spacing((5.0, 0.9, 0.9), trained) == (2.5, 0.9, 0.9)
+    assert prediction_spacing((2.2, 0.9, 0.9), trained) is None and prediction_spacing((1, 1, 1), {}) is None
     assert training_spacing([]) == {}
 
 

@@ -57,13 +57,13 @@ class Segmenter:
     def probabilities(self, image: np.ndarray, device: torch.device | str = "cpu",
                       spacing: tuple[float, float, float] | None = None) -> np.ndarray:
         """Class probabilities ``(C, k, j, i)`` on the image's own grid. An image whose ``spacing`` lies outside
-        the model's training range is predicted at the model's median spacing and its probabilities are
-        resampled back (:mod:`.spacing`); without a spacing, or for a model that recorded none, as it is."""
-        from .spacing import resample, resample_probabilities, spacing_outside
+        the model's training range is predicted at the model's median spacing on those axes and its probabilities
+        are resampled back (:mod:`.spacing`); without a spacing, or for a model that recorded none, as it is."""
+        from .spacing import prediction_spacing, resample, resample_probabilities
 
-        if spacing is None or not spacing_outside(spacing, self.spacing):
+        target = None if spacing is None else prediction_spacing(spacing, self.spacing)
+        if target is None:
             return self.grid_probabilities(image, device)
-        target = tuple(self.spacing["median"])
         moved = self.grid_probabilities(resample(image, spacing, target), device)
         return resample_probabilities(moved, target, spacing, image.shape)
 

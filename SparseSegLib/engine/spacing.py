@@ -3,7 +3,8 @@
 A network learns an object's size in voxels. Applied to a scan whose voxels are half as large, it sees the object
 twice as large as anything it learnt, and it fails without a word (a left-atrium model trained at 1.25 mm scored
 Dice 0.48 on the same scans at 0.625 mm, against 0.80 at its own spacing). So a model keeps the range of spacings
-it was trained on, and a scan outside that range is resampled to the model's median spacing for prediction; its
+it was trained on, and a scan outside that range is resampled to the model's median spacing for prediction (only
+on the axes outside it: a slice thickness the model has seen is kept when only the pixels differ); its
 class probabilities are resampled back onto the scan's own grid (linear), so the result lands on the scan's voxels
 and is thresholded and post-processed there. Scans within the range are predicted as they are, as before.
 
@@ -31,17 +32,34 @@ def training_spacing(spacings: Iterable[Sequence[float]]) -> dict[str, list[floa
             "max": table.max(0).round(6).tolist()}
 
 
-def spacing_outside(spacing_kji: Sequence[float], trained: dict, tolerance: float = SPACING_TOLERANCE) -> bool:
-    """Whether a scan of ``spacing_kji`` lies outside the model's training range (widened by ``tolerance``)."""
+def axes_outside(spacing_kji: Sequence[float], trained: dict, tolerance: float = SPACING_TOLERANCE) -> np.ndarray:
+    """Per axis ``(k, j, i)``: whether a scan of ``spacing_kji`` lies outside the model's training range (widened
+    by ``tolerance``). A model saved before spacings were recorded has no range: never."""
     if not trained:
-        return False  # a model saved before spacings were recorded: predicted as it is, as it always was
+        return np.zeros(3, bool)
     low = np.asarray(trained["min"], float) * (1.0 - tolerance)
     high = np.asarray(trained["max"], float) * (1.0 + tolerance)
     spacing = np.asarray(spacing_kji, float)
-    return bool(np.any(spacing < low) or np.any(spacing > high))
+    return (spacing < low) | (spacing > high)
 
 
-def resampled_shape(shape: Sequence[int], spacing_from: Sequence[float], spacing_to: Sequence[float]) -> tuple[int, ...]:
+def spacing_outside(spacing_kji: Sequence[float], trained: dict, tolerance: float = SPACING_TOLERANCE) -> bool:
+    """Whether a scan of ``spacing_kji`` lies outside the model's training range on any axis."""
+    return bool(axes_outside(spacing_kji, trained, tolerance).any())
+
+
+def prediction_spacing(spacing_kji: Sequence[float], trained: dict) -> tuple[float, float, float] | None:
+    """The spacing to predict a scan at: the model's median on each axis outside its range, the scan's own on the
+    others (a slice thickness the model has seen is not resampled because the pixels are finer); None when every
+    axis is within the range."""
+    outside = axes_outside(spacing_kji, trained)
+    if not outside.any():
+        return None
+    return tuple(float(m if o else s) for m, o, s in zip(trained["median"], outside, spacing_kji))
+
+
+def resampled_shape(shape: Sequence[int], spacing_from: Sequence[float],
+                    spacing_to: Sequence[float]) -> tuple[int, ...]:
     """The shape covering the same extent at ``spacing_to`` (at least one voxel per axis)."""
     return tuple(max(1, int(round(n * f / t))) for n, f, t in zip(shape, spacing_from, spacing_to))
 
