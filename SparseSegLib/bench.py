@@ -136,10 +136,10 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
         train = [annotate_case(load(c), config.annotation, config.seed) for c in part["train"]]
         val = [annotate_case(load(c), config.annotation, config.seed) for c in part["val"]]
         test = [load(c) for c in part[config.evaluate]]  # the scored part: the test volumes, or the val volumes
-        if config.spacing == "common" and (target := common_in_plane_spacing(train)) is not None:
-            train, val = at_common_spacing(train, reporter.log, target), at_common_spacing(val, None, target)
         if config.evaluate == "val":
             val = []  # scored on their full labels: no checkpoint selection on them
+        if config.spacing == "common" and (target := common_in_plane_spacing(train)) is not None:
+            train, val = at_common_spacing(train, reporter.log, target), at_common_spacing(val, None, target)
         check_volumes(len(train))
         stats = [check_annotation(case.label, case.annotated) for case in train]
         reporter.log(f"fold {fold_index + 1}/{len(folds)}: {len(train)} train / {len(part['val'])} val / {len(part['test'])} "

@@ -40,12 +40,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for index, path in enumerate(files, start=1):
         image, geometry = read_image(path, channel)
         label, _ = segmenter.predict(image, device, geometry.spacing_kji)
-        target = write_image(label, geometry, output_path_like(path, args.out))
+        written = write_image(label, geometry, output_path_like(path, args.out))
         note = ""
-        if (target := prediction_spacing(geometry.spacing_kji, segmenter.spacing)) is not None:
-            note = (f" (voxels {_mm(geometry.spacing_kji)} mm: predicted at the model's {_mm(target)} mm and "
+        if (moved := prediction_spacing(geometry.spacing_kji, segmenter.spacing)) is not None:
+            note = (f" (voxels {_mm(geometry.spacing_kji)} mm: predicted at the model's {_mm(moved)} mm and "
                     "resampled back)")
-        print(f"[{index}/{len(files)}] {path.name} -> {target}{note}")
+        print(f"[{index}/{len(files)}] {path.name} -> {written}{note}")
     return 0
 
 

@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 
+from SparseSegLib.annotation import annotate_case
 from SparseSegLib.case import Case, Geometry
 from SparseSegLib.engine.model import CONFIG_FILE, load_segmenter
 from SparseSegLib.engine.postprocess import largest_component, object_count, postprocess_labels
@@ -33,6 +34,7 @@ def test_largest_components_keeps_as_many_as_asked():
     assert largest_component(foreground).sum() == 27
     assert largest_component(foreground, 2).sum() == 35
     assert largest_component(foreground, 5).sum() == 36
+    assert largest_component(foreground, 0).sum() == 27  # a count under 1 (a hand-edited config) keeps one object
     anchor = np.zeros(foreground.shape, bool)
     assert largest_component(foreground, 1, anchor).sum() == 27  # nothing known: the count decides
     anchor[5, 5, 5] = anchor[0, 7, 11] = True  # known object in the small cube and the single voxel
@@ -69,11 +71,8 @@ def both_sides(case: Case) -> Case:
 
 
 def painted_centre(case: Case) -> Case:
-    label = case.label
-    present = np.flatnonzero((label > 0).any(axis=(1, 2)))
-    annotated = np.zeros(label.shape, bool)
-    annotated[(present[0] + present[-1]) // 2] = True
-    return case.with_annotation(annotated)
+    """The object's central slice along k painted whole (the ``slices:1`` annotation, as the interactive user)."""
+    return annotate_case(case, "slices:1", 0)
 
 
 def halves_hold_object(labels: np.ndarray) -> tuple[bool, bool]:

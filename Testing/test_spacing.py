@@ -11,10 +11,11 @@ import json
 import numpy as np
 import SimpleITK as sitk
 
+from SparseSegLib.annotation import annotate_case
 from SparseSegLib.case import Case, Geometry
 from SparseSegLib.engine.model import CONFIG_FILE, load_segmenter
-from SparseSegLib.engine.spacing import (prediction_spacing, resample, resample_probabilities, resampled_shape,
-                                         spacing_outside, training_spacing)
+from SparseSegLib.engine.spacing import (axes_outside, prediction_spacing, resample, resample_probabilities,
+                                         resampled_shape, training_spacing)
 from SparseSegLib.io import write_image
 from SparseSegLib.methods import get_method
 from SparseSegLib.methods.base import MethodOptions, SilentReporter
@@ -26,11 +27,11 @@ QUICK = {"iterations": 40, "batch_size": 4}
 def test_training_range_and_when_a_scan_lies_outside_it():
     trained = training_spacing([(2.0, 1.0, 1.0), (3.0, 1.0, 1.0), (2.5, 0.8, 0.8)])
     assert trained == {"median": [2.5, 1.0, 1.0], "min": [2.0, 0.8, 0.8], "max": [3.0, 1.0, 1.0]}
-    assert not spacing_outside((2.0, 1.0, 1.0), trained)
-    assert not spacing_outside((3.2, 0.75, 1.05), trained)  # within the range widened by 10%
-    assert spacing_outside((2.0, 0.5, 0.5), trained)
-    assert spacing_outside((5.0, 1.0, 1.0), trained)
-    assert not spacing_outside((9.0, 9.0, 9.0), {})  # a model that recorded no spacing: as it is
+    assert not axes_outside((2.0, 1.0, 1.0), trained).any()
+    assert not axes_outside((3.2, 0.75, 1.05), trained).any()  # within the range widened by 10%
+    assert axes_outside((2.0, 0.5, 0.5), trained).tolist() == [False, True, True]
+    assert axes_outside((5.0, 1.0, 1.0), trained).tolist() == [True, False, False]
+    assert not axes_outside((9.0, 9.0, 9.0), {}).any()  # a model that recorded no spacing: as it is
     assert prediction_spacing((2.0, 0.5, 0.5), trained) == (2.0, 1.0, 1.0)  # only the axes outside the range move
     assert prediction_spacing((5.0, 0.9, 0.9), trained) == (2.5, 0.9, 0.9)
     assert prediction_spacing((2.2, 0.9, 0.9), trained) is None and prediction_spacing((1, 1, 1), {}) is None
@@ -56,22 +57,16 @@ def finer(case: Case) -> Case:
     """``case`` at half its spacing: image linear, label nearest neighbour, same extent."""
     spacing = tuple(s / 2 for s in case.geometry.spacing_kji)
     shape = resampled_shape(case.image.shape, case.geometry.spacing_kji, spacing)
-    image = resample(case.image.astype(np.float32), case.geometry.spacing_kji, spacing)
-    source = sitk.GetImageFromArray(case.label.astype(np.uint8))
-    source.SetSpacing(case.geometry.spacing)
-    reference = sitk.Image([int(n) for n in shape[::-1]], sitk.sitkUInt8)
-    reference.SetSpacing(spacing[::-1])
-    label = sitk.GetArrayFromImage(sitk.Resample(source, reference, sitk.Transform(), sitk.sitkNearestNeighbor))
+    image = resample(case.image, case.geometry.spacing_kji, spacing, shape)
+    label = resample(case.label, case.geometry.spacing_kji, spacing, shape, nearest=True).astype(np.uint8)
     geometry = Geometry(size=tuple(shape[::-1]), spacing=tuple(spacing[::-1]), origin=case.geometry.origin,
                         direction=case.geometry.direction)
     return Case(case.case_id, image, geometry, label, None, dict(case.class_names), dict(case.class_colors))
 
 
 def painted_centre(case: Case) -> Case:
-    present = np.flatnonzero((case.label > 0).any(axis=(1, 2)))
-    annotated = np.zeros(case.label.shape, bool)
-    annotated[(present[0] + present[-1]) // 2] = True
-    return case.with_annotation(annotated)
+    """The object's central slice along k painted whole (the ``slices:1`` annotation, as the interactive user)."""
+    return annotate_case(case, "slices:1", 0)
 
 
 def test_a_saved_model_segments_a_finer_scan_at_its_own_spacing(sample_case, tmp_path, capsys):
@@ -105,7 +100,8 @@ def test_a_saved_model_segments_a_finer_scan_at_its_own_spacing(sample_case, tmp
     write_image(fine.image, fine.geometry, tmp_path / "fine" / "scan.nrrd")
     assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "fine"),
                  "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
-    assert "predicted at the model's 1 x 1 x 1 mm" in capsys.readouterr().out
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert str(tmp_path / "out" / "scan.nrrd") in line and "predicted at the model's 1 x 1 x 1 mm" in line
     written = sitk.ReadImage(str(tmp_path / "out" / "scan.nrrd"))
     assert written.GetSize() == fine.geometry.size
     assert np.allclose(written.GetSpacing(), fine.geometry.spacing)
@@ -121,19 +117,17 @@ def test_a_saved_model_segments_a_finer_scan_at_its_own_spacing(sample_case, tmp
 
 
 def test_a_cohort_of_mixed_in_plane_spacings_is_brought_to_its_median_keeping_each_annotated_slice(sample_case):
-    """One scan at half the in-plane spacing among scans at 1 mm: it is moved to 1 mm in plane; k is untouched, so
-    its painted slice stays that one whole slice and keeps its label; uniform cohorts are left as they are."""
-    from SparseSegLib.cohort_spacing import at_common_spacing, common_in_plane_spacing
+    """One scan at half the in-plane spacing among scans at 1 mm (made by the in-plane move itself): it is moved back
+    to 1 mm in plane; k is untouched, so its painted slice stays that one whole slice and keeps its label; uniform
+    cohorts are left as they are."""
+    from SparseSegLib.cohort_spacing import at_common_spacing, common_in_plane_spacing, resampled_in_plane
 
     painted = painted_centre(sample_case)
     spacing = sample_case.geometry.spacing_kji
-    fine_spacing = (spacing[0], spacing[1] / 2, spacing[2] / 2)
-    shape = resampled_shape(painted.image.shape, spacing, fine_spacing)
-    fine = Case("fine", resample(painted.image.astype(np.float32), spacing, fine_spacing, shape),
-                Geometry(size=tuple(shape[::-1]), spacing=tuple(fine_spacing[::-1])),
-                resample(painted.label.astype(np.float32), spacing, fine_spacing, shape, nearest=True).astype(np.uint8),
-                resample(painted.annotated.astype(np.float32), spacing, fine_spacing, shape, nearest=True) > 0.5,
-                dict(painted.class_names))
+    fine = resampled_in_plane(painted, (spacing[1] / 2, spacing[2] / 2))
+    assert fine.image.shape[0] == painted.image.shape[0] and fine.image.shape[1] == 2 * painted.image.shape[1]
+    painted_rows = np.flatnonzero(painted.annotated.any(axis=(1, 2))).tolist()
+    assert np.flatnonzero(fine.annotated.any(axis=(1, 2))).tolist() == painted_rows and fine.annotated[painted_rows].all()
     assert common_in_plane_spacing([painted, painted]) is None
     assert at_common_spacing([painted, painted]) == [painted, painted]
     assert common_in_plane_spacing([painted, painted, fine]) == (1.0, 1.0)
@@ -142,7 +136,7 @@ def test_a_cohort_of_mixed_in_plane_spacings_is_brought_to_its_median_keeping_ea
     assert same is painted and "1 of 2 scans resampled" in messages[0]
     assert moved.image.shape == painted.image.shape and moved.geometry.spacing_kji == spacing
     rows = np.flatnonzero(moved.annotated.any(axis=(1, 2)))
-    assert rows.tolist() == np.flatnonzero(painted.annotated.any(axis=(1, 2))).tolist()
+    assert rows.tolist() == painted_rows
     assert moved.annotated[rows].all()  # the painted slice stays whole, no neighbour gains paint
     k = rows[0]
     assert dice(moved.label[k] > 0, painted.label[k] > 0) > 0.95

@@ -78,6 +78,7 @@ def largest_component(foreground: np.ndarray, count: int = 1, anchor: np.ndarray
         if touching is not None:
             return touching
     components, sizes = _components(foreground)
+    count = max(1, int(count))
     if len(sizes) - 1 <= count:
         return foreground
     kept = np.argsort(-sizes, kind="stable")[:count]

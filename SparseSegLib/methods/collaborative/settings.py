@@ -152,7 +152,7 @@ class CollaborativeSettings:
     @property
     def member_axes(self) -> tuple[int, ...]:
         """The axis of each final network: ``axes`` once per seed of ``final_seeds``."""
-        return self.axes * max(1, self.final_seeds)
+        return self.axes * self.final_seeds
 
     def registration_config(self) -> RegistrationConfig:
         channels = tuple(int(c) for c in str(self.reg_channels).split(",") if c.strip())
