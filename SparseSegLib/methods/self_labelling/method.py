@@ -12,8 +12,8 @@ import numpy as np
 from ...case import Case
 from ...engine.model import Segmenter
 from ...engine.networks import NetworkConfig, build_network, default_patch_size
-from ...engine.trainer import seed_everything
 from ...engine.spacing import training_spacing
+from ...engine.trainer import seed_everything
 from ...errors import SparseSegError
 from ..base import MethodOptions, register
 from ..common import class_names_of
