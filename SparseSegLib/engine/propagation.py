@@ -32,6 +32,7 @@ class PropagationSettings:
     iterations: int = 50
     smoothing: float = 1.5
     image_smoothing: float = 0.0  # Gaussian sd (pixels) applied to the slices before registration
+    levels: int = 1  # coarse-to-fine levels of each pair's registration (1: the full grid only)
 
 
 def _as_image(array: np.ndarray) -> sitk.Image:
@@ -63,7 +64,8 @@ class SliceRegistration:
             return  # one process: on demand, as the chain reaches them
         try:
             fields = demons_fields([(self.volume[target], self.volume[source]) for source, target in missing],
-                                   self.settings.iterations, self.settings.smoothing, self.workers, should_stop)
+                                   self.settings.iterations, self.settings.smoothing, self.workers, should_stop,
+                                   self.settings.levels)
         except RegistrationCancelled:
             from .trainer import TrainingCancelled
 
@@ -75,7 +77,8 @@ class SliceRegistration:
         key = (source, target)
         if key not in self._cache:
             self._cache[key] = field_transform(demons_field(self.volume[target], self.volume[source],
-                                                            self.settings.iterations, self.settings.smoothing))
+                                                            self.settings.iterations, self.settings.smoothing,
+                                                            self.settings.levels))
         return self._cache[key]
 
     def warp(self, maps: np.ndarray, source: int, target: int) -> np.ndarray:

@@ -16,19 +16,40 @@ import numpy as np
 import SimpleITK as sitk
 
 
-def demons_field(fixed: np.ndarray, moving: np.ndarray, iterations: int = 50, smoothing: float = 1.5) -> np.ndarray:
+def demons_field(fixed: np.ndarray, moving: np.ndarray, iterations: int = 50, smoothing: float = 1.5,
+                 levels: int = 1) -> np.ndarray:
     """The displacement field ``(j, i, 2)`` (float64) mapping points of 2D slice ``fixed`` into ``moving``.
 
     Symmetric-forces demons: both are intensity-normalised slices of one scan, so a mean-squares metric fits; the
-    field is smoothed with a Gaussian of ``smoothing`` pixels after every iteration. An array rather than a
-    transform so that pairs can be registered in other processes (:func:`demons_fields`).
+    field is smoothed with a Gaussian of ``smoothing`` pixels (of each level's grid) after every iteration. With
+    ``levels`` > 1 the pair is registered coarse to fine (each level halves the grid, ``iterations`` at each), so a
+    displacement of several pixels, as between slices far apart, is found on a grid where it is small; the
+    finer level starts from the coarser field. An array rather than a transform so that pairs can be registered
+    in other processes (:func:`demons_fields`).
     """
-    demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
-    demons.SetNumberOfIterations(int(iterations))
-    demons.SetStandardDeviations(float(smoothing))
-    field = demons.Execute(sitk.GetImageFromArray(np.ascontiguousarray(fixed, dtype=np.float32)),
-                           sitk.GetImageFromArray(np.ascontiguousarray(moving, dtype=np.float32)))
+    fixed_image = sitk.GetImageFromArray(np.ascontiguousarray(fixed, dtype=np.float32))
+    moving_image = sitk.GetImageFromArray(np.ascontiguousarray(moving, dtype=np.float32))
+    field = None
+    for level in reversed(range(max(1, int(levels)))):
+        factor = 2 ** level
+        if factor > 1 and min(fixed.shape) // factor < 8:
+            continue  # a grid this coarse holds nothing to register
+        level_fixed, level_moving = (_shrunk(fixed_image, factor), _shrunk(moving_image, factor)) if factor > 1 \
+            else (fixed_image, moving_image)
+        demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
+        demons.SetNumberOfIterations(int(iterations))
+        demons.SetStandardDeviations(float(smoothing))
+        if field is None:
+            field = demons.Execute(level_fixed, level_moving)
+        else:  # the coarser field (physical units: full-grid pixels) on this level's grid
+            initial = sitk.Resample(field, level_fixed, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64)
+            field = demons.Execute(level_fixed, level_moving, initial)
     return sitk.GetArrayFromImage(sitk.Cast(field, sitk.sitkVectorFloat64))
+
+
+def _shrunk(image: sitk.Image, factor: int) -> sitk.Image:
+    """``image`` on a grid ``factor`` times coarser (Gaussian anti-aliasing first; physical extent kept)."""
+    return sitk.Shrink(sitk.SmoothingRecursiveGaussian(image, 0.5 * factor), [factor] * image.GetDimension())
 
 
 def field_transform(field: np.ndarray) -> sitk.Transform:
@@ -36,9 +57,10 @@ def field_transform(field: np.ndarray) -> sitk.Transform:
     return sitk.DisplacementFieldTransform(sitk.GetImageFromArray(field, isVector=True))
 
 
-def slice_transform(fixed: np.ndarray, moving: np.ndarray, iterations: int = 50, smoothing: float = 1.5) -> sitk.Transform:
+def slice_transform(fixed: np.ndarray, moving: np.ndarray, iterations: int = 50, smoothing: float = 1.5,
+                    levels: int = 1) -> sitk.Transform:
     """The transform mapping points of 2D slice ``fixed`` into ``moving`` (:func:`demons_field`)."""
-    return field_transform(demons_field(fixed, moving, iterations, smoothing))
+    return field_transform(demons_field(fixed, moving, iterations, smoothing, levels))
 
 
 def _one_itk_thread() -> None:
@@ -51,7 +73,7 @@ class RegistrationCancelled(Exception):
 
 
 def demons_fields(pairs: Sequence[tuple[np.ndarray, np.ndarray]], iterations: int, smoothing: float, workers: int,
-                  should_stop: Callable[[], bool] | None = None) -> list[np.ndarray]:
+                  should_stop: Callable[[], bool] | None = None, levels: int = 1) -> list[np.ndarray]:
     """:func:`demons_field` of every ``(fixed, moving)`` pair, in ``workers`` processes when that pays.
 
     The pairs of a volume are independent (only the warping of a label along them is a chain), and ITK's own
@@ -68,12 +90,12 @@ def demons_fields(pairs: Sequence[tuple[np.ndarray, np.ndarray]], iterations: in
         for fixed, moving in pairs:
             if should_stop is not None and should_stop():
                 raise RegistrationCancelled()
-            fields.append(demons_field(fixed, moving, iterations, smoothing))
+            fields.append(demons_field(fixed, moving, iterations, smoothing, levels))
         return fields
     results: list[np.ndarray | None] = [None] * len(pairs)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_one_itk_thread) as pool:
-        futures = {pool.submit(demons_field, fixed, moving, iterations, smoothing): index
+        futures = {pool.submit(demons_field, fixed, moving, iterations, smoothing, levels): index
                    for index, (fixed, moving) in enumerate(pairs)}
         pending = set(futures)
         while pending:

@@ -84,7 +84,8 @@ class PropagateMethod:
                     volume.image, volume.label, volume.annotated, settings.intensity_ring)
                 registration = propagate_slices(
                     volume.image, volume.label, volume.painted, num_classes,
-                    PropagationSettings(settings.demons_iterations, settings.demons_smoothing),
+                    PropagationSettings(settings.demons_iterations, settings.demons_smoothing,
+                                        levels=settings.demons_levels),
                     should_stop=should_stop, open_end_reach=_reach_of(volume, settings),
                     empty_gap=settings.empty_gap, end_shape=settings.end_shape, workers=registration_workers(),
                     refine=evidence.trim if settings.intensity == "chain" else None)

@@ -86,6 +86,7 @@ class PropagateSettings:
 
     demons_iterations: int = 100
     demons_smoothing: float = 1.0
+    demons_levels: int = 1
     open_end: float = 2.0
     iterations: int = 300
     batch_size: int = 8
@@ -134,7 +135,7 @@ class PropagateSettings:
             raise SparseSegError(f"unknown intensity {self.intensity!r}", f"Use one of: {', '.join(INTENSITY_GATES)}.")
         if self.fusion not in FUSIONS:
             raise SparseSegError(f"unknown fusion {self.fusion!r}", f"Use one of: {', '.join(FUSIONS)}.")
-        positive = ("demons_iterations", "iterations", "batch_size", "patch")
+        positive = ("demons_iterations", "demons_levels", "iterations", "batch_size", "patch")
         for name in positive:
             if getattr(self, name) < 1:
                 raise SparseSegError(f"option {name} must be at least 1, not {getattr(self, name)}", f"Give {name} >= 1.")
