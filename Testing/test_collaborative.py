@@ -226,7 +226,7 @@ def test_the_propagation_cache_reuses_a_volume_only_while_its_inputs_are_the_sam
     """``propagate_cache``: a second run reads each volume's result instead of propagating again; a changed paint or
     option is a different key, so it runs again instead of reusing a stale result."""
     from SparseSegLib.methods.collaborative.branches import scan_of
-    from SparseSegLib.methods.collaborative.propagated import PropagationCache, propagate_cases
+    from SparseSegLib.methods.collaborative.propagated import PropagationCache, cache_key, propagate_cases
 
     case = annotate_case(sample_dataset.load(sample_dataset.cases[0]), "central-slice", 0)
     volume = scan_of(case, "zscore").as_case(3)
@@ -247,6 +247,10 @@ def test_the_propagation_cache_reuses_a_volume_only_while_its_inputs_are_the_sam
     assert not list((tmp_path / "cache").glob(".tmp-*"))
     cache.path(volume.case_id, "damaged").write_bytes(b"not an array")
     assert cache.load(volume.case_id, "damaged") is None  # a damaged file is a miss, not a crash
+    # the key holds every setting, given or default: a default given explicitly is the same key, another value is
+    # not, so a release that changes a default cannot read what the old default propagated
+    assert cache_key(volume, options, 0, "cpu") == cache_key(volume, {**options, "demons_levels": "1"}, 0, "cpu")
+    assert cache_key(volume, options, 0, "cpu") != cache_key(volume, {**options, "demons_levels": "2"}, 0, "cpu")
 
 
 def test_confidence_leaves_the_hesitant_propagated_voxels_out_and_postprocess_is_stored_with_the_model(sample_dataset,

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from .interactive.scans import DATA_ROOT, central_slice, choose_scans, even_slices
+from .interactive.scans import DATA_ROOT, central_slice, choose_scans, even_slices, mni152_scan
 
 
 def merged_scores(labels: np.ndarray, reference: np.ndarray, spacing) -> tuple[float, float]:
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..methods.base import MethodOptions, SilentReporter
 
     parser = argparse.ArgumentParser(prog="python -m SparseSegLib.benchmarks.propagate_dev", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="hippocampus", help="a folder under ../shared/data or a path")
+    parser.add_argument("--dataset", default="hippocampus",
+                        help="a folder under ../shared/data or a path; mni152: the template's tissue map (one scan)")
     parser.add_argument("--cases", type=int, default=5, help="dev scans (at most the dev part's 5)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a propagate option")
     parser.add_argument("--slices", type=int, default=1,
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = DATA_ROOT / args.dataset if not args.dataset.startswith(("/", ".")) else args.dataset
     options = MethodOptions(device="cpu", extra=parse_options(args.option), rounds=None)
     per_scan = []
-    for scan in choose_scans(folder, "dev", args.cases):
+    scans = [mni152_scan()] if args.dataset == "mni152" else choose_scans(folder, "dev", args.cases)
+    for scan in scans:
         case, reference = painted_case(scan, args.slices, args.past_end)
         started, scores = time.perf_counter(), []
         for result in get_method("propagate").run_rounds([case], options, SilentReporter()):

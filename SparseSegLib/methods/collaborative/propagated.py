@@ -23,6 +23,7 @@ import os
 import time
 import zipfile
 from collections.abc import Callable
+from dataclasses import asdict
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
@@ -35,6 +36,7 @@ from ...engine.trainer import TrainingCancelled
 from ...errors import SparseSegError
 from ...jobs.atomic import atomic_path
 from ..base import MethodOptions, Reporter, SilentReporter, get_method
+from ..propagate.settings import PropagateSettings
 
 
 class Propagated(NamedTuple):
@@ -79,13 +81,16 @@ def propagate_one(case: Case, options: dict, seed: int, device: str,
 
 def cache_key(case: Case, options: dict, seed: int, device: str) -> str:
     """What a volume's propagation depends on, hashed: the image, which voxels are labelled and their labels (nothing
-    else of the label: that is hidden from the method), the options, seed and device type."""
+    else of the label: that is hidden from the method), every ``propagate`` setting (those given and the defaults
+    the rest take, so a release that changes a default does not read propagations made under the old one), seed
+    and device type."""
     digest = hashlib.sha256()
     for array in (case.image, case.annotated, np.where(case.annotated, case.label, 0)):
         contiguous = np.ascontiguousarray(array)
         digest.update(f"{contiguous.dtype}{contiguous.shape}".encode())
         digest.update(contiguous.tobytes())
-    digest.update(json.dumps({"options": options, "seed": seed, "device": device}, sort_keys=True).encode())
+    settings = asdict(PropagateSettings.parse(dict(options)))
+    digest.update(json.dumps({"settings": settings, "seed": seed, "device": device}, sort_keys=True).encode())
     return digest.hexdigest()[:24]
 
 
