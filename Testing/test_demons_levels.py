@@ -1,13 +1,21 @@
 """Coarse-to-fine demons (``propagate``'s ``demons_levels``) on a real slice of the bundled sample scan: a
 displacement of several pixels, as between thick slices, is found where one level falls short; processes give the
-same field as one; a grid too small for a coarser level registers on the levels it can hold."""
+same field as one; a grid too small for a coarser level registers on the levels it can hold; the Start default
+takes the levels from the voxel spacing."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from SparseSegLib.engine.preprocessing import normalize
+from SparseSegLib.engine.propagation import demons_levels_for
+from SparseSegLib.errors import SparseSegError
+from SparseSegLib.methods.base import MethodOptions, SilentReporter, get_method
+from SparseSegLib.methods.propagate.settings import PropagateSettings
 from SparseSegLib.engine.slice_registration import demons_field, demons_fields, field_transform
 
 SHIFT = (5.0, -4.0)  # pixels, (i, j)
@@ -58,3 +66,45 @@ def test_levels_in_processes_equal_one_process_and_tiny_grids_skip_coarse_levels
     tiny_fixed, tiny_moving = fixed[:12, :12], moving[:12, :12]  # halving would leave under 8 pixels
     np.testing.assert_array_equal(demons_field(tiny_fixed, tiny_moving, 20, 1.0, levels=3),
                                   demons_field(tiny_fixed, tiny_moving, 20, 1.0, levels=1))
+
+
+def test_levels_follow_the_ratio_of_slice_to_pixel_spacing_and_bad_values_are_refused():
+    spacings = ((1, 1, 1), (1.9, 1, 1), (1.25, 0.625, 0.625), (2.5, 0.625, 0.625), (5.0, 0.625, 0.625),
+                (3.6, 0.6, 0.6), (1.0, 1.0, 0.5))
+    assert [demons_levels_for(s) for s in spacings] == [1, 1, 2, 3, 3, 3, 2]
+    assert PropagateSettings().demons_levels == 0  # the default: from the spacing
+    with pytest.raises(SparseSegError, match="demons_levels"):
+        PropagateSettings.parse({"demons_levels": "9"})
+
+
+class LogReporter(SilentReporter):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def registration_round(case, extra: dict) -> tuple[np.ndarray, list[str]]:
+    options = MethodOptions(device="cpu", extra={"iterations": 4, "batch_size": 2, **extra}, rounds=None)
+    reporter = LogReporter()
+    first = next(iter(get_method("propagate").run_rounds([case], options, reporter)))
+    return first.probabilities[case.case_id], reporter.lines
+
+
+def test_a_start_job_registers_thick_slices_coarse_to_fine_and_isotropic_ones_as_before(sample_case):
+    """The sample scan's own 1 mm voxels: one level, the same result as asking for one. The same arrays declared
+    as 4 mm slices: three levels, said in the round's log line, and another result."""
+    present = np.flatnonzero((sample_case.label > 0).any(axis=(1, 2)))
+    annotated = np.zeros(sample_case.label.shape, bool)
+    annotated[int(present[len(present) // 2])] = True
+    case = sample_case.with_annotation(annotated)
+    default, lines = registration_round(case, {})
+    one, _ = registration_round(case, {"demons_levels": 1})
+    np.testing.assert_array_equal(default, one)
+    assert not any("resolutions" in line for line in lines)
+    spacing = case.geometry.spacing
+    thick = replace(case, geometry=replace(case.geometry, spacing=(spacing[0], spacing[1], 4.0 * spacing[2])))
+    coarse, lines = registration_round(thick, {})
+    assert any("demons at 3 resolutions" in line for line in lines)
+    assert not np.array_equal(coarse, default)

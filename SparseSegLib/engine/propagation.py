@@ -91,6 +91,20 @@ class SliceRegistration:
         return np.clip(np.stack(warped), 0.0, 1.0)
 
 
+def demons_levels_for(spacing_kji: tuple[float, float, float]) -> int:
+    """Coarse-to-fine levels for registering neighbouring slices ``spacing_kji[0]`` mm apart with pixels of
+    ``spacing_kji[1:]`` mm: one (the full grid) when slices are less than twice as far apart as pixels, else one
+    more level per doubling of that ratio, at most 3 (a quarter of the grid).
+
+    An organ's outline moves between neighbouring slices by about the slice spacing, which on a thick-slice scan
+    is several pixels: more than single-level demons, whose forces only see a few pixels, can follow. Each
+    coarser level halves that displacement in pixels. Chosen on the interactive benchmark's left-atrium dev scans
+    rewritten with 1.25, 2.5 and 5 mm slices (ratios 2, 4, 8; docs/results/interactive.md, "Twentieth
+    session"); isotropic scans keep one level, on which the hippocampus dev scans lost with two."""
+    ratio = float(spacing_kji[0]) / max(min(float(spacing_kji[1]), float(spacing_kji[2])), 1e-6)
+    return 1 + min(2, int(np.floor(np.log2(ratio)))) if ratio >= 2.0 else 1
+
+
 def one_hot_foreground(label_slice: np.ndarray, num_classes: int) -> np.ndarray:
     """``(C - 1, j, i)`` float maps of classes 1..C-1."""
     return np.stack([(label_slice == value).astype(np.float32) for value in range(1, num_classes)])

@@ -26,7 +26,8 @@ from ...case import Case
 from ...engine.device import select_device
 from ...engine.intensity_gate import IntensityEvidence
 from ...engine.postprocess import object_count
-from ...engine.propagation import PropagationSettings, open_end_reach, propagate_slices, slice_distance
+from ...engine.propagation import (PropagationSettings, demons_levels_for, open_end_reach, propagate_slices,
+                                   slice_distance)
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter, RoundResult, register
 from .fusion import anchor_at_paint, classes_follow_registration, classes_from_registration, fuse, open_ends
@@ -82,10 +83,10 @@ class PropagateMethod:
             if kind == "registration" or registration is None and volume.painted:
                 evidence = None if settings.intensity == "none" else IntensityEvidence.from_paint(
                     volume.image, volume.label, volume.annotated, settings.intensity_ring)
+                levels = settings.demons_levels or demons_levels_for(volume.spacing)
                 registration = propagate_slices(
                     volume.image, volume.label, volume.painted, num_classes,
-                    PropagationSettings(settings.demons_iterations, settings.demons_smoothing,
-                                        levels=settings.demons_levels),
+                    PropagationSettings(settings.demons_iterations, settings.demons_smoothing, levels=levels),
                     should_stop=should_stop, open_end_reach=_reach_of(volume, settings),
                     empty_gap=settings.empty_gap, end_shape=settings.end_shape, workers=registration_workers(),
                     refine=evidence.trim if settings.intensity == "chain" else None)
@@ -95,7 +96,9 @@ class PropagateMethod:
                 probabilities, network_state = registration, initial
                 labels = registration.argmax(0).astype(np.uint8)
                 reporter.log(f"propagate round {index}: painted slices {volume.painted} along axis {volume.axis} "
-                             f"registered through {volume.image.shape[0]} slices")
+                             f"registered through {volume.image.shape[0]} slices"
+                             + (f" (demons at {levels} resolutions: slices {volume.spacing[0]:g} mm apart)"
+                                if levels > 1 else ""))
             else:
                 distance = slice_distance(volume.image.shape[0], volume.painted) if volume.painted else None
                 target, weight = training_targets(volume.label, volume.painted, registration, distance, settings,
