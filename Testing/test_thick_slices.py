@@ -1,0 +1,28 @@
+"""The thick-slice copy the benchmarks play (``python -m SparseSegLib.benchmarks.thick_slices``), on the bundled
+sample folder: fewer, thicker slices over the same extent, the in-plane grid kept, labels only from the originals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import SimpleITK as sitk
+
+from SparseSegLib.benchmarks.thick_slices import main
+
+
+def test_a_thick_copy_keeps_the_extent_the_pixels_and_the_label_values(sample_dir, tmp_path):
+    assert main(["--dataset", str(sample_dir), "--slice", "3", "--out", str(tmp_path / "thick")]) == 0
+    meta = json.loads((sample_dir / "dataset.json").read_text())
+    copied = json.loads((tmp_path / "thick" / "dataset.json").read_text())
+    assert len(copied["training"]) == len(meta["training"]) and "3 mm slices" in copied["description"]
+    entry = meta["training"][0]
+    for key in ("image", "label"):
+        original = sitk.ReadImage(str(sample_dir / entry[key]))
+        thick = sitk.ReadImage(str(tmp_path / "thick" / entry[key]))
+        assert thick.GetSpacing()[:2] == original.GetSpacing()[:2] and thick.GetSpacing()[2] == 3.0
+        assert thick.GetSize()[:2] == original.GetSize()[:2]
+        assert thick.GetSize()[2] == round(original.GetSize()[2] * original.GetSpacing()[2] / 3.0)
+        assert thick.GetOrigin() == original.GetOrigin() and thick.GetDirection() == original.GetDirection()
+    labels = sitk.GetArrayFromImage(thick)
+    assert set(np.unique(labels)) <= set(np.unique(sitk.GetArrayFromImage(original))) and labels.any()
