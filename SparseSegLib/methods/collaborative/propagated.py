@@ -23,8 +23,8 @@ import os
 import time
 import zipfile
 from collections.abc import Callable
-from dataclasses import asdict
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
 from typing import NamedTuple
