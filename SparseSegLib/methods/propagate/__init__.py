@@ -84,17 +84,16 @@ class PropagateMethod:
                 evidence = None if settings.intensity == "none" else IntensityEvidence.from_paint(
                     volume.image, volume.label, volume.annotated, settings.intensity_ring)
                 levels = settings.demons_levels or demons_levels_for(volume.spacing)
-                registration = propagate_slices(
-                    volume.image, volume.label, volume.painted, num_classes,
-                    PropagationSettings(settings.demons_iterations, settings.demons_smoothing, levels=levels),
-                    should_stop=should_stop, open_end_reach=_reach_of(volume, settings),
-                    empty_gap=settings.empty_gap, end_shape=settings.end_shape, workers=registration_workers(),
-                    refine=evidence.trim if settings.intensity == "chain" else None)
-                if evidence is not None:
-                    registration = evidence.update(registration)
+                by_registration = num_classes > 2 and classes_follow_registration(
+                    settings.classes, volume.image, volume.label, volume.annotated)
+                registration, split = (_registered(volume, settings, num_classes, evidence, level, should_stop)
+                                       for level in (levels, 1 if levels > 1 and by_registration else 0))
+                split = registration if split is None else split
             if kind == "registration":
                 probabilities, network_state = registration, initial
                 labels = registration.argmax(0).astype(np.uint8)
+                if split is not registration:
+                    labels = classes_from_registration(labels, split)
                 reporter.log(f"propagate round {index}: painted slices {volume.painted} along axis {volume.axis} "
                              f"registered through {volume.image.shape[0]} slices"
                              + (f" (demons at {levels} resolutions: slices {volume.spacing[0]:g} mm apart)"
@@ -112,8 +111,8 @@ class PropagateMethod:
                 else:
                     labels, probabilities = fuse(network, registration, settings.fusion, settings.fusion_margin,
                                                        settings.object_threshold)
-                    if classes_follow_registration(settings.classes, volume.image, volume.label, volume.annotated):
-                        labels = classes_from_registration(labels, registration)
+                    if by_registration:
+                        labels = classes_from_registration(labels, split)
                     if settings.end_opening > 0:
                         labels = open_ends(labels, volume.painted,
                                            settings.end_opening * volume.largest_painted_thickness_mm(), volume.spacing)
@@ -134,6 +133,24 @@ class PropagateMethod:
             yield RoundResult(index=index, total=total, labels={case.case_id: volume.to_case_grid(labels)},
                               probabilities={case.case_id: _background_outside(volume.to_case_grid(probabilities))},
                               metrics=metrics, state=state)
+
+
+def _registered(volume: PaintedVolume, settings: PropagateSettings, num_classes: int, evidence, levels: int,
+                should_stop) -> np.ndarray | None:
+    """The registration round's class probabilities with ``levels`` coarse-to-fine levels (0: None, not run).
+
+    Coarse levels follow an outline across thick slices but move the boundary between parts of one structure
+    that the image does not show (the hippocampus' head and body), so where the classes come from the
+    registration the split is taken from a one-level chain (docs/results/interactive.md, "Twentieth session")."""
+    if not levels:
+        return None
+    registration = propagate_slices(
+        volume.image, volume.label, volume.painted, num_classes,
+        PropagationSettings(settings.demons_iterations, settings.demons_smoothing, levels=levels),
+        should_stop=should_stop, open_end_reach=_reach_of(volume, settings),
+        empty_gap=settings.empty_gap, end_shape=settings.end_shape, workers=registration_workers(),
+        refine=evidence.trim if evidence is not None and settings.intensity == "chain" else None)
+    return evidence.update(registration) if evidence is not None else registration
 
 
 def registration_workers() -> int:
