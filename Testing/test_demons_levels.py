@@ -108,3 +108,31 @@ def test_a_start_job_registers_thick_slices_coarse_to_fine_and_isotropic_ones_as
     coarse, lines = registration_round(thick, {})
     assert any("demons at 3 resolutions" in line for line in lines)
     assert not np.array_equal(coarse, default)
+
+
+def test_on_thick_slices_the_object_comes_coarse_to_fine_and_the_split_between_parts_from_one_level(sample_case):
+    """The sample's two hippocampus parts, declared as 4 mm slices, with ``classes=registration``: the registration
+    round's object is the coarse-to-fine chain's, and each object voxel's class is the one-level chain's."""
+    from SparseSegLib.methods.propagate.fusion import classes_from_registration
+
+    present = np.flatnonzero((sample_case.label > 0).any(axis=(1, 2)))
+    annotated = np.zeros(sample_case.label.shape, bool)
+    annotated[int(present[int(0.4 * len(present))])] = True  # a slice that shows both parts (the central one: one)
+    spacing = sample_case.geometry.spacing
+    geometry = replace(sample_case.geometry, spacing=(spacing[0], spacing[1], 4 * spacing[2]))
+    case = replace(sample_case, geometry=geometry).with_annotation(annotated)
+
+    def first_round(extra: dict):
+        options = MethodOptions(device="cpu", extra={"iterations": 4, "batch_size": 2, **extra}, rounds=None)
+        result = next(iter(get_method("propagate").run_rounds([case], options, SilentReporter())))
+        return result.labels[case.case_id], result.probabilities[case.case_id]
+
+    coarse_labels, coarse = first_round({"classes": "fused"})
+    _, one_level = first_round({"classes": "fused", "demons_levels": 1})
+    split_labels, probabilities = first_round({"classes": "registration"})
+    np.testing.assert_array_equal(probabilities, coarse)  # the streamed probabilities stay the coarse chain's
+    np.testing.assert_array_equal(split_labels > 0, coarse_labels > 0)
+    expected = classes_from_registration(coarse_labels, one_level)
+    expected[annotated] = case.label[annotated]
+    assert (split_labels != expected).sum() <= 3  # but a hole the anchoring fills after the split
+    assert (split_labels != coarse_labels).sum() >= 20  # the split did move
