@@ -65,7 +65,9 @@ class PropagateSettings:
       the boundary (tissues such as mni152's grey and white matter: 0.995); :func:`.fusion.class_separation`.
       ``auto`` since the twelfth session: hippocampus dev scans, class mean from one slice 0.420 -> 0.430 (the
       round drop the issue bounds narrows), from three 0.809 -> 0.804; mni152 keeps ``fused`` (0.754; 0.692
-      with ``registration``); one class: no effect. docs/results/interactive.md, "Twelfth session".
+      with ``registration``); one class: no effect. docs/results/interactive.md, "Twelfth session". Where the
+      registration runs coarse to fine (``demons_levels``), the split comes from a one-level chain, the object
+      still from the coarse-to-fine one (twentieth session: coarse fields move a split the image does not show).
     * ``anchor``: keep only 3D components of the result that touch painted foreground (a result never has
       blobs the painting cannot reach).
     * ``empty_gap``: a gap closed by a painted slice without the object (a user marking where it has ended):
