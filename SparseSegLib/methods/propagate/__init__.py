@@ -86,9 +86,9 @@ class PropagateMethod:
                 levels = settings.demons_levels or demons_levels_for(volume.spacing)
                 by_registration = num_classes > 2 and classes_follow_registration(
                     settings.classes, volume.image, volume.label, volume.annotated)
-                registration, split = (_registered(volume, settings, num_classes, evidence, level, should_stop)
-                                       for level in (levels, 1 if levels > 1 and by_registration else 0))
-                split = registration if split is None else split
+                registration = _registered(volume, settings, num_classes, evidence, levels, should_stop)
+                split = (_registered(volume, settings, num_classes, evidence, 1, should_stop)
+                         if levels > 1 and by_registration else registration)
             if kind == "registration":
                 probabilities, network_state = registration, initial
                 labels = registration.argmax(0).astype(np.uint8)
@@ -136,14 +136,12 @@ class PropagateMethod:
 
 
 def _registered(volume: PaintedVolume, settings: PropagateSettings, num_classes: int, evidence, levels: int,
-                should_stop) -> np.ndarray | None:
-    """The registration round's class probabilities with ``levels`` coarse-to-fine levels (0: None, not run).
+                should_stop) -> np.ndarray:
+    """The registration round's class probabilities with ``levels`` coarse-to-fine levels.
 
     Coarse levels follow an outline across thick slices but move the boundary between parts of one structure
     that the image does not show (the hippocampus' head and body), so where the classes come from the
     registration the split is taken from a one-level chain (docs/results/interactive.md, "Twentieth session")."""
-    if not levels:
-        return None
     registration = propagate_slices(
         volume.image, volume.label, volume.painted, num_classes,
         PropagationSettings(settings.demons_iterations, settings.demons_smoothing, levels=levels),
