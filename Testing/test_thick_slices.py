@@ -17,12 +17,12 @@ def test_a_thick_copy_keeps_the_extent_the_pixels_and_the_label_values(sample_di
     copied = json.loads((tmp_path / "thick" / "dataset.json").read_text())
     assert len(copied["training"]) == len(meta["training"]) and "3 mm slices" in copied["description"]
     entry = meta["training"][0]
-    for key in ("image", "label"):
-        original = sitk.ReadImage(str(sample_dir / entry[key]))
-        thick = sitk.ReadImage(str(tmp_path / "thick" / entry[key]))
+    read = {key: (sitk.ReadImage(str(sample_dir / entry[key])), sitk.ReadImage(str(tmp_path / "thick" / entry[key])))
+            for key in ("image", "label")}
+    for original, thick in read.values():
         assert thick.GetSpacing()[:2] == original.GetSpacing()[:2] and thick.GetSpacing()[2] == 3.0
         assert thick.GetSize()[:2] == original.GetSize()[:2]
         assert thick.GetSize()[2] == round(original.GetSize()[2] * original.GetSpacing()[2] / 3.0)
         assert thick.GetOrigin() == original.GetOrigin() and thick.GetDirection() == original.GetDirection()
-    labels = sitk.GetArrayFromImage(thick)
-    assert set(np.unique(labels)) <= set(np.unique(sitk.GetArrayFromImage(original))) and labels.any()
+    original_label, thick_label = (sitk.GetArrayFromImage(image) for image in read["label"])
+    assert set(np.unique(thick_label)) <= set(np.unique(original_label)) and thick_label.any()

@@ -2,9 +2,10 @@
 
 A network learns an object's size in voxels. Applied to a scan whose voxels are half as large, it sees the object
 twice as large as anything it learnt, and it fails without a word (a left-atrium model trained at 1.25 mm scored
-Dice 0.451 on 16 val scans at 0.625 mm, against 0.794 at its own spacing: docs/results/collaborative-default.md). So a model keeps the range of spacings
-it was trained on, and a scan outside that range is resampled to the model's median spacing for prediction (only
-on the axes outside it: a slice thickness the model has seen is kept when only the pixels differ); its
+Dice 0.451 on 16 val scans at 0.625 mm, against 0.794 at its own spacing: docs/results/collaborative-default.md).
+So a model keeps the range of spacings it was trained on, and a scan outside that range is resampled to the
+model's median spacing for prediction (only on the axes outside it: a slice thickness the model has seen is kept
+when only the pixels differ); its
 class probabilities are resampled back onto the scan's own grid (linear), so the result lands on the scan's voxels
 and is thresholded and post-processed there. Scans within the range are predicted as they are, as before.
 

@@ -83,7 +83,8 @@ def cache_key(case: Case, options: dict, seed: int, device: str) -> str:
     """What a volume's propagation depends on, hashed: the image, which voxels are labelled and their labels (nothing
     else of the label: that is hidden from the method), every ``propagate`` setting (those given and the defaults
     the rest take, so a release that changes a default does not read propagations made under the old one), seed
-    and device type."""
+    and device type. A change to ``propagate``'s code with the same settings is not in the key: empty the folder
+    after such an upgrade."""
     digest = hashlib.sha256()
     for array in (case.image, case.annotated, np.where(case.annotated, case.label, 0)):
         contiguous = np.ascontiguousarray(array)
