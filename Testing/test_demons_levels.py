@@ -136,3 +136,15 @@ def test_on_thick_slices_the_object_comes_coarse_to_fine_and_the_split_between_p
     expected[annotated] = case.label[annotated]
     assert (split_labels != expected).sum() <= 3  # but a hole the anchoring fills after the split
     assert (split_labels != coarse_labels).sum() >= 20  # the split did move
+
+
+def test_a_coarse_field_reaches_the_last_column_of_an_odd_grid(sample_case):
+    """A halved odd-sized grid ends half a coarse pixel short of the fine one; the coarse field carries over to
+    that rim by nearest-neighbour extrapolation instead of starting it from zero displacement."""
+    fixed = central_slice(sample_case)
+    fixed = fixed[:, : fixed.shape[1] - 1 + fixed.shape[1] % 2]  # an odd number of columns
+    moving = shifted(fixed, (-SHIFT[0], -SHIFT[1]))
+    field = demons_field(fixed, moving, 50, 1.0, levels=2)
+    rim = np.linalg.norm(field[8:-8, -1], axis=1).mean()
+    inside = np.linalg.norm(field[8:-8, -9], axis=1).mean()
+    assert rim > 0.9 * inside

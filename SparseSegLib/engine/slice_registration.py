@@ -42,7 +42,8 @@ def demons_field(fixed: np.ndarray, moving: np.ndarray, iterations: int = 50, sm
         if field is None:
             field = demons.Execute(level_fixed, level_moving)
         else:  # the coarser field (physical units: full-grid pixels) on this level's grid
-            initial = sitk.Resample(field, level_fixed, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64)
+            initial = sitk.Resample(field, level_fixed, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64,
+                                    True)  # nearest-neighbour extrapolation: no zero rim on odd grid sizes
             field = demons.Execute(level_fixed, level_moving, initial)
     return sitk.GetArrayFromImage(sitk.Cast(field, sitk.sitkVectorFloat64))
 
