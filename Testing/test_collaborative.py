@@ -336,3 +336,25 @@ def test_final_axes_trains_one_final_network_per_axis_and_the_saved_model_averag
     assert PropagateSettings.parse({"network_axes": "2, 0"}).axes == (2, 0)
     with pytest.raises(SparseSegError, match="network_axes"):
         PropagateSettings.parse({"network_axes": "0,0"})
+
+
+def test_the_demons_branch_registers_thick_slices_coarse_to_fine(sample_dataset):
+    """``registration=demons`` takes its levels from the spacing as the Start default does: the sample's arrays
+    declared as 4 mm slices run three levels, which moves the chain; as they are (isotropic), one."""
+    from dataclasses import replace
+
+    from SparseSegLib.engine.propagation import PropagationSettings, propagate_slices
+    from SparseSegLib.methods.collaborative.branches import registration_branch, scan_of
+
+    case = annotate_case(sample_dataset.load(sample_dataset.cases[0]), "central-slice", 0)
+    scan = scan_of(case, "zscore")
+    settings = CollaborativeSettings.parse(dict(registration="demons", demons_iterations=20, intensity="none",
+                                                open_end=0))
+    own, thick = (registration_branch([s], 3, settings, torch.device("cpu"), 0, SilentReporter(), "test")[0][0]
+                  .probabilities for s in (scan, replace(scan, spacing_kji=(4.0, 1.0, 1.0))))
+    one_level, three_levels = (propagate_slices(scan.image, scan.ground_truth, scan.painted, 3,
+                                                PropagationSettings(20, settings.demons_smoothing, levels=levels))
+                               for levels in (1, 3))
+    np.testing.assert_allclose(own, one_level)
+    np.testing.assert_allclose(thick, three_levels)
+    assert (own.argmax(0) != thick.argmax(0)).sum() > 20

@@ -54,7 +54,7 @@ def registration_by_distance(data: Path, out: Path, seed: int = 0, split=(0.8, 0
     The network trains on every training volume (as the method does); propagation is scored on the first
     ``volumes`` of them (0: all; measured: 52.6 s of demons for 12 volumes of 44 slices on one thread)."""
     from ..engine.device import select_device
-    from ..engine.propagation import PropagationSettings, propagate_slices
+    from ..engine.propagation import PropagationSettings, demons_levels_for, propagate_slices
     from ..engine.registration_network import NetworkSliceRegistration, train_registration
     from ..methods.collaborative.branches import scan_of
     from ..methods.collaborative.settings import CollaborativeSettings
@@ -80,7 +80,8 @@ def registration_by_distance(data: Path, out: Path, seed: int = 0, split=(0.8, 0
             else:
                 registration = NetworkSliceRegistration(network, scan.image, device) if name == "network" else None
                 probabilities = propagate_slices(scan.image, scan.ground_truth, scan.painted, case.num_classes,
-                                                 PropagationSettings(settings.demons_iterations, settings.demons_smoothing),
+                                                 PropagationSettings(settings.demons_iterations, settings.demons_smoothing,
+                                                                     levels=demons_levels_for(scan.spacing_kji)),
                                                  registration=registration)
                 predicted = probabilities.argmax(0) > 0
             seconds[name] += time.perf_counter() - tick

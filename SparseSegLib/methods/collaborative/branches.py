@@ -16,7 +16,7 @@ from ...case import Case, Geometry
 from ...engine.intensity_gate import IntensityEvidence
 from ...engine.model import Segmenter
 from ...engine.postprocess import object_labels
-from ...engine.propagation import PropagationSettings, open_end_reach, propagate_slices
+from ...engine.propagation import PropagationSettings, demons_levels_for, open_end_reach, propagate_slices
 from ...engine.registration_network import NetworkSliceRegistration, train_registration
 from ...engine.sampling import UNKNOWN, TrainingVolume
 from ...errors import SparseSegError
@@ -114,7 +114,8 @@ def registration_branch(scans: list[Scan], num_classes: int, settings: Collabora
         evidence = IntensityEvidence.from_paint(scan.image, scan.ground_truth, scan.labelled) \
             if settings.intensity == "chain" else None
         probabilities = propagate_slices(scan.image, scan.ground_truth, scan.painted, num_classes,
-                                         PropagationSettings(settings.demons_iterations, settings.demons_smoothing),
+                                         PropagationSettings(settings.demons_iterations, settings.demons_smoothing,
+                                                             levels=demons_levels_for(scan.spacing_kji)),
                                          should_stop=should_stop, registration=registration, open_end_reach=reach,
                                          workers=torch.get_num_threads(),
                                          refine=None if evidence is None else evidence.trim)

@@ -45,7 +45,8 @@ class CollaborativeSettings:
       Self-PL-Net: the final network learns from that branch's pseudo-labels alone).
     * ``registration``: ``network`` (the paper: a 2D registration network trained on neighbouring-slice pairs,
       :mod:`~SparseSegLib.engine.registration_network`) or ``demons`` (training-free SimpleITK demons of
-      :mod:`~SparseSegLib.engine.propagation`, the single-scan default's registration). Both carry the label with
+      :mod:`~SparseSegLib.engine.propagation`, the single-scan default's registration, coarse to fine on
+      thick-slice scans as there: :func:`~SparseSegLib.engine.propagation.demons_levels_for`). Both carry the label with
       :func:`~SparseSegLib.engine.propagation.propagate_slices`. ``propagate``: the single-scan default
       (:mod:`SparseSegLib.methods.propagate`: demons registration + a network trained on that one volume, fused) run
       on every training volume from its labelled slices (:mod:`.propagated`), ``propagate_workers`` volumes at a time
