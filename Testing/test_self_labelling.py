@@ -98,6 +98,26 @@ def test_eroded_continuity_footprint_shrinks_the_carried_label(cohort):
     assert not np.any((eroded > 0) & (carried == 0))
 
 
+def test_continuity_registers_thick_slices_coarse_to_fine(cohort):
+    """The carried footprint's demons take their levels from the spacing, as the Start default's do: the same
+    arrays declared as 4 mm slices run three levels; isotropic scans keep one."""
+    from dataclasses import replace
+
+    from SparseSegLib.case import Geometry
+
+    thick_case = replace(cohort[0], geometry=Geometry(size=cohort[0].geometry.size, spacing=(1.0, 1.0, 4.0)))
+    loops = [new_loop([case], continuity=0.3, continuity_erode=0) for case in (cohort[0], thick_case)]
+    assert [loop.demons_levels for loop in loops] == [[1], [3]]
+    centre = int(np.flatnonzero(loops[0].gt[0])[0])
+    carried = []
+    for loop, levels in zip(loops, (1, 3)):
+        loop.targets[0][centre] = np.where(cohort[0].label[centre] > 0, 1, 0)
+        carried.append(loop.neighbour_footprint(0, centre + 1))
+        field = slice_transform(loop.images[0][centre + 1], loop.images[0][centre], levels=levels)
+        np.testing.assert_array_equal(carried[-1], warp_label(loop.targets[0][centre], field))
+    assert (carried[0] != carried[1]).any()
+
+
 def test_a_fractional_erosion_rate_shrinks_the_chain_every_few_slices():
     # rate 0.5: one pixel on every second slice out from the ground truth; the chain's total is floor(distance * rate)
     assert [erosion_at(d, 0.5) for d in range(7)] == [0, 0, 1, 0, 1, 0, 1]

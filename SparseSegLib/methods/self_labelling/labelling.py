@@ -35,6 +35,7 @@ class LabellingMixin:
     step: list[int]
     rng: np.random.Generator
     slice_fields: dict
+    demons_levels: list[int]
     proposed_foreground: int
 
     def labeller(self) -> torch.nn.Module:
@@ -104,7 +105,8 @@ class LabellingMixin:
         inner = inner_neighbour(self.gt[v], s)
         key = (v, s)
         if key not in self.slice_fields:
-            self.slice_fields[key] = slice_transform(self.images[v][s], self.images[v][inner])
+            self.slice_fields[key] = slice_transform(self.images[v][s], self.images[v][inner],
+                                                     levels=self.demons_levels[v])
         carried = warp_label(self.targets[v][inner], self.slice_fields[key])
         pixels = erosion_at(int(distance_to(self.gt[v], [s])[0]), self.settings.continuity_erode)
         if pixels:

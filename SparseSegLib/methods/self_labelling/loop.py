@@ -20,6 +20,7 @@ from ...case import Case
 from ...distributed.collectives import agreed_digest
 from ...distributed.context import current, sampler_seed
 from ...engine.model import Segmenter
+from ...engine.propagation import demons_levels_for
 from ...engine.preprocessing import normalize
 from ...engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
 from ...errors import SparseSegError
@@ -65,6 +66,7 @@ class SelfLabellingLoop(LabellingMixin, TrainingMixin, FusionMixin, RoundLoop):
             self.total = min(self.total, int(settings.max_rounds))
         self.members: dict[int, torch.nn.Module] = {}  # networks across axes 1 and 2, trained by the fusion round
         self.slice_fields: dict[tuple[int, int], object] = {}  # continuity: registration of each slice's inner neighbour
+        self.demons_levels = [demons_levels_for(case.geometry.spacing_kji) for case in cases]  # coarse to fine if thick
         self.peers: list[SelfLabellingLoop] = []  # co-labelling: the other runs, whose networks label with this one's
         self.leader: SelfLabellingLoop | None = None  # co-labelling: the run that makes this one's pseudo-labels
 
