@@ -147,3 +147,16 @@ def test_one_tiny_scan_end_to_end_with_a_correction(sample_dir, tmp_path, capsys
     capsys.readouterr()
     assert main(arguments + ["--resume"]) == 0
     assert "skipped" in capsys.readouterr().out
+
+
+def test_cases_0_plays_the_mni152_folder_alone(tmp_path, capsys):
+    """``--cases 0 --mni152 DIR``: the template (e.g. a thick-slice copy of it) without the default data sets;
+    ``--cases 0`` alone would play nothing and is refused."""
+    from SparseSegLib.benchmarks.interactive.cli import build_parser, choose, main
+
+    for name in ("t1.nii.gz", "tissue.nii.gz"):
+        (tmp_path / name).write_bytes(b"")  # choose() only locates the files
+    scans = choose(build_parser().parse_args(["--cases", "0", "--mni152", str(tmp_path)]))
+    assert [scan.key for scan in scans] == ["mni152/mni152"]
+    assert main(["--cases", "0", "--out", str(tmp_path / "out")]) == 2
+    assert "--cases 0 only with --mni152" in capsys.readouterr().err

@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", type=Path, action="append", default=None,
                         help="MSD-style folder with dataset.json (repeatable; default: left_atrium and hippocampus "
                              f"under {DATA_ROOT})")
-    parser.add_argument("--cases", type=int, default=10, help="scans per data set (default 10)")
+    parser.add_argument("--cases", type=int, default=10,
+                        help="scans per data set (default 10; 0 with --mni152: the template alone)")
     parser.add_argument("--split", choices=SPLITS, default="report",
                         help=f"dev: the first {DEV_SCANS} scans of each data set's seeded order (pick settings there); "
                              "report: the scans after them (default)")
@@ -89,7 +90,7 @@ def job_settings(method: str | None, options: list[str], parameters: list[str]) 
 
 
 def choose(args: argparse.Namespace) -> list[Scan]:
-    folders = args.dataset or [DATA_ROOT / name for name in DEFAULT_DATASETS]
+    folders = (args.dataset or [DATA_ROOT / name for name in DEFAULT_DATASETS]) if args.cases else []
     scans = [scan for folder in folders
              for scan in choose_scans(folder, args.split, args.cases + args.skip, args.split_seed, channel=args.channel)[args.skip:]]
     if args.mni152 is not None:
@@ -122,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     from ...jobs.continuation import DEFAULT_MORE_ROUNDS
 
-    if args.cases < 1 or args.slices < 1 or args.jobs < 1:
-        raise SparseSegError("--cases, --slices and --jobs must be at least 1", "E.g. --cases 10 --slices 5 --jobs 2.")
+    if args.cases < 0 or args.slices < 1 or args.jobs < 1 or args.cases == 0 and args.mni152 is None:
+        raise SparseSegError("--cases, --slices and --jobs must be at least 1 (--cases 0 only with --mni152)",
+                             "E.g. --cases 10 --slices 5 --jobs 2.")
     method, parameters, source = job_settings(args.method, args.option, args.parameter)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     settings = PlaySettings(method=method, parameters=parameters, device=args.device, threads=threads,
