@@ -2,6 +2,7 @@
 often lie 2.5-5 mm apart under sub-millimetre pixels, made from scans with (nearly) isotropic voxels.
 
     python -m SparseSegLib.benchmarks.thick_slices --dataset ../shared/data/left_atrium --slice 2.5 --out DIR
+    python -m SparseSegLib.benchmarks.thick_slices --mni152 --slice 5 --out DIR   # the template (t1 + tissue)
 
 In-plane pixels are kept. Along k each image is smoothed with a Gaussian whose FWHM is one new slice (the slice's
 thickness, as an acquisition integrates over it), then sampled every ``--slice`` mm; labels are taken by nearest
@@ -42,8 +43,13 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, default=DATA_ROOT / "left_atrium", help="MSD-style folder")
     parser.add_argument("--slice", type=float, default=2.5, help="mm between the copy's slices (default 2.5)")
+    parser.add_argument("--mni152", nargs="?", const=DATA_ROOT / "mni152", type=Path, default=None, metavar="DIR",
+                        help="copy the mni152 template folder (t1.nii.gz, tissue.nii.gz) instead of --dataset; the "
+                             "interactive benchmark plays the copy with --cases 0 --mni152 OUT")
     parser.add_argument("--out", type=Path, required=True, help="the new folder")
     args = parser.parse_args(argv)
+    if args.mni152 is not None:
+        return _copy_template(args.mni152, args.slice, args.out)
     meta = json.loads((args.dataset / "dataset.json").read_text())
     for entry in meta["training"]:
         image = sitk.ReadImage(str(args.dataset / entry["image"]), sitk.sitkFloat32)
@@ -56,6 +62,17 @@ def main(argv: list[str] | None = None) -> int:
         meta["spacing_mm"] = [meta["spacing_mm"][0], meta["spacing_mm"][1], args.slice]
     (args.out / "dataset.json").write_text(json.dumps(meta, indent=1))
     print(f"wrote {len(meta['training'])} scans with {args.slice:g} mm slices to {args.out}")
+    return 0
+
+
+def _copy_template(folder: Path, slice_mm: float, out: Path) -> int:
+    """The mni152 folder's T1 and tissue map with ``slice_mm`` slices, under the same file names in ``out``."""
+    image = sitk.ReadImage(str(folder / "t1.nii.gz"), sitk.sitkFloat32)
+    label = sitk.ReadImage(str(folder / "tissue.nii.gz"))
+    out.mkdir(parents=True, exist_ok=True)
+    for name, written in zip(("t1.nii.gz", "tissue.nii.gz"), thick_copy(image, label, slice_mm)):
+        sitk.WriteImage(written, str(out / name))
+    print(f"wrote the template with {slice_mm:g} mm slices to {out}")
     return 0
 
 
