@@ -19,7 +19,7 @@ from .errors import SparseSegError
 
 EPILOG = """examples:
   sparseseg demo --out demo-output
-  sparseseg train --dataset ../shared/data/hippocampus --annotation central-slice --method sparse-only --out model
+  sparseseg train --dataset ../shared/data/hippocampus --out model   # collaborative, one central slice per scan
   sparseseg predict --model model --input image.nii.gz --out predictions
   sparseseg evaluate --pred predictions --ref labelsTr --json scores.json
   sparseseg bench --dataset ../shared/data/hippocampus --annotation central-slice --methods sparse-only,full --out bench
@@ -37,9 +37,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for annotation simulation and training (default 0)")
 
 
-def _add_training(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--budget", default="quick", choices=["quick", "paper"],
-                        help="quick: minutes on a CPU (demo, first look); paper: trains to convergence")
+def _add_training(parser: argparse.ArgumentParser, budget: str = "quick") -> None:
+    parser.add_argument("--budget", default=budget, choices=["quick", "paper"],
+                        help=f"quick: minutes on a CPU (a first look); paper: trains to convergence (default {budget})")
     parser.add_argument("--iterations", type=int, help="override the budget's number of training iterations")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", dest="options",
                         help="a method option (repeatable), e.g. --option fuse_axes=true --option theta=0.8; "
@@ -54,6 +54,7 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .defaults import TRAIN_BUDGET, TRAIN_METHOD
     from .distributed.run import add_arguments as add_distributed_arguments
     from .methods import METHODS
 
@@ -73,10 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cases", type=Path, help="text file with the case ids to train on (one per line); default all")
     train.add_argument("--channel", help=CHANNEL_HELP)
     train.add_argument("--annotation", default="central-slice", help="sparse annotation spec (see below), default central-slice")
-    train.add_argument("--method", default="sparse-only", help=method_help)
+    train.add_argument("--method", default=TRAIN_METHOD,
+                       help=method_help + f" (default {TRAIN_METHOD}: the best on the cohort benchmark's validation parts)")
     train.add_argument("--network", default="2d", choices=["2d", "3d"], help="network (default 2d)")
     train.add_argument("--out", required=True, type=Path, help="model folder to write (weights + config.json)")
-    _add_training(train)
+    _add_training(train, TRAIN_BUDGET)
     _add_common(train)
     add_distributed_arguments(train)
 

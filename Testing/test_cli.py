@@ -272,3 +272,20 @@ def test_bench_evaluate_val_scores_the_val_part_without_validating_on_it(capsys,
     assert validations == [fold["val"], []]
     assert_one_line_error(*run_cli(capsys, "bench", "--dataset", sample_dir, "--methods", "sparse-only", "--folds", "2",
                                    "--evaluate", "val", "--out", tmp_path / "k")[::2], "validation part")
+
+
+def test_train_without_method_runs_the_cohort_default(capsys, sample_dir, tmp_path):
+    """``sparseseg train`` without ``--method`` / ``--budget`` runs SparseSegLib.defaults' cohort default (chosen on
+    the validation parts), not the sparse-only baseline; ``bench`` keeps the quick budget."""
+    from SparseSegLib.cli import build_parser
+    from SparseSegLib.defaults import TRAIN_BUDGET, TRAIN_METHOD
+
+    train = build_parser().parse_args(["train", "--dataset", "d", "--out", "m"])
+    assert (train.method, train.budget) == (TRAIN_METHOD, TRAIN_BUDGET) == ("collaborative", "paper")
+    assert build_parser().parse_args(["bench", "--dataset", "d", "--annotation", "full", "--out", "b"]).budget == "quick"
+    cases = tmp_path / "cases.txt"
+    cases.write_text("hippocampus_001\nhippocampus_003\n")
+    code, _, err = run_cli(capsys, "train", "--dataset", sample_dir, "--cases", cases, "--iterations", "3",
+                           "--option", "propagate_options=iterations=3", "--device", "cpu", "--out", tmp_path / "m")
+    assert code == 0, err
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["method"] == "collaborative"
