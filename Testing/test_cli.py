@@ -289,3 +289,15 @@ def test_train_without_method_runs_the_cohort_default(capsys, sample_dir, tmp_pa
                            "--option", "propagate_options=iterations=3", "--device", "cpu", "--out", tmp_path / "m")
     assert code == 0, err
     assert json.loads((tmp_path / "m" / "config.json").read_text())["method"] == "collaborative"
+
+
+def test_train_default_on_boxes_says_which_methods_learn_from_boxes(capsys, sample_dir, tmp_path):
+    """The cohort default propagates whole painted slices; boxes get one line naming what to do instead."""
+    cases = tmp_path / "cases.txt"
+    cases.write_text("hippocampus_001\nhippocampus_003\n")
+    code, _, err = run_cli(capsys, "train", "--dataset", sample_dir, "--cases", cases, "--annotation", "boxes:2:8",
+                           "--iterations", "2", "--device", "cpu", "--out", tmp_path / "m")
+    errors = [line for line in err.splitlines() if line.startswith("sparseseg: error: ")]
+    assert code == 2 and "Traceback" not in err and len(errors) == 1
+    assert "no whole labelled slice" in errors[0] and "--method gradual or sparse-only" in errors[0]
+    assert not (tmp_path / "m").exists()

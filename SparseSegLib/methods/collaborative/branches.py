@@ -84,7 +84,8 @@ def registration_branch(scans: list[Scan], num_classes: int, settings: Collabora
     missing = [scan.case_id for scan in scans if not scan.painted]
     if missing:
         raise SparseSegError(f"{len(missing)} volume(s) have no whole labelled slice to propagate from (e.g. {missing[0]})",
-                             "Label whole slices (e.g. --annotation central-slice), or use --option branches=semi.")
+                             "Label whole slices (e.g. --annotation central-slice), use --option branches=semi, or "
+                             "train a method that learns from boxes (--method gradual or sparse-only).")
     record: dict = {"registration": settings.registration}
     if settings.registration == "propagate":
         from .propagated import PropagationCache, propagate_cases, propagation_workers
