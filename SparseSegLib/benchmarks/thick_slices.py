@@ -48,15 +48,13 @@ def main(argv: list[str] | None = None) -> int:
                              "interactive benchmark plays the copy with --cases 0 --mni152 OUT")
     parser.add_argument("--out", type=Path, required=True, help="the new folder")
     args = parser.parse_args(argv)
-    if args.mni152 is not None:
-        return _copy_template(args.mni152, args.slice, args.out)
+    if args.mni152 is not None:  # the template: t1.nii.gz + tissue.nii.gz, same names in the copy
+        copy_pair(args.mni152, args.out, "t1.nii.gz", "tissue.nii.gz", args.slice)
+        print(f"wrote the template with {args.slice:g} mm slices to {args.out}")
+        return 0
     meta = json.loads((args.dataset / "dataset.json").read_text())
     for entry in meta["training"]:
-        image = sitk.ReadImage(str(args.dataset / entry["image"]), sitk.sitkFloat32)
-        label = sitk.ReadImage(str(args.dataset / entry["label"]))
-        for name, written in zip(("image", "label"), thick_copy(image, label, args.slice)):
-            (args.out / entry[name]).parent.mkdir(parents=True, exist_ok=True)
-            sitk.WriteImage(written, str(args.out / entry[name]))
+        copy_pair(args.dataset, args.out, entry["image"], entry["label"], args.slice)
     meta["description"] = f"{meta.get('description', '')}; SparseSeg thick-slice copy, {args.slice:g} mm slices"
     if "spacing_mm" in meta:
         meta["spacing_mm"] = [meta["spacing_mm"][0], meta["spacing_mm"][1], args.slice]
@@ -65,15 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _copy_template(folder: Path, slice_mm: float, out: Path) -> int:
-    """The mni152 folder's T1 and tissue map with ``slice_mm`` slices, under the same file names in ``out``."""
-    image = sitk.ReadImage(str(folder / "t1.nii.gz"), sitk.sitkFloat32)
-    label = sitk.ReadImage(str(folder / "tissue.nii.gz"))
-    out.mkdir(parents=True, exist_ok=True)
-    for name, written in zip(("t1.nii.gz", "tissue.nii.gz"), thick_copy(image, label, slice_mm)):
+def copy_pair(source: Path, out: Path, image_name: str, label_name: str, slice_mm: float) -> None:
+    """``source``'s image and label (paths relative to it) with ``slice_mm`` slices, at the same paths under ``out``."""
+    image = sitk.ReadImage(str(source / image_name), sitk.sitkFloat32)
+    label = sitk.ReadImage(str(source / label_name))
+    for name, written in zip((image_name, label_name), thick_copy(image, label, slice_mm)):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
         sitk.WriteImage(written, str(out / name))
-    print(f"wrote the template with {slice_mm:g} mm slices to {out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     from ...jobs.continuation import DEFAULT_MORE_ROUNDS
 
-    if args.cases < 0 or args.slices < 1 or args.jobs < 1 or args.cases == 0 and args.mni152 is None:
+    if args.cases < 0 or args.slices < 1 or args.jobs < 1 or (args.cases == 0 and args.mni152 is None):
         raise SparseSegError("--cases, --slices and --jobs must be at least 1 (--cases 0 only with --mni152)",
                              "E.g. --cases 10 --slices 5 --jobs 2.")
     method, parameters, source = job_settings(args.method, args.option, args.parameter)
