@@ -21,7 +21,7 @@ from ...engine.registration_network import NetworkSliceRegistration, train_regis
 from ...engine.sampling import UNKNOWN, TrainingVolume
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter
-from .fusion import fuse_labels, fusion_counts, single_branch_targets
+from .fusion import classes_from_ground_truth, fuse_labels, fusion_counts, single_branch_targets
 from .propagated import Propagated
 from .settings import CollaborativeSettings
 from .training import train_final, train_semi
@@ -162,6 +162,8 @@ def final_targets(scans: list[Scan], semi: list[np.ndarray] | None, registration
         else:
             target, kind = single_branch_targets(semi_labels if semi_labels is not None else carried,
                                                  scan.labelled, scan.ground_truth)
+        if settings.pseudo_classes == "ground-truth":
+            kind = classes_from_ground_truth(kind, scan.labelled)
         if settings.confidence > 0 and registration is not None:
             unsure = (registration[index].probabilities.max(0) < settings.confidence) & ~scan.labelled
             target[unsure] = UNKNOWN  # in no loss: the final network fills the band from what it learnt elsewhere

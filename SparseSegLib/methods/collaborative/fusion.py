@@ -19,7 +19,8 @@ import numpy as np
 from ...engine.sampling import UNKNOWN
 
 #: ``kind`` values: the loss a voxel's target enters (0: none, ground truth outside the volume or unknown).
-CERTAIN, UNCERTAIN = 1.0, 2.0
+#: ``OBJECT_ONLY``: a certain pseudo-label that teaches object against background, not which object class.
+CERTAIN, UNCERTAIN, OBJECT_ONLY = 1.0, 2.0, 3.0
 
 
 def certain_uncertain(semi: np.ndarray, registration: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -59,6 +60,13 @@ def single_branch_targets(labels: np.ndarray, labelled: np.ndarray, ground_truth
     return target, np.full(labels.shape, CERTAIN, np.float32)
 
 
+def classes_from_ground_truth(kind: np.ndarray, labelled: np.ndarray) -> np.ndarray:
+    """``kind`` with every certain voxel outside the ground truth as :data:`OBJECT_ONLY` (``pseudo_classes=ground-truth``)."""
+    out = kind.copy()
+    out[(kind == CERTAIN) & ~labelled] = OBJECT_ONLY
+    return out
+
+
 def fusion_counts(semi: np.ndarray, registration: np.ndarray, labelled: np.ndarray) -> dict[str, int]:
     """Voxels of the unlabelled slices per set (for the training record): certain object, uncertain."""
     certain, uncertain = certain_uncertain(semi, registration)
@@ -66,4 +74,4 @@ def fusion_counts(semi: np.ndarray, registration: np.ndarray, labelled: np.ndarr
     return {"certain_object": int((certain & (semi > 0) & free).sum()), "uncertain": int((uncertain & free).sum())}
 
 
-__all__ = ["CERTAIN", "UNCERTAIN", "UNKNOWN", "certain_uncertain", "fuse_labels", "fusion_counts", "single_branch_targets"]
+__all__ = ["CERTAIN", "OBJECT_ONLY", "UNCERTAIN", "UNKNOWN", "certain_uncertain", "classes_from_ground_truth", "fuse_labels", "fusion_counts", "single_branch_targets"]

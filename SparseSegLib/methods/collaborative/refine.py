@@ -18,7 +18,7 @@ from ...engine.model import Segmenter
 from ...engine.postprocess import object_labels, postprocess_labels
 from ...engine.sampling import TrainingVolume
 from .branches import Scan, predict_normalised, registration_labels
-from .fusion import fuse_labels, single_branch_targets
+from .fusion import classes_from_ground_truth, fuse_labels, single_branch_targets
 from .propagated import Propagated
 from .settings import CollaborativeSettings
 
@@ -44,6 +44,8 @@ def refined_volume(labels: np.ndarray, scan: Scan, registration: Propagated | No
                                    scan.ground_truth, settings.fusion)
     else:
         target, kind = single_branch_targets(labels, scan.labelled, scan.ground_truth)
+    if settings.pseudo_classes == "ground-truth":
+        kind = classes_from_ground_truth(kind, scan.labelled)
     return TrainingVolume(scan.image, target, kind)
 
 

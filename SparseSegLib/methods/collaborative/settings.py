@@ -14,6 +14,7 @@ INTENSITIES = ("none", "chain")
 REGISTRATIONS = ("network", "demons", "propagate")
 FUSIONS = ("weighted", "intersection", "union")
 REFINE_TARGETS = ("network", "fused")
+PSEUDO_CLASSES = ("propagated", "ground-truth")
 
 #: The options each registered method starts from (``--option`` wins over them). ``collaborative-faithful`` is the
 #: paper (the dataclass defaults). ``collaborative``, our default since the thirteenth session: the single-scan
@@ -85,6 +86,11 @@ class CollaborativeSettings:
       together exceed it (:func:`~SparseSegLib.engine.postprocess.object_labels`, before ``postprocess``; stored
       with the model; 0: the most likely class, the paper). ``auto``: the threshold at which the networks label as
       many object voxels over their own training volumes as their targets hold (:mod:`.calibration`).
+    * ``pseudo_classes`` (several object classes): ``propagated`` (the paper) trains the final networks on the
+      pseudo-labels' classes; ``ground-truth`` takes from the pseudo-labels only what is object and what is background
+      (their object voxels enter the loss as the sum of the object classes) and learns the split between the classes
+      from the labelled slices alone, where a registration chain carries a painted split only as far as it reaches
+      (the hippocampus' anterior part barely crosses its central slice). One object class: no effect.
     * ``context``: each segmentation network (semi branch, final networks) sees that many neighbouring slices on
       either side of the slice it labels, as extra input channels (2.5D; 0: the paper, one slice).
     * ``refine``: self-training rounds after the final stage (0: the paper, none). Each round the final network(s)
@@ -131,6 +137,7 @@ class CollaborativeSettings:
     prediction_threshold: str = "0"
     refine_targets: str = "network"
     context: int = 0
+    pseudo_classes: str = "propagated"
 
     @property
     def uses_semi(self) -> bool:
@@ -212,6 +219,9 @@ class CollaborativeSettings:
                                  "hands on the single-scan default's labels",
                                  'Give its threshold instead (propagate_options="object_threshold=0.8"), or use '
                                  "propagate_targets=argmax.")
+        if self.pseudo_classes not in PSEUDO_CLASSES:
+            raise SparseSegError(f"unknown pseudo_classes {self.pseudo_classes!r}",
+                                 f"Use one of: {', '.join(PSEUDO_CLASSES)}.")
         if self.context < 0:
             raise SparseSegError(f"option context must not be negative, not {self.context}",
                                  "Give the neighbouring slices on each side the networks see (0: the slice alone).")

@@ -12,12 +12,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ...engine.losses import MaskedDiceCELoss
+from ...engine.losses import MaskedDiceCELoss, MaskedObjectDiceCELoss
 from ...engine.model import Segmenter
 from ...engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
 from ...engine.trainer import StepLoss, train_loop
 from ..base import MethodOptions, Reporter
-from .fusion import CERTAIN, UNCERTAIN
+from .fusion import CERTAIN, OBJECT_ONLY, UNCERTAIN
 from .settings import CollaborativeSettings
 
 def run_steps(network: torch.nn.Module, iterations: int, learning_rate: float, loss_of_step: StepLoss, device: torch.device,
@@ -90,12 +90,15 @@ def train_final(segmenter: Segmenter, volumes: list[TrainingVolume], settings: C
     iterations = settings.final_iterations or schedule["iterations"]
     sampler = _sampler(segmenter, volumes, settings.augment, options.seed + 2)
     certain_loss, uncertain_loss = MaskedDiceCELoss(1.0, 1.0), MaskedDiceCELoss(1.0, settings.gamma_uncertain)
+    object_loss = MaskedObjectDiceCELoss(1.0, 1.0)
     network = segmenter.network
 
     def loss_of_step(step: int) -> torch.Tensor:
         images, targets, kinds = (t.to(device) for t in sampler.sample(schedule["batch_size"]))
         logits = network(images)
         loss = certain_loss(logits, targets, (kinds == CERTAIN).float())
+        if bool((kinds == OBJECT_ONLY).any()):  # pseudo_classes=ground-truth: object or not, the class from GT
+            loss = loss + object_loss(logits, targets, (kinds == OBJECT_ONLY).float())
         if settings.beta > 0 and bool((kinds == UNCERTAIN).any()):
             loss = loss + settings.beta * uncertain_loss(logits, targets, (kinds == UNCERTAIN).float())
         return loss
