@@ -191,7 +191,7 @@ def test_propagate_targets_labels_hands_on_the_single_scan_defaults_own_labels(s
     np.testing.assert_array_equal(handed[0].labels, own)
     np.testing.assert_array_equal(handed[0].probabilities, argmax[0].probabilities)
     assert (argmax[0].probabilities.argmax(0) != own).any()  # at threshold 0.9 the argmax keeps voxels these drop
-    volumes, _ = final_targets([scan], None, handed, CollaborativeSettings.parse({**options, "propagate_targets": "labels"}))
+    volumes, _ = final_targets([scan], None, handed, CollaborativeSettings.parse({**options, "propagate_targets": "labels"}), 3)
     np.testing.assert_array_equal(volumes[0].target, own)  # the final network learns exactly those labels
     job = CollaborativeSettings.parse({**options, "propagate_targets": "labels"})
     first = next(get_method("collaborative").run_rounds([case], MethodOptions(
@@ -265,10 +265,10 @@ def test_confidence_leaves_the_hesitant_propagated_voxels_out_and_postprocess_is
     scan = scan_of(case, "zscore")
     rng = np.random.default_rng(0)
     probabilities = rng.dirichlet(np.ones(3), size=scan.image.shape).astype(np.float32).transpose(3, 0, 1, 2)
-    everything, counts = final_targets([scan], None, [Propagated(probabilities, None)], CollaborativeSettings.parse({}))
+    everything, counts = final_targets([scan], None, [Propagated(probabilities, None)], CollaborativeSettings.parse({}), 3)
     assert counts["left_out"] == 0 and (everything[0].target >= 0).all()
     gated, counts = final_targets([scan], None, [Propagated(probabilities, None)],
-                                  CollaborativeSettings.parse({"confidence": 0.6}))
+                                  CollaborativeSettings.parse({"confidence": 0.6}), 3)
     unsure = (probabilities.max(0) < 0.6) & ~scan.labelled
     assert counts["left_out"] == int(unsure.sum()) > 0
     assert (gated[0].target[unsure] == UNKNOWN).all() and (gated[0].target[~unsure] >= 0).all()

@@ -51,13 +51,15 @@ def test_pseudo_labels_outside_the_ground_truth_become_object_only(sample_case):
     registration = [Propagated(np.zeros((3,) + scan.image.shape, np.float32), carried)]
     settings = CollaborativeSettings.parse({"branches": "registration", "registration": "propagate",
                                             "propagate_targets": "labels", "pseudo_classes": "ground-truth"})
-    (volume,), _ = final_targets([scan], None, registration, settings)
+    (volume,), _ = final_targets([scan], None, registration, settings, 3)
     assert (volume.weight[scan.labelled] == CERTAIN).all() and (volume.weight[~scan.labelled] == OBJECT_ONLY).all()
     np.testing.assert_array_equal(volume.target[scan.labelled], scan.target[scan.labelled])
-    (plain,), _ = final_targets([scan], None, registration, CollaborativeSettings.parse({"branches": "registration"}))
+    (plain,), _ = final_targets([scan], None, registration, CollaborativeSettings.parse({"branches": "registration"}), 3)
     assert (plain.weight == CERTAIN).all()
+    (one_class,), _ = final_targets([scan], None, registration, settings, 2)  # one object class: the full loss as before
+    assert (one_class.weight == CERTAIN).all()
     kind = np.array([CERTAIN, 2.0, CERTAIN, 0.0], np.float32)  # uncertain and left-out voxels keep their kind
-    np.testing.assert_array_equal(classes_from_ground_truth(kind, np.array([True, False, False, False])),
+    np.testing.assert_array_equal(classes_from_ground_truth(kind, np.array([True, False, False, False]), 3),
                                   [CERTAIN, 2.0, OBJECT_ONLY, 0.0])
     with pytest.raises(SparseSegError, match="pseudo_classes"):
         CollaborativeSettings.parse({"pseudo_classes": "network"})

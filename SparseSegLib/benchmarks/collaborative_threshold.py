@@ -59,7 +59,7 @@ def auto_threshold(args: argparse.Namespace, dataset, part: dict, segmenter) -> 
     scans = [scan_of(case, segmenter.normalization) for case in train]
     registration, _ = registration_branch(scans, segmenter.num_classes, settings, torch.device("cpu"), args.seed,
                                           SilentReporter(), "calibration")
-    volumes, _ = final_targets(scans, None, registration, settings)
+    volumes, _ = final_targets(scans, None, registration, settings, segmenter.num_classes)
     record = calibrate(segmenter, scans, volumes, torch.device("cpu"))
     print(f"auto: {record}", flush=True)
     return record["prediction_threshold"]

@@ -95,7 +95,7 @@ class CollaborativeMethod:
             semi_segmenter = collaborative_segmenter(cases, options, f"{self.name}-semi", settings)
             semi, record["semi"] = semi_branch(semi_segmenter, scans, settings, options, device, reporter, f"{self.name} semi")
             record["semi"]["seconds"] = round(time.perf_counter() - tick, 1)
-        volumes, record["fusion"] = final_targets(scans, semi, registration, settings)
+        volumes, record["fusion"] = final_targets(scans, semi, registration, settings, segmenter.num_classes)
         tick = time.perf_counter()
         segmenter, record["final"] = train_final_across_axes(cases, volumes, settings, options, self.name, device, reporter,
                                                              f"{self.name} final", first=segmenter)
@@ -184,7 +184,7 @@ class CollaborativeMethod:
                 semi, record = semi_branch(semi_segmenter, [scan], settings, options, device, reporter, stage, should_stop)
                 probabilities, network = semi[0], semi_segmenter.network
             elif kind == "final":
-                volumes, counts = final_targets([scan], semi, registration, settings)
+                volumes, counts = final_targets([scan], semi, registration, settings, segmenter.num_classes)
                 final, trained = train_final_across_axes([moved], volumes, settings, options, self.name, device, reporter,
                                                          stage, should_stop, first=segmenter)
                 record = {**trained, **counts}
@@ -192,7 +192,8 @@ class CollaborativeMethod:
                 threshold = _round_threshold(settings, probabilities, volumes[0], record)
                 objects = object_count([volumes[0].target])
             else:  # refine: self-training on the previous network round's labels
-                volume = refined_volume(network_result, scan, registration[0] if registration else None, settings)
+                volume = refined_volume(network_result, scan, registration[0] if registration else None, settings,
+                                        segmenter.num_classes)
                 final, record = train_final_across_axes([moved], [volume], settings,
                                                         replace(options, seed=options.seed + 1000 * index), self.name,
                                                         device, reporter, stage, should_stop)
