@@ -222,3 +222,27 @@ def test_a_stop_signal_inside_a_weakref_callback_still_ends_the_rank_with_one_li
     assert "carried on" not in result.stdout
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
     assert result.stderr.strip().startswith("sparseseg: error: [rank 1] stopped by the launcher")
+
+
+def test_a_stop_signal_during_exit_after_the_ranks_own_error_prints_no_traceback():
+    """The survivor of a killed rank may report its lost peer and start exiting before torchrun's SIGTERM arrives;
+    Python's exit then runs ``weakref.finalize`` callbacks, which hand what they catch to ``sys.excepthook`` (the
+    traceback CI saw once in ``test_a_killed_rank_ends_the_run_with_an_error``). A real SIGTERM, sent to the
+    process from inside such a finalizer, must end it with one line."""
+    script = (
+        "import os, signal, sys, time, weakref\n"
+        "from SparseSegLib.distributed import context\n"
+        "context.install_stop_handlers()\n"
+        "class Owner: pass\n"
+        "def at_exit():\n"
+        "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(5)\n"
+        "    print('finalizer carried on', flush=True)\n"
+        "owner = Owner(); weakref.finalize(owner, at_exit)\n"
+        "print('sparseseg: error: [rank 0] rank 0 lost contact (the rank own error)', file=sys.stderr, flush=True)\n"
+        "sys.exit(2)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], env=dict(_env(), RANK="0"), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and "carried on" not in result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-1].startswith("sparseseg: error: [rank 0] stopped by the launcher")

@@ -143,6 +143,14 @@ def _stop_on_sigterm(signum, frame) -> None:  # noqa: ARG001 (signal handler sig
                       "The launcher's summary says which rank failed first; no model folder was written.")
 
 
+def _end_rank(stopped: RankStopped) -> None:
+    """Print ``stopped`` as this rank's one-line error and end the process at once (exit status 2)."""
+    rank = os.environ.get("RANK", "0")
+    print(f"sparseseg: error: [rank {rank}] {stopped.one_line()}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(2)  # the launcher is ending the run; nothing of this rank is left to write
+
+
 def _stop_when_unraisable(unraisable) -> None:
     """SIGTERM can arrive while Python runs a weakref callback or ``__del__``, where an exception cannot propagate
     and Python would print an 'Exception ignored' traceback and carry on. A :class:`RankStopped` there still ends
@@ -150,10 +158,26 @@ def _stop_when_unraisable(unraisable) -> None:
     if not isinstance(unraisable.exc_value, RankStopped):
         sys.__unraisablehook__(unraisable)
         return
-    rank = os.environ.get("RANK", "0")
-    print(f"sparseseg: error: [rank {rank}] {unraisable.exc_value.one_line()}", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(2)  # the launcher is ending the run; nothing of this rank is left to write
+    _end_rank(unraisable.exc_value)
+
+
+def _stop_when_uncaught(kind, value, traceback) -> None:
+    """The same for :data:`sys.excepthook`: SIGTERM during interpreter exit, after this rank has reported its own
+    error, lands in an ``atexit`` finalizer (``weakref.finalize``) that hands what it catches to ``sys.excepthook``,
+    or outside every ``try`` of the command. Either way: one line, no traceback (other errors: the default hook)."""
+    if not isinstance(value, RankStopped):
+        sys.__excepthook__(kind, value, traceback)
+        return
+    _end_rank(value)
+
+
+def install_stop_handlers() -> None:
+    """SIGTERM (what torchrun sends the surviving ranks when one fails) raises :class:`RankStopped`, and wherever
+    Python reports it rather than letting it reach the command's error handling, it still ends the rank with one
+    line (:func:`_stop_when_unraisable`, :func:`_stop_when_uncaught`)."""
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    sys.unraisablehook = _stop_when_unraisable
+    sys.excepthook = _stop_when_uncaught
 
 
 def start(device: str = "auto", sampling: str = "rank") -> DistContext | None:
@@ -187,8 +211,7 @@ def start(device: str = "auto", sampling: str = "rank") -> DistContext | None:
         raise SparseSegError(f"rank {rank} could not join the process group ({str(error).splitlines()[0][:200]})",
                              "Check the rendezvous endpoint (MASTER_ADDR/--rdzv-endpoint) and that every node "
                              "was started with the same --nnodes and --nproc-per-node.") from None
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    sys.unraisablehook = _stop_when_unraisable
+    install_stop_handlers()
     _CURRENT = DistContext(rank=rank, world_size=world, local_rank=local_rank, backend=backend, device=chosen,
                            sampling=sampling)
     return _CURRENT
