@@ -48,18 +48,27 @@ def test_pseudo_labels_outside_the_ground_truth_become_object_only(sample_case):
     case = annotate_case(sample_case, "central-slice", 0)
     scan = scan_of(case, "zscore")
     carried = np.where(scan.labelled, scan.target, 1).astype(np.uint8)  # a registration that says class 1 everywhere
-    registration = [Propagated(np.zeros((3,) + scan.image.shape, np.float32), carried)]
-    settings = CollaborativeSettings.parse({"branches": "registration", "registration": "propagate",
-                                            "propagate_targets": "labels", "pseudo_classes": "ground-truth"})
-    (volume,), _ = final_targets([scan], None, registration, settings, 3)
-    assert (volume.weight[scan.labelled] == CERTAIN).all() and (volume.weight[~scan.labelled] == OBJECT_ONLY).all()
+    registration = Propagated(np.zeros((3,) + scan.image.shape, np.float32), carried)
+    base = {"branches": "registration", "registration": "propagate", "propagate_targets": "labels"}
+
+    def kinds(pseudo_classes: str, scans: int, num_classes: int = 3) -> list[np.ndarray]:
+        settings = CollaborativeSettings.parse({**base, "pseudo_classes": pseudo_classes})
+        volumes, _ = final_targets([scan] * scans, None, [registration] * scans, settings, num_classes)
+        return [volume.weight for volume in volumes]
+
+    (weight,) = kinds("ground-truth", 1)
+    assert (weight[scan.labelled] == CERTAIN).all() and (weight[~scan.labelled] == OBJECT_ONLY).all()
+    assert all((w[~scan.labelled] == OBJECT_ONLY).all() for w in kinds("auto", 2))  # a cohort: the split from GT
+    (single,) = kinds("auto", 1)  # one scan (a job): its one painted slice shows the split in one place only
+    assert (single == CERTAIN).all() and all((w == CERTAIN).all() for w in kinds("propagated", 2))
+    assert all((w == CERTAIN).all() for w in kinds("ground-truth", 2, num_classes=2))  # one object class: as before
+    settings = CollaborativeSettings.parse({**base, "pseudo_classes": "ground-truth"})
+    (volume,), _ = final_targets([scan], None, [registration], settings, 3)
     np.testing.assert_array_equal(volume.target[scan.labelled], scan.target[scan.labelled])
-    (plain,), _ = final_targets([scan], None, registration, CollaborativeSettings.parse({"branches": "registration"}), 3)
-    assert (plain.weight == CERTAIN).all()
-    (one_class,), _ = final_targets([scan], None, registration, settings, 2)  # one object class: the full loss as before
-    assert (one_class.weight == CERTAIN).all()
+    assert get_method("collaborative").settings(MethodOptions()).pseudo_classes == "auto"
+    assert get_method("collaborative-faithful").settings(MethodOptions()).pseudo_classes == "propagated"
     kind = np.array([CERTAIN, 2.0, CERTAIN, 0.0], np.float32)  # uncertain and left-out voxels keep their kind
-    np.testing.assert_array_equal(classes_from_ground_truth(kind, np.array([True, False, False, False]), 3),
+    np.testing.assert_array_equal(classes_from_ground_truth(kind, np.array([True, False, False, False])),
                                   [CERTAIN, 2.0, OBJECT_ONLY, 0.0])
     with pytest.raises(SparseSegError, match="pseudo_classes"):
         CollaborativeSettings.parse({"pseudo_classes": "network"})
@@ -72,5 +81,6 @@ def test_a_cohort_model_learns_from_object_only_pseudo_labels_and_predicts_both_
                                        fusion="intersection", final_axes="0", pseudo_classes="ground-truth"))
     segmenter = get_method("collaborative").train(cases, options, SilentReporter())
     assert segmenter.training["settings"]["pseudo_classes"] == "ground-truth"
+    assert segmenter.training["final"]["final_loss"] > 0
     labels, probabilities = segmenter.predict(cases[0].image)
     assert probabilities.shape[0] == 3 and set(np.unique(labels)) <= {0, 1, 2} and (labels > 0).any()

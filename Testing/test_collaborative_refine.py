@@ -26,11 +26,11 @@ def test_refined_targets_are_the_networks_labels_or_their_fusion_with_the_regist
     carried = rng.integers(0, 3, scan.image.shape).astype(np.uint8)
     registration = Propagated(np.zeros((3,) + scan.image.shape, np.float32), carried)
     free = ~scan.labelled
-    alone = refined_volume(network, scan, registration, CollaborativeSettings.parse({"fusion": "intersection"}), 3)
+    alone = refined_volume(network, scan, registration, CollaborativeSettings.parse({"fusion": "intersection"}))
     np.testing.assert_array_equal(alone.target[free], network[free])
     np.testing.assert_array_equal(alone.target[scan.labelled], scan.target[scan.labelled])
     fused = refined_volume(network, scan, registration,
-                           CollaborativeSettings.parse({"fusion": "intersection", "refine_targets": "fused"}), 3)
+                           CollaborativeSettings.parse({"fusion": "intersection", "refine_targets": "fused"}))
     agree = network == carried
     np.testing.assert_array_equal(fused.target[free & agree], network[free & agree])
     assert (fused.target[free & ~agree] == 0).all()  # intersection: object only where both see the same class

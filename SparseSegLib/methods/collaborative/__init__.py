@@ -193,7 +193,7 @@ class CollaborativeMethod:
                 objects = object_count([volumes[0].target])
             else:  # refine: self-training on the previous network round's labels
                 volume = refined_volume(network_result, scan, registration[0] if registration else None, settings,
-                                        segmenter.num_classes)
+                                        settings.split_from_labelled(1, segmenter.num_classes))
                 final, record = train_final_across_axes([moved], [volume], settings,
                                                         replace(options, seed=options.seed + 1000 * index), self.name,
                                                         device, reporter, stage, should_stop)

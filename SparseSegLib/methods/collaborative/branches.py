@@ -151,7 +151,8 @@ def registration_labels(result: Propagated, settings: CollaborativeSettings) -> 
 def final_targets(scans: list[Scan], semi: list[np.ndarray] | None, registration: list[Propagated] | None,
                   settings: CollaborativeSettings, num_classes: int) -> tuple[list[TrainingVolume], dict]:
     """The final network's training volumes (target + kind per voxel) from the branches that ran, and counts
-    (``num_classes``, background included, decides whether ``pseudo_classes`` applies)."""
+    (``num_classes``, background included, and the number of scans decide ``pseudo_classes``)."""
+    split_from_labelled = settings.split_from_labelled(len(scans), num_classes)
     volumes, counts = [], {"certain_object": 0, "uncertain": 0, "left_out": 0}
     for index, scan in enumerate(scans):
         semi_labels = semi[index].argmax(0) if semi is not None else None
@@ -163,8 +164,8 @@ def final_targets(scans: list[Scan], semi: list[np.ndarray] | None, registration
         else:
             target, kind = single_branch_targets(semi_labels if semi_labels is not None else carried,
                                                  scan.labelled, scan.ground_truth)
-        if settings.pseudo_classes == "ground-truth":
-            kind = classes_from_ground_truth(kind, scan.labelled, num_classes)
+        if split_from_labelled:
+            kind = classes_from_ground_truth(kind, scan.labelled)
         if settings.confidence > 0 and registration is not None:
             unsure = (registration[index].probabilities.max(0) < settings.confidence) & ~scan.labelled
             target[unsure] = UNKNOWN  # in no loss: the final network fills the band from what it learnt elsewhere

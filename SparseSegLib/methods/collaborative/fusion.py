@@ -60,13 +60,8 @@ def single_branch_targets(labels: np.ndarray, labelled: np.ndarray, ground_truth
     return target, np.full(labels.shape, CERTAIN, np.float32)
 
 
-def classes_from_ground_truth(kind: np.ndarray, labelled: np.ndarray, num_classes: int) -> np.ndarray:
-    """``kind`` with every certain voxel outside the ground truth as :data:`OBJECT_ONLY` (``pseudo_classes=ground-truth``).
-
-    Unchanged with one object class (``num_classes`` 2, background included): there the object loss is the full
-    loss, and splitting the labelled slices into a loss term of their own would only weight them up."""
-    if num_classes <= 2:
-        return kind
+def classes_from_ground_truth(kind: np.ndarray, labelled: np.ndarray) -> np.ndarray:
+    """``kind`` with every certain voxel outside the ground truth as :data:`OBJECT_ONLY` (``pseudo_classes``)."""
     out = kind.copy()
     out[(kind == CERTAIN) & ~labelled] = OBJECT_ONLY
     return out

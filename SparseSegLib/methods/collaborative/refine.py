@@ -37,15 +37,15 @@ def network_labels(segmenter: Segmenter, scan: Scan, device: torch.device) -> np
 
 
 def refined_volume(labels: np.ndarray, scan: Scan, registration: Propagated | None,
-                   settings: CollaborativeSettings, num_classes: int) -> TrainingVolume:
+                   settings: CollaborativeSettings, split_from_labelled: bool = False) -> TrainingVolume:
     """One volume's next training targets from the networks' ``labels`` (labelled slices keep their ground truth)."""
     if settings.refine_targets == "fused" and registration is not None:
         target, kind = fuse_labels(labels, registration_labels(registration, settings), scan.labelled,
                                    scan.ground_truth, settings.fusion)
     else:
         target, kind = single_branch_targets(labels, scan.labelled, scan.ground_truth)
-    if settings.pseudo_classes == "ground-truth":
-        kind = classes_from_ground_truth(kind, scan.labelled, num_classes)
+    if split_from_labelled:  # ``pseudo_classes``, as for the final stage
+        kind = classes_from_ground_truth(kind, scan.labelled)
     return TrainingVolume(scan.image, target, kind)
 
 
@@ -58,7 +58,7 @@ def refined_targets(segmenter: Segmenter, scans: list[Scan], previous: list[Trai
     for index, scan in enumerate(scans):
         labels = network_labels(segmenter, scan, device)
         volume = refined_volume(labels, scan, registration[index] if registration else None, settings,
-                                segmenter.num_classes)
+                                settings.split_from_labelled(len(scans), segmenter.num_classes))
         unlabelled = ~scan.labelled
         changed += int((volume.target[unlabelled] != previous[index].target[unlabelled]).sum())
         free += int(unlabelled.sum())
