@@ -74,4 +74,5 @@ def fusion_counts(semi: np.ndarray, registration: np.ndarray, labelled: np.ndarr
     return {"certain_object": int((certain & (semi > 0) & free).sum()), "uncertain": int((uncertain & free).sum())}
 
 
-__all__ = ["CERTAIN", "OBJECT_ONLY", "UNCERTAIN", "UNKNOWN", "certain_uncertain", "classes_from_ground_truth", "fuse_labels", "fusion_counts", "single_branch_targets"]
+__all__ = ["CERTAIN", "OBJECT_ONLY", "UNCERTAIN", "UNKNOWN", "certain_uncertain", "classes_from_ground_truth", "fuse_labels",
+           "fusion_counts", "single_branch_targets"]
