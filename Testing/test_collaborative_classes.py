@@ -9,12 +9,14 @@ import torch
 
 from SparseSegLib.annotation import annotate_case
 from SparseSegLib.engine.losses import MaskedDiceCELoss, MaskedObjectDiceCELoss
+from SparseSegLib.engine.sampling import TrainingVolume
 from SparseSegLib.errors import SparseSegError
 from SparseSegLib.methods import MethodOptions, get_method
 from SparseSegLib.methods.base import SilentReporter
 from SparseSegLib.methods.collaborative.branches import final_targets, scan_of
 from SparseSegLib.methods.collaborative.fusion import CERTAIN, OBJECT_ONLY, classes_from_ground_truth
 from SparseSegLib.methods.collaborative.propagated import Propagated
+from SparseSegLib.methods.collaborative.refine import classed_volume
 from SparseSegLib.methods.collaborative.settings import CollaborativeSettings
 
 
@@ -84,3 +86,22 @@ def test_a_cohort_model_learns_from_object_only_pseudo_labels_and_predicts_both_
     assert segmenter.training["final"]["final_loss"] > 0
     labels, probabilities = segmenter.predict(cases[0].image)
     assert probabilities.shape[0] == 3 and set(np.unique(labels)) <= {0, 1, 2} and (labels > 0).any()
+
+
+def test_a_classes_refine_round_keeps_the_object_and_takes_the_networks_classes(sample_case):
+    case = annotate_case(sample_case, "central-slice", 0)
+    scan = scan_of(case, "zscore")
+    previous_target = np.where(scan.labelled, scan.target, 1).astype(np.int16)  # everything object outside the paint
+    previous_target[0] = 0  # ... but one background slice
+    kind = np.where(scan.labelled, CERTAIN, OBJECT_ONLY).astype(np.float32)
+    kind[0] = CERTAIN
+    networks = np.full(scan.image.shape, 2, np.uint8)
+    networks[:, 0] = 0  # the networks call one row background
+    volume = classed_volume(networks, scan, TrainingVolume(scan.image, previous_target, kind))
+    free = ~scan.labelled
+    classed = free & (previous_target > 0) & (networks > 0)
+    assert (volume.target[classed] == 2).all() and (volume.weight[classed] == CERTAIN).all()
+    unclassed = free & (previous_target > 0) & (networks == 0)
+    assert unclassed.any() and (volume.target[unclassed] == 1).all() and (volume.weight[unclassed] == OBJECT_ONLY).all()
+    assert not scan.labelled[0].any() and (volume.target[0] == 0).all()  # background stays background
+    np.testing.assert_array_equal(volume.target[scan.labelled], scan.target[scan.labelled])

@@ -45,7 +45,7 @@ from .branches import (Scan, final_targets, predict_normalised, registration_bra
                        semi_branch)
 from .calibration import calibrate, measured_threshold
 from .propagated import Propagated
-from .refine import prediction_labels, refined_targets, refined_volume
+from .refine import classed_volume, prediction_labels, refined_targets, refined_volume
 from .settings import FAITHFUL, IMPROVED, CollaborativeSettings
 
 STATE_FORMAT = 1
@@ -192,8 +192,12 @@ class CollaborativeMethod:
                 threshold = _round_threshold(settings, probabilities, volumes[0], record)
                 objects = object_count([volumes[0].target])
             else:  # refine: self-training on the previous network round's labels
-                volume = refined_volume(network_result, scan, registration[0] if registration else None, settings,
-                                        settings.split_from_labelled(1, segmenter.num_classes))
+                if settings.refine_targets == "classes":  # the final stage's targets, classed by the networks
+                    (previous,), _ = final_targets([scan], semi, registration, settings, segmenter.num_classes)
+                    volume = classed_volume(network_result, scan, previous)
+                else:
+                    volume = refined_volume(network_result, scan, registration[0] if registration else None, settings,
+                                            settings.split_from_labelled(1, segmenter.num_classes))
                 final, record = train_final_across_axes([moved], [volume], settings,
                                                         replace(options, seed=options.seed + 1000 * index), self.name,
                                                         device, reporter, stage, should_stop)

@@ -6,7 +6,9 @@ learn from all volumes at once, so where one volume's labels are odd they predic
 A refine round asks the trained networks for every training volume's labels and trains new networks on those
 (noisy-student self-training). ``refine_targets=fused`` keeps the propagation in the loop: the networks' labels
 and the registration branch's are fused by the method's ``fusion`` rule (the paper's, with the network in the semi
-branch's place).
+branch's place). ``refine_targets=classes`` keeps the previous targets' object and background and takes only the
+class of each object voxel from the networks (where they call it object): a cohort whose networks learnt the split
+between classes from the labelled slices (``pseudo_classes``) then trains on that split everywhere.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from ...engine.model import Segmenter
 from ...engine.postprocess import object_labels, postprocess_labels
 from ...engine.sampling import TrainingVolume
 from .branches import Scan, predict_normalised, registration_labels
-from .fusion import classes_from_ground_truth, fuse_labels, single_branch_targets
+from .fusion import CERTAIN, OBJECT_ONLY, classes_from_ground_truth, fuse_labels, single_branch_targets
 from .propagated import Propagated
 from .settings import CollaborativeSettings
 
@@ -49,6 +51,17 @@ def refined_volume(labels: np.ndarray, scan: Scan, registration: Propagated | No
     return TrainingVolume(scan.image, target, kind)
 
 
+def classed_volume(labels: np.ndarray, scan: Scan, previous: TrainingVolume) -> TrainingVolume:
+    """``previous``'s targets with each object voxel's class from the networks' ``labels`` (``refine_targets=classes``);
+    object voxels the networks call background keep their target as object only; labelled slices stay as they are."""
+    target = previous.target.copy()
+    kind = (previous.weight if previous.weight is not None else np.full(target.shape, CERTAIN, np.float32)).copy()
+    classed = (target > 0) & (labels > 0) & ~scan.labelled
+    target[classed] = labels[classed]
+    kind[classed & (kind == OBJECT_ONLY)] = CERTAIN
+    return TrainingVolume(scan.image, target, kind)
+
+
 def refined_targets(segmenter: Segmenter, scans: list[Scan], previous: list[TrainingVolume],
                     registration: list[Propagated] | None, settings: CollaborativeSettings,
                     device: torch.device) -> tuple[list[TrainingVolume], dict]:
@@ -57,8 +70,11 @@ def refined_targets(segmenter: Segmenter, scans: list[Scan], previous: list[Trai
     volumes, changed, free = [], 0, 0
     for index, scan in enumerate(scans):
         labels = network_labels(segmenter, scan, device)
-        volume = refined_volume(labels, scan, registration[index] if registration else None, settings,
-                                settings.split_from_labelled(len(scans), segmenter.num_classes))
+        if settings.refine_targets == "classes":
+            volume = classed_volume(labels, scan, previous[index])
+        else:
+            volume = refined_volume(labels, scan, registration[index] if registration else None, settings,
+                                    settings.split_from_labelled(len(scans), segmenter.num_classes))
         unlabelled = ~scan.labelled
         changed += int((volume.target[unlabelled] != previous[index].target[unlabelled]).sum())
         free += int(unlabelled.sum())
@@ -66,4 +82,4 @@ def refined_targets(segmenter: Segmenter, scans: list[Scan], previous: list[Trai
     return volumes, {"changed_voxels": changed, "changed_fraction": round(changed / max(1, free), 5)}
 
 
-__all__ = ["network_labels", "prediction_labels", "refined_targets", "refined_volume"]
+__all__ = ["classed_volume", "network_labels", "prediction_labels", "refined_targets", "refined_volume"]

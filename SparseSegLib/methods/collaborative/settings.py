@@ -13,7 +13,7 @@ BRANCHES = ("both", "semi", "registration")
 INTENSITIES = ("none", "chain")
 REGISTRATIONS = ("network", "demons", "propagate")
 FUSIONS = ("weighted", "intersection", "union")
-REFINE_TARGETS = ("network", "fused")
+REFINE_TARGETS = ("network", "fused", "classes")
 PSEUDO_CLASSES = ("propagated", "ground-truth", "auto")
 
 #: The options each registered method starts from (``--option`` wins over them). ``collaborative-faithful`` is the
@@ -103,7 +103,8 @@ class CollaborativeSettings:
     * ``refine``: self-training rounds after the final stage (0: the paper, none). Each round the final network(s)
       label every training volume (``postprocess`` applied, labelled slices kept), and new final networks learn
       from those labels: ``refine_targets=network`` the networks' labels alone, ``fused`` those labels fused with
-      the registration branch's by ``fusion`` (:mod:`.refine`). Each round costs one more final stage.
+      the registration branch's by ``fusion``, ``classes`` the previous targets with each object voxel's class from
+      the networks (:mod:`.refine`). Each round costs one more final stage.
     """
 
     branches: str = "both"
