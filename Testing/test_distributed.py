@@ -160,8 +160,11 @@ def test_a_killed_rank_ends_the_run_with_an_error(tmp_path: Path, sample_dir: Pa
     text = "".join(lines)
     assert code != 0
     assert "sparseseg: error: the distributed run failed: rank 1 was killed by SIGKILL first" in text
-    # the survivor says why it stopped (SIGTERM from torchrun, or its collective losing the peer first)
-    assert "sparseseg: error: [rank 0] stopped by the launcher" in text or "[rank 0] rank 0 lost contact" in text
+    # the survivor says why it stopped (SIGTERM from torchrun, or its collective losing the peer first), unless it
+    # was itself killed: torchrun SIGKILLs a rank that has not ended 30 s after its SIGTERM, which a rank blocked in
+    # a C++ call on a machine loaded far beyond its cores can take (seen once in ~70 runs beside two CPU hogs)
+    if "rank 0 was killed by SIGKILL" not in text:
+        assert "sparseseg: error: [rank 0] stopped by the launcher" in text or "[rank 0] rank 0 lost contact" in text
     assert "Traceback" not in text, text
     assert not out.exists()
 
