@@ -39,10 +39,11 @@ def predict_probabilities(
     if config.dims == 3:
         tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
         return inferer(patch_size)(tensor, _softmax(network, device))[0].float().cpu().numpy()
-    # 2D: one network across axis 0, or an axis ensemble whose members' softmax is averaged
+    # 2D: one network across axis 0, or an axis ensemble whose members' softmax is averaged (the split between object
+    # classes from config.class_members alone, where given)
     # (a single network may run across another axis than 0: one exported from a job painted across that axis)
     members = zip(network.members, network.axes) if isinstance(network, AxisEnsemble) else [(network, config.axes[0])]
-    total, count = None, 0
+    total, count, class_total = None, 0, None
     for number, (member, axis) in enumerate(members):
         view = to_axis(image, axis)
         swapped = bool(config.swap_in_plane and config.swap_in_plane[number])
@@ -58,7 +59,20 @@ def predict_probabilities(
             probabilities = probabilities.swapaxes(2, 3)
         probabilities = from_axis(probabilities, axis, 1)
         total, count = (probabilities if total is None else total + probabilities), count + 1
-    return total if count == 1 else total / count
+        if number in config.class_members:
+            class_total = probabilities if class_total is None else class_total + probabilities
+    mean = total if count == 1 else total / count
+    return mean if class_total is None else split_by(mean, class_total)
+
+
+def split_by(probabilities: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """``probabilities`` ``(C, ...)`` with their object probability (1 - background) shared among the object classes
+    in the proportions ``classes`` gives them (``config.class_members``: the members that split the classes best
+    need not be the ones that find the object best). Two classes (one object): unchanged."""
+    if probabilities.shape[0] <= 2:
+        return probabilities
+    split = classes[1:] / np.maximum(classes[1:].sum(0, keepdims=True), 1e-6)
+    return np.concatenate([probabilities[:1], (1 - probabilities[:1]) * split])
 
 
 def _softmax(network: torch.nn.Module, device: torch.device):

@@ -29,11 +29,14 @@ class NetworkConfig:
     arch: str = "monai"  # monai: residual MONAI UNet; plain: the self-labelling paper's plain 2D U-Net
     axes: tuple[int, ...] = (0,)  # 2D only: slice axes; more than one = an AxisEnsemble fusing one network per entry
     swap_in_plane: tuple[bool, ...] = ()  # per axes entry: slices fed with their two in-plane axes swapped (() = none)
+    class_members: tuple[int, ...] = ()  # axis ensemble: members whose softmax alone splits the object classes (() = all)
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
         self.axes = tuple(int(a) for a in self.axes)
         self.swap_in_plane = tuple(bool(v) for v in self.swap_in_plane)
+        # one network splits its own classes: a member taken out of an ensemble (replace(config, axes=(0,))) drops them
+        self.class_members = tuple(int(n) for n in self.class_members) if len(self.axes) > 1 else ()
         if self.swap_in_plane and len(self.swap_in_plane) != len(self.axes):
             raise SparseSegError(f"swap_in_plane {self.swap_in_plane} needs one entry per axis {self.axes}",
                                  "Give one true/false per axis, or none.")
@@ -48,6 +51,9 @@ class NetworkConfig:
             raise SparseSegError(f"network axes {self.axes} must be array axes 0, 1, 2", "E.g. axes (0,) or (0, 1, 2).")
         if self.dims == 3 and self.axes != (0,):
             raise SparseSegError("slice axes apply to 2D networks only", "Leave axes at (0,) for 3D.")
+        if any(not 0 <= n < len(self.axes) for n in self.class_members):
+            raise SparseSegError(f"class_members {self.class_members} must number members of the axis ensemble {self.axes}",
+                                 "Give member numbers from 0 to one less than the number of axes, or none.")
 
     @property
     def size_multiple(self) -> int:
@@ -63,6 +69,7 @@ class NetworkConfig:
         data["channels"] = list(self.channels)
         data["axes"] = list(self.axes)
         data["swap_in_plane"] = list(self.swap_in_plane)
+        data["class_members"] = list(self.class_members)
         return data
 
     @classmethod
@@ -87,7 +94,7 @@ def build_network(config: NetworkConfig, num_classes: int) -> torch.nn.Module:
     if len(config.axes) > 1:
         from .axis_ensemble import AxisEnsemble
 
-        single = replace(config, axes=(0,), swap_in_plane=())
+        single = replace(config, axes=(0,), swap_in_plane=(), class_members=())
         return AxisEnsemble([build_network(single, num_classes) for _ in config.axes], config.axes)
     if config.arch == "plain":
         if config.dims != 2:

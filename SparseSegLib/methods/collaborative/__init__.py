@@ -127,7 +127,8 @@ class CollaborativeMethod:
         segmenter.objects = int(state.get("objects") or 1)  # the objects the round's targets held
         if len(settings.member_axes) > 1:  # final_axes / final_seeds: networks across axes of the painted frame
             axes, swap = scan_axes(settings.member_axes, axis or 0)
-            config = replace(segmenter.network_config, axes=axes, swap_in_plane=swap if any(swap) else ())
+            config = replace(segmenter.network_config, axes=axes, swap_in_plane=swap if any(swap) else (),
+                             class_members=settings.class_members(1, segmenter.num_classes))
             segmenter = replace(segmenter, network=build_network(config, segmenter.num_classes), network_config=config,
                                 patch_size=default_patch_size(cases[0].image.shape, config))
         try:

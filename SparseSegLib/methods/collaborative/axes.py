@@ -76,6 +76,7 @@ def train_final_across_axes(cases: list[Case], volumes: list[TrainingVolume], se
         members.append(segmenter)
     if len(members) == 1:
         return members[0], records[str(axes[0])]
-    config = replace(members[0].network_config, axes=axes, swap_in_plane=())
+    config = replace(members[0].network_config, axes=axes, swap_in_plane=(),
+                     class_members=settings.class_members(len(volumes), members[0].num_classes))
     ensemble = AxisEnsemble([member.network for member in members], axes)
     return replace(members[0], network=ensemble, network_config=config), {"axes": records}
