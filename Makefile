@@ -205,7 +205,9 @@ CLH_BENCH = $(VENV)/bin/sparseseg bench --dataset ../shared/data/hippocampus --a
 	--networks 2d --split 0.7,0.15,0.15 --seed 0 --device cpu
 # The runs that propagate with the single-scan default share one cache of its results (140 training volumes).
 CLH_CACHE = --option=propagate_cache=$(CLH_OUT)/propagate-cache
-# CLH_16 gives back the sixteenth to twenty-first sessions' default (the pseudo-labels' classes), CLH_15 the fifteenth's.
+# CLH_22 gives back the twenty-second session's default (every final network splits the classes), CLH_16 the
+# sixteenth to twenty-first sessions' (the pseudo-labels' classes), CLH_15 the fifteenth's.
+CLH_22 = --option=class_axes=all
 CLH_16 = --option=pseudo_classes=propagated
 CLH_15 = --option=prediction_threshold=0,$(CLH_16)
 CLH_14 = --option=propagate_targets=argmax,--option=final_axes=0,$(CLH_15)
@@ -226,6 +228,7 @@ CLH_RUNS = val-faithful:collaborative-faithful:--evaluate=val val-demons:collabo
 	val-axes:collaborative:--evaluate=val,--option=propagate_targets=argmax,$(CLH_15),$(CLH_CACHE) \
 	val-default-15:collaborative:--evaluate=val,$(CLH_15),$(CLH_CACHE) default-15:collaborative:$(CLH_15),$(CLH_CACHE) \
 	val-default-16:collaborative:--evaluate=val,$(CLH_16),$(CLH_CACHE) default-16:collaborative:$(CLH_16),$(CLH_CACHE) \
+	val-default-22:collaborative:--evaluate=val,$(CLH_22),$(CLH_CACHE) default-22:collaborative:$(CLH_22),$(CLH_CACHE) \
 	val-default:collaborative:--evaluate=val,$(CLH_CACHE) default:collaborative:$(CLH_CACHE)
 bench-collaborative-hippocampus: venv
 	for spec in $(CLH_RUNS); do \
