@@ -83,3 +83,50 @@ def test_a_cohort_model_splits_its_classes_with_the_other_axes_networks_and_keep
     expected = split_by(averaged, members[1] + members[2])
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)  # the split from axes 1 and 2 alone
     assert not np.allclose(probabilities, averaged, atol=1e-3)  # ... which is not the plain average
+
+
+def test_each_class_keeps_its_counted_parts_and_a_stray_island_takes_the_other_class():
+    from SparseSegLib.engine.postprocess import class_part_counts, kept_class_parts, postprocess_labels
+
+    labels = np.zeros((1, 5, 12), np.uint8)
+    labels[0, :, 0:5], labels[0, :, 5:10] = 1, 2  # the object: class 1 then class 2
+    labels[0, 2, 7] = 1  # an island of class 1 inside class 2
+    probabilities = np.zeros((3, *labels.shape))
+    probabilities[0] = 0.1
+    probabilities[1][labels == 1], probabilities[2][labels == 1] = 0.6, 0.3
+    probabilities[1][labels == 2], probabilities[2][labels == 2] = 0.3, 0.6
+    probabilities[0][labels == 0] = 0.9
+    kept = kept_class_parts(labels, probabilities, (1, 1))
+    assert kept[0, 2, 7] == 2 and ((kept > 0) == (labels > 0)).all()  # the island changes class, the object stays
+    assert (kept[..., 0:5] == 1).all() and (kept[..., 5:10] == 2).all()
+    assert (kept_class_parts(labels, probabilities, (2, 1)) == labels).all()  # two parts of class 1 allowed
+    assert class_part_counts([labels], 3) == (1, 1)  # the island is under 5% of class 1's voxels
+    two = np.zeros((1, 3, 12), np.int16)
+    two[0, :, 0:3], two[0, :, 8:11], two[0, :, 4:7] = 1, 1, 2
+    two[0, 0, 3] = -1  # unknown voxels join parts, they do not split them
+    assert class_part_counts([two], 3) == (2, 1)
+    assert (postprocess_labels(labels, probabilities, "lcc-fill", 1, None, (1, 1)) == kept).all()
+    assert (postprocess_labels(labels, probabilities, "fill", 1, None, (1, 1)) == labels).all()  # only with lcc
+
+
+def test_class_parts_auto_goes_with_class_axes_and_the_model_keeps_the_counts(sample_dataset, tmp_path):
+    improved = CollaborativeSettings.parse({}, IMPROVED)
+    assert improved.class_parts == "auto" and improved.counts_class_parts(140, 3)
+    assert not improved.counts_class_parts(1, 3) and not improved.counts_class_parts(140, 2)
+    assert not CollaborativeSettings.parse({"class_parts": "off"}, IMPROVED).counts_class_parts(140, 3)
+    assert not CollaborativeSettings.parse({"postprocess": "fill"}, IMPROVED).counts_class_parts(140, 3)
+    assert CollaborativeSettings.parse({"class_axes": "all", "class_parts": "on"}, IMPROVED).counts_class_parts(1, 3)
+    with pytest.raises(SparseSegError, match="class_parts"):
+        CollaborativeSettings.parse({"class_parts": "largest"}, IMPROVED).check()
+    cases = [annotate_case(sample_dataset.load(ref), "central-slice", 0) for ref in sample_dataset.cases[:2]]
+    options = MethodOptions(device="cpu", iterations=10, batch_size=4,
+                            extra=dict(registration="demons", demons_iterations=5, branches="registration",
+                                       fusion="intersection", final_axes="0,1,2", pseudo_classes="ground-truth",
+                                       class_axes="auto", class_parts="auto", postprocess="lcc-fill"))
+    segmenter = get_method("collaborative").train(cases, options, SilentReporter())
+    assert len(segmenter.class_parts) == 2 and min(segmenter.class_parts) >= 1
+    assert segmenter.training["final"]["class_parts"] == list(segmenter.class_parts)
+    loaded = load_segmenter(segmenter.save(tmp_path / "model"))
+    assert loaded.class_parts == segmenter.class_parts
+    labels, _ = loaded.predict(cases[0].image)
+    assert (labels == segmenter.predict(cases[0].image)[0]).all()

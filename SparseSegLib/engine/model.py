@@ -41,6 +41,7 @@ class Segmenter:
     postprocess: str = "none"  # see engine/postprocess.py (lcc, fill, lcc-fill)
     object_threshold: float = 0.0  # > 0.5: object only where the object classes together exceed it (else argmax)
     objects: int = 1  # how many components ``lcc`` keeps: the objects the training labels hold (postprocess.object_count)
+    class_parts: tuple[int, ...] = ()  # ``lcc``: parts each object class keeps (postprocess.kept_class_parts); (): all
     spacing: dict = field(default_factory=dict)  # training spacings (engine/spacing.py); empty: never resample
 
     @property
@@ -79,7 +80,7 @@ class Segmenter:
         from .postprocess import object_labels, postprocess_labels  # scipy + MONAI: loaded on first prediction
 
         return postprocess_labels(object_labels(probabilities, self.object_threshold), probabilities,
-                                  self.postprocess or "none", self.objects, anchor)
+                                  self.postprocess or "none", self.objects, anchor, tuple(self.class_parts))
 
     def config(self) -> dict:
         return {
@@ -92,6 +93,7 @@ class Segmenter:
             "postprocessing": self.postprocess,
             "object_threshold": self.object_threshold,
             "objects": self.objects,
+            "class_parts": list(self.class_parts),
             "spacing": self.spacing,
             "classes": {str(k): v for k, v in sorted(self.class_names.items())},
             "class_colors": {str(k): list(v) for k, v in sorted(self.class_colors.items())},
@@ -149,5 +151,6 @@ def load_segmenter(directory: str | os.PathLike) -> Segmenter:
         postprocess=config.get("postprocessing", "none"),
         object_threshold=float(config.get("object_threshold", 0.0)),
         objects=int(config.get("objects", 1)),
+        class_parts=tuple(int(n) for n in config.get("class_parts", ())),
         spacing=dict(config.get("spacing") or {}),
     )

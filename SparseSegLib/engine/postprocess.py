@@ -11,6 +11,11 @@ stored), and ``lcc`` keeps that many of the largest components. On a scan whose 
 own scan: painted or already labelled voxels), ``lcc`` keeps instead the components that hold known object
 (``anchor``), as the Start default anchors its result at the paint.
 
+A model with several object classes may also store how many parts each class forms in its training labels
+(:func:`class_part_counts`); ``lcc`` then gives a class's smaller islands beyond that count to the most probable
+other object class (:func:`kept_class_parts`). The object's outline does not change, only which class a piece of it
+carries.
+
 Both steps treat the foreground of all classes as one object and use face connectivity (6 neighbours in
 3D, ``connectivity=1``): a hole between two classes is filled, and a stray blob touching the object
 only at an edge or corner is a separate component. Hole filling is MONAI's
@@ -107,10 +112,35 @@ def filled(foreground: np.ndarray) -> np.ndarray:
     return fill_holes(channel, applied_labels=[1], connectivity=CONNECTIVITY)[0].astype(bool)
 
 
+def class_part_counts(labels: list[np.ndarray], num_classes: int, share: float = OBJECT_SHARE) -> tuple[int, ...]:
+    """Per object class (1 .. ``num_classes`` - 1), how many parts it forms in label maps of this kind: the
+    :func:`object_count` of its own voxels (unknown voxels still join parts)."""
+    return tuple(object_count([np.where(label == value, 1, np.where(label < 0, -1, 0)) for label in labels], share)
+                 for value in range(1, num_classes))
+
+
+def kept_class_parts(labels: np.ndarray, probabilities: np.ndarray, parts: tuple[int, ...]) -> np.ndarray:
+    """``labels`` where each object class keeps its ``parts[class - 1]`` largest components and the voxels of its
+    other components take their most probable other object class: the object stays as it is, only a stray island
+    of one class inside another changes class (a class split made slice by slice leaves such islands)."""
+    labels = labels.copy()
+    for value, count in enumerate(parts, start=1):
+        mask = labels == value
+        if not mask.any():
+            continue
+        stray = mask & ~largest_component(mask, count)
+        if stray.any():
+            others = probabilities[1:, stray].copy()
+            others[value - 1] = -np.inf
+            labels[stray] = (others.argmax(0) + 1).astype(labels.dtype)
+    return labels
+
+
 def postprocess_labels(labels: np.ndarray, probabilities: np.ndarray | None, mode: str, objects: int = 1,
-                       anchor: np.ndarray | None = None) -> np.ndarray:
+                       anchor: np.ndarray | None = None, class_parts: tuple[int, ...] = ()) -> np.ndarray:
     """``labels`` ``(k, j, i)`` after ``mode``; ``probabilities`` ``(C, k, j, i)`` choose filled classes; ``lcc``
-    keeps the components holding ``anchor`` (known object of this scan), else the ``objects`` largest."""
+    keeps the components holding ``anchor`` (known object of this scan), else the ``objects`` largest, and with
+    ``class_parts`` (several object classes) each class keeps that many parts (:func:`kept_class_parts`)."""
     if mode not in POSTPROCESSING:
         raise SparseSegError(f"unknown post-processing {mode!r}", f"Use one of: {', '.join(POSTPROCESSING)}.")
     if mode == "none" or not labels.any():
@@ -127,4 +157,6 @@ def postprocess_labels(labels: np.ndarray, probabilities: np.ndarray | None, mod
                 labels[holes] = (probabilities[1:, holes].argmax(0) + 1).astype(labels.dtype)
             else:
                 labels[holes] = 1
+    if mode in ("lcc", "lcc-fill") and class_parts and probabilities is not None and probabilities.shape[0] > 2:
+        labels = kept_class_parts(labels, probabilities, class_parts)
     return labels

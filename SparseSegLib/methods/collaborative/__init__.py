@@ -35,7 +35,7 @@ from ...case import Case, Geometry
 from ...engine.axis_ensemble import scan_axes
 from ...engine.device import select_device
 from ...engine.networks import build_network, default_patch_size
-from ...engine.postprocess import object_count
+from ...engine.postprocess import class_part_counts, object_count
 from ...errors import SparseSegError
 from ...jobs.regions import whole_slice_axis
 from ..base import MethodOptions, Reporter, RoundResult, register
@@ -243,13 +243,15 @@ def _set_prediction_rules(segmenter, settings: CollaborativeSettings, scans: lis
                           record: dict | None = None) -> None:
     """What a model applies to every prediction, stored with it: the object threshold (``auto``: measured on the
     training ``scans`` against ``volumes``, noted in ``record``), then the post-processing, whose largest-component
-    step keeps as many components as the training targets hold objects."""
+    step keeps as many components as the training targets hold objects (and, with ``class_parts``, parts per class)."""
     segmenter.postprocess = settings.postprocess
     segmenter.object_threshold = settings.fixed_threshold or 0.0
     if volumes is not None:
         segmenter.objects = object_count([volume.target for volume in volumes])
+        if settings.counts_class_parts(len(volumes), segmenter.num_classes):
+            segmenter.class_parts = class_part_counts([volume.target for volume in volumes], segmenter.num_classes)
         if record is not None:
-            record["objects"] = segmenter.objects
+            record.update(objects=segmenter.objects, class_parts=list(segmenter.class_parts))
     if settings.fixed_threshold is None and scans is not None:
         record.update(calibrate(segmenter, scans, volumes, device))
 
