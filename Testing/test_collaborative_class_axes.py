@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 from SparseSegLib.annotation import annotate_case
-from SparseSegLib.engine.axis_ensemble import from_axis, to_axis
 from SparseSegLib.engine.inference import split_by
-from SparseSegLib.engine.model import Segmenter, load_segmenter
-from SparseSegLib.engine.networks import NetworkConfig, default_patch_size
-from SparseSegLib.engine.preprocessing import normalize
+from SparseSegLib.engine.model import load_segmenter
+from SparseSegLib.engine.networks import NetworkConfig
 from SparseSegLib.errors import SparseSegError
 from SparseSegLib.methods import MethodOptions, get_method
 from SparseSegLib.methods.base import SilentReporter
 from SparseSegLib.methods.collaborative.settings import IMPROVED, CollaborativeSettings
+
+from axis_ensemble_support import member_probabilities
 
 
 def test_the_split_shares_the_averaged_object_probability_in_the_class_members_proportions():
@@ -70,14 +70,7 @@ def test_a_cohort_model_splits_its_classes_with_the_other_axes_networks_and_keep
     assert loaded.network_config.class_members == (1, 2)
     image = cases[0].image
     _, probabilities = loaded.predict(image)
-    # each member's own softmax across its axis of the normalised image, as the ensemble runs it
-    single = replace(loaded.network_config, axes=(0,), class_members=())
-    normalised = normalize(image, loaded.normalization)
-    members = []
-    for member, axis in zip(loaded.network.members, (0, 1, 2)):
-        alone = Segmenter(member, single, loaded.patch_size if axis == 0 else default_patch_size(
-            to_axis(image, axis).shape, single), loaded.class_names, normalization="none")
-        members.append(from_axis(alone.predict(to_axis(normalised, axis))[1], axis, 1))
+    members = member_probabilities(loaded, image)  # each member's own softmax, run as the ensemble runs it
     averaged = np.mean(members, axis=0)
     np.testing.assert_allclose(probabilities[0], averaged[0], atol=1e-5)  # the object from all three
     expected = split_by(averaged, members[1] + members[2])

@@ -38,7 +38,9 @@ def test_a_cohort_model_applies_its_threshold_before_postprocessing_and_keeps_it
     segmenter = get_method("collaborative").train(cases, options, SilentReporter())
     assert segmenter.object_threshold == 0.8
     labels, probabilities = segmenter.predict(cases[0].image)
-    np.testing.assert_array_equal(labels, postprocess_labels(object_labels(probabilities, 0.8), probabilities, "lcc"))
+    # the default's class_parts (a multi-class cohort) apply after the largest component, in the same step
+    np.testing.assert_array_equal(labels, postprocess_labels(object_labels(probabilities, 0.8), probabilities, "lcc",
+                                                             segmenter.objects, None, segmenter.class_parts))
     assert (labels > 0).sum() <= (postprocess_labels(probabilities.argmax(0).astype(np.uint8), probabilities,
                                                      "lcc") > 0).sum()
     loaded = load_segmenter(segmenter.save(tmp_path / "model"))

@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from SparseSegLib.engine.axis_ensemble import AxisEnsemble, from_axis, to_axis
+from SparseSegLib.engine.axis_ensemble import AxisEnsemble
 from SparseSegLib.engine.inference import predict_probabilities
-from SparseSegLib.engine.model import Segmenter, load_segmenter
-from SparseSegLib.engine.networks import NetworkConfig, default_patch_size
-from SparseSegLib.engine.preprocessing import normalize
+from SparseSegLib.engine.model import load_segmenter
+from SparseSegLib.engine.networks import NetworkConfig
 from SparseSegLib.engine.sampling import UNKNOWN
 from SparseSegLib.errors import SparseSegError
 from SparseSegLib.methods import MethodOptions, get_method
 from SparseSegLib.methods.base import SilentReporter
 from SparseSegLib.methods.self_labelling import SelfLabellingLoop, pseudo_labels
 
+from axis_ensemble_support import member_probabilities
 from self_labelling_support import TINY, new_loop
 
 
@@ -41,13 +41,7 @@ def test_fusion_round_trains_a_network_across_each_other_axis_and_averages_them(
     labels, probabilities = loaded.predict(image)
     assert labels.shape == image.shape and np.allclose(probabilities.sum(0), 1, atol=1e-4)
     # the fused probabilities are the mean of the members' own, each run across its axis of the normalised image
-    single = replace(loaded.network_config, axes=(0,))
-    normalised = normalize(image, loaded.normalization)
-    members = []
-    for member, axis in zip(loaded.network.members, (0, 1, 2)):
-        alone = Segmenter(member, single, loaded.patch_size if axis == 0 else default_patch_size(
-            to_axis(image, axis).shape, single), loaded.class_names, normalization="none")
-        members.append(from_axis(alone.predict(to_axis(normalised, axis))[1], axis, 1))
+    members = member_probabilities(loaded, image)
     assert np.allclose(probabilities, np.mean(members, axis=0), atol=1e-5)
     # a job whose last round comes before every slice is labelled does not fuse (sparse targets across the axes)
     loop = new_loop(cohort[:1], total_rounds=2, fuse_axes=True)
