@@ -4,7 +4,6 @@ propagation keeps the labelled slice, fusion sets are right, and a worker job st
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,21 +251,6 @@ def test_the_propagation_cache_reuses_a_volume_only_while_its_inputs_are_the_sam
     # not, so a release that changes a default cannot read what the old default propagated
     assert cache_key(volume, options, 0, "cpu") == cache_key(volume, {**options, "demons_levels": "0"}, 0, "cpu")
     assert cache_key(volume, options, 0, "cpu") != cache_key(volume, {**options, "demons_levels": "2"}, 0, "cpu")
-
-
-def test_the_propagation_cache_key_follows_the_code_that_propagates(sample_dataset, monkeypatch):
-    """Results made by other code miss: the key holds a digest of the propagation's sources, every one of which
-    exists (a moved folder would otherwise drop out of the digest unnoticed)."""
-    from SparseSegLib.methods.collaborative import propagated
-    from SparseSegLib.methods.collaborative.branches import scan_of
-
-    package = Path(propagated.__file__).resolve().parents[2]
-    assert all((package / source).exists() for source in propagated.PROPAGATION_SOURCES)
-    assert len(propagated.propagation_code_digest()) == 16
-    volume = scan_of(annotate_case(sample_dataset.load(sample_dataset.cases[0]), "central-slice", 0), "zscore").as_case(3)
-    before = propagated.cache_key(volume, {}, 0, "cpu")
-    monkeypatch.setattr(propagated, "propagation_code_digest", lambda: "another version")
-    assert propagated.cache_key(volume, {}, 0, "cpu") != before
 
 
 def test_confidence_leaves_the_hesitant_propagated_voxels_out_and_postprocess_is_stored_with_the_model(sample_dataset,

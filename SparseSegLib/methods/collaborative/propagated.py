@@ -17,7 +17,6 @@ options, seed, device type): a stopped job resumed, or a second run that changes
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -83,39 +82,17 @@ def propagate_one(case: Case, options: dict, seed: int, device: str,
 def cache_key(case: Case, options: dict, seed: int, device: str) -> str:
     """What a volume's propagation depends on, hashed: the image, which voxels are labelled and their labels (nothing
     else of the label: that is hidden from the method), every ``propagate`` setting (those given and the defaults
-    the rest take, so a release that changes a default does not read propagations made under the old one), seed,
-    device type and the code that computes it (:func:`propagation_code_digest`), so an upgrade that changes the
-    propagation does not read results the old code made."""
+    the rest take, so a release that changes a default does not read propagations made under the old one), seed
+    and device type. A change to ``propagate``'s code with the same settings is not in the key: empty the folder
+    after such an upgrade."""
     digest = hashlib.sha256()
     for array in (case.image, case.annotated, np.where(case.annotated, case.label, 0)):
         contiguous = np.ascontiguousarray(array)
         digest.update(f"{contiguous.dtype}{contiguous.shape}".encode())
         digest.update(contiguous.tobytes())
     settings = asdict(PropagateSettings.parse(dict(options)))
-    digest.update(json.dumps({"settings": settings, "seed": seed, "device": device,
-                              "code": propagation_code_digest()}, sort_keys=True).encode())
+    digest.update(json.dumps({"settings": settings, "seed": seed, "device": device}, sort_keys=True).encode())
     return digest.hexdigest()[:24]
-
-
-#: The source a volume's propagation runs (relative to the package): the single-scan default, the engine it trains
-#: and registers with, and the method plumbing around it. Wider than strictly needed, so no dependency is missed.
-PROPAGATION_SOURCES = ("methods/propagate", "engine", "methods/base.py", "methods/common.py", "case.py")
-
-
-@functools.lru_cache(maxsize=1)
-def propagation_code_digest() -> str:
-    """A hash of :data:`PROPAGATION_SOURCES`' Python files. One version of the code run twice gives identical
-    propagations, but a cache filled sessions earlier gave a cohort figure 1.4 points away from a refill by today's
-    code (HC validation class mean 60.5 against 59.1, docs/results/collaborative-default.md): results of other code
-    must miss, not be read silently."""
-    package = Path(__file__).resolve().parents[2]
-    digest = hashlib.sha256()
-    for source in PROPAGATION_SOURCES:
-        root = package / source
-        for path in sorted(root.rglob("*.py")) if root.is_dir() else [root]:
-            digest.update(path.relative_to(package).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 class PropagationCache:

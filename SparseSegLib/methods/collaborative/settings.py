@@ -62,7 +62,7 @@ class CollaborativeSettings:
       (:mod:`SparseSegLib.methods.propagate`: demons registration + a network trained on that one volume, fused) run
       on every training volume from its labelled slices (:mod:`.propagated`), ``propagate_workers`` volumes at a time
       (0: one per CPU core), ``propagate_options`` (``key=value;key=value``) passed to it; ``propagate_cache``, a
-      folder that keeps each volume's result for the next run with the same inputs and code (none: no cache);
+      folder that keeps each volume's result for the next run with the same inputs (none: no cache);
       ``propagate_targets``: what of its result the branch hands on, ``argmax`` (the most likely class of its
       probabilities) or ``labels`` (the labels it gives a user: its object threshold, anchoring at the paint and end
       shaping applied; ``object_threshold`` then does not apply: give the single-scan default's own in
