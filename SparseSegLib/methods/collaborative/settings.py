@@ -109,10 +109,10 @@ class CollaborativeSettings:
       the split from the labelled slices. Networks across the labelled slices see every painted slice whole, yet
       split the hippocampus worse than those that see the paint as one row of each slice and the object lengthwise.
     * ``class_parts`` (a cohort model with several object classes, ``postprocess`` lcc or lcc-fill; a single-scan job
-      keeps every island): ``on`` stores with the model how many
-      parts each class forms in the training targets, and a prediction's largest-component step keeps that many per
-      class, the smaller islands of a class taking their most probable other object class (the object is unchanged);
-      ``off`` keeps every island; ``auto``: ``on`` where ``class_axes`` has some networks split the classes.
+      keeps every island): ``on`` stores with the model how many parts each class forms in the training targets, and
+      a prediction's largest-component step keeps that many per class, the smaller islands of a class taking their
+      most probable other object class (the object is unchanged); ``off`` keeps every island; ``auto``: ``on`` where
+      ``class_axes`` has some networks split the classes.
     * ``context``: each segmentation network (semi branch, final networks) sees that many neighbouring slices on
       either side of the slice it labels, as extra input channels (2.5D; 0: the paper, one slice).
     * ``refine``: self-training rounds after the final stage (0: the paper, none). Each round the final network(s)
