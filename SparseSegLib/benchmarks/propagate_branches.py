@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                                     volume.largest_painted_thickness_mm(),
                                     classes_follow_registration("auto", volume.image, volume.label,
                                                                 volume.annotated)).items():
-            labels = anchor_at_paint(labels, volume.painted_foreground)
+            labels = anchor_at_paint(labels, volume.painted_foreground, volume.painted_background)
             labels[volume.annotated] = volume.label[volume.annotated]
             full = volume.to_case_grid(labels)
             dice, ravd = merged_scores(full, reference, spacing)

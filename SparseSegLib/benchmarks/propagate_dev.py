@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m SparseSegLib.benchmarks.propagate_dev", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="hippocampus",
-                        help="a folder under ../shared/data or a path; mni152: the template's tissue map (one scan)")
+                        help="a folder under ../shared/data or a path; mni152 (or a folder holding t1.nii.gz and "
+                             "tissue.nii.gz): the template's tissue map (one scan)")
     parser.add_argument("--cases", type=int, default=5, help="dev scans (at most the dev part's 5)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a propagate option")
     parser.add_argument("--slices", type=int, default=1,
@@ -81,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = DATA_ROOT / args.dataset if not args.dataset.startswith(("/", ".")) else args.dataset
     options = MethodOptions(device="cpu", extra=parse_options(args.option), rounds=None)
     per_scan = []
-    scans = [mni152_scan()] if args.dataset == "mni152" else choose_scans(folder, "dev", args.cases)
+    template = Path(folder) / "t1.nii.gz"  # the mni152 folder or a copy of it (benchmarks.thick_slices, ct_like)
+    scans = [mni152_scan(folder)] if template.is_file() else choose_scans(folder, "dev", args.cases)
     for scan in scans:
         case, reference = painted_case(scan, args.slices, args.past_end)
         started, scores = time.perf_counter(), []

@@ -30,7 +30,8 @@ from ...engine.propagation import (PropagationSettings, demons_levels_for, open_
                                    slice_distance)
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter, RoundResult, register
-from .fusion import anchor_at_paint, classes_follow_registration, classes_from_registration, fuse, open_ends
+from .fusion import (anchor_at_paint, classes_follow_registration, classes_from_registration, fuse, open_ends,
+                     painted_holes)
 from .network import train_across_axes, training_targets
 from .settings import PropagateSettings
 from .suggestion import RULES as SUGGESTION_RULES
@@ -117,12 +118,13 @@ class PropagateMethod:
                         labels = open_ends(labels, volume.painted,
                                            settings.end_opening * volume.largest_painted_thickness_mm(), volume.spacing)
             if settings.anchor:
-                labels = anchor_at_paint(labels, volume.painted_foreground)
+                labels = anchor_at_paint(labels, volume.painted_foreground, volume.painted_background)
             labels[volume.annotated] = volume.label[volume.annotated]  # the paint is ground truth, exactly
             state = {"format": STATE_FORMAT, "method": "propagate", "round": index, "rounds": total,
                      "network": network_state or {}, "stage_first": plan.first_round,
                      "painted": [int(s) for s in volume.painted], "annotated_voxels": int(volume.annotated.sum()),
-                     "objects": object_count([labels])}  # Save model's largest-component step keeps that many
+                     "objects": object_count([labels]),  # Save model's largest-component step keeps that many
+                     "holes": painted_holes(labels, volume.painted_background)}  # ... and fills no hole if True
             metrics = {"step": kind, "stage_first_round": plan.first_round, "painted_slices": len(volume.painted),
                        "foreground_voxels": int((labels > 0).sum()), "seconds": round(time.perf_counter() - started, 3)}
             rule = SUGGESTION_RULES.get(settings.suggest)

@@ -99,19 +99,32 @@ def open_ends(labels: np.ndarray, painted: list[int], radius_mm: float, spacing:
     return result
 
 
-def anchor_at_paint(labels: np.ndarray, painted_foreground: np.ndarray) -> np.ndarray:
+def anchor_at_paint(labels: np.ndarray, painted_foreground: np.ndarray,
+                    painted_background: np.ndarray | None = None) -> np.ndarray:
     """Keep the 3D connected components of the foreground that touch painted foreground, fill their holes.
 
     A component the painting cannot reach is a false positive by construction (the user painted the object, and
-    the object is what is propagated); with nothing touching the paint the labels are returned unchanged.
+    the object is what is propagated); with nothing touching the paint the labels are returned unchanged. A hole
+    (background enclosed in 3D) that holds ``painted_background`` stays background: the user painted it so, as in
+    a brain's ventricles inside its tissue; only the holes the paint says nothing about are filled.
     """
     keep = components_touching(labels > 0, painted_foreground)
     if keep is None:
         return labels
     result = np.where(keep, labels, 0).astype(labels.dtype)
     holes = filled(keep) & ~keep
+    if holes.any() and painted_background is not None and (holes & painted_background).any():
+        parts, _ = ndimage.label(holes)  # face-connected, as the fill
+        holes &= ~np.isin(parts, np.unique(parts[holes & painted_background]))
     if holes.any():
         # a hole takes the class most of its neighbours have (one class: that class)
         values = result[keep]
         result[holes] = np.bincount(values, minlength=2)[1:].argmax() + 1
     return result
+
+
+def painted_holes(labels: np.ndarray, painted_background: np.ndarray) -> bool:
+    """Whether ``labels``' foreground encloses (in 3D) background the user painted: then the object has real holes,
+    and a saved model must not fill them (its post-processing keeps the largest objects without ``fill``)."""
+    foreground = labels > 0
+    return bool((filled(foreground) & ~foreground & painted_background).any())

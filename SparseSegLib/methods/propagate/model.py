@@ -7,7 +7,8 @@ scan's own array it ran across (and notes where its two in-plane axes were the o
 registration branch and the crop, a saved model is the network half of the job: it segments other scans of the
 same kind, not as well as the job's own fused result (the crop's z-score becomes the whole scan's, and the
 networks never saw what lies outside the crop: the model keeps the largest connected objects, as many as the job's
-result holds, holes filled, as the job keeps what touches the paint).
+result holds, holes filled unless the job's paint showed background enclosed by the object, as the job keeps
+what touches the paint).
 """
 
 from __future__ import annotations
@@ -56,5 +57,5 @@ def segmenter_from_state(case: Case, options: MethodOptions, state: dict) -> Seg
     # the patch serves a member across the array's axis 0; the others size their own (engine.inference)
     return Segmenter(network=network, network_config=config, patch_size=default_patch_size(case.image.shape, config),
                      class_names=dict(case.class_names), normalization="zscore", method="propagate",
-                     class_colors=dict(case.class_colors), postprocess="lcc-fill",
+                     class_colors=dict(case.class_colors), postprocess="lcc" if state.get("holes") else "lcc-fill",
                      objects=int(state.get("objects") or 1), spacing=training_spacing([case.geometry.spacing_kji]))

@@ -1,0 +1,38 @@
+"""A hole the user painted as background stays a hole: ``propagate``'s anchoring fills only the holes the paint says
+nothing about, and a model saved from such a job does not fill holes either (small arrays: the rule itself)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from SparseSegLib.methods.propagate.fusion import anchor_at_paint, painted_holes
+
+
+def shell_with_cavity() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(labels, painted_foreground, painted_background)``: a closed 7x7x7 shell (class 1) around a 3x3x3 cavity,
+    a second small enclosed hole elsewhere in a solid part, and slice 4 painted (the cavity's middle on it)."""
+    labels = np.zeros((9, 14, 9), np.uint8)
+    labels[1:8, 1:8, 1:8] = 1
+    labels[3:6, 3:6, 3:6] = 0  # the cavity: background the paint shows on slice 4
+    labels[1:8, 8:13, 1:8] = 1
+    labels[2, 10, 4] = 0  # a one-voxel hole the paint never sees (slice 2)
+    painted = np.zeros(labels.shape, bool)
+    painted[4] = True
+    return labels, painted & (labels > 0), painted & (labels == 0)
+
+
+def test_a_painted_cavity_stays_background_and_an_unpainted_hole_is_filled():
+    labels, foreground, background = shell_with_cavity()
+    anchored = anchor_at_paint(labels, foreground, background)
+    assert not anchored[3:6, 3:6, 3:6].any()  # the whole 3D cavity, not only its painted slice
+    assert anchored[2, 10, 4] == 1
+    filled_all = anchor_at_paint(labels, foreground)  # without the painted background: every hole filled
+    assert filled_all[3:6, 3:6, 3:6].all() and filled_all[2, 10, 4] == 1
+
+
+def test_a_result_with_a_painted_cavity_says_so_for_the_saved_model():
+    labels, foreground, background = shell_with_cavity()
+    assert painted_holes(labels, background)
+    solid = labels.copy()
+    solid[3:6, 3:6, 3:6] = 1
+    assert not painted_holes(solid, np.zeros(labels.shape, bool) | (background & (solid == 0)))
