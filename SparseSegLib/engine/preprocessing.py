@@ -41,22 +41,3 @@ def _zscore(image: np.ndarray, axis: tuple[int, ...] | None) -> np.ndarray:
     sd = image.std(axis=axis, keepdims=True)
     return ((image - mean) / np.where(sd > 1e-6, sd, 1.0)).astype(np.float32)
 
-
-def object_window(object_values: np.ndarray, spread: float, tail: float = 0.05) -> tuple[float, float]:
-    """The intensity range ``(low, high)`` that keeps the painted object's contrast: its ``tail`` to ``1 - tail``
-    quantiles widened by ``spread`` times their width on each side.
-
-    Why: a z-score over a crop spends its unit on whatever spans the widest range there. In CT that is air (-1000
-    HU) against bone (300-1500 HU), and a soft-tissue organ's contrast to its neighbours (tens of HU) shrinks to a
-    small fraction of it, too small for a slice registration or a network trained on a few slices. Clipping to a
-    window around the object's own intensities first (as a radiologist's soft-tissue window does, and as nnU-Net
-    clips CT to its foreground's percentiles) keeps that contrast whatever the modality; on MRI the window spans
-    nearly all of the crop.
-    """
-    values = np.asarray(object_values, dtype=np.float64).ravel()
-    if values.size == 0:
-        raise SparseSegError("no painted object voxels to take an intensity window from",
-                             "Paint the object on at least one slice.")
-    low, high = (float(q) for q in np.quantile(values, [tail, 1.0 - tail]))
-    width = max(high - low, 1e-6)
-    return low - spread * width, high + spread * width

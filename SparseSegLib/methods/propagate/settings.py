@@ -87,10 +87,6 @@ class PropagateSettings:
       to the paint, :mod:`.suggestion`; the default since the ninth session, dev scans: one correction lifts the
       hippocampus class mean to 0.706 against 0.450, the left atrium to 0.844 against 0.838), ``gap`` (middle of
       the widest unpainted stretch of the predicted object) or ``entropy`` (the worker's least-certain slice).
-    * ``intensity_window``: before the crop is z-scored, clip it to the painted object's intensities (their
-      0.5-99.5% quantiles) widened by this many times their width on each side
-      (:func:`~SparseSegLib.engine.preprocessing.object_window`; 0: off). It keeps an organ's contrast where air
-      and bone span the crop's range (CT); docs/results/interactive.md, "Twenty-fourth session".
     * ``crop_margin``: work in the painted foreground's in-plane bounding box grown by this fraction of its
       size on each side (at least ``min_margin`` pixels); nothing outside it is labelled.
     """
@@ -115,7 +111,6 @@ class PropagateSettings:
     empty_gap: str = "linear"
     end_shape: str = "cut"
     anchor: bool = True
-    intensity_window: float = 0.0
     crop_margin: float = 0.5
     min_margin: int = 16
     suggest: str = "volume"
@@ -160,8 +155,7 @@ class PropagateSettings:
             raise SparseSegError(f"option demons_levels must be 0 (from the voxel spacing) to 5, "
                                  f"not {self.demons_levels}",
                                  "E.g. demons_levels=0 (the default) or demons_levels=2.")
-        for name in ("open_end", "end_opening", "pseudo_distance", "negative_weight", "crop_margin", "demons_smoothing",
-                     "intensity_window"):
+        for name in ("open_end", "end_opening", "pseudo_distance", "negative_weight", "crop_margin", "demons_smoothing"):
             if getattr(self, name) < 0:
                 raise SparseSegError(f"option {name} must not be negative", f"Give {name} >= 0.")
         if min(self.context_slices, self.negative_margin, self.min_margin, self.fusion_margin, self.intensity_ring) < 0:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...case import Case
-from ...engine.preprocessing import normalize, object_window
+from ...engine.preprocessing import normalize
 from ...engine.propagation import equivalent_radius_mm, inscribed_radius_mm
 from ...errors import SparseSegError
 from ...jobs.regions import whole_slice_axis
@@ -50,10 +50,7 @@ class PaintedVolume:
         crop = (slice(None),) + window
         kji = tuple(float(s) for s in case.geometry.spacing_kji)
         spacing = (kji[moved_axis],) + tuple(kji[a] for a in range(3) if a != moved_axis)
-        cropped = image[crop]
-        if settings.intensity_window > 0:  # clip to the painted object's intensities widened, then z-score
-            cropped = np.clip(cropped, *object_window(cropped[(foreground & mask)[crop]], settings.intensity_window))
-        return cls(axis=axis, painted=painted, image=normalize(cropped, "zscore"), label=label[crop],
+        return cls(axis=axis, painted=painted, image=normalize(image[crop], "zscore"), label=label[crop],
                    annotated=mask[crop], window=window, full_shape=image.shape, spacing=spacing)
 
     @property
