@@ -7,7 +7,7 @@ the label) onto a 240 x 240 x 155 grid covering the same physical extent, its ce
 with torch's default threads unless ``--threads`` is given. Prints one table: seconds to each round as the user
 sees it (from pressing Start, worker start-up included), the worker's own seconds per round and the Dice per round::
 
-    python -m SparseSegLib.benchmarks.start_speed [--dataset left_atrium --case 0] [--threads 2] [--out DIR]
+    python -m SparseSegLib.benchmarks.start_speed [--dataset left_atrium --case 0] [--threads 2] [--size 240,240,155]
 """
 
 from __future__ import annotations
@@ -46,10 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="CPU threads for the worker (default: torch's choice)")
     parser.add_argument("--device", default=None, help="the job's device (default auto, as the module: cuda > mps > cpu)")
     parser.add_argument("--out", type=Path, help="keep the job folder here (default: a temporary folder)")
+    parser.add_argument("--size", default=",".join(map(str, SIZE_IJK)), metavar="I,J,K",
+                        help="the grid the scan is resampled onto (default 240,240,155; e.g. 512,512,300 for a CT)")
     args = parser.parse_args(argv)
+    size = tuple(int(n) for n in args.size.split(","))
+    if len(size) != 3 or min(size) < 8:
+        parser.error("--size takes three sizes of at least 8, e.g. 512,512,300")
     scan = choose_scans(DATA_ROOT / args.dataset, "dev", args.case + 1)[args.case]
-    image = resampled(sitk.ReadImage(str(scan.image), sitk.sitkFloat32), SIZE_IJK, nearest=False)
-    label_image = resampled(sitk.ReadImage(str(scan.label), sitk.sitkUInt8), SIZE_IJK, nearest=True)
+    image = resampled(sitk.ReadImage(str(scan.image), sitk.sitkFloat32), size, nearest=False)
+    label_image = resampled(sitk.ReadImage(str(scan.label), sitk.sitkUInt8), size, nearest=True)
     reference = sitk.GetArrayFromImage(label_image)
     middle = central_slice(reference)
     painted = np.zeros_like(reference)
@@ -83,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the job did not finish: {outcome.message}", file=sys.stderr)
         return 1
     spacing = tuple(reversed(image.GetSpacing()))
-    print(f"Start on {scan.key} resampled to {SIZE_IJK[0]}x{SIZE_IJK[1]}x{SIZE_IJK[2]} (i x j x k), central slice "
+    print(f"Start on {scan.key} resampled to {size[0]}x{size[1]}x{size[2]} (i x j x k), central slice "
           f"{middle} painted; method {START_METHOD}, device {args.device or 'auto'} (as asked), "
           f"threads {args.threads or 'default'}")
     print("| round | step | seen after Start (s) | worker seconds | Dice | RAVD |")

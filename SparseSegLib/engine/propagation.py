@@ -33,6 +33,7 @@ class PropagationSettings:
     smoothing: float = 1.5
     image_smoothing: float = 0.0  # Gaussian sd (pixels) applied to the slices before registration
     levels: int = 1  # coarse-to-fine levels of each pair's registration (1: the full grid only)
+    finest: int = 1  # the finest level's grid is this many times coarser than the slice (fields resampled up)
 
 
 def _as_image(array: np.ndarray) -> sitk.Image:
@@ -65,7 +66,7 @@ class SliceRegistration:
         try:
             fields = demons_fields([(self.volume[target], self.volume[source]) for source, target in missing],
                                    self.settings.iterations, self.settings.smoothing, self.workers, should_stop,
-                                   self.settings.levels)
+                                   self.settings.levels, self.settings.finest)
         except RegistrationCancelled:
             from .trainer import TrainingCancelled
 
@@ -78,7 +79,7 @@ class SliceRegistration:
         if key not in self._cache:
             self._cache[key] = field_transform(demons_field(self.volume[target], self.volume[source],
                                                             self.settings.iterations, self.settings.smoothing,
-                                                            self.settings.levels))
+                                                            self.settings.levels, self.settings.finest))
         return self._cache[key]
 
     def warp(self, maps: np.ndarray, source: int, target: int) -> np.ndarray:
@@ -103,6 +104,17 @@ def demons_levels_for(spacing_kji: tuple[float, float, float]) -> int:
     session"); isotropic scans keep one level, on which the hippocampus dev scans lost with two."""
     ratio = float(spacing_kji[0]) / max(min(float(spacing_kji[1]), float(spacing_kji[2])), 1e-6)
     return 1 + min(2, int(np.floor(np.log2(ratio)))) if ratio >= 2.0 else 1
+
+
+def registration_shrink(slice_shape: tuple[int, int], max_pixels: int) -> int:
+    """The smallest power of two by which slices of ``slice_shape`` must be shrunk to hold at most ``max_pixels``
+    pixels (1: as they are; ``max_pixels`` 0: never shrink). Demons' cost grows with a slice's pixels: the Start
+    job's registration round took 391 s on a 512 x 512 x 300 scan whose object filled most of the slice, against
+    about 50 s at 240 x 240 x 155 (docs/results/interactive.md, "Twenty-fourth session")."""
+    factor, pixels = 1, int(slice_shape[0]) * int(slice_shape[1])
+    while max_pixels > 0 and pixels > max_pixels * factor * factor:
+        factor *= 2
+    return factor
 
 
 def one_hot_foreground(label_slice: np.ndarray, num_classes: int) -> np.ndarray:

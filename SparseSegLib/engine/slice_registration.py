@@ -17,21 +17,23 @@ import SimpleITK as sitk
 
 
 def demons_field(fixed: np.ndarray, moving: np.ndarray, iterations: int = 50, smoothing: float = 1.5,
-                 levels: int = 1) -> np.ndarray:
+                 levels: int = 1, finest: int = 1) -> np.ndarray:
     """The displacement field ``(j, i, 2)`` (float64) mapping points of 2D slice ``fixed`` into ``moving``.
 
     Symmetric-forces demons: both are intensity-normalised slices of one scan, so a mean-squares metric fits; the
     field is smoothed with a Gaussian of ``smoothing`` pixels (of each level's grid) after every iteration. With
     ``levels`` > 1 the pair is registered coarse to fine (each level halves the grid, ``iterations`` at each), so a
     displacement of several pixels, as between slices far apart, is found on a grid where it is small; the
-    finer level starts from the coarser field. An array rather than a transform so that pairs can be registered
-    in other processes (:func:`demons_fields`).
+    finer level starts from the coarser field. ``finest`` > 1 stops on a grid that many times coarser than the
+    slice and resamples the field onto the slice's grid: on a large slice (a CT's liver) the cost falls with the
+    square of it, and an outline hundreds of pixels long loses little. An array rather than a transform so that
+    pairs can be registered in other processes (:func:`demons_fields`).
     """
     fixed_image = sitk.GetImageFromArray(np.ascontiguousarray(fixed, dtype=np.float32))
     moving_image = sitk.GetImageFromArray(np.ascontiguousarray(moving, dtype=np.float32))
     field = None
     for level in reversed(range(max(1, int(levels)))):
-        factor = 2 ** level
+        factor = max(1, int(finest)) * 2 ** level
         if factor > 1 and min(fixed.shape) // factor < 8:
             continue  # a grid this coarse holds nothing to register
         level_fixed, level_moving = (_shrunk(fixed_image, factor), _shrunk(moving_image, factor)) if factor > 1 \
@@ -45,6 +47,10 @@ def demons_field(fixed: np.ndarray, moving: np.ndarray, iterations: int = 50, sm
             initial = sitk.Resample(field, level_fixed, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64,
                                     True)  # nearest-neighbour extrapolation: no zero rim on odd grid sizes
             field = demons.Execute(level_fixed, level_moving, initial)
+    if field is None:  # every level too coarse for this slice: register it on its own grid
+        return demons_field(fixed, moving, iterations, smoothing, levels)
+    if finest > 1:  # onto the slice's own grid (physical units are already its pixels)
+        field = sitk.Resample(field, fixed_image, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64, True)
     return sitk.GetArrayFromImage(sitk.Cast(field, sitk.sitkVectorFloat64))
 
 
@@ -59,9 +65,9 @@ def field_transform(field: np.ndarray) -> sitk.Transform:
 
 
 def slice_transform(fixed: np.ndarray, moving: np.ndarray, iterations: int = 50, smoothing: float = 1.5,
-                    levels: int = 1) -> sitk.Transform:
+                    levels: int = 1, finest: int = 1) -> sitk.Transform:
     """The transform mapping points of 2D slice ``fixed`` into ``moving`` (:func:`demons_field`)."""
-    return field_transform(demons_field(fixed, moving, iterations, smoothing, levels))
+    return field_transform(demons_field(fixed, moving, iterations, smoothing, levels, finest))
 
 
 def _one_itk_thread() -> None:
@@ -74,7 +80,8 @@ class RegistrationCancelled(Exception):
 
 
 def demons_fields(pairs: Sequence[tuple[np.ndarray, np.ndarray]], iterations: int, smoothing: float, workers: int,
-                  should_stop: Callable[[], bool] | None = None, levels: int = 1) -> list[np.ndarray]:
+                  should_stop: Callable[[], bool] | None = None, levels: int = 1,
+                  finest: int = 1) -> list[np.ndarray]:
     """:func:`demons_field` of every ``(fixed, moving)`` pair, in ``workers`` processes when that pays.
 
     The pairs of a volume are independent (only the warping of a label along them is a chain), and ITK's own
@@ -91,12 +98,12 @@ def demons_fields(pairs: Sequence[tuple[np.ndarray, np.ndarray]], iterations: in
         for fixed, moving in pairs:
             if should_stop is not None and should_stop():
                 raise RegistrationCancelled()
-            fields.append(demons_field(fixed, moving, iterations, smoothing, levels))
+            fields.append(demons_field(fixed, moving, iterations, smoothing, levels, finest))
         return fields
     results: list[np.ndarray | None] = [None] * len(pairs)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_one_itk_thread) as pool:
-        futures = {pool.submit(demons_field, fixed, moving, iterations, smoothing, levels): index
+        futures = {pool.submit(demons_field, fixed, moving, iterations, smoothing, levels, finest): index
                    for index, (fixed, moving) in enumerate(pairs)}
         pending = set(futures)
         while pending:

@@ -27,7 +27,7 @@ from ...engine.device import select_device
 from ...engine.intensity_gate import IntensityEvidence
 from ...engine.postprocess import object_count
 from ...engine.propagation import (PropagationSettings, demons_levels_for, open_end_reach, propagate_slices,
-                                   slice_distance)
+                                   registration_shrink, slice_distance)
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter, RoundResult, register
 from .fusion import (anchor_at_paint, classes_follow_registration, classes_from_registration, fuse, open_ends,
@@ -98,7 +98,10 @@ class PropagateMethod:
                 reporter.log(f"propagate round {index}: painted slices {volume.painted} along axis {volume.axis} "
                              f"registered through {volume.image.shape[0]} slices"
                              + (f" (demons at {levels} resolutions: slices {volume.spacing[0]:g} mm apart)"
-                                if levels > 1 else ""))
+                                if levels > 1 else "")
+                             + (f" (on a grid {_shrink(volume, settings)} times coarser than its "
+                                f"{volume.image.shape[1]}x{volume.image.shape[2]} pixels per slice)"
+                                if _shrink(volume, settings) > 1 else ""))
             else:
                 distance = slice_distance(volume.image.shape[0], volume.painted) if volume.painted else None
                 target, weight = training_targets(volume.label, volume.painted, registration, distance, settings,
@@ -146,11 +149,17 @@ def _registered(volume: PaintedVolume, settings: PropagateSettings, num_classes:
     registration the split is taken from a one-level chain (docs/results/interactive.md, "Twentieth session")."""
     registration = propagate_slices(
         volume.image, volume.label, volume.painted, num_classes,
-        PropagationSettings(settings.demons_iterations, settings.demons_smoothing, levels=levels),
+        PropagationSettings(settings.demons_iterations, settings.demons_smoothing, levels=levels,
+                            finest=_shrink(volume, settings)),
         should_stop=should_stop, open_end_reach=_reach_of(volume, settings),
         empty_gap=settings.empty_gap, end_shape=settings.end_shape, workers=registration_workers(),
         refine=evidence.trim if evidence is not None and settings.intensity == "chain" else None)
     return evidence.update(registration) if evidence is not None else registration
+
+
+def _shrink(volume: PaintedVolume, settings: PropagateSettings) -> int:
+    """How many times coarser than the crop's slices the registration runs (1: their own grid)."""
+    return registration_shrink(volume.image.shape[1:], settings.demons_max_pixels)
 
 
 def registration_workers() -> int:

@@ -29,6 +29,12 @@ class PropagateSettings:
       nearly isotropic voxels, two or three where slices lie 2-8 times as far apart as pixels (thick-slice MRI and
       CT), whose outlines move several pixels from slice to slice. Twentieth session, left-atrium dev scans as
       2.5 mm slices: registration round 0.762 -> 0.786 (docs/results/interactive.md).
+    * ``demons_max_pixels``: a crop's slices larger than this are registered on a grid coarser by a power of two
+      that brings them under it, the fields resampled back (0: always the full grid;
+      :func:`~SparseSegLib.engine.propagation.registration_shrink`). 256 x 256: no scan the benchmarks here play reaches
+      it (whole slices of at most 240 x 240 = 57,600 pixels), so it changes nothing measured there; on a CT-sized
+      scan with a large object it cuts the registration round about threefold (a 512 x 512 x 300 scan: 391 s ->
+      120 s, Dice 0.698 -> 0.713; docs/results/interactive.md, "Twenty-fourth session").
     * ``open_end``: beyond the outermost painted slices the propagated object fades out over this many of its
       own equivalent radii (0: never; :func:`~SparseSegLib.engine.propagation.open_end_reach`).
     * ``iterations``: training steps of the 2D network per stage (batch ``batch_size``); a few hundred are
@@ -94,6 +100,7 @@ class PropagateSettings:
     demons_iterations: int = 100
     demons_smoothing: float = 1.0
     demons_levels: int = 0
+    demons_max_pixels: int = 65536
     open_end: float = 2.0
     iterations: int = 300
     batch_size: int = 8
@@ -158,6 +165,8 @@ class PropagateSettings:
         for name in ("open_end", "end_opening", "pseudo_distance", "negative_weight", "crop_margin", "demons_smoothing"):
             if getattr(self, name) < 0:
                 raise SparseSegError(f"option {name} must not be negative", f"Give {name} >= 0.")
+        if self.demons_max_pixels < 0:
+            raise SparseSegError("option demons_max_pixels must not be negative", "E.g. demons_max_pixels=65536 (0: never shrink).")
         if min(self.context_slices, self.negative_margin, self.min_margin, self.fusion_margin, self.intensity_ring) < 0:
             raise SparseSegError("context_slices, negative_margin, min_margin, fusion_margin and intensity_ring must not "
                                  "be negative", "Give values >= 0.")
