@@ -32,7 +32,7 @@ from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter, RoundResult, register
 from .fusion import (anchor_at_paint, classes_follow_registration, classes_from_registration, fuse, open_ends,
                      painted_holes)
-from .network import train_across_axes, training_targets
+from .network import prediction_region, train_across_axes, training_targets
 from .settings import PropagateSettings
 from .suggestion import RULES as SUGGESTION_RULES
 from .volume import PaintedVolume, class_count
@@ -106,9 +106,13 @@ class PropagateMethod:
                 distance = slice_distance(volume.image.shape[0], volume.painted) if volume.painted else None
                 target, weight = training_targets(volume.label, volume.painted, registration, distance, settings,
                                                   annotated=None if volume.painted else volume.annotated)
+                region = (prediction_region(registration, settings.object_threshold, PREDICTION_CONTEXT)
+                          if registration is not None and settings.fusion == "average" else None)
                 network, network_state = train_across_axes(
                     volume.image, target, weight, num_classes, settings, options.seed + settings.seed_offset + index,
-                    device, reporter, f"propagate round {index}/{total}", should_stop, initial)
+                    device, reporter, f"propagate round {index}/{total}", should_stop, initial, region)
+                if region is not None:  # outside the box the fused maps are the registration's
+                    network = _embedded(network, region, registration)
                 initial = network_state
                 if registration is None:
                     labels, probabilities = network.argmax(0).astype(np.uint8), network
@@ -155,6 +159,18 @@ def _registered(volume: PaintedVolume, settings: PropagateSettings, num_classes:
         empty_gap=settings.empty_gap, end_shape=settings.end_shape, workers=registration_workers(),
         refine=evidence.trim if evidence is not None and settings.intensity == "chain" else None)
     return evidence.update(registration) if evidence is not None else registration
+
+
+#: Voxels of context the networks see around the box they predict (:func:`.network.prediction_region`): a quarter
+#: of the default patch, so the box's edge lies far from any voxel the fusion can still call object.
+PREDICTION_CONTEXT = 32
+
+
+def _embedded(inside: np.ndarray, region: tuple[slice, slice, slice], outside: np.ndarray) -> np.ndarray:
+    """``outside`` with ``inside`` written into its ``region`` (class axis first)."""
+    full = outside.copy()
+    full[(slice(None),) + region] = inside
+    return full
 
 
 def _shrink(volume: PaintedVolume, settings: PropagateSettings) -> int:

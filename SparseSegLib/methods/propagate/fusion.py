@@ -90,12 +90,34 @@ def open_ends(labels: np.ndarray, painted: list[int], radius_mm: float, spacing:
     reach = [int(np.floor(radius_mm / max(s, 1e-6))) for s in spacing]
     if not painted or max(reach) < 1:
         return labels
-    grid = np.ogrid[tuple(slice(-r, r + 1) for r in reach)]
-    ball = sum((g * s / radius_mm) ** 2 for g, s in zip(grid, spacing)) <= 1.0
-    kept = ndimage.binary_opening(labels > 0, structure=ball)
+    kept = ball_opening(labels > 0, radius_mm, spacing)
     kept[min(painted):max(painted) + 1] = True
     result = labels.copy()
     result[~kept] = 0
+    return result
+
+
+def ball_opening(mask: np.ndarray, radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
+    """The morphological opening of ``mask`` by a ball of ``radius_mm`` (voxels of ``spacing`` mm; outside the
+    array is background), from two Euclidean distance transforms: a voxel survives the erosion where no
+    background lies within the radius, and the dilation gives back every voxel within the radius of a survivor.
+
+    The same set as ``ndimage.binary_opening`` with the ball as structuring element, at a cost that does not grow
+    with the ball: on a 512 x 512 x 300 scan's crop, whose 0.22 mm voxels make the ball 21 voxels wide, that took
+    87 s. Computed in the mask's bounding box grown by the radius plus one voxel, which holds every voxel that
+    can change.
+    """
+    present = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if not present[0].size:
+        return mask.copy()
+    grow = [int(np.ceil(radius_mm / max(s, 1e-6))) + 1 for s in spacing]
+    box = tuple(slice(max(0, int(p[0]) - g), min(n, int(p[-1]) + 1 + g))
+                for p, g, n in zip(present, grow, mask.shape))
+    padded = np.pad(mask[box], 1)  # the array's edge is background, as binary_erosion's border
+    eroded = ndimage.distance_transform_edt(padded, sampling=spacing) > radius_mm
+    opened = ndimage.distance_transform_edt(~eroded, sampling=spacing) <= radius_mm if eroded.any() else eroded
+    result = np.zeros_like(mask)
+    result[box] = opened[1:-1, 1:-1, 1:-1]
     return result
 
 

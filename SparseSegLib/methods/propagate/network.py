@@ -65,10 +65,10 @@ def training_targets(label: np.ndarray, painted: list[int], registration: np.nda
 
 def train_and_predict(volume: np.ndarray, target: np.ndarray, weight: np.ndarray, num_classes: int,
                       settings: PropagateSettings, seed: int, device: torch.device, reporter: Reporter, stage: str,
-                      should_stop: Callable[[], bool] | None = None,
-                      initial: dict | None = None) -> tuple[np.ndarray, dict]:
-    """Train the network (from ``initial`` weights when given) and return its probabilities ``(C, k, j, i)``
-    over ``volume`` and its weights (CPU tensors)."""
+                      should_stop: Callable[[], bool] | None = None, initial: dict | None = None,
+                      region: tuple[slice, ...] | None = None) -> tuple[np.ndarray, dict]:
+    """Train the network (from ``initial`` weights when given) on all of ``volume`` and return its probabilities
+    ``(C, k, j, i)`` over ``volume[region]`` (all of it when None) and its weights (CPU tensors)."""
     seed_everything(seed)
     config = network_config(settings)
     network = build_network(config, num_classes)
@@ -84,7 +84,7 @@ def train_and_predict(volume: np.ndarray, target: np.ndarray, weight: np.ndarray
     train_network(network, sampler, train, device,
                   progress=lambda step, total, loss, sps: reporter.progress(stage, step, total, loss, sps),
                   should_stop=should_stop)
-    probabilities = predict_probabilities(network, volume, config, patch, device)
+    probabilities = predict_probabilities(network, volume if region is None else volume[region], config, patch, device)
     state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
     network.cpu()
     return probabilities, state
@@ -92,9 +92,10 @@ def train_and_predict(volume: np.ndarray, target: np.ndarray, weight: np.ndarray
 
 def train_across_axes(volume: np.ndarray, target: np.ndarray, weight: np.ndarray, num_classes: int,
                       settings: PropagateSettings, seed: int, device: torch.device, reporter: Reporter, stage: str,
-                      should_stop: Callable[[], bool] | None = None,
-                      initial: dict | None = None) -> tuple[np.ndarray, dict]:
-    """One network per axis of ``settings.axes`` (slices across that axis), their probabilities averaged.
+                      should_stop: Callable[[], bool] | None = None, initial: dict | None = None,
+                      region: tuple[slice, slice, slice] | None = None) -> tuple[np.ndarray, dict]:
+    """One network per axis of ``settings.axes`` (slices across that axis), their probabilities over
+    ``volume[region]`` (all of it when None) averaged.
 
     Across the painted slices (axis 0) a 2D network sees each slice on its own; across the other two it sees the
     object in profile, ends included, which is where a slice-by-slice chain cannot tell that the object stopped.
@@ -104,9 +105,29 @@ def train_across_axes(volume: np.ndarray, target: np.ndarray, weight: np.ndarray
     for axis in settings.axes:
         own = {k.split(".", 1)[1]: v for k, v in (initial or {}).items() if k.split(".", 1)[0] == str(axis)}
         moved = [np.ascontiguousarray(np.moveaxis(a, axis, 0)) for a in (volume, target, weight)]
+        moved_region = None if region is None else (region[axis],) + tuple(region[a] for a in range(3) if a != axis)
         probabilities, weights = train_and_predict(*moved, num_classes, settings, seed + 97 * axis, device, reporter,
-                                                   f"{stage} (slices across axis {axis})", should_stop, own or None)
+                                                   f"{stage} (slices across axis {axis})", should_stop, own or None,
+                                                   moved_region)
         probabilities = np.moveaxis(probabilities, 1, axis + 1)
         total = probabilities if total is None else total + probabilities
         state.update({f"{axis}.{k}": v for k, v in weights.items()})
     return total / len(settings.axes), state
+
+
+def prediction_region(registration: np.ndarray, threshold: float, margin: int) -> tuple[slice, slice, slice] | None:
+    """The box the networks must predict in: every voxel whose registered object probability could still make the
+    fused result object, grown by ``margin`` voxels of context on each side (None: the whole volume).
+
+    With ``average`` fusion a voxel is object only where the mean of the two branches' object probabilities
+    exceeds ``threshold``; the network's is at most 1, so nowhere the registration's is at most ``2 threshold - 1``
+    can the network's vote matter. Predicting the box alone saves most of the network round's prediction on a
+    large scan; outside it the fused maps take the registration's probabilities."""
+    possible = (1.0 - registration[0]) > 2.0 * threshold - 1.0
+    if not possible.any():
+        return None
+    box = []
+    for axis in range(3):
+        present = np.flatnonzero(possible.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(0, int(present[0]) - margin), min(possible.shape[axis], int(present[-1]) + 1 + margin)))
+    return tuple(box)
