@@ -316,6 +316,9 @@ def test_a_saved_model_is_the_jobs_network_half(sample_case):
     network = 2 * fused.probabilities[case.case_id] - registration.probabilities[case.case_id]
     model = segmenter_from_state(case, options, fused.state)
     assert sorted(model.network.axes) == [0, 1, 2] and model.network.axes[0] == painted_axis
+    # a job whose paint showed enclosed background saves a model that fills no hole
+    assert model.postprocess == ("lcc" if fused.state["holes"] else "lcc-fill")
+    assert segmenter_from_state(case, options, {**fused.state, "holes": True}).postprocess == "lcc"
     window = PaintedVolume.from_case(case, PropagateSettings(**QUICK)).window  # in the frame (painted axis first)
     crop = [slice(None)] * 3
     crop[[a for a in range(3) if a != painted_axis][0]] = window[0]
