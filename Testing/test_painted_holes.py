@@ -36,3 +36,11 @@ def test_a_result_with_a_painted_cavity_says_so_for_the_saved_model():
     solid = labels.copy()
     solid[3:6, 3:6, 3:6] = 1
     assert not painted_holes(solid, np.zeros(labels.shape, bool) | (background & (solid == 0)))
+
+
+def test_a_cavity_open_at_an_end_is_no_hole_though_the_painted_slice_encloses_it():
+    labels, foreground, background = shell_with_cavity()
+    tube = labels.copy()
+    tube[3:, 3:6, 3:6] = 0  # the cavity runs out of the shell's far end: enclosed on slice 4 only in 2D
+    assert not painted_holes(tube, background & (tube == 0))
+    assert anchor_at_paint(tube, foreground, background)[3:, 3:6, 3:6].sum() == 0  # nothing to fill either

@@ -1,5 +1,5 @@
 """The networks of ``propagate``'s network round predict only the box where the fusion can still call a voxel object
-(:func:`SparseSegLib.methods.propagate.network.prediction_region`): the box rule on small arrays, and on the bundled
+(:func:`SparseSegLib.methods.propagate.fusion.prediction_region`): the box rule on small arrays, and on the bundled
 real sample scan a fused result as good as the one from predicting the whole crop."""
 
 from __future__ import annotations
@@ -7,14 +7,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from SparseSegLib.engine.propagation import PropagationSettings, propagate_slices
+from SparseSegLib.engine.propagation import PropagationSettings, propagate_slices, slice_distance
 from SparseSegLib.methods.base import SilentReporter
 from SparseSegLib.methods.propagate import _embedded
-from SparseSegLib.methods.propagate.fusion import fuse
-from SparseSegLib.methods.propagate.network import prediction_region, train_across_axes, training_targets
+from SparseSegLib.methods.propagate.fusion import fuse, prediction_region
+from SparseSegLib.methods.propagate.network import train_across_axes, training_targets
 from SparseSegLib.methods.propagate.settings import PropagateSettings
 from SparseSegLib.methods.propagate.volume import PaintedVolume
-from SparseSegLib.engine.propagation import slice_distance
 
 
 def test_the_box_holds_every_voxel_the_fusion_can_call_object_with_its_context():

@@ -50,3 +50,5 @@ def test_a_field_from_the_coarser_grid_follows_the_shift_on_the_full_grid(sample
         return float(((warped - fixed)[24:-24, 24:-24] ** 2).mean())
 
     assert residual(coarse) < 0.5 * float(((moving - fixed)[24:-24, 24:-24] ** 2).mean())
+    # a slice too small for the asked grid registers on the coarsest grid that still holds 8 pixels a side
+    assert demons_field(fixed[:20, :20], moving[:20, :20], 10, 1.0, finest=8).shape == (20, 20, 2)

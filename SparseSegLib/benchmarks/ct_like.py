@@ -15,13 +15,13 @@ copy like any folder; docs/results/interactive.md ("Twenty-fourth session") has 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from .derived_copy import write_copy
 from .interactive.scans import DATA_ROOT
 
 
@@ -37,14 +37,11 @@ def ct_like(image: np.ndarray, low: float = 0.10, high: float = 0.03, jump: floa
     return out
 
 
-def copy_pair(source: Path, out: Path, image_name: str, label_name: str, **tails: float) -> None:
-    """``source``'s image (CT-like) and label (as is), at the same relative paths under ``out``."""
-    image = sitk.ReadImage(str(source / image_name), sitk.sitkFloat32)
+def ct_like_pair(image: sitk.Image, label: sitk.Image, **tails: float) -> tuple[sitk.Image, sitk.Image]:
+    """``image`` made CT-like (:func:`ct_like`, geometry kept) and ``label`` as it is."""
     moved = sitk.GetImageFromArray(ct_like(sitk.GetArrayFromImage(image), **tails))
     moved.CopyInformation(image)
-    for name, written in ((image_name, moved), (label_name, sitk.ReadImage(str(source / label_name)))):
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(written, str(out / name))
+    return moved, label
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,17 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="the new folder")
     args = parser.parse_args(argv)
     tails = {"low": args.low, "high": args.high, "jump": args.jump}
-    if args.mni152 is not None:
-        copy_pair(args.mni152, args.out, "t1.nii.gz", "tissue.nii.gz", **tails)
-        print(f"wrote the CT-like template to {args.out}")
-        return 0
-    meta = json.loads((args.dataset / "dataset.json").read_text())
-    for entry in meta["training"]:
-        copy_pair(args.dataset, args.out, entry["image"], entry["label"], **tails)
-    meta["description"] = (f"{meta.get('description', '')}; SparseSeg CT-like copy (low {args.low:g}, high "
-                           f"{args.high:g}, jump {args.jump:g})")
-    (args.out / "dataset.json").write_text(json.dumps(meta, indent=1))
-    print(f"wrote {len(meta['training'])} CT-like scans to {args.out}")
+    written = write_copy(args.dataset, args.mni152, args.out, lambda image, label: ct_like_pair(image, label, **tails),
+                         f"SparseSeg CT-like copy (low {args.low:g}, high {args.high:g}, jump {args.jump:g})")
+    print(f"wrote {written} CT-like scan(s) to {args.out}")
     return 0
 
 

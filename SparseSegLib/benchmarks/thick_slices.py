@@ -13,12 +13,12 @@ docs/results/interactive.md ("Nineteenth session", "Twentieth session") has the 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import SimpleITK as sitk
 
+from .derived_copy import write_copy
 from .interactive.scans import DATA_ROOT
 
 FWHM_PER_SIGMA = 2.355
@@ -48,28 +48,15 @@ def main(argv: list[str] | None = None) -> int:
                              "interactive benchmark plays the copy with --cases 0 --mni152 OUT")
     parser.add_argument("--out", type=Path, required=True, help="the new folder")
     args = parser.parse_args(argv)
-    if args.mni152 is not None:  # the template: t1.nii.gz + tissue.nii.gz, same names in the copy
-        copy_pair(args.mni152, args.out, "t1.nii.gz", "tissue.nii.gz", args.slice)
-        print(f"wrote the template with {args.slice:g} mm slices to {args.out}")
-        return 0
-    meta = json.loads((args.dataset / "dataset.json").read_text())
-    for entry in meta["training"]:
-        copy_pair(args.dataset, args.out, entry["image"], entry["label"], args.slice)
-    meta["description"] = f"{meta.get('description', '')}; SparseSeg thick-slice copy, {args.slice:g} mm slices"
-    if "spacing_mm" in meta:
-        meta["spacing_mm"] = [meta["spacing_mm"][0], meta["spacing_mm"][1], args.slice]
-    (args.out / "dataset.json").write_text(json.dumps(meta, indent=1))
-    print(f"wrote {len(meta['training'])} scans with {args.slice:g} mm slices to {args.out}")
+
+    def spacing(meta: dict) -> None:
+        if "spacing_mm" in meta:
+            meta["spacing_mm"] = [meta["spacing_mm"][0], meta["spacing_mm"][1], args.slice]
+
+    written = write_copy(args.dataset, args.mni152, args.out, lambda image, label: thick_copy(image, label, args.slice),
+                         f"SparseSeg thick-slice copy, {args.slice:g} mm slices", spacing)
+    print(f"wrote {written} scan(s) with {args.slice:g} mm slices to {args.out}")
     return 0
-
-
-def copy_pair(source: Path, out: Path, image_name: str, label_name: str, slice_mm: float) -> None:
-    """``source``'s image and label (paths relative to it) with ``slice_mm`` slices, at the same paths under ``out``."""
-    image = sitk.ReadImage(str(source / image_name), sitk.sitkFloat32)
-    label = sitk.ReadImage(str(source / label_name))
-    for name, written in zip((image_name, label_name), thick_copy(image, label, slice_mm)):
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(written, str(out / name))
 
 
 if __name__ == "__main__":

@@ -40,4 +40,3 @@ def _zscore(image: np.ndarray, axis: tuple[int, ...] | None) -> np.ndarray:
     mean = image.mean(axis=axis, keepdims=True)
     sd = image.std(axis=axis, keepdims=True)
     return ((image - mean) / np.where(sd > 1e-6, sd, 1.0)).astype(np.float32)
-

@@ -31,9 +31,12 @@ def demons_field(fixed: np.ndarray, moving: np.ndarray, iterations: int = 50, sm
     """
     fixed_image = sitk.GetImageFromArray(np.ascontiguousarray(fixed, dtype=np.float32))
     moving_image = sitk.GetImageFromArray(np.ascontiguousarray(moving, dtype=np.float32))
+    finest = max(1, int(finest))
+    while finest > 1 and min(fixed.shape) // finest < 8:
+        finest //= 2  # a grid this coarse holds nothing to register
     field = None
     for level in reversed(range(max(1, int(levels)))):
-        factor = max(1, int(finest)) * 2 ** level
+        factor = finest * 2 ** level
         if factor > 1 and min(fixed.shape) // factor < 8:
             continue  # a grid this coarse holds nothing to register
         level_fixed, level_moving = (_shrunk(fixed_image, factor), _shrunk(moving_image, factor)) if factor > 1 \
@@ -47,8 +50,6 @@ def demons_field(fixed: np.ndarray, moving: np.ndarray, iterations: int = 50, sm
             initial = sitk.Resample(field, level_fixed, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64,
                                     True)  # nearest-neighbour extrapolation: no zero rim on odd grid sizes
             field = demons.Execute(level_fixed, level_moving, initial)
-    if field is None:  # every level too coarse for this slice: register it on its own grid
-        return demons_field(fixed, moving, iterations, smoothing, levels)
     if finest > 1:  # onto the slice's own grid (physical units are already its pixels)
         field = sitk.Resample(field, fixed_image, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64, True)
     return sitk.GetArrayFromImage(sitk.Cast(field, sitk.sitkVectorFloat64))

@@ -31,8 +31,8 @@ from ...engine.propagation import (PropagationSettings, demons_levels_for, open_
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter, RoundResult, register
 from .fusion import (anchor_at_paint, classes_follow_registration, classes_from_registration, fuse, open_ends,
-                     painted_holes)
-from .network import prediction_region, train_across_axes, training_targets
+                     painted_holes, prediction_region)
+from .network import train_across_axes, training_targets
 from .settings import PropagateSettings
 from .suggestion import RULES as SUGGESTION_RULES
 from .volume import PaintedVolume, class_count
@@ -95,13 +95,13 @@ class PropagateMethod:
                 labels = registration.argmax(0).astype(np.uint8)
                 if split is not registration:
                     labels = classes_from_registration(labels, split)
+                shrink = _shrink(volume, settings)
                 reporter.log(f"propagate round {index}: painted slices {volume.painted} along axis {volume.axis} "
                              f"registered through {volume.image.shape[0]} slices"
                              + (f" (demons at {levels} resolutions: slices {volume.spacing[0]:g} mm apart)"
                                 if levels > 1 else "")
-                             + (f" (on a grid {_shrink(volume, settings)} times coarser than its "
-                                f"{volume.image.shape[1]}x{volume.image.shape[2]} pixels per slice)"
-                                if _shrink(volume, settings) > 1 else ""))
+                             + (f" (on a grid {shrink} times coarser than its {volume.image.shape[1]}x"
+                                f"{volume.image.shape[2]} pixels per slice)" if shrink > 1 else ""))
             else:
                 distance = slice_distance(volume.image.shape[0], volume.painted) if volume.painted else None
                 target, weight = training_targets(volume.label, volume.painted, registration, distance, settings,
@@ -161,7 +161,7 @@ def _registered(volume: PaintedVolume, settings: PropagateSettings, num_classes:
     return evidence.update(registration) if evidence is not None else registration
 
 
-#: Voxels of context the networks see around the box they predict (:func:`.network.prediction_region`): a quarter
+#: Voxels of context the networks see around the box they predict (:func:`.fusion.prediction_region`): a quarter
 #: of the default patch, so the box's edge lies far from any voxel the fusion can still call object.
 PREDICTION_CONTEXT = 32
 

@@ -8,6 +8,7 @@ import numpy as np
 from scipy import ndimage, stats
 
 from ...engine.postprocess import components_touching, filled, object_labels
+from ...engine.sitk_preprocessing import bounding_box
 from .settings import AUTO_CLASS_SEPARATION
 
 
@@ -107,12 +108,9 @@ def ball_opening(mask: np.ndarray, radius_mm: float, spacing: tuple[float, float
     87 s. Computed in the mask's bounding box grown by the radius plus one voxel, which holds every voxel that
     can change.
     """
-    present = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    if not present[0].size:
+    if not mask.any():
         return mask.copy()
-    grow = [int(np.ceil(radius_mm / max(s, 1e-6))) + 1 for s in spacing]
-    box = tuple(slice(max(0, int(p[0]) - g), min(n, int(p[-1]) + 1 + g))
-                for p, g, n in zip(present, grow, mask.shape))
+    box = bounding_box(mask, tuple(int(np.ceil(radius_mm / max(s, 1e-6))) + 1 for s in spacing)).slices
     padded = np.pad(mask[box], 1)  # the array's edge is background, as binary_erosion's border
     eroded = ndimage.distance_transform_edt(padded, sampling=spacing) > radius_mm
     opened = ndimage.distance_transform_edt(~eroded, sampling=spacing) <= radius_mm if eroded.any() else eroded
@@ -147,6 +145,25 @@ def anchor_at_paint(labels: np.ndarray, painted_foreground: np.ndarray,
 
 def painted_holes(labels: np.ndarray, painted_background: np.ndarray) -> bool:
     """Whether ``labels``' foreground encloses (in 3D) background the user painted: then the object has real holes,
-    and a saved model must not fill them (its post-processing keeps the largest objects without ``fill``)."""
+    and a saved model must not fill them (its post-processing keeps the largest objects without ``fill``).
+
+    A 3D hole meets a slice only where that slice's own foreground encloses it, so where no painted slice shows
+    painted background enclosed in 2D (every scan of the left atrium, for one) the 3D fill is never run."""
     foreground = labels > 0
-    return bool((filled(foreground) & ~foreground & painted_background).any())
+    for index in np.flatnonzero(painted_background.any(axis=(1, 2))):
+        if (ndimage.binary_fill_holes(foreground[index]) & ~foreground[index] & painted_background[index]).any():
+            return bool((filled(foreground) & ~foreground & painted_background).any())
+    return False
+
+
+def prediction_region(registration: np.ndarray, threshold: float, margin: int) -> tuple[slice, slice, slice] | None:
+    """The box the networks must predict in for ``average`` fusion (:func:`fuse`): every voxel whose registered
+    object probability could still make the fused result object, grown by ``margin`` voxels of context on each side
+    (None: no such voxel).
+
+    A voxel is object only where the mean of the two branches' object probabilities exceeds ``threshold``; the
+    network's is at most 1, so nowhere the registration's is at most ``2 threshold - 1`` can the network's vote
+    matter. Predicting the box alone saves prediction on a large scan whose object spans part of it; outside it
+    the fused maps take the registration's probabilities."""
+    possible = (1.0 - registration[0]) > 2.0 * threshold - 1.0
+    return bounding_box(possible, margin).slices if possible.any() else None

@@ -114,20 +114,3 @@ def train_across_axes(volume: np.ndarray, target: np.ndarray, weight: np.ndarray
         state.update({f"{axis}.{k}": v for k, v in weights.items()})
     return total / len(settings.axes), state
 
-
-def prediction_region(registration: np.ndarray, threshold: float, margin: int) -> tuple[slice, slice, slice] | None:
-    """The box the networks must predict in: every voxel whose registered object probability could still make the
-    fused result object, grown by ``margin`` voxels of context on each side (None: the whole volume).
-
-    With ``average`` fusion a voxel is object only where the mean of the two branches' object probabilities
-    exceeds ``threshold``; the network's is at most 1, so nowhere the registration's is at most ``2 threshold - 1``
-    can the network's vote matter. Predicting the box alone saves most of the network round's prediction on a
-    large scan; outside it the fused maps take the registration's probabilities."""
-    possible = (1.0 - registration[0]) > 2.0 * threshold - 1.0
-    if not possible.any():
-        return None
-    box = []
-    for axis in range(3):
-        present = np.flatnonzero(possible.any(axis=tuple(a for a in range(3) if a != axis)))
-        box.append(slice(max(0, int(present[0]) - margin), min(possible.shape[axis], int(present[-1]) + 1 + margin)))
-    return tuple(box)
