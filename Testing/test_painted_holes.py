@@ -44,3 +44,45 @@ def test_a_cavity_open_at_an_end_is_no_hole_though_the_painted_slice_encloses_it
     tube[3:, 3:6, 3:6] = 0  # the cavity runs out of the shell's far end: enclosed on slice 4 only in 2D
     assert not painted_holes(tube, background & (tube == 0))
     assert anchor_at_paint(tube, foreground, background)[3:, 3:6, 3:6].sum() == 0  # nothing to fill either
+
+
+def test_a_cohort_whose_labelled_slices_show_a_cavity_gets_a_model_that_fills_no_hole():
+    """``collaborative`` (a cohort model, or its job's Save model): the same rule over every training volume."""
+    from SparseSegLib.engine.sampling import UNKNOWN, TrainingVolume
+    from SparseSegLib.methods.base import MethodOptions
+    from SparseSegLib.methods.collaborative import _set_prediction_rules, labelled_holes, without_fill
+    from SparseSegLib.methods.collaborative.axes import collaborative_segmenter
+    from SparseSegLib.methods.collaborative.branches import Scan
+    from SparseSegLib.methods.collaborative.settings import IMPROVED, CollaborativeSettings
+
+    labels, _, _ = shell_with_cavity()
+    sparse = np.full(labels.shape, UNKNOWN, np.int64)
+    sparse[4] = labels[4]  # the labelled slice: the cavity's middle, labelled background
+    image = np.zeros(labels.shape, np.float32)
+    hollow = Scan("hollow", image, sparse, [4], (1.0, 1.0, 1.0))
+    solid_labels = labels.copy()
+    solid_labels[3:6, 3:6, 3:6] = 1
+    solid_sparse = np.full(labels.shape, UNKNOWN, np.int64)
+    solid_sparse[4] = solid_labels[4]
+    solid = Scan("solid", image, solid_sparse, [4], (1.0, 1.0, 1.0))
+    targets = {"hollow": TrainingVolume(image, labels.astype(np.int64)),
+               "solid": TrainingVolume(image, solid_labels.astype(np.int64))}
+    assert not labelled_holes([solid], [targets["solid"]])
+    assert labelled_holes([solid, hollow], [targets["solid"], targets["hollow"]])
+    settings = CollaborativeSettings.parse({}, IMPROVED, "collaborative")
+    assert settings.postprocess == "lcc-fill"
+
+    for scans, expected in (([solid], "lcc-fill"), ([solid, hollow], "lcc")):
+        model = collaborative_segmenter([s.as_case(2) for s in scans], MethodOptions(), "collaborative", settings)
+        record = {}
+        _set_prediction_rules(model, replace_threshold(settings), scans, [targets[s.case_id] for s in scans], None,
+                              record)
+        assert model.postprocess == expected and record.get("holes", False) == (expected == "lcc")
+    assert without_fill("fill") == "none" and without_fill("lcc") == "lcc"
+
+
+def replace_threshold(settings):
+    """The settings with a fixed object threshold, so no network is asked to calibrate one."""
+    from dataclasses import replace
+
+    return replace(settings, prediction_threshold="0.5")

@@ -40,6 +40,7 @@ from ...errors import SparseSegError
 from ...jobs.regions import whole_slice_axis
 from ..base import MethodOptions, Reporter, RoundResult, register
 from ..common import across_axis, network_snapshot
+from ..propagate.fusion import painted_holes
 from .axes import collaborative_segmenter, train_final_across_axes
 from .branches import (Scan, final_targets, predict_normalised, registration_branch, registration_labels, scan_of,
                        semi_branch)
@@ -125,6 +126,8 @@ class CollaborativeMethod:
         if state.get("prediction_threshold") is not None:  # prediction_threshold=auto: measured by the round
             segmenter.object_threshold = float(state["prediction_threshold"])
         segmenter.objects = int(state.get("objects") or 1)  # the objects the round's targets held
+        if state.get("holes"):  # the paint showed background the object encloses: no hole filling
+            segmenter.postprocess = without_fill(segmenter.postprocess)
         if len(settings.member_axes) > 1:  # final_axes / final_seeds: networks across axes of the painted frame
             axes, swap = scan_axes(settings.member_axes, axis or 0)
             config = replace(segmenter.network_config, axes=axes, swap_in_plane=swap if any(swap) else (),
@@ -192,6 +195,7 @@ class CollaborativeMethod:
                 probabilities, network = predict_normalised(final, scan.image, device), final.network
                 threshold = _round_threshold(settings, probabilities, volumes[0], record)
                 objects = object_count([volumes[0].target])
+                holes = labelled_holes([scan], volumes)
             else:  # refine: self-training on the previous network round's labels
                 if settings.refine_targets == "classes":  # the final stage's targets, classed by the networks
                     (previous,), _ = final_targets([scan], semi, registration, settings, segmenter.num_classes)
@@ -205,11 +209,13 @@ class CollaborativeMethod:
                 probabilities, network = predict_normalised(final, scan.image, device), final.network
                 threshold = _round_threshold(settings, probabilities, volume, record)
                 objects = object_count([volume.target])
+                holes = labelled_holes([scan], [volume])
             labels = probabilities.argmax(0).astype(np.uint8)
             if kind == "registration":  # what the final network will learn from
                 labels = registration_labels(registration[0], settings).astype(np.uint8)
             if kind in ("final", "refine"):  # the final network's result as the cohort model gives it
-                labels = prediction_labels(probabilities, threshold, settings.postprocess, objects)
+                labels = prediction_labels(probabilities, threshold,
+                                           without_fill(settings.postprocess) if holes else settings.postprocess, objects)
             labels[scan.labelled] = scan.target[scan.labelled]
             if kind in ("final", "refine"):
                 network_result = labels
@@ -222,7 +228,8 @@ class CollaborativeMethod:
                     "semi": _as_tensor(semi),
                     "final_labels": _as_tensor([network_result], np.uint8) if network_result is not None else None,
                     "prediction_threshold": threshold if kind in ("final", "refine") else None,
-                    "objects": objects if kind in ("final", "refine") else None}
+                    "objects": objects if kind in ("final", "refine") else None,
+                    "holes": holes if kind in ("final", "refine") else None}
             metrics = {"step": kind, "foreground_voxels": int((labels > 0).sum()),
                        "seconds": round(time.perf_counter() - started, 3),
                        **{k: v for k, v in record.items() if isinstance(v, (int, float, str))}}
@@ -246,6 +253,10 @@ def _set_prediction_rules(segmenter, settings: CollaborativeSettings, scans: lis
     step keeps as many components as the training targets hold objects (and, with ``class_parts``, parts per class)."""
     segmenter.postprocess = settings.postprocess
     segmenter.object_threshold = settings.fixed_threshold or 0.0
+    if volumes is not None and scans is not None and labelled_holes(scans, volumes):
+        segmenter.postprocess = without_fill(settings.postprocess)
+        if record is not None:
+            record["holes"] = True
     if volumes is not None:
         segmenter.objects = object_count([volume.target for volume in volumes])
         if settings.counts_class_parts(len(volumes), segmenter.num_classes):
@@ -254,6 +265,20 @@ def _set_prediction_rules(segmenter, settings: CollaborativeSettings, scans: lis
             record.update(objects=segmenter.objects, class_parts=list(segmenter.class_parts))
     if settings.fixed_threshold is None and scans is not None:
         record.update(calibrate(segmenter, scans, volumes, device))
+
+
+def labelled_holes(scans: list[Scan], volumes: list) -> bool:
+    """Whether a training target encloses (in 3D) background that its volume's labelled slices call background:
+    the objects have real holes (brain tissue around the ventricles), which the model's post-processing must not
+    fill. The single-scan default's rule (:func:`~SparseSegLib.methods.propagate.fusion.painted_holes`), over a
+    cohort; a cohort whose labelled slices show no enclosed background (every left-atrium and hippocampus volume
+    here) keeps its post-processing as set."""
+    return any(painted_holes(volume.target, scan.labelled & (scan.target == 0)) for scan, volume in zip(scans, volumes))
+
+
+def without_fill(postprocess: str) -> str:
+    """``postprocess`` without its hole filling (``lcc-fill`` -> ``lcc``, ``fill`` -> ``none``)."""
+    return {"lcc-fill": "lcc", "fill": "none"}.get(postprocess, postprocess)
 
 
 def _round_threshold(settings: CollaborativeSettings, probabilities: np.ndarray, volume, record: dict) -> float:
