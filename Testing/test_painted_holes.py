@@ -68,11 +68,13 @@ def test_a_cohort_whose_labelled_slices_show_a_cavity_gets_a_model_that_fills_no
     targets = {"hollow": TrainingVolume(image, labels.astype(np.int64)),
                "solid": TrainingVolume(image, solid_labels.astype(np.int64))}
     assert not labelled_holes([solid], [targets["solid"]])
-    assert labelled_holes([solid, hollow], [targets["solid"], targets["hollow"]])
+    assert labelled_holes([hollow], [targets["hollow"]])
+    assert labelled_holes([solid, hollow, hollow], [targets[name] for name in ("solid", "hollow", "hollow")])
+    assert not labelled_holes([solid, hollow], [targets["solid"], targets["hollow"]])  # one volume in two: no majority
     settings = CollaborativeSettings.parse({}, IMPROVED, "collaborative")
     assert settings.postprocess == "lcc-fill"
 
-    for scans, expected in (([solid], "lcc-fill"), ([solid, hollow], "lcc")):
+    for scans, expected in (([solid, hollow], "lcc-fill"), ([hollow, solid, hollow], "lcc")):
         model = collaborative_segmenter([s.as_case(2) for s in scans], MethodOptions(), "collaborative", settings)
         record = {}
         _set_prediction_rules(model, replace_threshold(settings), scans, [targets[s.case_id] for s in scans], None,
