@@ -88,7 +88,9 @@ class CollaborativeSettings:
       voxel). ``object_threshold`` > 0.5: the registration branch says object only where its object classes
       together exceed this probability (the single-scan default's rule, ``engine.postprocess.object_labels``; 0: the paper, the
       most likely class); it trims the contour band that a propagated label tends to overrun. ``postprocess`` (``none``, ``lcc``, ``fill``, ``lcc-fill``, :mod:`~SparseSegLib.engine.postprocess`)
-      is stored with the model and applied to every prediction (the paper: none). ``final_axes`` (e.g. ``0,1,2``):
+      is stored with the model and applied to every prediction (the paper: none); its hole filling is dropped
+      where most training targets enclose background their labelled slices call background (objects with real
+      cavities, :func:`~SparseSegLib.methods.collaborative.labelled_holes`). ``final_axes`` (e.g. ``0,1,2``):
       one final network per slice axis (0: across the labelled slices, the paper), their softmax averaged
       (:mod:`.axes`); each trains for the full budget. ``final_seeds`` > 1: that many networks per axis, each from
       its own seed (initialisation and batches), all averaged: a seed ensemble, costing that many final stages.
