@@ -35,6 +35,7 @@ def resampled(image: sitk.Image, size_ijk: tuple[int, int, int], nearest: bool) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..cli_options import parse_options
     from ..defaults import START_METHOD, start_parameters
     from ..jobs.client import Job
     from ..metrics import binary_metrics
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="keep the job folder here (default: a temporary folder)")
     parser.add_argument("--size", default=",".join(map(str, SIZE_IJK)), metavar="I,J,K",
                         help="the grid the scan is resampled onto (default 240,240,155; e.g. 512,512,300 for a CT)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a method option over the Start defaults (e.g. network_max_pixels=65536)")
     args = parser.parse_args(argv)
     size = tuple(int(n) for n in args.size.split(","))
     if len(size) != 3 or min(size) < 8:
@@ -69,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parameters = start_parameters()
     if args.threads:
         parameters["threads"] = int(args.threads)
+    if args.option:
+        parameters["method_options"] = {**parameters.get("method_options", {}), **parse_options(args.option)}
     job = Job.create_from_files(folder, inputs / "image.nrrd", inputs / "painted.nrrd", START_METHOD,
                                 region={"kind": "slices", "axis": "auto"}, parameters=parameters,
                                 device=args.device or "auto")
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     spacing = tuple(reversed(image.GetSpacing()))
     print(f"Start on {scan.key} resampled to {size[0]}x{size[1]}x{size[2]} (i x j x k), central slice "
           f"{middle} painted; method {START_METHOD}, device {args.device or 'auto'} (as asked), "
-          f"threads {args.threads or 'default'}")
+          f"threads {args.threads or 'default'}" + (f", options {' '.join(args.option)}" if args.option else ""))
     print("| round | step | seen after Start (s) | worker seconds | Dice | RAVD |")
     print("|---|---|---|---|---|---|")
     for index in job.complete_rounds():

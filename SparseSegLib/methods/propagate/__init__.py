@@ -33,6 +33,7 @@ from ..base import MethodOptions, Reporter, RoundResult, register
 from .fusion import (anchor_at_paint, classes_follow_registration, classes_from_registration, fuse, open_ends,
                      painted_holes, prediction_region)
 from .network import train_across_axes, training_targets
+from .network_grid import CoarseGrid
 from .settings import PropagateSettings
 from .suggestion import RULES as SUGGESTION_RULES
 from .volume import PaintedVolume, class_count
@@ -77,6 +78,7 @@ class PropagateMethod:
         device = select_device(options.device)
         initial = state.get("network") if state else None
         registration = None
+        network_grid = int(state.get("network_grid", 1)) if state else 1  # the in-plane shrink ``initial`` saw
         num_classes = class_count(case)
         for index in range(plan.next_round, total + 1):
             started = time.perf_counter()
@@ -108,9 +110,14 @@ class PropagateMethod:
                                                   annotated=None if volume.painted else volume.annotated)
                 region = (prediction_region(registration, settings.object_threshold, PREDICTION_CONTEXT)
                           if registration is not None and settings.fusion == "average" else None)
+                grid = CoarseGrid.for_crop(volume.image.shape, settings.network_max_pixels)
+                if grid.factor > 1:
+                    reporter.log(f"propagate round {index}: networks on a grid {grid.factor} times coarser than the "
+                                 f"crop's {volume.image.shape[1]}x{volume.image.shape[2]} pixels per slice")
                 network, network_state = train_across_axes(
                     volume.image, target, weight, num_classes, settings, options.seed + settings.seed_offset + index,
-                    device, reporter, f"propagate round {index}/{total}", should_stop, initial, region)
+                    device, reporter, f"propagate round {index}/{total}", should_stop, initial, region, grid)
+                network_grid = grid.factor
                 if region is not None:  # outside the box the fused maps are the registration's
                     network = _embedded(network, region, registration)
                 initial = network_state
@@ -128,7 +135,7 @@ class PropagateMethod:
                 labels = anchor_at_paint(labels, volume.painted_foreground, volume.painted_background)
             labels[volume.annotated] = volume.label[volume.annotated]  # the paint is ground truth, exactly
             state = {"format": STATE_FORMAT, "method": "propagate", "round": index, "rounds": total,
-                     "network": network_state or {}, "stage_first": plan.first_round,
+                     "network": network_state or {}, "network_grid": network_grid, "stage_first": plan.first_round,
                      "painted": [int(s) for s in volume.painted], "annotated_voxels": int(volume.annotated.sum()),
                      "objects": object_count([labels]),  # Save model's largest-component step keeps that many
                      "holes": painted_holes(labels, volume.painted_background)}  # ... and fills no hole if True

@@ -58,4 +58,13 @@ def segmenter_from_state(case: Case, options: MethodOptions, state: dict) -> Seg
     return Segmenter(network=network, network_config=config, patch_size=default_patch_size(case.image.shape, config),
                      class_names=dict(case.class_names), normalization="zscore", method="propagate",
                      class_colors=dict(case.class_colors), postprocess="lcc" if state.get("holes") else "lcc-fill",
-                     objects=int(state.get("objects") or 1), spacing=training_spacing([case.geometry.spacing_kji]))
+                     objects=int(state.get("objects") or 1),
+                     spacing=training_spacing([_network_spacing(case, first, state)]))
+
+
+def _network_spacing(case: Case, painted_axis: int, state: dict) -> tuple[float, float, float]:
+    """The spacing (k, j, i) the networks learnt at: the scan's, coarser in the painted slices' plane where the job
+    ran its networks on a coarser grid (``network_grid``), so the model predicts a scan like this one there too."""
+    factor = int(state.get("network_grid", 1))
+    return tuple(float(s) * (factor if axis != painted_axis else 1)
+                 for axis, s in enumerate(case.geometry.spacing_kji))

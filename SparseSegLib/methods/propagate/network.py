@@ -13,6 +13,7 @@ from ...engine.networks import NetworkConfig, build_network
 from ...engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
 from ...engine.trainer import TrainConfig, seed_everything, train_network
 from ..base import Reporter
+from .network_grid import CoarseGrid
 from .settings import PropagateSettings
 
 
@@ -93,24 +94,29 @@ def train_and_predict(volume: np.ndarray, target: np.ndarray, weight: np.ndarray
 def train_across_axes(volume: np.ndarray, target: np.ndarray, weight: np.ndarray, num_classes: int,
                       settings: PropagateSettings, seed: int, device: torch.device, reporter: Reporter, stage: str,
                       should_stop: Callable[[], bool] | None = None, initial: dict | None = None,
-                      region: tuple[slice, slice, slice] | None = None) -> tuple[np.ndarray, dict]:
+                      region: tuple[slice, slice, slice] | None = None,
+                      grid: CoarseGrid | None = None) -> tuple[np.ndarray, dict]:
     """One network per axis of ``settings.axes`` (slices across that axis), their probabilities over
     ``volume[region]`` (all of it when None) averaged.
 
     Across the painted slices (axis 0) a 2D network sees each slice on its own; across the other two it sees the
     object in profile, ends included, which is where a slice-by-slice chain cannot tell that the object stopped.
-    The weights come back keyed ``"<axis>.<name>"``; ``initial`` is read the same way (a warm start per axis).
+    On a coarser ``grid`` (large slices, :mod:`.network_grid`) the networks train and predict there and the
+    averaged probabilities come back onto the crop's own grid. The weights come back keyed
+    ``"<axis>.<name>"``; ``initial`` is read the same way (a warm start per axis).
     """
+    grid = grid or CoarseGrid(1, tuple(volume.shape))
+    volume, target, weight = grid.image(volume), grid.samples(target), grid.samples(weight)
+    box = grid.covering(region)
     total, state = None, {}
     for axis in settings.axes:
         own = {k.split(".", 1)[1]: v for k, v in (initial or {}).items() if k.split(".", 1)[0] == str(axis)}
         moved = [np.ascontiguousarray(np.moveaxis(a, axis, 0)) for a in (volume, target, weight)]
-        moved_region = None if region is None else (region[axis],) + tuple(region[a] for a in range(3) if a != axis)
+        moved_box = None if box is None else (box[axis],) + tuple(box[a] for a in range(3) if a != axis)
         probabilities, weights = train_and_predict(*moved, num_classes, settings, seed + 97 * axis, device, reporter,
                                                    f"{stage} (slices across axis {axis})", should_stop, own or None,
-                                                   moved_region)
+                                                   moved_box)
         probabilities = np.moveaxis(probabilities, 1, axis + 1)
         total = probabilities if total is None else total + probabilities
         state.update({f"{axis}.{k}": v for k, v in weights.items()})
-    return total / len(settings.axes), state
-
+    return grid.probabilities(total / len(settings.axes), region), state
