@@ -89,8 +89,8 @@ class SparseSeg(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["SparseSeg developers"]
         self.parent.helpText = _("""
-Segment a 3D volume from a sparse annotation: paint each structure on one slice (or inside ROI boxes),
-press Start, and watch results arrive round by round in the result segmentation. The default method
+Segment a 3D volume from a sparse annotation: paint each structure on one slice near its middle, where
+it is about largest (or inside ROI boxes), press Start, and watch results arrive round by round in the result segmentation. The default method
 (propagate) registers the painted slices through the volume (first result in seconds), then fuses small
 networks trained on them; Rounds "auto" lets it run until it is done. Correct a few slices with the Segment
 Editor and press Continue: corrected slices become ground truth and both rounds run again.

@@ -15,7 +15,7 @@ from SparseSegLib.benchmarks.interactive.baselines import copy_slices, fill_betw
 from SparseSegLib.benchmarks.interactive.cli import main
 from SparseSegLib.benchmarks.interactive.next_slice import choose_next, gap_slice, worst_slice
 from SparseSegLib.benchmarks.interactive.report import PNG_NAME, dice_curves, write_report
-from SparseSegLib.benchmarks.interactive.scans import central_slice, choose_scans, even_slices
+from SparseSegLib.benchmarks.interactive.scans import central_slice, choose_scans, even_slices, slice_at
 from SparseSegLib.benchmarks.interactive.scoring import score
 
 
@@ -27,6 +27,9 @@ def test_the_user_paints_the_middle_of_the_object_and_spreads_more_slices(sample
     spread = even_slices(sample_label, 5)
     assert len(set(spread)) == 5 and first <= min(spread) and max(spread) <= last
     assert all(sample_label[s].any() for s in spread)
+    # a user who paints where they happen to be (--first-at): the fraction of the extent, both ends included
+    assert (slice_at(sample_label, 0.0), slice_at(sample_label, 1.0)) == (first, last)
+    assert abs(slice_at(sample_label, 0.5) - k) <= 1 and first < slice_at(sample_label, 0.75) < last
     # dev and report scans never overlap, and the choice is the same on every run
     dev, report = choose_scans(sample_dir, "dev", 10), choose_scans(sample_dir, "report", 10)
     assert len(dev) == 5 and len(report) == 7 and not {s.case_id for s in dev} & {s.case_id for s in report}
@@ -160,3 +163,5 @@ def test_cases_0_plays_the_mni152_folder_alone(tmp_path, capsys):
     assert [scan.key for scan in scans] == ["mni152/mni152"]
     assert main(["--cases", "0", "--out", str(tmp_path / "out")]) == 2
     assert "--cases 0 only with --mni152" in capsys.readouterr().err
+    assert main(["--cases", "0", "--mni152", str(tmp_path), "--first-at", "1.5", "--out", str(tmp_path / "out")]) == 2
+    assert "--first-at 1.5 is not a fraction" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .interactive.scans import DATA_ROOT, central_slice, choose_scans, even_slices, mni152_scan
+from .interactive.scans import DATA_ROOT, central_slice, choose_scans, even_slices, mni152_scan, slice_at
 
 
 def merged_scores(labels: np.ndarray, reference: np.ndarray, spacing) -> tuple[float, float]:
@@ -38,13 +38,18 @@ def class_mean_dice(labels: np.ndarray, reference: np.ndarray, spacing) -> float
                           for c in classes]))
 
 
-def painted_case(scan, slices: int = 1, past_end: int = 0):
+def painted_case(scan, slices: int = 1, past_end: int = 0, at: float | None = None):
     """``(case, reference)``: the scan with ``slices`` whole slices along k painted (1: the central one, more:
-    evenly over the object's extent), plus an empty slice ``past_end`` slices past its end when given."""
+    evenly over the object's extent; ``at``: the one slice at that fraction of the extent instead, 0 its first
+    slice, 1 its last), plus an empty slice ``past_end`` slices past its end when given."""
     case = scan.load()
     reference = case.label.copy()
     annotated = np.zeros(reference.shape, bool)
-    for index in (even_slices(reference, slices) if slices > 1 else [central_slice(reference)]):
+    if at is not None:
+        chosen = [slice_at(reference, at)]
+    else:
+        chosen = even_slices(reference, slices) if slices > 1 else [central_slice(reference)]
+    for index in chosen:
         annotated[index] = True
     if past_end:
         annotated[past_end_slice(reference, past_end)] = True
@@ -77,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--past-end", type=int, default=0, metavar="D",
                         help="also paint an empty slice D slices past the object's end along k (a user marking where "
                              "it ends; the high end, or the low end where the volume stops first)")
+    parser.add_argument("--at", type=float, default=None, metavar="F",
+                        help="paint the one slice at fraction F of the object's extent along k instead (0: its first "
+                             "slice, 0.5: about the central one, 1: its last)")
     parser.add_argument("--first-round-only", action="store_true", help="stop after the registration round")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -86,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     template = Path(folder) / "t1.nii.gz"  # the mni152 folder or a copy of it (benchmarks.thick_slices, ct_like)
     scans = [mni152_scan(folder)] if template.is_file() else choose_scans(folder, "dev", args.cases)
     for scan in scans:
-        case, reference = painted_case(scan, args.slices, args.past_end)
+        if args.at is not None and not 0.0 <= args.at <= 1.0:
+            parser.error("--at takes a fraction from 0 to 1")
+        case, reference = painted_case(scan, args.slices, args.past_end, args.at)
         started, scores = time.perf_counter(), []
         for result in get_method("propagate").run_rounds([case], options, SilentReporter()):
             labels = result.labels[case.case_id]
@@ -98,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
               + " class mean " + " ".join(f"{c:.3f}" for _, _, c in scores)
               + f", RAVD {scores[-1][1]:+.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
     means = np.mean(np.array(per_scan), axis=0)
-    print(f"{args.dataset} dev x{len(per_scan)}, {args.slices} slice(s){f' + empty {args.past_end} past the end' if args.past_end else ''}, {' '.join(args.option) or '(defaults)'}: mean Dice per round "
+    print(f"{args.dataset} dev x{len(per_scan)}, {f'1 slice at {args.at:g} of the extent' if args.at is not None else f'{args.slices} slice(s)'}{f' + empty {args.past_end} past the end' if args.past_end else ''}, {' '.join(args.option) or '(defaults)'}: mean Dice per round "
           + " ".join(f"{m:.3f}" for m in means[:, 0]) + ", class mean " + " ".join(f"{m:.3f}" for m in means[:, 1]))
     return 0
 

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--next", choices=RULES, default="suggested",
                         help="the slice painted next: the method's suggestion (default) or the most wrong one (upper bound)")
     parser.add_argument("--slices", type=int, default=5, help="painted slices at the end, 1 + corrections (default 5)")
+    parser.add_argument("--first-at", type=float, default=None, metavar="F",
+                        help="paint the first slice at fraction F of the object's extent along k (0: its first slice, "
+                             "1: its last; default: the central slice)")
     parser.add_argument("--continue-rounds", type=int, default=None,
                         help="rounds each Continue adds (default: the module's, 2; ignored where the method decides)")
     parser.add_argument("--device", default="auto", help="the job's device (default auto, as the module)")
@@ -126,10 +129,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.cases < 0 or args.slices < 1 or args.jobs < 1 or (args.cases == 0 and args.mni152 is None):
         raise SparseSegError("--cases, --slices and --jobs must be at least 1 (--cases 0 only with --mni152)",
                              "E.g. --cases 10 --slices 5 --jobs 2.")
+    if args.first_at is not None and not 0.0 <= args.first_at <= 1.0:
+        raise SparseSegError(f"--first-at {args.first_at:g} is not a fraction of the extent",
+                             "Give a value from 0 (the object's first slice) to 1 (its last), e.g. --first-at 0.75.")
     method, parameters, source = job_settings(args.method, args.option, args.parameter)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     settings = PlaySettings(method=method, parameters=parameters, device=args.device, threads=threads,
-                            slices=args.slices, next_rule=args.next, stage_timeout_s=args.stage_timeout,
+                            slices=args.slices, first_at=args.first_at, next_rule=args.next,
+                            stage_timeout_s=args.stage_timeout,
                             continue_rounds=args.continue_rounds or DEFAULT_MORE_ROUNDS)
     scans = choose(args)
     job = {"method": method, "parameters": parameters, "device": args.device, "source": source}
@@ -138,6 +145,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     results.update(job=job, environment=environment(threads, args.jobs), config={
         "datasets": sorted({scan.dataset for scan in scans}), "cases": args.cases, "split": args.split,
         "split_seed": args.split_seed, "dev_scans": DEV_SCANS, "next": args.next, "slices": args.slices,
+        "first_at": args.first_at,
         "continue_rounds": settings.continue_rounds, "jobs": args.jobs, "threads": threads,
         "scans": [scan.key for scan in scans],
         "command": "python -m SparseSegLib.benchmarks.interactive " + shlex.join(argv)})

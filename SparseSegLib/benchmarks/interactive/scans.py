@@ -93,6 +93,13 @@ def central_slice(reference: np.ndarray) -> int:
     return extent_slices(reference, 1, 0)[0]
 
 
+def slice_at(reference: np.ndarray, fraction: float) -> int:
+    """The slice along k at ``fraction`` of the object's extent (0: its first slice, 1: its last): a user who paints
+    the slice where they happen to be rather than the middle one."""
+    first, last = object_extent(reference, 0)
+    return int(round(first + fraction * (last - first)))
+
+
 def even_slices(reference: np.ndarray, count: int) -> list[int]:
     """``count`` slices evenly spread over the object's extent along k (all of it when it is shorter); one
     slice is :func:`central_slice`."""

@@ -21,7 +21,7 @@ from ...jobs.client import Job
 from ...jobs.continuation import continue_job, paste_slices
 from .baselines import copy_slices, fill_between_slices, painted_label
 from .next_slice import choose_next
-from .scans import Scan, central_slice, even_slices
+from .scans import Scan, central_slice, even_slices, slice_at
 from .scoring import score
 
 
@@ -34,6 +34,7 @@ class PlaySettings:
     device: str = "auto"
     threads: int = 1
     slices: int = 5  # painted slices at the end (1 + corrections)
+    first_at: float | None = None  # the first painted slice at this fraction of the object's extent (None: central)
     next_rule: str = "suggested"
     continue_rounds: int = 2
     stage_timeout_s: float = 3600.0
@@ -113,7 +114,7 @@ def play_scan(scan: Scan, settings: PlaySettings, folder: Path, log=print) -> di
     if folder.exists():
         shutil.rmtree(folder)  # a scan interrupted by an earlier run starts again
     folder.mkdir(parents=True)
-    k = central_slice(reference)
+    k = central_slice(reference) if settings.first_at is None else slice_at(reference, settings.first_at)
     record = {**scan.describe(), "shape": list(reference.shape), "spacing_kji": list(spacing),
               "classes": {str(v): n for v, n in sorted(classes.items())},
               "extent": [int(s) for s in np.flatnonzero(reference.any(axis=(1, 2)))[[0, -1]]],
@@ -121,7 +122,7 @@ def play_scan(scan: Scan, settings: PlaySettings, folder: Path, log=print) -> di
     label = painted_label(reference, [k])
     mask = np.zeros(reference.shape, bool)
     mask[k] = True
-    painted = [{"axis": 0, "index": k, "source": "central"}]
+    painted = [{"axis": 0, "index": k, "source": "central" if settings.first_at is None else f"at {settings.first_at:g}"}]
 
     pressed = time.perf_counter()
     job = Job.create(folder / "stage-1", case.image, case.geometry, label, settings.method,
