@@ -79,8 +79,8 @@ def bench_rounds(folder: Path, size: int, repeat: int) -> list[tuple[str, float,
     network = _network_state()
     for maps in (False, True):
         jobdir = folder / f"round-{'maps' if maps else 'labels'}"
-        job = Job.create(jobdir, image, geometry, annotation, "sparse-only",
-                         parameters={"save_probabilities": maps, "save_uncertainty": maps})
+        Job.create(jobdir, image, geometry, annotation, "sparse-only",
+                   parameters={"save_probabilities": maps, "save_uncertainty": maps})
         spec = read_job(jobdir)
         with EventWriter(jobdir / layout.EVENTS_FILE) as events:
             worker = Worker(jobdir, events, StopRequest(jobdir), WorkerLog(jobdir / layout.LOG_FILE))
