@@ -118,7 +118,7 @@ def play_scan(scan: Scan, settings: PlaySettings, folder: Path, log=print) -> di
     record = {**scan.describe(), "shape": list(reference.shape), "spacing_kji": list(spacing),
               "classes": {str(v): n for v, n in sorted(classes.items())},
               "extent": [int(s) for s in np.flatnonzero(reference.any(axis=(1, 2)))[[0, -1]]],
-              "central_slice": k, "stages": [], "status": "running"}
+              "central_slice": central_slice(reference), "first_slice": k, "stages": [], "status": "running"}
     label = painted_label(reference, [k])
     mask = np.zeros(reference.shape, bool)
     mask[k] = True
