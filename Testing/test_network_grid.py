@@ -51,6 +51,14 @@ def test_a_job_whose_networks_ran_coarse_saves_a_model_at_the_coarse_spacing(sam
     from SparseSegLib.methods import get_method
     from SparseSegLib.methods.base import MethodOptions, SilentReporter
     from SparseSegLib.methods.propagate.model import segmenter_from_state
+    from SparseSegLib.methods.propagate.volume import PaintedVolume
+
+    class Recorder(SilentReporter):
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def log(self, message: str) -> None:
+            self.lines.append(message)
 
     label = sample_case.label
     painted_axis = 2  # across i: the coarse plane is (k, j) of the scan
@@ -60,9 +68,15 @@ def test_a_job_whose_networks_ran_coarse_saves_a_model_at_the_coarse_spacing(sam
     case = sample_case.with_annotation(annotated)
     options = MethodOptions(device="cpu", extra={"iterations": 40, "batch_size": 4, "network_max_pixels": 200},
                             rounds=None)
-    registration, fused = list(get_method("propagate").run_rounds([case], options, SilentReporter()))
+    reporter = Recorder()
+    registration, fused = list(get_method("propagate").run_rounds([case], options, reporter))
     factor = fused.state["network_grid"]
     assert factor >= 2  # the sample's crop holds far more than 200 pixels per slice
+    # the networks trained on the coarse grid: the one across the painted slices drew patches the coarse slice's size
+    crop = PaintedVolume.from_case(case, PropagateSettings.parse(options.extra)).image.shape
+    coarse = tuple(int(np.ceil(-(-n // factor) / 8) * 8) for n in crop[1:])
+    assert any(f"(slices across axis 0): 40 iterations, batch 4, patch {coarse}" in line for line in reporter.lines), \
+        reporter.lines
     labels = fused.labels[case.case_id]
     assert labels.shape == label.shape
     assert np.array_equal(labels[annotated], label[annotated])  # the paint comes back exactly

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from SparseSegLib.methods.propagate.fusion import anchor_at_paint, painted_holes
+from SparseSegLib.engine.postprocess import painted_holes, without_fill
+from SparseSegLib.methods.propagate.fusion import anchor_at_paint
 
 
 def shell_with_cavity() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -50,7 +51,7 @@ def test_a_cohort_whose_labelled_slices_show_a_cavity_gets_a_model_that_fills_no
     """``collaborative`` (a cohort model, or its job's Save model): the same rule over every training volume."""
     from SparseSegLib.engine.sampling import UNKNOWN, TrainingVolume
     from SparseSegLib.methods.base import MethodOptions
-    from SparseSegLib.methods.collaborative import _set_prediction_rules, labelled_holes, without_fill
+    from SparseSegLib.methods.collaborative import _set_prediction_rules, labelled_holes
     from SparseSegLib.methods.collaborative.axes import collaborative_segmenter
     from SparseSegLib.methods.collaborative.branches import Scan
     from SparseSegLib.methods.collaborative.settings import IMPROVED, CollaborativeSettings

@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                              "slice, 0.5: about the central one, 1: its last)")
     parser.add_argument("--first-round-only", action="store_true", help="stop after the registration round")
     args = parser.parse_args(argv)
+    if args.at is not None and not 0.0 <= args.at <= 1.0:
+        parser.error("--at takes a fraction from 0 to 1")
     torch.set_num_threads(1)
     folder = DATA_ROOT / args.dataset if not args.dataset.startswith(("/", ".")) else args.dataset
     options = MethodOptions(device="cpu", extra=parse_options(args.option), rounds=None)
@@ -94,8 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     template = Path(folder) / "t1.nii.gz"  # the mni152 folder or a copy of it (benchmarks.thick_slices, ct_like)
     scans = [mni152_scan(folder)] if template.is_file() else choose_scans(folder, "dev", args.cases)
     for scan in scans:
-        if args.at is not None and not 0.0 <= args.at <= 1.0:
-            parser.error("--at takes a fraction from 0 to 1")
         case, reference = painted_case(scan, args.slices, args.past_end, args.at)
         started, scores = time.perf_counter(), []
         for result in get_method("propagate").run_rounds([case], options, SilentReporter()):

@@ -7,7 +7,8 @@ the label) onto a 240 x 240 x 155 grid covering the same physical extent, its ce
 with torch's default threads unless ``--threads`` is given. Prints one table: seconds to each round as the user
 sees it (from pressing Start, worker start-up included), the worker's own seconds per round and the Dice per round::
 
-    python -m SparseSegLib.benchmarks.start_speed [--dataset left_atrium --case 0] [--threads 2] [--size 240,240,155]
+    python -m SparseSegLib.benchmarks.start_speed [--dataset left_atrium --case 0] [--threads 2] [--size 240,240,155] \\
+        [--option KEY=VALUE] [--out DIR]
 """
 
 from __future__ import annotations

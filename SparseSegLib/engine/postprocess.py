@@ -112,6 +112,24 @@ def filled(foreground: np.ndarray) -> np.ndarray:
     return fill_holes(channel, applied_labels=[1], connectivity=CONNECTIVITY)[0].astype(bool)
 
 
+def painted_holes(labels: np.ndarray, painted_background: np.ndarray) -> bool:
+    """Whether ``labels``' foreground encloses (in 3D) background the user painted: then the object has real holes,
+    and a saved model must not fill them (:func:`without_fill`).
+
+    A 3D hole meets a slice only where that slice's own foreground encloses it, so where no painted slice shows
+    painted background enclosed in 2D (every scan of the left atrium, for one) the 3D fill is never run."""
+    foreground = labels > 0
+    for index in np.flatnonzero(painted_background.any(axis=(1, 2))):
+        if (ndimage.binary_fill_holes(foreground[index]) & ~foreground[index] & painted_background[index]).any():
+            return bool((filled(foreground) & ~foreground & painted_background).any())
+    return False
+
+
+def without_fill(mode: str) -> str:
+    """Post-processing ``mode`` without its hole filling (``lcc-fill`` -> ``lcc``, ``fill`` -> ``none``)."""
+    return {"lcc-fill": "lcc", "fill": "none"}.get(mode, mode)
+
+
 def class_part_counts(labels: list[np.ndarray], num_classes: int, share: float = OBJECT_SHARE) -> tuple[int, ...]:
     """Per object class (1 .. ``num_classes`` - 1), how many parts it forms in label maps of this kind: the
     :func:`object_count` of its own voxels (unknown voxels still join parts)."""

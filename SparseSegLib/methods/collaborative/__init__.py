@@ -35,12 +35,11 @@ from ...case import Case, Geometry
 from ...engine.axis_ensemble import scan_axes
 from ...engine.device import select_device
 from ...engine.networks import build_network, default_patch_size
-from ...engine.postprocess import class_part_counts, object_count
+from ...engine.postprocess import class_part_counts, object_count, painted_holes, without_fill
 from ...errors import SparseSegError
 from ...jobs.regions import whole_slice_axis
 from ..base import MethodOptions, Reporter, RoundResult, register
 from ..common import across_axis, network_snapshot
-from ..propagate.fusion import painted_holes
 from .axes import collaborative_segmenter, train_final_across_axes
 from .branches import (Scan, final_targets, predict_normalised, registration_branch, registration_labels, scan_of,
                        semi_branch)
@@ -271,17 +270,12 @@ def labelled_holes(scans: list[Scan], volumes: list) -> bool:
     """Whether most training targets enclose (in 3D) background that their volume's labelled slices call
     background: the objects have real holes (brain tissue around the ventricles), which the model's
     post-processing must not fill. The single-scan default's rule
-    (:func:`~SparseSegLib.methods.propagate.fusion.painted_holes`) over a cohort, by majority: one volume's stray
+    (:func:`~SparseSegLib.engine.postprocess.painted_holes`) over a cohort, by majority: one volume's stray
     enclosed voxel is an outline's accident, not the anatomy (the hippocampus' full labels enclose 1-17 background
-    voxels in 12 of 200 volumes, and one of 400 central slices' background, scratch check
-    ``bench-output/s25/gt_holes3d.py``), so it does not take every volume's filling away."""
+    voxels in 12 of 200 volumes; docs/results/collaborative-default.md, "Twenty-fifth session"), so it does not
+    take every volume's filling away."""
     enclosing = sum(painted_holes(volume.target, scan.labelled & (scan.target == 0)) for scan, volume in zip(scans, volumes))
     return 2 * enclosing > len(volumes)
-
-
-def without_fill(postprocess: str) -> str:
-    """``postprocess`` without its hole filling (``lcc-fill`` -> ``lcc``, ``fill`` -> ``none``)."""
-    return {"lcc-fill": "lcc", "fill": "none"}.get(postprocess, postprocess)
 
 
 def _round_threshold(settings: CollaborativeSettings, probabilities: np.ndarray, volume, record: dict) -> float:

@@ -25,13 +25,13 @@ import numpy as np
 from ...case import Case
 from ...engine.device import select_device
 from ...engine.intensity_gate import IntensityEvidence
-from ...engine.postprocess import object_count
+from ...engine.postprocess import object_count, painted_holes
 from ...engine.propagation import (PropagationSettings, demons_levels_for, open_end_reach, propagate_slices,
                                    registration_shrink, slice_distance)
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter, RoundResult, register
 from .fusion import (anchor_at_paint, classes_follow_registration, classes_from_registration, fuse, open_ends,
-                     painted_holes, prediction_region)
+                     prediction_region)
 from .network import train_across_axes, training_targets
 from .network_grid import CoarseGrid
 from .settings import PropagateSettings

@@ -143,19 +143,6 @@ def anchor_at_paint(labels: np.ndarray, painted_foreground: np.ndarray,
     return result
 
 
-def painted_holes(labels: np.ndarray, painted_background: np.ndarray) -> bool:
-    """Whether ``labels``' foreground encloses (in 3D) background the user painted: then the object has real holes,
-    and a saved model must not fill them (its post-processing keeps the largest objects without ``fill``).
-
-    A 3D hole meets a slice only where that slice's own foreground encloses it, so where no painted slice shows
-    painted background enclosed in 2D (every scan of the left atrium, for one) the 3D fill is never run."""
-    foreground = labels > 0
-    for index in np.flatnonzero(painted_background.any(axis=(1, 2))):
-        if (ndimage.binary_fill_holes(foreground[index]) & ~foreground[index] & painted_background[index]).any():
-            return bool((filled(foreground) & ~foreground & painted_background).any())
-    return False
-
-
 def prediction_region(registration: np.ndarray, threshold: float, margin: int) -> tuple[slice, slice, slice] | None:
     """The box the networks must predict in for ``average`` fusion (:func:`fuse`): every voxel whose registered
     object probability could still make the fused result object, grown by ``margin`` voxels of context on each side

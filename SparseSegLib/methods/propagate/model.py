@@ -19,6 +19,7 @@ from ...case import Case
 from ...engine.axis_ensemble import AxisEnsemble, scan_axes
 from ...engine.model import Segmenter
 from ...engine.networks import build_network, default_patch_size
+from ...engine.postprocess import without_fill
 from ...engine.spacing import training_spacing
 from ...errors import SparseSegError
 from ...jobs.regions import whole_slice_axis
@@ -57,7 +58,8 @@ def segmenter_from_state(case: Case, options: MethodOptions, state: dict) -> Seg
     # the patch serves a member across the array's axis 0; the others size their own (engine.inference)
     return Segmenter(network=network, network_config=config, patch_size=default_patch_size(case.image.shape, config),
                      class_names=dict(case.class_names), normalization="zscore", method="propagate",
-                     class_colors=dict(case.class_colors), postprocess="lcc" if state.get("holes") else "lcc-fill",
+                     class_colors=dict(case.class_colors),
+                     postprocess=without_fill("lcc-fill") if state.get("holes") else "lcc-fill",
                      objects=int(state.get("objects") or 1),
                      spacing=training_spacing([_network_spacing(case, first, state)]))
 

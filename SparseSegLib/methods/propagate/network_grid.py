@@ -79,7 +79,3 @@ class CoarseGrid:
             cut.append(slice(offset, offset + stop - start))
         fine = fine[:, :, cut[0], cut[1]].permute(1, 0, 2, 3).numpy()
         return fine / np.maximum(fine.sum(0, keepdims=True), 1e-6)
-
-    def spacing(self, spacing: tuple[float, float, float]) -> tuple[float, float, float]:
-        """The coarse grid's spacing (mm, the painted axis first) from the crop's."""
-        return (spacing[0], spacing[1] * self.factor, spacing[2] * self.factor)

@@ -39,7 +39,7 @@ class PropagateSettings:
       this are shrunk in-plane by the same rule before the networks train and predict, their probabilities
       interpolated back (:mod:`.network_grid`). The networks' training costs the same on any grid, their prediction
       grows with the voxels. Measured at 65536 (twenty-fifth session, docs/results/interactive.md): a 512 x 512 x
-      300 scan's final result 317 -> 249 s but Dice 0.781 -> 0.772; dev scans with 3 times finer pixels, left
+      300 scan's final result 328 -> 269 s but Dice 0.781 -> 0.772; dev scans with 3 times finer pixels, left
       atrium 0.852 -> 0.851, mni152 with 2 times finer pixels class mean 0.740 -> 0.730, 6-9% faster. A user who
       would rather wait less on a very large object sets it; the default keeps the accuracy.
     * ``open_end``: beyond the outermost painted slices the propagated object fades out over this many of its
