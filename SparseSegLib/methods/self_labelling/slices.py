@@ -32,14 +32,19 @@ def rotate_batch(images: torch.Tensor, targets: torch.Tensor, weights: torch.Ten
 @torch.inference_mode()
 def predict_slices(network: torch.nn.Module, image: np.ndarray, slices: np.ndarray, context: int, multiple: int,
                    batch: int = 64) -> np.ndarray:
-    """Softmax probabilities ``(C, n, j, i)`` of the given slices of a normalised ``image`` (whole slices, padded)."""
+    """Softmax probabilities ``(C, n, j, i)`` of the given slices of a normalised ``image`` (whole slices, padded).
+
+    The slices go to the device ``network`` lives on and the probabilities come back to the CPU: the validation
+    that picks each round's best epoch calls this while the network still sits on the training GPU."""
     network.eval()
+    device = next(network.parameters()).device
     depth, height, width = image.shape
     offsets = np.arange(-context, context + 1)
     index = np.clip(np.asarray(slices)[:, None] + offsets[None], 0, depth - 1)
     stack = torch.from_numpy(np.ascontiguousarray(image[index], dtype=np.float32))
     pad_h, pad_w = (-height) % multiple, (-width) % multiple
     stack = F.pad(stack, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
-    outputs = [torch.softmax(network(stack[i:i + batch]).float(), 1) for i in range(0, stack.shape[0], batch)]
+    outputs = [torch.softmax(network(stack[i:i + batch].to(device)).float(), 1).cpu()
+               for i in range(0, stack.shape[0], batch)]
     probabilities = torch.cat(outputs)[:, :, pad_h // 2: pad_h // 2 + height, pad_w // 2: pad_w // 2 + width]
     return probabilities.permute(1, 0, 2, 3).numpy()
