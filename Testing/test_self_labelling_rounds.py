@@ -163,27 +163,3 @@ def test_a_network_that_proposes_only_background_is_reported_not_silently_propag
     list(frozen.run())
     assert len(frozen.reporter.messages) == 1 and "round 2/2" in frozen.reporter.messages[0][0]
 
-
-class _NetworkOnAnotherDevice(torch.nn.Module):
-    """A test double for a network on a GPU (none here): one parameter lives on the meta device, so the network
-    reports that device; its forward records where its input was sent and answers with a CPU tensor."""
-
-    def __init__(self, classes: int) -> None:
-        super().__init__()
-        self.marker = torch.nn.Parameter(torch.empty(1, device="meta"))
-        self.classes, self.seen = classes, []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(x.device.type)
-        return torch.zeros((x.shape[0], self.classes) + tuple(x.shape[2:]))
-
-
-def test_slice_prediction_sends_slices_to_the_networks_device_and_returns_cpu_probabilities():
-    # the validation that picks each round's best epoch predicts while the network is still on the training GPU
-    from SparseSegLib.methods.self_labelling import predict_slices
-
-    network = _NetworkOnAnotherDevice(classes=3)
-    image = np.random.default_rng(0).normal(size=(6, 20, 18)).astype(np.float32)
-    probabilities = predict_slices(network, image, np.array([1, 4]), context=1, multiple=8, batch=1)
-    assert network.seen == ["meta", "meta"]  # two batches of one slice, each sent where the network lives
-    assert probabilities.shape == (3, 2, 20, 18) and np.allclose(probabilities, 1 / 3)

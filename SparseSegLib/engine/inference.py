@@ -19,7 +19,7 @@ from .axis_ensemble import AxisEnsemble, from_axis, to_axis
 from .networks import NetworkConfig, default_patch_size
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: a network moved to the GPU in there gets inference-tensor weights (below)
 def predict_probabilities(
     network: torch.nn.Module,
     image: np.ndarray,
@@ -30,7 +30,13 @@ def predict_probabilities(
     overlap: float = 0.25,
     slice_chunk: int = 64,
 ) -> np.ndarray:
-    """Softmax probabilities ``(C, k, j, i)`` for a normalised ``image`` ``(k, j, i)``."""
+    """Softmax probabilities ``(C, k, j, i)`` for a normalised ``image`` ``(k, j, i)``.
+
+    ``network`` is moved to ``device`` and stays there. Under ``torch.inference_mode`` that move would make its
+    weights inference tensors, and a method that trains the same network again after predicting with it (the
+    self-labelling rounds, ``sparse-only`` jobs, ``gradual``) would fail on a GPU with "Inference tensors cannot be
+    saved for backward"; on the CPU the move is a no-op, which is why only a GPU shows it. Hence ``no_grad``.
+    """
 
     def inferer(roi: tuple[int, ...]) -> SlidingWindowInferer:
         return SlidingWindowInferer(roi_size=tuple(roi), sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian",

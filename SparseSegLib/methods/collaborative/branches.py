@@ -100,6 +100,9 @@ def registration_branch(scans: list[Scan], num_classes: int, settings: Collabora
     network = None
     if settings.registration == "network":
         config = settings.registration_config()
+        if device.type == "mps":  # MONAI's Warp samples with border padding, which MPS lacked up to recent torch
+            device = torch.device("cpu")
+            reporter.log(f"{stage}: the registration network trains on the CPU (Apple MPS lacks its border padding)")
         reporter.log(f"{stage}: registration network {list(config.channels)} on neighbouring-slice pairs of "
                      f"{len(scans)} volume(s), {config.iterations} iterations, batch {config.batch_size}")
         network, losses = train_registration([scan.image for scan in scans], config, device, seed,

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ...engine.device import cpu_copy
 from ...engine.trainer import train_loop
 from ..base import Reporter
 from .data import BatchSource
@@ -120,7 +121,7 @@ class MeanTeacherTrainer:
             "student": {k: v.detach().cpu().clone() for k, v in self.student.state_dict().items()},
             "teacher": ({k: v.detach().cpu().clone() for k, v in self.teacher.state_dict().items()}
                         if self.teacher is not None else None),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": cpu_copy(self.optimizer.state_dict()),  # not the live buffers: a retry resumes from it
             "torch_rng": torch.get_rng_state(),
         }
 

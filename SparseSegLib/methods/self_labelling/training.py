@@ -13,6 +13,7 @@ import torch
 
 from ...engine.axis_ensemble import from_axis, to_axis
 from ...engine.losses import MaskedDiceCELoss
+from ...engine.device import move_optimizer_state
 from ...engine.model import Segmenter
 from ...engine.sampling import PatchSampler
 from ...distributed.collectives import map_shared
@@ -120,6 +121,7 @@ class TrainingMixin:
             optimizer = self.optimizer if settings.keep_optimizer and self.optimizer is not None else self.new_optimizer()
             if settings.keep_optimizer:
                 self.optimizer = optimizer
+                move_optimizer_state(optimizer, self.device)  # a resumed run loaded it beside the CPU network
         for group in optimizer.param_groups:  # LR x0.1 on plateau acts within a round; each round starts at the base LR
             group["lr"] = settings.learning_rate
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.1, patience=settings.lr_patience)
