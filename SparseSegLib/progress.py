@@ -23,13 +23,14 @@ class TerminalReporter:
         self._last_decile: dict[str, int] = {}
         self.started = time.perf_counter()
 
-    def progress(self, stage: str, step: int, total: int, loss: float, seconds_per_step: float) -> None:
+    def progress(self, stage: str, step: int, total: int, loss: float | None, seconds_per_step: float) -> None:
         eta = format_duration((total - step) * seconds_per_step)
         width = 24
         filled = int(width * step / max(total, 1))
+        loss_text = f"loss {loss:.3f} " if loss is not None else ""  # a registration round has no loss
         text = (
             f"{self.prefix}{stage} [{'#' * filled}{'.' * (width - filled)}] {step}/{total} "
-            f"loss {loss:.3f} {seconds_per_step:.2f} s/it ETA {eta}"
+            f"{loss_text}{seconds_per_step:.2f} s/it ETA {eta}"
         )
         if self.live:
             self.stream.write("\r" + text + (" " * 4) + ("\n" if step == total else ""))

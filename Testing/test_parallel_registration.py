@@ -17,13 +17,15 @@ SETTINGS = PropagationSettings(iterations=20, smoothing=1.0)
 
 
 class RecordingRegistration(SliceRegistration):
-    """Counts the pairs registered on demand, i.e. those the chain reached that were not prefetched."""
+    """Records the pairs the chain asks for, and those registered on demand (reached but not prefetched)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.asked: list[tuple[int, int]] = []
         self.on_demand: list[tuple[int, int]] = []
 
     def transform(self, source: int, target: int):
+        self.asked.append((source, target))
         if (source, target) not in self._cache:
             self.on_demand.append((source, target))
         return super().transform(source, target)
@@ -34,14 +36,18 @@ def painted_slices(label: np.ndarray) -> list[int]:
     return [int(present[len(present) // 3]), int(present[2 * len(present) // 3])]
 
 
-def test_chain_pairs_are_the_pairs_the_chain_warps_along(sample_case):
+def test_chain_pairs_are_the_pairs_the_chain_warps_along_and_progress_counts_them(sample_case):
     image, label = normalize(sample_case.image), sample_case.label
     painted = painted_slices(label)
-    registration = RecordingRegistration(image, SETTINGS)  # one worker: nothing prefetched, all on demand
-    propagate_slices(image, label, painted, 3, registration=registration)
-    assert sorted(registration.on_demand) == sorted(chain_pairs(painted, image.shape[0]))
+    registration = RecordingRegistration(image, SETTINGS)  # one worker: prefetched one after the other
+    reported = []
+    propagate_slices(image, label, painted, 3, registration=registration,
+                     progress=lambda done, total: reported.append((done, total)))
+    assert sorted(registration.asked) == sorted(chain_pairs(painted, image.shape[0])) and registration.on_demand == []
     low, high = painted
-    assert len(set(registration.on_demand)) == len(registration.on_demand) == image.shape[0] - 3 + high - low
+    assert len(set(registration.asked)) == len(registration.asked) == image.shape[0] - 3 + high - low
+    pairs = len(registration.asked)
+    assert reported == [(done, pairs) for done in range(1, pairs + 1)]  # every pair, in order, before the chain
     assert chain_pairs([0], 3) == [(0, 1), (1, 2)] and chain_pairs([1, 2], 4) == [(1, 0), (2, 3)]
 
 
@@ -50,8 +56,12 @@ def test_two_processes_give_the_same_result_bit_for_bit_and_nothing_is_left_for_
     painted = painted_slices(label)
     alone = propagate_slices(image, label, painted, 3, SETTINGS)
     parallel = RecordingRegistration(image, SETTINGS, workers=2)
-    together = propagate_slices(image, label, painted, 3, registration=parallel)
+    reported = []
+    together = propagate_slices(image, label, painted, 3, registration=parallel,
+                                progress=lambda done, total: reported.append((done, total)))
     assert parallel.on_demand == []
+    pairs = len(chain_pairs(painted, image.shape[0]))
+    assert reported[-1] == (pairs, pairs) and all(b[0] > a[0] for a, b in zip(reported, reported[1:]))
     np.testing.assert_array_equal(alone, together)
     # the array round trip is the transform slice_transform always gave (self-labelling's continuity uses it)
     fixed, moving = image[painted[0] + 1], image[painted[0]]

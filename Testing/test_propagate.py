@@ -235,6 +235,36 @@ def test_two_rounds_per_stage_then_a_new_stage_for_new_paint(sample_case):
     np.testing.assert_array_equal(more[-1].labels[case.case_id][middle + 3], sample_case.label[middle + 3])
 
 
+class ProgressRecorder(SilentReporter):
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, int, float | None]] = []
+
+    def progress(self, stage, step, total, loss, seconds_per_step) -> None:
+        self.calls.append((stage, step, total, loss))
+
+
+def test_the_registration_round_shows_its_progress_before_the_first_result(sample_case):
+    """The wait before a user's first result is the slice pairs' registration: it moves a progress bar."""
+    recorder = ProgressRecorder()
+    case = painted_case(sample_case, [central(sample_case.label)])
+    rounds = get_method("propagate").run_rounds([case], MethodOptions(device="cpu", extra=dict(QUICK), rounds=None),
+                                                recorder)
+    next(rounds)  # the registration round only
+    pairs = sample_case.label.shape[0] - 1  # one painted slice: every other slice is reached by one pair
+    steps = [step for _, step, _, _ in recorder.calls]
+    assert steps[-1] == pairs and steps == sorted(set(steps))
+    assert {(stage, total, loss) for stage, _, total, loss in recorder.calls} == {
+        ("propagate round 1/2: registering slices", pairs, None)}
+    # a second, one-level chain for the class split shares the bar: the first pass fills its first half
+    from SparseSegLib.methods.propagate import _RegistrationProgress
+
+    shared = ProgressRecorder()
+    progress = _RegistrationProgress(shared, "stage", passes=2)
+    progress.of(0)(10, 10)
+    progress.of(1)(4, 10)
+    assert [(step, total) for _, step, total, _ in shared.calls] == [(10, 20), (14, 20)]
+
+
 def test_a_cohort_is_refused_with_a_hint(sample_case):
     with pytest.raises(SparseSegError, match="one scan"):
         get_method("propagate").train([sample_case, sample_case], MethodOptions(), SilentReporter())

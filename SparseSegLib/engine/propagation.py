@@ -58,15 +58,17 @@ class SliceRegistration:
             smoothed = sitk.SmoothingRecursiveGaussian(_as_image(volume), float(settings.image_smoothing))
             self.volume = sitk.GetArrayFromImage(smoothed)
 
-    def prefetch(self, pairs: list[tuple[int, int]], should_stop: Callable[[], bool] | None = None) -> None:
-        """Register the ``(source, target)`` pairs not cached yet, several at a time when ``workers`` > 1."""
+    def prefetch(self, pairs: list[tuple[int, int]], should_stop: Callable[[], bool] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        """Register the ``(source, target)`` pairs not cached yet, several at a time when ``workers`` > 1, calling
+        ``progress(done, total)`` as they finish (one process: one after the other, the same fields)."""
         missing = [pair for pair in dict.fromkeys(pairs) if pair not in self._cache]
-        if self.workers == 1 or not missing:
-            return  # one process: on demand, as the chain reaches them
+        if not missing:
+            return
         try:
             fields = demons_fields([(self.volume[target], self.volume[source]) for source, target in missing],
                                    self.settings.iterations, self.settings.smoothing, self.workers, should_stop,
-                                   self.settings.levels, self.settings.finest)
+                                   self.settings.levels, self.settings.finest, progress)
         except RegistrationCancelled:
             from .trainer import TrainingCancelled
 
@@ -161,6 +163,7 @@ def propagate_slices(
     end_shape: str = "cut",
     workers: int = 1,
     refine: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Class probabilities ``(C, k, j, i)`` of ``label``'s painted slices (indices along axis 0) propagated
     through the normalised ``volume``.
@@ -186,6 +189,9 @@ def propagate_slices(
 
     ``refine(maps, slice)``: applied to a chain's foreground maps on each slice it reaches, before they travel on
     (e.g. image evidence trimming what the warp carried over other tissue, so the error does not compound).
+
+    ``progress(done, total)``: slice pairs registered so far, where ``registration`` registers them up front
+    (:meth:`SliceRegistration.prefetch`), which is almost all of the time taken.
     """
     if volume.shape != label.shape:
         raise SparseSegError(f"image {volume.shape} and label {label.shape} differ in shape",
@@ -204,7 +210,7 @@ def propagate_slices(
     total_weight = np.zeros((num_classes - 1, depth), np.float32)  # per class: a gap may close for one class only
     holds = {p: one_hot_foreground(label[p], num_classes).reshape(num_classes - 1, -1).any(1) for p in painted}
     if hasattr(registration, "prefetch"):
-        registration.prefetch(chain_pairs(painted, depth), should_stop)
+        registration.prefetch(chain_pairs(painted, depth), should_stop, progress)
     for index, start in enumerate(painted):
         foreground[:, start] = one_hot_foreground(label[start], num_classes)
         total_weight[:, start] = np.inf

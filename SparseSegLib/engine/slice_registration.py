@@ -82,7 +82,7 @@ class RegistrationCancelled(Exception):
 
 def demons_fields(pairs: Sequence[tuple[np.ndarray, np.ndarray]], iterations: int, smoothing: float, workers: int,
                   should_stop: Callable[[], bool] | None = None, levels: int = 1,
-                  finest: int = 1) -> list[np.ndarray]:
+                  finest: int = 1, progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
     """:func:`demons_field` of every ``(fixed, moving)`` pair, in ``workers`` processes when that pays.
 
     The pairs of a volume are independent (only the warping of a label along them is a chain), and ITK's own
@@ -91,7 +91,8 @@ def demons_fields(pairs: Sequence[tuple[np.ndarray, np.ndarray]], iterations: in
     (``python -m SparseSegLib.benchmarks.registration_speed`` measures both on the machine at hand). Processes are spawned (no fork of a process that
     holds torch threads or a CUDA context); the fields are the same as in one process, bit for bit.
     ``should_stop`` is polled while waiting; it cancels the pairs not yet started and raises
-    :class:`RegistrationCancelled`.
+    :class:`RegistrationCancelled`. ``progress(done, total)`` is called as pairs finish (the registration round
+    is the wait before a user's first result: tens of seconds to minutes).
     """
     workers = max(1, min(int(workers), len(pairs)))
     if workers == 1 or len(pairs) < 4:
@@ -100,6 +101,8 @@ def demons_fields(pairs: Sequence[tuple[np.ndarray, np.ndarray]], iterations: in
             if should_stop is not None and should_stop():
                 raise RegistrationCancelled()
             fields.append(demons_field(fixed, moving, iterations, smoothing, levels, finest))
+            if progress is not None:
+                progress(len(fields), len(pairs))
         return fields
     results: list[np.ndarray | None] = [None] * len(pairs)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
@@ -111,6 +114,8 @@ def demons_fields(pairs: Sequence[tuple[np.ndarray, np.ndarray]], iterations: in
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             for future in done:
                 results[futures[future]] = future.result()
+            if done and progress is not None:
+                progress(len(pairs) - len(pending), len(pairs))
             if pending and should_stop is not None and should_stop():
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise RegistrationCancelled()

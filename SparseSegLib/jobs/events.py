@@ -267,11 +267,12 @@ def format_event(event: dict) -> str:
         width = 20
         filled = int(width * step / total)
         loss = event.get("loss")
-        loss_text = f"loss {loss:.3f}" if isinstance(loss, (int, float)) else "loss -"
+        loss_text = f"loss {loss:.3f}" if isinstance(loss, (int, float)) else ""  # none while registering
         eta = event.get("eta_s")
         eta_text = f"ETA {int(eta) // 60}:{int(eta) % 60:02d}" if isinstance(eta, (int, float)) else ""
-        return (f"round {event.get('round')}/{event.get('rounds')} [{'#' * filled}{'.' * (width - filled)}] "
-                f"{step}/{total} {loss_text} {eta_text}").rstrip()
+        return " ".join(part for part in (f"round {event.get('round')}/{event.get('rounds')}",
+                                          f"[{'#' * filled}{'.' * (width - filled)}]", f"{step}/{total}", loss_text,
+                                          eta_text) if part)
     if kind == "round":
         text = f"round {event.get('round')}/{event.get('rounds')} written: {event.get('files', {}).get('label')}"
         metrics = event.get("metrics") or {}

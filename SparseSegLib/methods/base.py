@@ -75,7 +75,8 @@ class MethodOptions:
 class Reporter(Protocol):
     """Where a method tells the user what it is doing (terminal, worker events, tests)."""
 
-    def progress(self, stage: str, step: int, total: int, loss: float, seconds_per_step: float) -> None: ...
+    def progress(self, stage: str, step: int, total: int, loss: float | None, seconds_per_step: float) -> None:
+        """Step ``step`` of ``total`` of ``stage``; ``loss`` is None where a stage has none (registration)."""
 
     def log(self, message: str) -> None: ...
 
@@ -86,7 +87,7 @@ class Reporter(Protocol):
 class SilentReporter:
     """A reporter that discards everything (library use, tests)."""
 
-    def progress(self, stage: str, step: int, total: int, loss: float, seconds_per_step: float) -> None:
+    def progress(self, stage: str, step: int, total: int, loss: float | None, seconds_per_step: float) -> None:
         pass
 
     def log(self, message: str) -> None:

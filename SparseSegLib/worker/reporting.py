@@ -17,7 +17,7 @@ class EventReporter:
         self.interval_s = interval_s
         self._last = 0.0
 
-    def progress(self, stage: str, step: int, total: int, loss: float, seconds_per_step: float) -> None:
+    def progress(self, stage: str, step: int, total: int, loss: float | None, seconds_per_step: float) -> None:
         now = time.monotonic()
         if step < total and now - self._last < self.interval_s:
             return

@@ -89,9 +89,11 @@ class PropagateMethod:
                 levels = settings.demons_levels or demons_levels_for(volume.spacing)
                 by_registration = num_classes > 2 and classes_follow_registration(
                     settings.classes, volume.image, volume.label, volume.annotated)
-                registration = _registered(volume, settings, num_classes, evidence, levels, should_stop)
-                split = (_registered(volume, settings, num_classes, evidence, 1, should_stop)
-                         if levels > 1 and by_registration else registration)
+                passes = 2 if levels > 1 and by_registration else 1
+                progress = _RegistrationProgress(reporter, f"propagate round {index}/{total}: registering slices", passes)
+                registration = _registered(volume, settings, num_classes, evidence, levels, should_stop, progress.of(0))
+                split = (_registered(volume, settings, num_classes, evidence, 1, should_stop, progress.of(1))
+                         if passes == 2 else registration)
             if kind == "registration":
                 probabilities, network_state = registration, initial
                 labels = registration.argmax(0).astype(np.uint8)
@@ -152,7 +154,7 @@ class PropagateMethod:
 
 
 def _registered(volume: PaintedVolume, settings: PropagateSettings, num_classes: int, evidence, levels: int,
-                should_stop) -> np.ndarray:
+                should_stop, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """The registration round's class probabilities with ``levels`` coarse-to-fine levels.
 
     Coarse levels follow an outline across thick slices but move the boundary between parts of one structure
@@ -164,8 +166,26 @@ def _registered(volume: PaintedVolume, settings: PropagateSettings, num_classes:
                             finest=_shrink(volume, settings)),
         should_stop=should_stop, open_end_reach=_reach_of(volume, settings),
         empty_gap=settings.empty_gap, end_shape=settings.end_shape, workers=registration_workers(),
-        refine=evidence.trim if evidence is not None and settings.intensity == "chain" else None)
+        refine=evidence.trim if evidence is not None and settings.intensity == "chain" else None, progress=progress)
     return evidence.update(registration) if evidence is not None else registration
+
+
+class _RegistrationProgress:
+    """The registration round's slice pairs as progress events: the wait before a user's first result (tens of
+    seconds on a 240 x 240 x 155 scan, minutes on a CT-sized one) shows a moving bar and an ETA, as training does.
+    ``passes`` registrations of the same pairs (a second, one-level chain for the class split) share one bar."""
+
+    def __init__(self, reporter: Reporter, stage: str, passes: int) -> None:
+        self.reporter, self.stage, self.passes = reporter, stage, passes
+        self.started = time.perf_counter()
+
+    def of(self, number: int) -> Callable[[int, int], None]:
+        """The ``progress(done, total)`` callback of pass ``number`` (from 0)."""
+        def progress(done: int, total: int) -> None:
+            step = number * total + done
+            seconds = (time.perf_counter() - self.started) / max(step, 1)
+            self.reporter.progress(self.stage, step, self.passes * total, None, seconds)
+        return progress
 
 
 #: Voxels of context the networks see around the box they predict (:func:`.fusion.prediction_region`): a quarter
