@@ -243,7 +243,7 @@ class ProgressRecorder(SilentReporter):
         self.calls.append((stage, step, total, loss))
 
 
-def test_the_registration_round_shows_its_progress_before_the_first_result(sample_case):
+def test_the_start_stage_shows_progress_that_only_moves_forward(sample_case):
     """The wait before a user's first result is the slice pairs' registration: it moves a progress bar."""
     recorder = ProgressRecorder()
     case = painted_case(sample_case, [central(sample_case.label)])
@@ -255,6 +255,13 @@ def test_the_registration_round_shows_its_progress_before_the_first_result(sampl
     assert steps[-1] == pairs and steps == sorted(set(steps))
     assert {(stage, total, loss) for stage, _, total, loss in recorder.calls} == {
         ("propagate round 1/2: registering slices", pairs, None)}
+    # the network round trains three networks one after the other: one bar over all three, never moving back
+    recorder.calls.clear()
+    next(rounds)
+    steps = [step for _, step, _, _ in recorder.calls]
+    assert {total for _, _, total, _ in recorder.calls} == {3 * QUICK["iterations"]}
+    assert steps == sorted(steps) and steps[-1] == 3 * QUICK["iterations"]
+    assert len({stage for stage, _, _, _ in recorder.calls}) == 3  # each network still names its axis
     # a second, one-level chain for the class split shares the bar: the first pass fills its first half
     from SparseSegLib.methods.propagate import _RegistrationProgress
 

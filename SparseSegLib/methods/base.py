@@ -97,6 +97,24 @@ class SilentReporter:
         pass
 
 
+class PartReporter:
+    """``reporter`` for part ``part`` (from 0) of ``parts`` equal parts of one stage (the networks of an axis
+    ensemble, trained one after the other): each part's steps count on from the parts before, so a progress bar
+    over the stage only moves forward and its ETA covers the parts still to come, not just the current one."""
+
+    def __init__(self, reporter: Reporter, part: int, parts: int) -> None:
+        self.reporter, self.part, self.parts = reporter, int(part), max(1, int(parts))
+
+    def progress(self, stage: str, step: int, total: int, loss: float | None, seconds_per_step: float) -> None:
+        self.reporter.progress(stage, self.part * total + step, self.parts * total, loss, seconds_per_step)
+
+    def log(self, message: str) -> None:
+        self.reporter.log(message)
+
+    def warning(self, message: str, hint: str) -> None:
+        self.reporter.warning(message, hint)
+
+
 class Method(Protocol):
     """A way to turn sparsely annotated cases into a :class:`~SparseSegLib.engine.model.Segmenter`.
 

@@ -21,7 +21,7 @@ from ...engine.axis_ensemble import AxisEnsemble, to_axis
 from ...engine.model import Segmenter
 from ...engine.networks import NetworkConfig
 from ...engine.sampling import TrainingVolume
-from ..base import MethodOptions, Reporter
+from ..base import MethodOptions, PartReporter, Reporter
 from ..common import across_axis, new_segmenter
 from .branches import final_network
 from .settings import CollaborativeSettings
@@ -71,8 +71,8 @@ def train_final_across_axes(cases: list[Case], volumes: list[TrainingVolume], se
         key = str(axis) if run == 0 else f"{axis}/{run}"
         label = stage if len(axes) == 1 else f"{stage} (slices across axis {axis}" + (f", seed {run + 1})" if run else ")")
         records[key] = final_network(segmenter, [moved_volume(v, axis) for v in volumes], settings,
-                                     replace(options, seed=options.seed + 1009 * run), device, reporter, label,
-                                     should_stop)
+                                     replace(options, seed=options.seed + 1009 * run), device,
+                                     PartReporter(reporter, number, len(axes)), label, should_stop)
         members.append(segmenter)
     if len(members) == 1:
         return members[0], records[str(axes[0])]

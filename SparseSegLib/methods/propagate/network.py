@@ -12,7 +12,7 @@ from ...engine.inference import predict_probabilities
 from ...engine.networks import NetworkConfig, build_network
 from ...engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
 from ...engine.trainer import TrainConfig, seed_everything, train_network
-from ..base import Reporter
+from ..base import PartReporter, Reporter
 from .network_grid import CoarseGrid
 from .settings import PropagateSettings
 
@@ -109,11 +109,12 @@ def train_across_axes(volume: np.ndarray, target: np.ndarray, weight: np.ndarray
     volume, target, weight = grid.image(volume), grid.samples(target), grid.samples(weight)
     box = grid.covering(region)
     total, state = None, {}
-    for axis in settings.axes:
+    for number, axis in enumerate(settings.axes):
         own = {k.split(".", 1)[1]: v for k, v in (initial or {}).items() if k.split(".", 1)[0] == str(axis)}
         moved = [np.ascontiguousarray(np.moveaxis(a, axis, 0)) for a in (volume, target, weight)]
         moved_box = None if box is None else (box[axis],) + tuple(box[a] for a in range(3) if a != axis)
-        probabilities, weights = train_and_predict(*moved, num_classes, settings, seed + 97 * axis, device, reporter,
+        part = PartReporter(reporter, number, len(settings.axes))  # the round's bar runs once over all three
+        probabilities, weights = train_and_predict(*moved, num_classes, settings, seed + 97 * axis, device, part,
                                                    f"{stage} (slices across axis {axis})", should_stop, own or None,
                                                    moved_box)
         probabilities = np.moveaxis(probabilities, 1, axis + 1)
