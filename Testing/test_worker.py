@@ -27,7 +27,7 @@ from SparseSegLib.jobs.client import Job
 from SparseSegLib.jobs.events import read_events, validate_event
 from SparseSegLib.metrics import mask_dice
 
-from worker_support import REPO_ROOT, last_error, new_job, run_worker
+from worker_support import CLASSES, PARAMETERS, REPO_ROOT, last_error, new_job, painted, run_worker
 
 pytestmark = pytest.mark.slow
 
@@ -329,6 +329,18 @@ def test_bad_job_or_inputs_give_an_error_event_and_exit_2(tmp_path, job_text, wo
         assert word in error["message"] + " " + error["hint"], error
     assert error["hint"] and error["kind"] in ("user", "input")
     assert "Traceback" not in output and "Traceback" not in (tmp_path / layout.LOG_FILE).read_text()
+
+
+def test_a_class_without_paint_is_a_warning_that_says_what_to_do(tmp_path, case):
+    """A segment created but not painted on the annotated slices cannot be found: the user hears it at Start."""
+    classes = {**CLASSES, 3: "Tumour"}
+    job = Job.create(tmp_path / "job", case.image, case.geometry, painted(case.label), "sparse-only", classes=classes,
+                     parameters={**PARAMETERS, "rounds": 1, "iterations_per_round": 2}, device="cpu")
+    code, output, events = run_worker(job.directory)
+    assert code == 0, output
+    warnings = [e for e in events if e["event"] == "warning"]
+    assert len(warnings) == 1 and warnings[0]["message"].startswith("Tumour (label 3) has no painted voxel")
+    assert "Continue" in warnings[0]["hint"]
 
 
 def test_missing_job_folder_is_one_line_on_stderr(tmp_path):

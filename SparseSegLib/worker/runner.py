@@ -57,6 +57,12 @@ class Worker(RoundWriter):
             f"annotation: {description}; {summary.annotated_voxels} annotated voxels "
             f"({100 * summary.fraction:.1f}% of {geometry.size[0]}x{geometry.size[1]}x{geometry.size[2]}), "
             f"foreground voxels per class {{{classes}}}"))
+        for value in sorted(spec.classes):
+            if value not in summary.foreground_per_class:
+                name = spec.classes[value].get("name") or f"class {value}"
+                self.events.emit("warning", message=(
+                    f"{name} (label {value}) has no painted voxel in the annotated region, so it cannot appear in "
+                    "the result"), hint="Paint it where it appears (a slice or a box that holds it), then Continue.")
         return case, reference
 
     # -- resume ---------------------------------------------------------------------------------
