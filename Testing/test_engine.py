@@ -64,6 +64,27 @@ def test_patches_are_centred_on_annotated_voxels_and_unknown_stays_unknown(sampl
     assert torch.equal(weights > 0, targets >= 0)
 
 
+def test_a_small_integer_target_samples_the_same_patches_as_int64(sample_case):
+    """propagate keeps its crop-sized targets as int16 and the sampler its voxel indices as int32 (a CT-sized crop
+    holds tens of millions): the patches drawn are the same as with int64 throughout."""
+    case = annotate_case(sample_case, "slices:2")
+    target = case.sparse_label(UNKNOWN)
+    draws = [PatchSampler([TrainingVolume(case.image, target.astype(dtype))], dims=2, patch_size=(32, 32), seed=3,
+                          augment=True).sample(6) for dtype in (np.int64, np.int16)]
+    for first, second in zip(*draws):
+        assert torch.equal(first, second)
+    sampler = PatchSampler([TrainingVolume(case.image, target.astype(np.int16))], dims=2, patch_size=(32, 32))
+    assert sampler._labelled[0].dtype == np.int32 and draws[1][1].dtype == torch.int64
+
+
+def test_a_range_of_the_slice_stack_is_those_rows_of_the_whole_stack():
+    from SparseSegLib.engine.inference import slice_stack
+
+    image = np.random.default_rng(0).normal(size=(9, 5, 4)).astype(np.float32)
+    whole = slice_stack(image, 2)
+    assert np.array_equal(slice_stack(image, 2, 3, 7), whole[3:7]) and np.array_equal(slice_stack(image, 2, 6, 64), whole[6:])
+
+
 def test_3d_patches_pad_small_volumes_with_unknown(sample_case):
     case = annotate_case(sample_case, "central-slice")
     sampler = PatchSampler([TrainingVolume(case.image, case.sparse_label())], dims=3, patch_size=(48, 64, 48))

@@ -5,7 +5,8 @@ scan ships here, so a real scan from ``../shared/data`` is resampled (SimpleITK,
 the label) onto a 240 x 240 x 155 grid covering the same physical extent, its central slice along k is painted
 (all classes and background) and the exact Start job (``SparseSegLib.defaults``) runs as a real worker process,
 with torch's default threads unless ``--threads`` is given. Prints one table: seconds to each round as the user
-sees it (from pressing Start, worker start-up included), the worker's own seconds per round and the Dice per round::
+sees it (from pressing Start, worker start-up included), the worker's own seconds per round and the Dice per round,
+then the worker's peak resident memory (what a user's RAM must hold beside Slicer)::
 
     python -m SparseSegLib.benchmarks.start_speed [--dataset left_atrium --case 0] [--threads 2] [--size 240,240,155] \\
         [--option KEY=VALUE] [--out DIR]
@@ -33,6 +34,17 @@ def resampled(image: sitk.Image, size_ijk: tuple[int, int, int], nearest: bool) 
     interpolator = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
     return sitk.Resample(image, list(size_ijk), sitk.Transform(), interpolator, image.GetOrigin(), spacing,
                          image.GetDirection(), 0, image.GetPixelID())
+
+
+def peak_child_memory_mib() -> float | None:
+    """The largest resident set (MiB) of any finished child process of this one: the worker, whose registration
+    processes are far smaller. None where the platform does not say (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         metrics = data.record.get("training") or {}
         print(f"| {index} | {metrics.get('step', '')} | {seen.get(index, float('nan')):.1f} | "
               f"{metrics.get('seconds', float('nan'))} | {figures['dice']:.3f} | {figures['ravd']:+.2f} |")
+    peak = peak_child_memory_mib()
+    scan_mib = np.prod(size) * 4 / 2**20
+    print(f"worker peak memory (resident): {'not measured here' if peak is None else f'{peak:.0f} MiB'} "
+          f"(the scan as float32: {scan_mib:.0f} MiB)")
     return 0
 
 

@@ -56,11 +56,14 @@ def predict_probabilities(
         if swapped:  # this member learnt its slices with the two in-plane axes the other way round
             view = view.swapaxes(1, 2)
         roi = patch_size if axis == 0 and not swapped else default_patch_size(view.shape, config)  # the saved patch is axis 0's
-        stack = slice_stack(view, config.context_slices)
         window, softmax = inferer(roi), _softmax(member, device)
-        chunks = [window(torch.from_numpy(stack[first : first + slice_chunk]).to(device), softmax).float().cpu().numpy()
-                  for first in range(0, stack.shape[0], slice_chunk)]
-        probabilities = np.concatenate(chunks).transpose(1, 0, 2, 3)
+        probabilities = None  # (C, k, j, i), filled chunk by chunk: neither the whole input stack nor a list of
+        for first in range(0, view.shape[0], slice_chunk):  # outputs is ever held (a CT-sized crop: GiBs)
+            chunk = slice_stack(view, config.context_slices, first, first + slice_chunk)
+            output = window(torch.from_numpy(chunk).to(device), softmax).float().cpu().numpy()
+            if probabilities is None:
+                probabilities = np.empty((output.shape[1], view.shape[0]) + output.shape[2:], np.float32)
+            probabilities[:, first:first + chunk.shape[0]] = output.transpose(1, 0, 2, 3)
         if swapped:
             probabilities = probabilities.swapaxes(2, 3)
         probabilities = from_axis(probabilities, axis, 1)
@@ -93,9 +96,11 @@ def _softmax(network: torch.nn.Module, device: torch.device):
     return softmax_network
 
 
-def slice_stack(image: np.ndarray, context_slices: int) -> np.ndarray:
-    """``(k, 1 + 2c, j, i)``: every slice with ``c`` neighbours on each side (edges repeated)."""
+def slice_stack(image: np.ndarray, context_slices: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """``(n, 1 + 2c, j, i)``: slices ``start..stop`` (all by default) each with ``c`` neighbours on each side
+    (the volume's edge slices repeated)."""
     depth = image.shape[0]
+    stop = depth if stop is None else min(stop, depth)
     offsets = np.arange(-context_slices, context_slices + 1)
-    index = np.clip(np.arange(depth)[:, None] + offsets[None], 0, depth - 1)
+    index = np.clip(np.arange(start, stop)[:, None] + offsets[None], 0, depth - 1)
     return np.ascontiguousarray(image[index], dtype=np.float32)

@@ -73,8 +73,9 @@ class SliceRegistration:
             from .trainer import TrainingCancelled
 
             raise TrainingCancelled() from None
-        for pair, field in zip(missing, fields):
-            self._cache[pair] = field_transform(field)
+        for number, pair in enumerate(missing):  # each array freed once its transform holds a copy: not both at once
+            self._cache[pair] = field_transform(fields[number])
+            fields[number] = None
 
     def transform(self, source: int, target: int) -> sitk.Transform:
         key = (source, target)
@@ -83,6 +84,10 @@ class SliceRegistration:
                                                             self.settings.iterations, self.settings.smoothing,
                                                             self.settings.levels, self.settings.finest))
         return self._cache[key]
+
+    def forget(self, source: int, target: int) -> None:
+        """Drop the cached field of the pair (it is registered again if asked for)."""
+        self._cache.pop((source, target), None)
 
     def warp(self, maps: np.ndarray, source: int, target: int) -> np.ndarray:
         """Soft maps ``(C, j, i)`` of slice ``source`` warped onto slice ``target`` (linear, 0 outside)."""
@@ -201,6 +206,7 @@ def propagate_slices(
     if not painted or painted[0] < 0 or painted[-1] >= depth:
         raise SparseSegError(f"painted slices {painted} are not inside a volume of {depth} slices",
                              "Paint at least one slice of the volume.")
+    own = registration is None  # a registration made here is this call's alone: each field goes once it is used
     registration = registration or SliceRegistration(volume, settings or PropagationSettings(), workers)
     if empty_gap not in ("fade", "linear"):
         raise SparseSegError(f"unknown empty_gap {empty_gap!r}", 'Use "fade" or "linear".')
@@ -234,6 +240,8 @@ def propagate_slices(
                     raise TrainingCancelled()
                 target = position + direction
                 current = registration.warp(current, position, target)
+                if own:  # every chain pair is warped along once (chain_pairs); a CT's fields hold a GiB
+                    registration.forget(position, target)
                 if refine is not None:
                     current = refine(current, target)
                 # a gap filled from both ends: each chain counts by its closeness; open ends: the one chain

@@ -58,8 +58,8 @@ class PatchSampler:
         self.foreground_ratio = foreground_ratio
         self.augment = augment
         self.rng = np.random.default_rng(seed)
-        self._labelled = [np.flatnonzero(v.target.ravel() >= 0) for v in volumes]
-        self._foreground = [np.flatnonzero(v.target.ravel() > 0) for v in volumes]
+        self._labelled = [_indices(v.target.ravel() >= 0) for v in volumes]
+        self._foreground = [_indices(v.target.ravel() > 0) for v in volumes]
         self._usable = [i for i, idx in enumerate(self._labelled) if idx.size]
         if not self._usable:
             raise SparseSegError("no annotated voxel to train on", "Annotate at least one slice or box.")
@@ -133,6 +133,13 @@ class PatchSampler:
                 target = np.flip(target, axis)
                 weight = np.flip(weight, axis)
         return np.ascontiguousarray(image), np.ascontiguousarray(target), np.ascontiguousarray(weight)
+
+
+def _indices(mask: np.ndarray) -> np.ndarray:
+    """Flat indices of ``mask``'s true voxels, as int32 where they fit: a CT-sized crop labelled almost everywhere
+    (a single-scan job's far background) holds tens of millions of them."""
+    found = np.flatnonzero(mask)
+    return found.astype(np.int32) if mask.size < 2**31 else found
 
 
 def _crop(array: np.ndarray, starts: list[int], size: tuple[int, ...], fill: float, clamp_axis0: bool = False) -> np.ndarray:

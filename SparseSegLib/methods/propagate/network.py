@@ -38,7 +38,7 @@ def training_targets(label: np.ndarray, painted: list[int], registration: np.nda
     ``negative_weight``: what teaches a network that has seen one slice not to label other, similar tissue.
     """
     depth = label.shape[0]
-    target = np.full(label.shape, UNKNOWN, np.int64)
+    target = np.full(label.shape, UNKNOWN, np.int16)  # a class or UNKNOWN; int64 would be 4x the memory of a crop
     weight = np.zeros(label.shape, np.float32)
     if registration is not None:
         classes = registration.shape[0]
@@ -117,7 +117,11 @@ def train_across_axes(volume: np.ndarray, target: np.ndarray, weight: np.ndarray
         probabilities, weights = train_and_predict(*moved, num_classes, settings, seed + 97 * axis, device, part,
                                                    f"{stage} (slices across axis {axis})", should_stop, own or None,
                                                    moved_box)
+        moved = None  # this axis's copies go before the next axis makes its own
         probabilities = np.moveaxis(probabilities, 1, axis + 1)
-        total = probabilities if total is None else total + probabilities
+        if total is None:
+            total = probabilities
+        else:
+            total += probabilities
         state.update({f"{axis}.{k}": v for k, v in weights.items()})
     return grid.probabilities(total / len(settings.axes), region), state
