@@ -77,12 +77,13 @@ def test_a_small_integer_target_samples_the_same_patches_as_int64(sample_case):
     assert sampler._labelled[0].dtype == np.int32 and draws[1][1].dtype == torch.int64
 
 
-def test_a_range_of_the_slice_stack_is_those_rows_of_the_whole_stack():
+def test_chosen_slices_of_the_slice_stack_are_those_rows_of_the_whole_stack():
     from SparseSegLib.engine.inference import slice_stack
 
     image = np.random.default_rng(0).normal(size=(9, 5, 4)).astype(np.float32)
     whole = slice_stack(image, 2)
-    assert np.array_equal(slice_stack(image, 2, 3, 7), whole[3:7]) and np.array_equal(slice_stack(image, 2, 6, 64), whole[6:])
+    assert np.array_equal(slice_stack(image, 2, np.arange(3, 7)), whole[3:7])
+    assert np.array_equal(slice_stack(image, 2, np.array([8, 0])), whole[[8, 0]])
 
 
 def test_3d_patches_pad_small_volumes_with_unknown(sample_case):

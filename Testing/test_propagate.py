@@ -263,12 +263,12 @@ def test_the_start_stage_shows_progress_that_only_moves_forward(sample_case):
     assert steps == sorted(steps) and steps[-1] == 3 * QUICK["iterations"]
     assert len({stage for stage, _, _, _ in recorder.calls}) == 3  # each network still names its axis
     # a second, one-level chain for the class split shares the bar: the first pass fills its first half
-    from SparseSegLib.methods.propagate import _RegistrationProgress
+    from SparseSegLib.methods.base import PartReporter
+    from SparseSegLib.methods.propagate import _pair_progress
 
     shared = ProgressRecorder()
-    progress = _RegistrationProgress(shared, "stage", passes=2)
-    progress.of(0)(10, 10)
-    progress.of(1)(4, 10)
+    _pair_progress(PartReporter(shared, 0, 2), "stage")(10, 10)
+    _pair_progress(PartReporter(shared, 1, 2), "stage")(4, 10)
     assert [(step, total) for _, step, total, _ in shared.calls] == [(10, 20), (14, 20)]
 
 

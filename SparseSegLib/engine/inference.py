@@ -59,7 +59,7 @@ def predict_probabilities(
         window, softmax = inferer(roi), _softmax(member, device)
         probabilities = None  # (C, k, j, i), filled chunk by chunk: neither the whole input stack nor a list of
         for first in range(0, view.shape[0], slice_chunk):  # outputs is ever held (a CT-sized crop: GiBs)
-            chunk = slice_stack(view, config.context_slices, first, first + slice_chunk)
+            chunk = slice_stack(view, config.context_slices, np.arange(first, min(first + slice_chunk, view.shape[0])))
             output = window(torch.from_numpy(chunk).to(device), softmax).float().cpu().numpy()
             if probabilities is None:
                 probabilities = np.empty((output.shape[1], view.shape[0]) + output.shape[2:], np.float32)
@@ -96,11 +96,11 @@ def _softmax(network: torch.nn.Module, device: torch.device):
     return softmax_network
 
 
-def slice_stack(image: np.ndarray, context_slices: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """``(n, 1 + 2c, j, i)``: slices ``start..stop`` (all by default) each with ``c`` neighbours on each side
+def slice_stack(image: np.ndarray, context_slices: int, slices: np.ndarray | None = None) -> np.ndarray:
+    """``(n, 1 + 2c, j, i)``: the given ``slices`` (all by default) each with ``c`` neighbours on each side
     (the volume's edge slices repeated)."""
     depth = image.shape[0]
-    stop = depth if stop is None else min(stop, depth)
+    slices = np.arange(depth) if slices is None else np.asarray(slices)
     offsets = np.arange(-context_slices, context_slices + 1)
-    index = np.clip(np.arange(start, stop)[:, None] + offsets[None], 0, depth - 1)
+    index = np.clip(slices[:, None] + offsets[None], 0, depth - 1)
     return np.ascontiguousarray(image[index], dtype=np.float32)

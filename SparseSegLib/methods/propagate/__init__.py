@@ -29,7 +29,7 @@ from ...engine.postprocess import object_count, painted_holes
 from ...engine.propagation import (PropagationSettings, demons_levels_for, open_end_reach, propagate_slices,
                                    registration_shrink, slice_distance)
 from ...errors import SparseSegError
-from ..base import MethodOptions, Reporter, RoundResult, register
+from ..base import MethodOptions, PartReporter, Reporter, RoundResult, register
 from .fusion import (anchor_at_paint, classes_follow_registration, classes_from_registration, fuse, open_ends,
                      prediction_region)
 from .network import train_across_axes, training_targets
@@ -90,9 +90,11 @@ class PropagateMethod:
                 by_registration = num_classes > 2 and classes_follow_registration(
                     settings.classes, volume.image, volume.label, volume.annotated)
                 passes = 2 if levels > 1 and by_registration else 1
-                progress = _RegistrationProgress(reporter, f"propagate round {index}/{total}: registering slices", passes)
-                registration = _registered(volume, settings, num_classes, evidence, levels, should_stop, progress.of(0))
-                split = (_registered(volume, settings, num_classes, evidence, 1, should_stop, progress.of(1))
+                stage = f"propagate round {index}/{total}: registering slices"
+                registration = _registered(volume, settings, num_classes, evidence, levels, should_stop,
+                                           _pair_progress(PartReporter(reporter, 0, passes), stage))
+                split = (_registered(volume, settings, num_classes, evidence, 1, should_stop,
+                                     _pair_progress(PartReporter(reporter, 1, passes), stage))
                          if passes == 2 else registration)
             if kind == "registration":
                 probabilities, network_state = registration, initial
@@ -170,22 +172,15 @@ def _registered(volume: PaintedVolume, settings: PropagateSettings, num_classes:
     return evidence.update(registration) if evidence is not None else registration
 
 
-class _RegistrationProgress:
-    """The registration round's slice pairs as progress events: the wait before a user's first result (tens of
-    seconds on a 240 x 240 x 155 scan, minutes on a CT-sized one) shows a moving bar and an ETA, as training does.
-    ``passes`` registrations of the same pairs (a second, one-level chain for the class split) share one bar."""
+def _pair_progress(reporter: Reporter, stage: str) -> Callable[[int, int], None]:
+    """The registration round's slice pairs as progress: the wait before a user's first result (tens of seconds on
+    a 240 x 240 x 155 scan, minutes on a CT-sized one) shows a moving bar and an ETA, as training does. A second,
+    one-level chain for the class split gets a :class:`~SparseSegLib.methods.base.PartReporter` of the same bar."""
+    started = time.perf_counter()
 
-    def __init__(self, reporter: Reporter, stage: str, passes: int) -> None:
-        self.reporter, self.stage, self.passes = reporter, stage, passes
-        self.started = time.perf_counter()
-
-    def of(self, number: int) -> Callable[[int, int], None]:
-        """The ``progress(done, total)`` callback of pass ``number`` (from 0)."""
-        def progress(done: int, total: int) -> None:
-            step = number * total + done
-            seconds = (time.perf_counter() - self.started) / max(step, 1)
-            self.reporter.progress(self.stage, step, self.passes * total, None, seconds)
-        return progress
+    def progress(done: int, total: int) -> None:
+        reporter.progress(stage, done, total, None, (time.perf_counter() - started) / max(done, 1))
+    return progress
 
 
 #: Voxels of context the networks see around the box they predict (:func:`.fusion.prediction_region`): a quarter

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...engine.inference import slice_stack
+
 
 def rotate_batch(images: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
                  generator: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -38,10 +40,8 @@ def predict_slices(network: torch.nn.Module, image: np.ndarray, slices: np.ndarr
     that picks each round's best epoch calls this while the network still sits on the training GPU."""
     network.eval()
     device = next(network.parameters()).device
-    depth, height, width = image.shape
-    offsets = np.arange(-context, context + 1)
-    index = np.clip(np.asarray(slices)[:, None] + offsets[None], 0, depth - 1)
-    stack = torch.from_numpy(np.ascontiguousarray(image[index], dtype=np.float32))
+    height, width = image.shape[1:]
+    stack = torch.from_numpy(slice_stack(image, context, slices))
     pad_h, pad_w = (-height) % multiple, (-width) % multiple
     stack = F.pad(stack, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
     outputs = [torch.softmax(network(stack[i:i + batch].to(device)).float(), 1).cpu()
