@@ -92,3 +92,10 @@ def test_under_torchrun_every_method_trains_on_the_device_the_launcher_chose(mon
     assert select_device("auto").type == "mps"
     monkeypatch.setattr(context, "_CURRENT", context.DistContext(0, 2, 0, "gloo", torch.device("cpu")))
     assert select_device("auto") == torch.device("cpu")
+
+
+def test_a_registration_network_never_runs_on_mps():
+    # MONAI's Warp samples with border padding, which MPS lacked in torch releases before the fix
+    from SparseSegLib.engine.registration_network import registration_device
+
+    assert registration_device("mps") == torch.device("cpu") and registration_device(GPU_STAND_IN) == GPU_STAND_IN

@@ -128,6 +128,13 @@ class PairSampler:
         return torch.from_numpy(np.stack(moving)[:, None]), torch.from_numpy(np.stack(fixed)[:, None])
 
 
+def registration_device(device: torch.device | str) -> torch.device:
+    """Where a registration network can run: ``device``, except Apple MPS, whose ``grid_sample`` lacked the border
+    padding MONAI's ``Warp``/``DVF2DDF`` use here in torch releases before the fix (pytorch#125098): the CPU there."""
+    device = torch.device(device)
+    return torch.device("cpu") if device.type == "mps" else device
+
+
 def train_registration(
     volumes: list[np.ndarray],
     config: RegistrationConfig,
@@ -143,6 +150,7 @@ def train_registration(
     Returns the network (on the CPU, eval mode) and the per-step losses.
     """
     torch.manual_seed(seed)
+    device = registration_device(device)
     network = network or RegistrationNetwork(config)
     network.to(device).train()
     sampler = PairSampler(volumes, config.size_multiple, seed)
@@ -169,8 +177,8 @@ class NetworkSliceRegistration:
     """
 
     def __init__(self, network: RegistrationNetwork, volume: np.ndarray, device: torch.device | str = "cpu") -> None:
-        self.network = network.to(device).eval()
-        self.device = torch.device(device)
+        self.device = registration_device(device)
+        self.network = network.to(self.device).eval()
         self.shape = volume.shape[1:]
         self.volume = torch.from_numpy(pad_to_multiple(volume.astype(np.float32), network.config.size_multiple))
         self.label_warp = Warp(mode="bilinear", padding_mode="zeros")  # nothing is carried in from outside the slice

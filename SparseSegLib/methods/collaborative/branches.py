@@ -17,7 +17,7 @@ from ...engine.intensity_gate import IntensityEvidence
 from ...engine.model import Segmenter
 from ...engine.postprocess import object_labels
 from ...engine.propagation import PropagationSettings, demons_levels_for, open_end_reach, propagate_slices
-from ...engine.registration_network import NetworkSliceRegistration, train_registration
+from ...engine.registration_network import NetworkSliceRegistration, registration_device, train_registration
 from ...engine.sampling import UNKNOWN, TrainingVolume
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter
@@ -100,9 +100,8 @@ def registration_branch(scans: list[Scan], num_classes: int, settings: Collabora
     network = None
     if settings.registration == "network":
         config = settings.registration_config()
-        if device.type == "mps":  # MONAI's Warp samples with border padding, which MPS lacked up to recent torch
-            device = torch.device("cpu")
-            reporter.log(f"{stage}: the registration network trains on the CPU (Apple MPS lacks its border padding)")
+        if registration_device(device) != device:
+            reporter.log(f"{stage}: the registration network runs on the CPU (Apple MPS lacks its border padding)")
         reporter.log(f"{stage}: registration network {list(config.channels)} on neighbouring-slice pairs of "
                      f"{len(scans)} volume(s), {config.iterations} iterations, batch {config.batch_size}")
         network, losses = train_registration([scan.image for scan in scans], config, device, seed,
