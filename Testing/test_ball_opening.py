@@ -1,5 +1,6 @@
 """``propagate``'s end opening by distance transforms (:func:`SparseSegLib.methods.propagate.fusion.ball_opening`)
-is scipy's ``binary_opening`` with a ball, voxel for voxel, on isotropic and anisotropic grids, at the array's edge."""
+is scipy's ``binary_opening`` with a ball, voxel for voxel, on isotropic and anisotropic grids, at the array's edge,
+whole or in slabs."""
 
 from __future__ import annotations
 
@@ -26,3 +27,17 @@ def test_the_distance_transform_opening_is_the_ball_opening(spacing, radius):
     assert expected.any() and (expected != mask).any()  # the opening does something here
     np.testing.assert_array_equal(ball_opening(mask, radius, spacing), expected)
     assert not ball_opening(np.zeros_like(mask), radius, spacing).any()
+    # in slabs along axis 0 (a few slices each, the memory bound on a large scan): the same voxels
+    np.testing.assert_array_equal(ball_opening(mask, radius, spacing, slab_voxels=4 * 40 * 35), expected)
+
+
+def test_slabs_far_from_any_eroded_voxel_lose_their_thin_parts():
+    """A fat block on one end of a long thin rod: the slabs along the rod hold no voxel that survives the erosion,
+    so there the dilation's slab has no background at all (the all-object branch), and the rod must go."""
+    mask = np.zeros((80, 12, 20), bool)
+    mask[2:30, 1:11, 1:11] = True
+    mask[30:78, 5:7, 5:7] = True  # the rod
+    mask[15, 5:7, 11:19] = True  # a thin spur on the block
+    expected = opening_with_a_ball(mask, 2.0, (1.0, 1.0, 1.0))
+    assert expected[8:24, 3:9, 3:9].all() and not expected[40:].any() and not expected[15, 5:7, 14:].any()
+    np.testing.assert_array_equal(ball_opening(mask, 2.0, (1.0, 1.0, 1.0), slab_voxels=3 * 14 * 22), expected)

@@ -1,6 +1,6 @@
 """Registering large slices on a coarser grid (``propagate``'s ``demons_max_pixels``): how much to shrink, and on a real
 slice of the bundled sample scan, enlarged as a CT's would be, a field found on the coarser grid and resampled back
-still follows a known shift and beats identity."""
+still follows a known shift and beats identity, and kept on its coarse grid until a warp needs it is the same field."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from SparseSegLib.engine.preprocessing import normalize
 from SparseSegLib.engine.propagation import registration_shrink
-from SparseSegLib.engine.slice_registration import demons_field, field_transform
+from SparseSegLib.engine.slice_registration import CoarseField, demons_field, field_transform
 from SparseSegLib.errors import SparseSegError
 from SparseSegLib.methods.propagate.settings import PropagateSettings
 
@@ -50,5 +50,14 @@ def test_a_field_from_the_coarser_grid_follows_the_shift_on_the_full_grid(sample
         return float(((warped - fixed)[24:-24, 24:-24] ** 2).mean())
 
     assert residual(coarse) < 0.5 * float(((moving - fixed)[24:-24, 24:-24] ** 2).mean())
+    # kept on its coarse grid (a propagation's prefetch, four times smaller here) and resampled when warped along:
+    # the same field, bit for bit, for a slice of odd size too
+    kept = demons_field(fixed, moving, 100, 1.0, finest=shrink, keep_coarse=True)
+    assert isinstance(kept, CoarseField) and kept.array.size * 4 <= coarse.size + 4 * fixed.shape[1] * 2
+    np.testing.assert_array_equal(kept.on_slice_grid(), coarse)
+    odd = demons_field(fixed[:-1, :-3], moving[:-1, :-3], 20, 1.0, finest=shrink, keep_coarse=True)
+    np.testing.assert_array_equal(odd.on_slice_grid(), demons_field(fixed[:-1, :-3], moving[:-1, :-3], 20, 1.0,
+                                                                    finest=shrink))
+    assert isinstance(demons_field(fixed, moving, 5, 1.0, finest=1, keep_coarse=True), np.ndarray)  # no coarse grid
     # a slice too small for the asked grid registers on the coarsest grid that still holds 8 pixels a side
     assert demons_field(fixed[:20, :20], moving[:20, :20], 10, 1.0, finest=8).shape == (20, 20, 2)

@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from ..errors import SparseSegError
-from .slice_registration import RegistrationCancelled, demons_field, demons_fields, field_transform
+from .slice_registration import CoarseField, RegistrationCancelled, demons_field, demons_fields, field_transform
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class SliceRegistration:
         self.volume = volume
         self.settings = settings
         self.workers = max(1, int(workers))
-        self._cache: dict[tuple[int, int], sitk.Transform] = {}
+        self._cache: dict[tuple[int, int], sitk.Transform | CoarseField] = {}
         if settings.image_smoothing > 0:
             smoothed = sitk.SmoothingRecursiveGaussian(_as_image(volume), float(settings.image_smoothing))
             self.volume = sitk.GetArrayFromImage(smoothed)
@@ -68,17 +68,21 @@ class SliceRegistration:
         try:
             fields = demons_fields([(self.volume[target], self.volume[source]) for source, target in missing],
                                    self.settings.iterations, self.settings.smoothing, self.workers, should_stop,
-                                   self.settings.levels, self.settings.finest, progress)
+                                   self.settings.levels, self.settings.finest, progress, keep_coarse=True)
         except RegistrationCancelled:
             from .trainer import TrainingCancelled
 
             raise TrainingCancelled() from None
         for number, pair in enumerate(missing):  # each array freed once its transform holds a copy: not both at once
-            self._cache[pair] = field_transform(fields[number])
+            field = fields[number]
+            # a coarse field stays coarse until it is warped along (a CT's fields on its slices' grid: a GiB)
+            self._cache[pair] = field if isinstance(field, CoarseField) else field_transform(field)
             fields[number] = None
 
     def transform(self, source: int, target: int) -> sitk.Transform:
         key = (source, target)
+        if isinstance(self._cache.get(key), CoarseField):
+            self._cache[key] = field_transform(self._cache[key])
         if key not in self._cache:
             self._cache[key] = field_transform(demons_field(self.volume[target], self.volume[source],
                                                             self.settings.iterations, self.settings.smoothing,
