@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--budget", choices=["quick", "paper"], help="quick (default) or paper")
     run.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     run.add_argument("--seed", type=int, help="training seed (default 0)")
+    run.add_argument("--option", action="append", metavar="KEY=VALUE", dest="options",
+                     help="a method option (repeatable), e.g. --method gradual --option predict=volume; the method "
+                          "lists the ones it knows when given an unknown one (default: the method's own)")
 
     demo = commands.add_parser(
         "demo", help="what the Slicer module's Start gives, on bundled sample scans (a few minutes on CPU)",

@@ -44,7 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                      "--rounds": args.rounds, "--iterations-per-round": args.iterations_per_round,
                      "--reference": args.reference, "--network": args.network, "--budget": args.budget,
                      "--batch-size": args.batch_size, "--channel": args.channel,
-                     "--device": args.device, "--seed": args.seed}
+                     "--device": args.device, "--seed": args.seed, "--option": args.options}
     if creating:
         if args.jobdir is not None or args.resume:
             raise SparseSegError("give either JOBDIR (with or without --resume) or --image/--annotation/--out, not both",
@@ -68,6 +68,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         parameters |= {key: value for key, value in (("rounds", args.rounds), ("iterations_per_round", args.iterations_per_round),
                                                      ("network", args.network), ("budget", args.budget),
                                                      ("batch_size", args.batch_size)) if value is not None}
+        if args.options:
+            from .cli_options import parse_options
+
+            parameters["method_options"] = {**parameters.get("method_options", {}), **parse_options(args.options)}
         from .io import case_id_from_path
 
         image = _channel_image(args.image, args.channel, args.out)

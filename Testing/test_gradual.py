@@ -318,6 +318,32 @@ def test_worker_job_streams_gradual_rounds(tmp_path, cases):
     assert record["training"]["gradual"]["relabel"] == "repredict"
 
 
+def test_run_takes_method_options_and_names_the_known_ones_for_a_wrong_one(tmp_path, cases):
+    """``sparseseg run --option``: the job carries the option to the method; a misspelt one stops with the list."""
+    case = cases[0]
+    painted = np.zeros_like(case.label)
+    painted[17] = case.label[17]
+    image, annotation = tmp_path / "image.nii.gz", tmp_path / "painted.nii.gz"
+    write_image(case.image, case.geometry, image)
+    write_image(painted, case.geometry, annotation)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+    def run(folder: str, option: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "SparseSegLib.cli", "run", "--image", str(image), "--annotation", str(annotation),
+             "--method", "gradual", "--option", option, "--rounds", "1", "--iterations-per-round", "1",
+             "--batch-size", "2", "--device", "cpu", "--out", str(tmp_path / folder)],
+            capture_output=True, text=True, cwd=REPO_ROOT, timeout=240, env=env)
+
+    done = run("job", "relabel=freeze")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "job" / "job.json").read_text())["parameters"]["method_options"] == {"relabel": "freeze"}
+    record = json.loads((layout.round_dir(tmp_path / "job", 1) / layout.ROUND_FILE).read_text())
+    assert record["training"]["gradual"]["relabel"] == "freeze"
+    wrong = run("wrong", "relable=freeze")
+    assert wrong.returncode == 2 and "unknown gradual option(s): relable" in wrong.stderr and "relabel" in wrong.stderr
+
+
 def test_a_2d_gradual_job_painted_across_axis_2_propagates_and_saves_across_it(tmp_path, cases):
     """The worker's path: a slice painted across array axis 2 is grown across axis 2, and Save model gives a
     network across axis 2 that predicts what the job streamed."""
