@@ -24,7 +24,7 @@ class CoarseField:
 
     Why: a propagation registers every neighbouring pair of the crop before the first warp, and on the slice's grid
     a 512 x 512 x 300 scan's fields hold 1.1 GiB (float64, two components per pixel); on a grid ``finest`` times
-    coarser they hold ``finest``\ :sup:`2` times less. Resampled up by the same call as before, so the field a
+    coarser they hold ``finest`` squared times less. Resampled up by the same call as before, so the field a
     warp uses is the same, bit for bit."""
     array: np.ndarray  # (j', i', 2) on the coarse grid
     spacing: tuple[float, ...]

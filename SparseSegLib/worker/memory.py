@@ -20,15 +20,19 @@ def is_out_of_memory(error: BaseException) -> bool:
     return False
 
 
-def reduce_memory(options, case_shape: tuple[int, int, int]):
-    """``(options, description)`` with half the batch, or half the patch when the batch is already 1."""
+def reduce_memory(options, case_shape: tuple[int, int, int], method=None):
+    """``(options, description)`` with half the batch, or half the patch when the batch is already 1.
+
+    Halved from what ``method`` trains with when it says (its ``memory_settings(options)``: batch and patch, for a
+    method with settings of its own such as ``propagate``), else from the budget's schedule."""
     from ..engine.networks import NetworkConfig, default_patch_size
 
     network = NetworkConfig.preset(options.network)
-    batch = options.schedule(network.dims)["batch_size"]
+    own = getattr(method, "memory_settings", None)
+    batch, patch = own(options) if own is not None else (options.schedule(network.dims)["batch_size"], None)
     if batch > 1:
         return replace(options, batch_size=batch // 2), f"batch size {batch} -> {batch // 2}"
-    patch = tuple(options.patch_size) if options.patch_size else default_patch_size(case_shape, network)
+    patch = patch or (tuple(options.patch_size) if options.patch_size else default_patch_size(case_shape, network))
     multiple = network.size_multiple
     smaller = tuple(max(multiple, (p // 2) // multiple * multiple) for p in patch)
     return replace(options, patch_size=smaller), f"patch size {patch} -> {smaller}"

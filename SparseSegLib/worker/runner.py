@@ -199,7 +199,7 @@ class Worker(RoundWriter):
                         "limited by GPU memory), close other programs using the GPU, or lower parameters.patch_size.",
                     ), "oom") from None
                 retried = True
-                options, change = reduce_memory(options, case.image.shape)
+                options, change = reduce_memory(options, case.image.shape, method)
                 adjustments = {"batch_size": options.batch_size,
                                "patch_size": list(options.patch_size) if options.patch_size else None}
                 self.events.emit("warning", message=f"out of GPU memory in round {done + 1}",

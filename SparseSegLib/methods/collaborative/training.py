@@ -87,7 +87,8 @@ def train_final(segmenter: Segmenter, volumes: list[TrainingVolume], settings: C
     """The paper's target network (Eq. 7) on ``volumes`` whose ``weight`` holds each voxel's kind (certain /
     uncertain, :mod:`.fusion`): (Dice + 1.0 CE) on certain voxels + beta (Dice + gamma_uncertain CE) on uncertain."""
     schedule = options.schedule(2)
-    iterations = settings.final_iterations or schedule["iterations"]
+    # a job's iterations per round are its final networks' steps (`sparseseg run --iterations-per-round`)
+    iterations = settings.final_iterations or options.iterations_per_round or schedule["iterations"]
     sampler = _sampler(segmenter, volumes, settings.augment, options.seed + 2)
     certain_loss, uncertain_loss = MaskedDiceCELoss(1.0, 1.0), MaskedDiceCELoss(1.0, settings.gamma_uncertain)
     object_loss = MaskedObjectDiceCELoss(1.0, 1.0)

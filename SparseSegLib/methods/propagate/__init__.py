@@ -34,7 +34,7 @@ from .fusion import (anchor_at_paint, classes_follow_registration, classes_from_
                      prediction_region)
 from .network import train_across_axes, training_targets
 from .network_grid import CoarseGrid
-from .settings import PropagateSettings
+from .settings import PropagateSettings, job_settings
 from .suggestion import RULES as SUGGESTION_RULES
 from .volume import PaintedVolume, class_count
 
@@ -50,6 +50,12 @@ class PropagateMethod:
     def check_options(self, options: MethodOptions) -> None:
         PropagateSettings.parse(options.extra)
 
+    def memory_settings(self, options: MethodOptions) -> tuple[int, tuple[int, int]]:
+        """The batch and the in-plane patch (its largest) the networks train with: what the worker halves after
+        running out of GPU memory (:func:`~SparseSegLib.worker.memory.reduce_memory`)."""
+        settings = job_settings(options)
+        return settings.batch_size, (settings.patch, settings.patch)
+
     def train(self, cases: list[Case], options: MethodOptions, reporter: Reporter, validation=None):
         raise SparseSegError("propagate segments one scan at a time (a worker job), it does not train a cohort model",
                              "Use `sparseseg run --image ... --annotation ...`, or train a cohort with self-labelling.")
@@ -62,7 +68,7 @@ class PropagateMethod:
 
     def planned_rounds(self, case: Case, options: MethodOptions, state: dict | None = None) -> int:
         """Rounds this job runs when the job leaves it to the method: the stage's rounds after ``state``'s."""
-        settings = PropagateSettings.parse(options.extra)
+        settings = job_settings(options)
         volume = PaintedVolume.from_case(case, settings)
         return _StagePlan.make(volume, state).last_round
 
@@ -70,7 +76,7 @@ class PropagateMethod:
                    should_stop: Callable[[], bool] | None = None) -> Iterator[RoundResult]:
         if len(cases) != 1:
             raise SparseSegError(f"propagate runs on one scan, not {len(cases)}", "Run one job per scan.")
-        settings = PropagateSettings.parse(options.extra)
+        settings = job_settings(options)
         case = cases[0]
         volume = PaintedVolume.from_case(case, settings)
         plan = _StagePlan.make(volume, state)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ...errors import SparseSegError
 from ..option_parsing import parse_settings, slice_axes
@@ -179,3 +179,26 @@ class PropagateSettings:
         if min(self.context_slices, self.negative_margin, self.min_margin, self.fusion_margin, self.intensity_ring) < 0:
             raise SparseSegError("context_slices, negative_margin, min_margin, fusion_margin and intensity_ring must not "
                                  "be negative", "Give values >= 0.")
+
+
+def job_settings(options) -> PropagateSettings:
+    """The settings a job runs with: its method options over the defaults, and where those leave ``iterations``,
+    ``batch_size`` or ``patch`` unset, the job's own parameters (``iterations_per_round``, else ``iterations``;
+    ``batch_size``; the smallest side of ``patch_size``).
+
+    Why: those parameters are what `sparseseg run --iterations-per-round/--batch-size` and the module's fields set,
+    and what the worker halves after running out of GPU memory; this method used to ignore them, so the Start
+    default trained its 300 steps whatever was asked and its out-of-memory retry ran with the same batch again.
+    ``options`` is a :class:`~SparseSegLib.methods.base.MethodOptions`; the Start button sets none of them."""
+    settings = PropagateSettings.parse(options.extra)
+    given = set(options.extra or {})
+    overrides: dict = {}
+    iterations = options.iterations_per_round or options.iterations
+    if iterations and "iterations" not in given:
+        overrides["iterations"] = int(iterations)
+    if options.batch_size and "batch_size" not in given:
+        overrides["batch_size"] = int(options.batch_size)
+    if options.patch_size and "patch" not in given:
+        overrides["patch"] = max(8, min(int(p) for p in options.patch_size) // 8 * 8)
+    return replace(settings, **overrides) if overrides else settings
+

@@ -1,0 +1,50 @@
+"""A job's own training parameters reach the Start default (``propagate``), which has settings of its own.
+
+``sparseseg run --iterations-per-round/--batch-size`` and the module's fields set the job's parameters, and the worker
+halves the batch (then the patch) after running out of GPU memory. ``propagate`` used to ignore all three, so a
+user's iterations changed nothing and the out-of-memory retry ran the same batch again."""
+
+from __future__ import annotations
+
+from SparseSegLib.jobs import layout
+from SparseSegLib.jobs.events import read_events
+from SparseSegLib.methods import MethodOptions, get_method
+from SparseSegLib.methods.propagate.settings import PropagateSettings, job_settings
+from SparseSegLib.worker.memory import reduce_memory
+
+from worker_support import new_job
+
+
+def test_the_jobs_iterations_batch_and_patch_fill_what_the_method_options_leave_unset():
+    defaults = PropagateSettings()
+    assert job_settings(MethodOptions(rounds=None)) == defaults  # the Start button sets none of them
+    asked = job_settings(MethodOptions(rounds=None, iterations_per_round=20, batch_size=4, patch_size=(70, 96)))
+    assert (asked.iterations, asked.batch_size, asked.patch) == (20, 4, 64)  # the patch: a multiple of 8
+    assert job_settings(MethodOptions(rounds=None, iterations=50)).iterations == 50  # a total, for a one-stage job
+    named = job_settings(MethodOptions(rounds=None, iterations_per_round=20, batch_size=4,
+                                       extra={"iterations": 99, "batch_size": 2}))
+    assert (named.iterations, named.batch_size) == (99, 2)  # a method option names the value: it wins
+
+
+def test_out_of_memory_halves_the_batch_propagate_trains_with_then_its_patch():
+    method = get_method("propagate")
+    options = MethodOptions(rounds=None)
+    halved, change = reduce_memory(options, (35, 51, 35), method)
+    assert change == "batch size 8 -> 4" and job_settings(halved).batch_size == 4
+    smaller, change = reduce_memory(MethodOptions(rounds=None, batch_size=1), (35, 51, 35), method)
+    assert change == "patch size (128, 128) -> (64, 64)" and job_settings(smaller).patch == 64
+
+
+def test_a_start_job_honours_its_iterations_and_retries_out_of_memory_with_half_propagates_batch(tmp_path,
+                                                                                                  sample_case):
+    # No GPU here: the worker's test hook raises torch.OutOfMemoryError at the first poll (SPARSESEG_TEST_FAULT)
+    job = new_job(tmp_path / "job", sample_case, method="propagate", rounds=None, iterations_per_round=3,
+                  batch_size=None)
+    job.start(env={"SPARSESEG_TEST_FAULT": "oom-once"})
+    outcome = job.wait(timeout=300)
+    assert outcome.status == "finished", outcome.message
+    events = read_events(tmp_path / "job" / layout.EVENTS_FILE)
+    warnings = [e for e in events if e["event"] == "warning" and "out of GPU memory" in e["message"]]
+    assert len(warnings) == 1 and "batch size 8 -> 4" in warnings[0]["hint"]
+    trained = [e["message"] for e in events if e["event"] == "log" and "iterations, batch" in e.get("message", "")]
+    assert trained and all("3 iterations, batch 4," in message for message in trained), trained
