@@ -12,13 +12,16 @@
 #                       carry=[".gpu", ".whl", "bench-output/mean_teacher/data"], timeout_s=600).
 #
 # Steps, each bounded so the whole script ends before GPU_TOTAL seconds:
+#   0. `device_paths`: every method's job and cohort path for a few iterations on the GPU, as real `sparseseg`
+#      processes on the bundled sample scans (finished or the error, per path): the paths these CPU machines never
+#      run (GPU_PATHS_SECONDS, 240; 0 skips it; the costliest paths run last);
 #   1. issue 19: `start_speed` twice (the exact Start job on a 240x240x155 scan; seconds to each round, Dice), then
 #      `registration_speed` over GPU_REGISTRATION_WORKERS processes (does the registration round keep scaling with
 #      cores where ITK's own threads stopped? empty: skip);
 #   2. issue 17: UA-MT timed alone for a few iterations, then the semi-supervised trio (labelled only, MT, UA-MT,
 #      13 of 64 labelled) and sparse MT (one central slice) run side by side with one iteration count, the longest
 #      that the remaining time allows at the measured speed (at most the paper's 6000).
-# Environment: GPU_DEVICE (cuda; cpu for a dry run here), GPU_TOTAL (570 s), GPU_MAX_ITERATIONS (6000),
+# Environment: GPU_DEVICE (cuda; cpu for a dry run here), GPU_TOTAL (570 s), GPU_PATHS_SECONDS (240), GPU_MAX_ITERATIONS (6000),
 # GPU_SPEED_RUNS (2), GPU_REGISTRATION_WORKERS (1,4,16), OUT (where the log and results go; the device tool sets it).
 set -u
 OUT=${OUT:-/tmp/sparseseg-gpu-out}
@@ -45,6 +48,13 @@ python3 -c "import torch, monai, SimpleITK, numpy, os
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'monai', monai.__version__,
       'SimpleITK', SimpleITK.Version.VersionString(), 'numpy', numpy.__version__, 'cpus', os.cpu_count())"
 echo "setup done after $(( $(date +%s) - START )) s"
+
+PATHS_SECONDS=${GPU_PATHS_SECONDS:-240}
+if [ "$PATHS_SECONDS" -gt 0 ]; then
+  echo "== every method's paths on $DEVICE (a few iterations each) =="
+  timeout "$PATHS_SECONDS" python3 -m SparseSegLib.benchmarks.device_paths --device "$DEVICE" --iterations 10 \
+    --timeout 90 --out /tmp/sparseseg-device-paths || echo "device_paths: a path failed or the step ran out of time"
+fi
 
 echo "== issue 19: Start on a 240x240x155 scan =="
 for run in $(seq 1 "$SPEED_RUNS"); do
