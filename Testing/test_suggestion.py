@@ -70,6 +70,14 @@ def test_suggestion_is_an_unannotated_slice_and_moves_on_once_painted(sample_lab
     assert len(set(painted)) == len(painted)
 
 
+def test_the_uncertainty_map_slab_by_slab_is_the_whole_grids(sample_label):
+    probabilities = soft_probabilities(sample_label)
+    whole = normalized_entropy(probabilities, slab=probabilities.shape[1])
+    assert whole.dtype == np.float32 and whole.shape == sample_label.shape and 0 < whole.max() <= 1
+    np.testing.assert_array_equal(normalized_entropy(probabilities, slab=4), whole)  # a last slab shorter than 4
+    assert normalized_entropy(np.stack([np.ones((3, 2, 2)), np.zeros((3, 2, 2))])).max() < 1e-5  # certain: 0
+
+
 def test_annotated_slices_score_nothing_and_partly_annotated_ones_less(sample_label):
     uncertainty = normalized_entropy(soft_probabilities(sample_label))
     annotated = slab(sample_label.shape, 0, [15])
