@@ -86,6 +86,17 @@ def test_chosen_slices_of_the_slice_stack_are_those_rows_of_the_whole_stack():
     assert np.array_equal(slice_stack(image, 2, np.array([8, 0])), whole[[8, 0]])
 
 
+def test_annotated_voxel_indices_found_chunk_by_chunk_are_numpys(sample_case):
+    from SparseSegLib.engine.sampling import _indices
+
+    mask = (sample_case.label > 0).ravel()
+    expected = np.flatnonzero(mask)
+    found = _indices(mask, chunk=1000)  # chunks that split the foreground, and a last one shorter
+    assert found.dtype == np.int32 and mask.size % 1000
+    np.testing.assert_array_equal(found, expected)
+    assert _indices(np.zeros(10, bool), chunk=3).size == 0
+
+
 def test_3d_patches_pad_small_volumes_with_unknown(sample_case):
     case = annotate_case(sample_case, "central-slice")
     sampler = PatchSampler([TrainingVolume(case.image, case.sparse_label())], dims=3, patch_size=(48, 64, 48))

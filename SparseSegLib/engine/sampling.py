@@ -135,11 +135,20 @@ class PatchSampler:
         return np.ascontiguousarray(image), np.ascontiguousarray(target), np.ascontiguousarray(weight)
 
 
-def _indices(mask: np.ndarray) -> np.ndarray:
+def _indices(mask: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
     """Flat indices of ``mask``'s true voxels, as int32 where they fit: a CT-sized crop labelled almost everywhere
-    (a single-scan job's far background) holds tens of millions of them."""
-    found = np.flatnonzero(mask)
-    return found.astype(np.int32) if mask.size < 2**31 else found
+    (a single-scan job's far background) holds tens of millions of them. Found ``chunk`` voxels at a time, so the
+    int64 indices numpy returns never exist for the whole mask at once (0.5 GiB on such a crop)."""
+    if mask.size >= 2**31:
+        return np.flatnonzero(mask)
+    flat = mask.ravel()
+    found = np.empty(int(np.count_nonzero(flat)), np.int32)
+    filled = 0
+    for start in range(0, flat.size, chunk):
+        part = np.flatnonzero(flat[start:start + chunk])
+        found[filled:filled + part.size] = part + start
+        filled += part.size
+    return found
 
 
 def _crop(array: np.ndarray, starts: list[int], size: tuple[int, ...], fill: float, clamp_axis0: bool = False) -> np.ndarray:
