@@ -151,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="new job folder to create and run (with --continue: the next stage's)")
     run.add_argument("--rounds", type=int, help="rounds to run, each writes a full result (default: the method runs "
                                                 "until it is done)")
-    run.add_argument("--iterations-per-round", type=int, help="training iterations per round (default: budget / rounds)")
+    run.add_argument("--iterations-per-round", type=int, help="training iterations per round (default: the method's own; "
+                                                                 "propagate's network round 300, budget-based methods "
+                                                                 "the budget / rounds)")
     run.add_argument("--reference", type=Path, help="full reference label map: per-round metrics")
     run.add_argument("--network", choices=["2d", "3d"], help="network (default 2d)")
     run.add_argument("--batch-size", type=int, help="training batch size (default: the budget's)")
