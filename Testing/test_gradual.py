@@ -342,6 +342,7 @@ def test_run_takes_method_options_and_names_the_known_ones_for_a_wrong_one(tmp_p
     assert record["training"]["gradual"]["relabel"] == "freeze"
     wrong = run("wrong", "relable=freeze")
     assert wrong.returncode == 2 and "unknown gradual option(s): relable" in wrong.stderr and "relabel" in wrong.stderr
+    assert not (tmp_path / "wrong").exists()  # stopped before a job folder was made
 
 
 def test_a_2d_gradual_job_painted_across_axis_2_propagates_and_saves_across_it(tmp_path, cases):
