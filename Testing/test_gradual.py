@@ -292,13 +292,18 @@ def test_options_freeze_confidence_restart_and_validation(cases):
 # Worker and cohort training
 
 
-def test_worker_job_streams_gradual_rounds(tmp_path, cases):
-    case = cases[0]
+def _painted_files(folder: Path, case) -> tuple[Path, Path]:
+    """The case's image and its slice 17 painted, as files for `sparseseg run`."""
     painted = np.zeros_like(case.label)
     painted[17] = case.label[17]
-    image, annotation = tmp_path / "image.nii.gz", tmp_path / "painted.nii.gz"
+    image, annotation = folder / "image.nii.gz", folder / "painted.nii.gz"
     write_image(case.image, case.geometry, image)
     write_image(painted, case.geometry, annotation)
+    return image, annotation
+
+
+def test_worker_job_streams_gradual_rounds(tmp_path, cases):
+    image, annotation = _painted_files(tmp_path, cases[0])
     jobdir = tmp_path / "job"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(
@@ -320,12 +325,7 @@ def test_worker_job_streams_gradual_rounds(tmp_path, cases):
 
 def test_run_takes_method_options_and_names_the_known_ones_for_a_wrong_one(tmp_path, cases):
     """``sparseseg run --option``: the job carries the option to the method; a misspelt one stops with the list."""
-    case = cases[0]
-    painted = np.zeros_like(case.label)
-    painted[17] = case.label[17]
-    image, annotation = tmp_path / "image.nii.gz", tmp_path / "painted.nii.gz"
-    write_image(case.image, case.geometry, image)
-    write_image(painted, case.geometry, annotation)
+    image, annotation = _painted_files(tmp_path, cases[0])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
     def run(folder: str, option: str) -> subprocess.CompletedProcess:
