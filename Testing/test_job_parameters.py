@@ -1,4 +1,4 @@
-"""A job's own training parameters reach the Start default (``propagate``), which has settings of its own.
+"""A job's own training parameters reach the methods that have settings of their own (``propagate``, Mean Teacher).
 
 ``sparseseg run --iterations-per-round/--batch-size`` and the module's fields set the job's parameters, and the worker
 halves the batch (then the patch) after running out of GPU memory. ``propagate`` used to ignore all three, so a
@@ -48,3 +48,17 @@ def test_a_start_job_honours_its_iterations_and_retries_out_of_memory_with_half_
     assert len(warnings) == 1 and "batch size 8 -> 4" in warnings[0]["hint"]
     trained = [e["message"] for e in events if e["event"] == "log" and "iterations, batch" in e.get("message", "")]
     assert trained and all("3 iterations, batch 4," in message for message in trained), trained
+
+
+def test_mean_teacher_splits_the_runs_batch_and_its_out_of_memory_retry_halves_it():
+    from SparseSegLib.methods.mean_teacher.settings import MeanTeacherSettings, run_settings
+
+    reference = MeanTeacherSettings()
+    assert run_settings(MethodOptions(rounds=None)) == reference  # 2 labelled + 2 unlabelled, the reference's
+    three = run_settings(MethodOptions(rounds=None, batch_size=3))
+    assert (three.labelled_batch, three.unlabelled_batch) == (2, 1)
+    named = run_settings(MethodOptions(rounds=None, batch_size=3, extra={"labelled_batch": 4}))
+    assert (named.labelled_batch, named.unlabelled_batch) == (4, reference.unlabelled_batch)
+    halved, change = reduce_memory(MethodOptions(rounds=None, network="3d"), (35, 51, 35), get_method("ua-mt"))
+    after = run_settings(halved)
+    assert change == "batch size 4 -> 2" and (after.labelled_batch, after.unlabelled_batch) == (1, 1)

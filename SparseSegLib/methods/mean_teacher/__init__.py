@@ -30,7 +30,7 @@ from ..common import class_names_of
 from .data import BatchSource, PreparedVolume, prepare, semi_supervised_split
 from .network import build_student, network_config
 from .predict import CroppingSegmenter, teacher_uncertainty
-from .settings import ITERATIONS, MeanTeacherSettings
+from .settings import ITERATIONS, MeanTeacherSettings, run_settings
 from .training import MeanTeacherTrainer
 
 STATE_FORMAT = 1
@@ -73,8 +73,14 @@ class _MeanTeacherBase:
         """``3d``, or ``2d`` with ``dims=2`` (the bench labels runs with it)."""
         return f"{MeanTeacherSettings.parse(options.extra).dims}d"
 
+    def memory_settings(self, options: MethodOptions) -> tuple[int, None]:
+        """The patches per step (labelled + unlabelled), which the worker halves after running out of GPU memory
+        (:func:`~SparseSegLib.worker.memory.reduce_memory`); the patch is the options' or the budget's."""
+        settings = run_settings(options)
+        return settings.labelled_batch + settings.unlabelled_batch, None
+
     def _setup(self, cases: list[Case], options: MethodOptions, reporter: Reporter):
-        settings = MeanTeacherSettings.parse(options.extra)
+        settings = run_settings(options)
         seed_everything(options.seed)
         seen = semi_supervised_split(cases, settings.labelled, options.seed)
         volumes = [prepare(case, settings, options.normalization) for case in seen]

@@ -8,7 +8,7 @@ budget: ``paper`` is the reference's 6000, ``quick`` 200 for a first look on a C
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from ...errors import SparseSegError
 
@@ -111,3 +111,16 @@ class MeanTeacherSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def run_settings(options) -> MeanTeacherSettings:
+    """The method options, and where they name neither ``labelled_batch`` nor ``unlabelled_batch``, the run's
+    ``batch_size`` (``--batch-size``, a job's parameter) split into labelled and unlabelled patches, the labelled
+    half rounded up. Why: that is what the worker halves after running out of GPU memory; the method used to
+    ignore it, so its retry ran the same batch again. ``options``: a :class:`~SparseSegLib.methods.base.MethodOptions`."""
+    settings = MeanTeacherSettings.parse(options.extra)
+    if not options.batch_size or {"labelled_batch", "unlabelled_batch"} & set(options.extra or {}):
+        return settings
+    labelled = max(1, (int(options.batch_size) + 1) // 2)
+    return replace(settings, labelled_batch=labelled, unlabelled_batch=max(0, int(options.batch_size) - labelled))
+
