@@ -22,6 +22,8 @@ minutes (``--device cpu``), which is how it is kept working between GPU sessions
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -89,6 +91,22 @@ def checks(out: Path, device: str, iterations: int) -> list[tuple[str, list[str]
     ]
 
 
+def _stop_group(process: subprocess.Popen) -> None:
+    """Stop ``process`` and everything in its session (SIGTERM, then SIGKILL after 10 s; Windows: the process)."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except (AttributeError, ProcessLookupError):
+        process.terminate()
+    try:
+        process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (AttributeError, ProcessLookupError):
+            process.kill()
+        process.communicate()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m SparseSegLib.benchmarks.device_paths",
                                      description=__doc__.split("\n\n")[0])
@@ -98,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these paths (and nothing they need)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per path (default 300)")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = args.out or Path(tempfile.mkdtemp(prefix="sparseseg-device-"))
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
@@ -107,13 +126,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and name not in args.only:
             continue
         started = time.perf_counter()
+        # a session of its own: a path over its time is stopped with every process it started (registration pools)
+        process = subprocess.Popen([sys.executable, "-m", "SparseSegLib.cli", *arguments], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
-            done = subprocess.run([sys.executable, "-m", "SparseSegLib.cli", *arguments], capture_output=True,
-                                  text=True, timeout=args.timeout)
-            lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-            outcome = "finished" if done.returncode == 0 else f"exit {done.returncode}: {lines[-1] if lines else ''}"
+            output, _ = process.communicate(timeout=args.timeout)
+            lines = [line for line in output.splitlines() if line.strip()]
+            code = process.returncode
+            outcome = "finished" if code == 0 else f"exit {code}: {lines[-1] if lines else ''}"
         except subprocess.TimeoutExpired:
+            _stop_group(process)
             outcome = f"over {args.timeout:g} s"
+        except BaseException:  # Ctrl-C, or the SIGTERM of an outer `timeout` (gpu_check.sh): not one orphan left
+            _stop_group(process)
+            raise
         failed += outcome != "finished"
         print(f"| {name} | {outcome.replace('|', '/')[:200]} | {time.perf_counter() - started:.1f} |", flush=True)
         (out / f"{name}.log").write_text(" ".join(arguments) + "\n" + (outcome if outcome != "finished" else ""))
