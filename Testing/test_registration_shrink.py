@@ -53,7 +53,7 @@ def test_a_field_from_the_coarser_grid_follows_the_shift_on_the_full_grid(sample
     # kept on its coarse grid (a propagation's prefetch, four times smaller here) and resampled when warped along:
     # the same field, bit for bit, for a slice of odd size too
     kept = demons_field(fixed, moving, 100, 1.0, finest=shrink, keep_coarse=True)
-    assert isinstance(kept, CoarseField) and kept.array.size * 4 <= coarse.size + 4 * fixed.shape[1] * 2
+    assert isinstance(kept, CoarseField) and kept.array.size <= coarse.size // 4
     np.testing.assert_array_equal(kept.on_slice_grid(), coarse)
     odd = demons_field(fixed[:-1, :-3], moving[:-1, :-3], 20, 1.0, finest=shrink, keep_coarse=True)
     np.testing.assert_array_equal(odd.on_slice_grid(), demons_field(fixed[:-1, :-3], moving[:-1, :-3], 20, 1.0,

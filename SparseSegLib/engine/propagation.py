@@ -53,7 +53,7 @@ class SliceRegistration:
         self.volume = volume
         self.settings = settings
         self.workers = max(1, int(workers))
-        self._cache: dict[tuple[int, int], sitk.Transform | CoarseField] = {}
+        self._cache: dict[tuple[int, int], sitk.Transform | CoarseField | np.ndarray] = {}
         if settings.image_smoothing > 0:
             smoothed = sitk.SmoothingRecursiveGaussian(_as_image(volume), float(settings.image_smoothing))
             self.volume = sitk.GetArrayFromImage(smoothed)
@@ -73,21 +73,19 @@ class SliceRegistration:
             from .trainer import TrainingCancelled
 
             raise TrainingCancelled() from None
-        for number, pair in enumerate(missing):  # each array freed once its transform holds a copy: not both at once
-            field = fields[number]
-            # a coarse field stays coarse until it is warped along (a CT's fields on its slices' grid: a GiB)
-            self._cache[pair] = field if isinstance(field, CoarseField) else field_transform(field)
-            fields[number] = None
+        # kept as registered (a coarse field stays coarse: a CT's fields on its slices' grid hold a GiB) and made a
+        # transform when first warped along
+        self._cache.update(zip(missing, fields))
 
     def transform(self, source: int, target: int) -> sitk.Transform:
         key = (source, target)
-        if isinstance(self._cache.get(key), CoarseField):
-            self._cache[key] = field_transform(self._cache[key])
-        if key not in self._cache:
-            self._cache[key] = field_transform(demons_field(self.volume[target], self.volume[source],
-                                                            self.settings.iterations, self.settings.smoothing,
-                                                            self.settings.levels, self.settings.finest))
-        return self._cache[key]
+        field = self._cache.get(key)
+        if field is None:
+            field = demons_field(self.volume[target], self.volume[source], self.settings.iterations,
+                                 self.settings.smoothing, self.settings.levels, self.settings.finest)
+        if not isinstance(field, sitk.Transform):
+            field = self._cache[key] = field_transform(field)
+        return field
 
     def forget(self, source: int, target: int) -> None:
         """Drop the cached field of the pair (it is registered again if asked for)."""

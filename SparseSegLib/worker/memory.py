@@ -23,8 +23,9 @@ def is_out_of_memory(error: BaseException) -> bool:
 def reduce_memory(options, case_shape: tuple[int, int, int], method=None):
     """``(options, description)`` with half the batch, or half the patch when the batch is already 1.
 
-    Halved from what ``method`` trains with when it says (its ``memory_settings(options)``: batch and patch, for a
-    method with settings of its own such as ``propagate``), else from the budget's schedule."""
+    Halved from what ``method`` trains with when it says (its ``memory_settings(options)``, see
+    :class:`~SparseSegLib.methods.base.Method`), else from the budget's schedule. A patch neither the method nor the
+    options give is the preset network's default for ``case_shape``."""
     from ..engine.networks import NetworkConfig, default_patch_size
 
     network = NetworkConfig.preset(options.network)

@@ -75,7 +75,8 @@ class _MeanTeacherBase:
 
     def memory_settings(self, options: MethodOptions) -> tuple[int, None]:
         """The patches per step (labelled + unlabelled), which the worker halves after running out of GPU memory
-        (:func:`~SparseSegLib.worker.memory.reduce_memory`); the patch is the options' or the budget's."""
+        (:func:`~SparseSegLib.worker.memory.reduce_memory`). No patch: it depends on the prepared volumes, so a
+        retry from a batch of 1 halves ``--patch-size`` only where the job gives one."""
         settings = run_settings(options)
         return settings.labelled_batch + settings.unlabelled_batch, None
 

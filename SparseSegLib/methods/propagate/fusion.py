@@ -134,7 +134,7 @@ def _farther_than(mask: np.ndarray, radius_mm: float, spacing: tuple[float, floa
 
     halo = int(np.ceil(radius_mm / max(spacing[0], 1e-6))) + 1
     plane = int(np.prod(mask.shape[1:]))
-    core = max(2 * halo, slab_voxels // max(plane, 1) - 2 * halo, 1)
+    core = max(2 * halo, slab_voxels // max(plane, 1) - 2 * halo)
     if core >= mask.shape[0]:
         return farther(mask)
     result = np.empty(mask.shape, bool)
