@@ -84,6 +84,41 @@ def test_the_next_slice_follows_the_suggestion_or_falls_back(sample_label):
     assert "no slice" in choose_next("suggested", wrong, {}, sample_label, mask).note
 
 
+def test_a_user_who_paints_another_view_paints_and_corrects_along_that_axis(sample_label):
+    """``--axis 2``: the first slice, the even spread, the gap and the most wrong slice all lie across axis 2, and
+    the baselines paint across it too; a suggestion along another axis is still followed."""
+    from SparseSegLib.benchmarks.interactive.user import baselines
+    from SparseSegLib.jobs.continuation import paste_slices
+
+    first, last = object_extent(sample_label, 2)
+    k = central_slice(sample_label, 2)
+    assert first < k < last and sample_label[:, :, k].any()
+    assert k == first + (last - first + 1) // 2 and slice_at(sample_label, 1.0, 2) == last
+    spread = even_slices(sample_label, 3, 2)
+    assert len(spread) == 3 and all(sample_label[:, :, s].any() for s in spread)
+    _, mask = paste_slices(np.zeros_like(sample_label), np.zeros(sample_label.shape, bool), sample_label, 2, [k])
+    gap = gap_slice(sample_label, mask, axis=2)
+    assert (gap.axis, gap.source) == (2, "gap") and first <= gap.index <= last and gap.index != k
+    wrong = sample_label.copy()
+    wrong[:, :, last] = 0  # the result misses the object on the last slice across axis 2
+    assert (worst_slice(wrong, sample_label, mask, 2).index, worst_slice(wrong, sample_label, mask, 2).axis) == (last, 2)
+    assert choose_next("gap", wrong, {}, sample_label, mask, 2).axis == 2
+    other = choose_next("suggested", wrong, {"suggested_slice": {"axis": 0, "index": 3}}, sample_label, mask, 2)
+    assert (other.axis, other.index, other.source) == (0, 3, "suggested")
+    spacing, classes = (1.0, 1.0, 1.0), {1: "anterior", 2: "posterior"}
+    across = baselines(sample_label, spacing, classes, range(1, 3), [[k]], axis=2)
+    along_k = baselines(sample_label, spacing, classes, range(1, 3), axis=0)
+    assert across["axis"] == 2 and across["even"]["1"]["slices"] == [k] and "axis" not in along_k
+    # the baselines copy / interpolate across axis 2, not along k
+    two = even_slices(sample_label, 2, 2)
+    assert across["even"]["2"]["slices"] == two
+    assert across["even"]["1"]["copy"] == score(copy_slices(sample_label, [k], 2), sample_label, spacing, classes)
+    filled = fill_between_slices(painted_label(sample_label, two, 2), 2)
+    assert across["even"]["2"]["fill"] == score(filled, sample_label, spacing, classes)
+    assert across["even"]["2"]["fill"] != along_k["even"]["2"]["fill"]
+    assert across["method_slices"]["1"]["slices"] == [k]
+
+
 def _fake_scan(case_id: str, dice: list[float]) -> dict:
     """A results.json scan record as :func:`play_scan` writes it, with made-up figures."""
     def scores(d: float) -> dict:

@@ -57,8 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the slice painted next: the method's suggestion (default) or the most wrong one (upper bound)")
     parser.add_argument("--slices", type=int, default=5, help="painted slices at the end, 1 + corrections (default 5)")
     parser.add_argument("--first-at", type=float, default=None, metavar="F",
-                        help="paint the first slice at fraction F of the object's extent along k (0: its first slice, "
+                        help="paint the first slice at fraction F of the object's extent (0: its first slice, "
                              "1: its last; default: the central slice)")
+    parser.add_argument("--axis", type=int, choices=(0, 1, 2), default=0,
+                        help="the array axis the user paints across: 0 = k (default; axial on most scans), 1 = j, "
+                             "2 = i (the other two views); corrections and the baselines use the same axis")
     parser.add_argument("--continue-rounds", type=int, default=None,
                         help="rounds each Continue adds (default: the module's, 2; ignored where the method decides)")
     parser.add_argument("--device", default="auto", help="the job's device (default auto, as the module)")
@@ -135,7 +138,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     method, parameters, source = job_settings(args.method, args.option, args.parameter)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     settings = PlaySettings(method=method, parameters=parameters, device=args.device, threads=threads,
-                            slices=args.slices, first_at=args.first_at, next_rule=args.next,
+                            slices=args.slices, first_at=args.first_at, axis=args.axis, next_rule=args.next,
                             stage_timeout_s=args.stage_timeout,
                             continue_rounds=args.continue_rounds or DEFAULT_MORE_ROUNDS)
     scans = choose(args)
@@ -145,7 +148,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     results.update(job=job, environment=environment(threads, args.jobs), config={
         "datasets": sorted({scan.dataset for scan in scans}), "cases": args.cases, "split": args.split,
         "split_seed": args.split_seed, "dev_scans": DEV_SCANS, "next": args.next, "slices": args.slices,
-        "first_at": args.first_at,
+        "first_at": args.first_at, "axis": args.axis,
         "continue_rounds": settings.continue_rounds, "jobs": args.jobs, "threads": threads,
         "scans": [scan.key for scan in scans],
         "command": "python -m SparseSegLib.benchmarks.interactive " + shlex.join(argv)})

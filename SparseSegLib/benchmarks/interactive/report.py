@@ -120,7 +120,8 @@ def _time_table(scans: list[dict], max_slices: int) -> list[str]:
 def _scan_list(scans: list[dict]) -> list[str]:
     lines = []
     for r in scans:
-        slices = ", ".join(f"{p['index']}{'' if p['axis'] == 0 else ' (axis ' + str(p['axis']) + ')'} "
+        axis = r.get("axis", 0)  # the axis this run painted across
+        slices = ", ".join(f"{p['index']}{'' if p['axis'] == axis else ' (axis ' + str(p['axis']) + ')'} "
                            f"[{p['source']}]" for p in r["stages"][-1]["painted"])
         final = (r["stages"][-1].get("final") or {}).get("dice")
         lines.append(f"- `{r['case_id']}` ({'x'.join(map(str, r['shape']))}): {r['status']}; painted {slices}; "
@@ -137,6 +138,8 @@ def write_report(results: dict, out: Path) -> Path:
     config = results.get("config", {})
     job = results.get("job", {})
     max_slices = int(config.get("slices", 5))
+    axis = int(config.get("axis", 0))
+    across = "k" if axis == 0 else f"array axis {axis} ({'j' if axis == 1 else 'i'})"
     lines = ["# Interactive benchmark: one painted slice, then corrections", "",
              f"Job: method `{job.get('method')}`, parameters `{job.get('parameters')}` ({job.get('source', '')}); "
              f"next slice: {config.get('next', 'suggested')}; Continue: "
@@ -144,9 +147,10 @@ def write_report(results: dict, out: Path) -> Path:
                 else f"{config.get('continue_rounds')} more round(s)") + "; split "
              f"`{config.get('split')}` (seed {config.get('split_seed')}); device {job.get('device')}, "
              f"{config.get('jobs')} scan(s) at a time with {config.get('threads')} thread(s) per worker.", "",
-             "Dice / HD95 / RAVD are the mean over the classes. Baselines paint the same number of slices evenly "
-             "over the object's extent along k; Fill between slices interpolates each class on its own (as Slicer "
-             "does with one segment per class) and with one slice is that slice alone.", ""]
+             f"The user paints whole slices across {across}. Dice / HD95 / RAVD are the mean over the classes. "
+             "Baselines paint the same number of slices evenly over the object's extent along that axis; Fill "
+             "between slices interpolates each class on its own (as Slicer does with one segment per class) and "
+             "with one slice is that slice alone.", ""]
     if config.get("command"):
         lines += [f"Command: `{config['command']}`", ""]
     grouped = scans_by_dataset(results)

@@ -88,20 +88,20 @@ def mni152_scan(folder: str | os.PathLike = DATA_ROOT / "mni152") -> Scan:
     return Scan("mni152", "mni152", image, label, dict(MNI152_CLASSES))
 
 
-def central_slice(reference: np.ndarray) -> int:
-    """The slice along k (array axis 0) in the middle of the object's extent: the one a user paints first."""
-    return extent_slices(reference, 1, 0)[0]
+def central_slice(reference: np.ndarray, axis: int = 0) -> int:
+    """The slice along ``axis`` (0 = k) in the middle of the object's extent: the one a user paints first."""
+    return extent_slices(reference, 1, axis)[0]
 
 
-def slice_at(reference: np.ndarray, fraction: float) -> int:
-    """The slice along k at ``fraction`` of the object's extent (0: its first slice, 1: its last): a user who paints
-    the slice where they happen to be rather than the middle one."""
-    first, last = object_extent(reference, 0)
+def slice_at(reference: np.ndarray, fraction: float, axis: int = 0) -> int:
+    """The slice along ``axis`` at ``fraction`` of the object's extent (0: its first slice, 1: its last): a user
+    who paints the slice where they happen to be rather than the middle one."""
+    first, last = object_extent(reference, axis)
     return int(round(first + fraction * (last - first)))
 
 
-def even_slices(reference: np.ndarray, count: int) -> list[int]:
-    """``count`` slices evenly spread over the object's extent along k (all of it when it is shorter); one
-    slice is :func:`central_slice`."""
-    first, last = object_extent(reference, 0)
-    return extent_slices(reference, min(count, last - first + 1), 0)
+def even_slices(reference: np.ndarray, count: int, axis: int = 0) -> list[int]:
+    """``count`` slices evenly spread over the object's extent along ``axis`` (all of it when it is shorter);
+    one slice is :func:`central_slice`."""
+    first, last = object_extent(reference, axis)
+    return extent_slices(reference, min(count, last - first + 1), axis)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...annotation import object_extent
 from ...errors import SparseSegError
 from ...jobs.client import Job
 from ...jobs.continuation import continue_job, paste_slices
@@ -35,6 +36,7 @@ class PlaySettings:
     threads: int = 1
     slices: int = 5  # painted slices at the end (1 + corrections)
     first_at: float | None = None  # the first painted slice at this fraction of the object's extent (None: central)
+    axis: int = 0  # the array axis the user paints across (0 = k: axial for most scans; 1, 2: the other views)
     next_rule: str = "suggested"
     continue_rounds: int = 2
     stage_timeout_s: float = 3600.0
@@ -92,14 +94,17 @@ def _stage_record(number: int, job: Job, watched: dict, painted: list[dict]) -> 
 
 
 def baselines(reference: np.ndarray, spacing, classes: dict[int, str], counts: range,
-              method_slices: list[list[int]] | None = None) -> dict:
-    """Fill between slices and copy-the-slice with 1..N slices evenly spread over the object's extent, and with
-    the method's own painted slices at each stage (when they all lie along k)."""
+              method_slices: list[list[int]] | None = None, axis: int = 0) -> dict:
+    """Fill between slices and copy-the-slice with 1..N slices along ``axis`` evenly spread over the object's
+    extent, and with the method's own painted slices at each stage (when they all lie along ``axis``)."""
     def both(slices: list[int]) -> dict:
-        return {"slices": slices, "fill": score(fill_between_slices(painted_label(reference, slices)), reference, spacing, classes),
-                "copy": score(copy_slices(reference, slices), reference, spacing, classes)}
+        fill = fill_between_slices(painted_label(reference, slices, axis), axis)
+        return {"slices": slices, "fill": score(fill, reference, spacing, classes),
+                "copy": score(copy_slices(reference, slices, axis), reference, spacing, classes)}
 
-    result = {"even": {str(n): both(even_slices(reference, n)) for n in counts}, "method_slices": {}}
+    result = {"even": {str(n): both(even_slices(reference, n, axis)) for n in counts}, "method_slices": {}}
+    if axis != 0:
+        result["axis"] = axis
     for slices in method_slices or []:
         result["method_slices"][str(len(slices))] = both(slices)
     return result
@@ -114,15 +119,14 @@ def play_scan(scan: Scan, settings: PlaySettings, folder: Path, log=print) -> di
     if folder.exists():
         shutil.rmtree(folder)  # a scan interrupted by an earlier run starts again
     folder.mkdir(parents=True)
-    k = central_slice(reference) if settings.first_at is None else slice_at(reference, settings.first_at)
+    axis = settings.axis
+    k = central_slice(reference, axis) if settings.first_at is None else slice_at(reference, settings.first_at, axis)
     record = {**scan.describe(), "shape": list(reference.shape), "spacing_kji": list(spacing),
               "classes": {str(v): n for v, n in sorted(classes.items())},
-              "extent": [int(s) for s in np.flatnonzero(reference.any(axis=(1, 2)))[[0, -1]]],
-              "central_slice": central_slice(reference), "first_slice": k, "stages": [], "status": "running"}
-    label = painted_label(reference, [k])
-    mask = np.zeros(reference.shape, bool)
-    mask[k] = True
-    painted = [{"axis": 0, "index": k, "source": "central" if settings.first_at is None else f"at {settings.first_at:g}"}]
+              "extent": list(object_extent(reference, axis)), "axis": axis,
+              "central_slice": central_slice(reference, axis), "first_slice": k, "stages": [], "status": "running"}
+    label, mask = paste_slices(np.zeros_like(reference), np.zeros(reference.shape, bool), reference, axis, [k])
+    painted = [{"axis": axis, "index": k, "source": "central" if settings.first_at is None else f"at {settings.first_at:g}"}]
 
     pressed = time.perf_counter()
     job = Job.create(folder / "stage-1", case.image, case.geometry, label, settings.method,
@@ -138,7 +142,7 @@ def play_scan(scan: Scan, settings: PlaySettings, folder: Path, log=print) -> di
 
     while stage["status"] == "finished" and stage["rounds"] and len(painted) < settings.slices:
         current = job.load_round(None, probabilities=False)
-        choice = choose_next(settings.next_rule, current.label, current.record, reference, mask)
+        choice = choose_next(settings.next_rule, current.label, current.record, reference, mask, axis)
         label, mask = paste_slices(label, mask, reference, choice.axis, [choice.index])
         painted.append(choice.as_dict())
         pressed = time.perf_counter()
@@ -155,9 +159,9 @@ def play_scan(scan: Scan, settings: PlaySettings, folder: Path, log=print) -> di
             f"{': ' + choice.note if choice.note else ''}): {_summary(stage)}")
 
     own = [[p["index"] for p in s["painted"]] for s in record["stages"]
-           if all(p["axis"] == 0 for p in s["painted"])]
+           if all(p["axis"] == axis for p in s["painted"])]
     # baselines up to 5 slices whatever the play stops at: "3 painted slices vs Fill between 5" needs both
-    record["baselines"] = baselines(reference, spacing, classes, range(1, max(settings.slices, 5) + 1), own)
+    record["baselines"] = baselines(reference, spacing, classes, range(1, max(settings.slices, 5) + 1), own, axis)
     complete = all(s["status"] == "finished" and s["final"] for s in record["stages"]) and \
         len(record["stages"]) == settings.slices
     record["status"] = "done" if complete else "incomplete"
