@@ -72,10 +72,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             from .cli_options import parse_options
 
             parameters["method_options"] = {**parameters.get("method_options", {}), **parse_options(args.options)}
-            from .methods import MethodOptions, get_method
+        from .methods import MethodOptions, get_method
 
-            # a mistyped option stops here, before a job folder exists
-            get_method(args.method or START_METHOD).check_options(MethodOptions(extra=parameters["method_options"]))
+        # a mistyped option or a network the method does not train stops here, before a job folder exists
+        get_method(args.method or START_METHOD).check_options(MethodOptions(
+            network=args.network or "2d", extra=parameters.get("method_options", {})))
         from .io import case_id_from_path
 
         image = _channel_image(args.image, args.channel, args.out)

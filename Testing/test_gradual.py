@@ -343,6 +343,12 @@ def test_run_takes_method_options_and_names_the_known_ones_for_a_wrong_one(tmp_p
     wrong = run("wrong", "relable=freeze")
     assert wrong.returncode == 2 and "unknown gradual option(s): relable" in wrong.stderr and "relabel" in wrong.stderr
     assert not (tmp_path / "wrong").exists()  # stopped before a job folder was made
+    from SparseSegLib.cli import main
+
+    # the Start method trains 2D networks: --network 3d is refused up front, not silently ignored
+    assert main(["run", "--image", str(image), "--annotation", str(annotation), "--network", "3d",
+                 "--out", str(tmp_path / "three-d")]) == 2
+    assert not (tmp_path / "three-d").exists()
 
 
 def test_a_2d_gradual_job_painted_across_axis_2_propagates_and_saves_across_it(tmp_path, cases):

@@ -39,7 +39,7 @@ def test_a_start_job_honours_its_iterations_and_retries_out_of_memory_with_half_
                                                                                                   sample_case):
     # No GPU here: the worker's test hook raises torch.OutOfMemoryError at the first poll (SPARSESEG_TEST_FAULT)
     job = new_job(tmp_path / "job", sample_case, method="propagate", rounds=None, iterations_per_round=3,
-                  batch_size=None)
+                  batch_size=None, budget="paper")
     job.start(env={"SPARSESEG_TEST_FAULT": "oom-once"})
     outcome = job.wait(timeout=300)
     assert outcome.status == "finished", outcome.message
@@ -48,6 +48,21 @@ def test_a_start_job_honours_its_iterations_and_retries_out_of_memory_with_half_
     assert len(warnings) == 1 and "batch size 8 -> 4" in warnings[0]["hint"]
     trained = [e["message"] for e in events if e["event"] == "log" and "iterations, batch" in e.get("message", "")]
     assert trained and all("3 iterations, batch 4," in message for message in trained), trained
+    # propagate has no budget: a job that asks for one is told so (the module shows warnings), once per stage
+    budget = [e for e in events if e["event"] == "warning" and "no training budget" in e["message"]]
+    assert len(budget) == 2 and "3 iterations per stage" in budget[0]["hint"]  # the first try, then the retry
+
+
+def test_propagate_refuses_a_3d_network_instead_of_ignoring_it():
+    import pytest
+
+    from SparseSegLib.errors import SparseSegError
+
+    method = get_method("propagate")
+    method.check_options(MethodOptions(network="2d"))
+    with pytest.raises(SparseSegError, match="trains 2D networks") as raised:
+        method.check_options(MethodOptions(network="3d"))
+    assert "Set Network to 2d" in raised.value.hint
 
 
 def test_mean_teacher_splits_the_runs_batch_and_its_out_of_memory_retry_halves_it():

@@ -48,7 +48,13 @@ class PropagateMethod:
     summary = "one scan: painted slices registered through the volume, then a 2D network fused with them"
 
     def check_options(self, options: MethodOptions) -> None:
+        """Bad method options, and a 3D network asked of a method that trains 2D ones, fail before any work (the
+        module's Network choice would otherwise be ignored without a word)."""
         PropagateSettings.parse(options.extra)
+        if str(options.network).lower() != "2d":
+            raise SparseSegError(f"{self.name} trains 2D networks (across the three axes), not {options.network}",
+                                 "Set Network to 2d (--network 2d), or choose a method with a 3D network "
+                                 "(gradual, mean-teacher).")
 
     def memory_settings(self, options: MethodOptions) -> tuple[int, tuple[int, int]]:
         """The batch and the in-plane patch (its largest) the networks train with: what the worker halves after
@@ -76,7 +82,12 @@ class PropagateMethod:
                    should_stop: Callable[[], bool] | None = None) -> Iterator[RoundResult]:
         if len(cases) != 1:
             raise SparseSegError(f"propagate runs on one scan, not {len(cases)}", "Run one job per scan.")
+        self.check_options(options)
         settings = job_settings(options)
+        if options.budget not in (None, "quick"):  # the one budget a job gets without asking
+            reporter.warning(f"{self.name} has no training budget: '{options.budget}' changes nothing",
+                             f"Its network round trains {settings.iterations} iterations per stage; set Iterations "
+                             "per round (--iterations-per-round) to train longer.")
         case = cases[0]
         volume = PaintedVolume.from_case(case, settings)
         plan = _StagePlan.make(volume, state)
