@@ -126,7 +126,7 @@ def _run_continuation(args: argparse.Namespace) -> int:
     axis = None if args.axis in (None, "auto") else int(args.axis)
     job, correction = continue_from_annotation(args.jobdir, args.annotation, args.out, more_rounds=args.rounds, axis=axis)
     rounds = job.spec.parameters.get("rounds")
-    if not correction.slices:
+    if not correction.count:
         print(f"sparseseg: warning: {args.annotation} paints no slice that {args.jobdir} did not already have; the "
               "next stage goes on training on the same annotation", file=sys.stderr)
     elif rounds is None and args.rounds is not None:

@@ -305,7 +305,7 @@ def test_a_sessions_shown_text_is_looked_up_as_templates_and_filled_afterwards(s
     assert any(line.startswith("«worker started for <session>") and line.endswith(" with <tmp>/python»") for line in logs)
     assert any(line.startswith("«annotate next: ««axial» slice") and line.endswith(", shown in the Red view»") for line in logs)
     assert any("no slice view shows «axial» slices (set one to «axial»)»" in line for line in logs)
-    assert any(line.startswith("«continue: 1 corrected slice(s) along axis 0 (k) become ground truth: ") for line in logs)
+    assert any(line.startswith("«continue: corrected slices become ground truth, «1 along axis 0 (k): ") for line in logs)
     # without a translator every text is as it was written before the hook
     for name, text in marked.items():
         assert plain[name] == _unmarked(text), name

@@ -59,8 +59,8 @@ def test_cancel_mid_round_then_continue_with_a_corrected_slice(scene, sample_cas
     # the user corrects slice c of the result (paints the reference there) in the Segment Editor
     c = next(s for s in range(sample_case.label.shape[0]) if s != k and (sample_case.label[s] > 0).sum() > 20)
     correct_slice(session, volume, sample_case.label, c)
-    axis, slices, _ = session.find_corrections()
-    assert (axis, slices) == (0, [c])
+    planes, _ = session.find_corrections()
+    assert planes == {0: [c]}
 
     session.settings.iterations_per_round = 8  # the user may change settings between stages; keeps this test short
     second = session.continue_session(rounds=1)

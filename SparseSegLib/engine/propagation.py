@@ -171,6 +171,7 @@ def propagate_slices(
     workers: int = 1,
     refine: Callable[[np.ndarray, int], np.ndarray] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    known_reach: Callable[[int, int], int] | None = None,
 ) -> np.ndarray:
     """Class probabilities ``(C, k, j, i)`` of ``label``'s painted slices (indices along axis 0) propagated
     through the normalised ``volume``.
@@ -199,6 +200,10 @@ def propagate_slices(
 
     ``progress(done, total)``: slice pairs registered so far, where ``registration`` registers them up front
     (:meth:`SliceRegistration.prefetch`), which is almost all of the time taken.
+
+    ``known_reach(painted slice, direction)``: slices beyond it (-1 / +1) the object is known to go on (e.g. shown
+    by a slice painted across another axis): an open end carries the object unfaded that far and fades over one
+    slice after it, or as ``open_end_reach`` says where that reaches further.
     """
     if volume.shape != label.shape:
         raise SparseSegError(f"image {volume.shape} and label {label.shape} differ in shape",
@@ -233,6 +238,7 @@ def propagate_slices(
             silent = ~holds[start] & holds[stop] if closing else np.zeros(num_classes - 1, bool)
             faded = open_end | alone
             reach = open_end_reach(start) if faded.any() and open_end_reach is not None else None
+            known = known_reach(start, direction) if faded.any() and known_reach is not None else 0
             current = foreground[:, start].copy()
             position = start
             while position + direction != stop:
@@ -249,13 +255,15 @@ def propagate_slices(
                 # a gap filled from both ends: each chain counts by its closeness; open ends: the one chain
                 linear = 1.0 if open_end else (span - abs(target - start)) / span
                 weight = np.where(alone, 1.0, np.where(silent, 0.0, linear)).astype(np.float32)
-                if reach is not None and end_shape == "taper":
-                    fraction = 1.0 - ((target - start) / max(reach, 1e-6)) ** 2
+                distance = abs(target - start)
+                shown = 1.0 if distance <= known else float(np.exp(-((distance - known) ** 2))) if known else 0.0
+                if reach is not None and end_shape == "taper" and shown < 1.0:
+                    fraction = max(1.0 - (distance / max(reach, 1e-6)) ** 2, shown)
                     carried = np.where(faded[:, None, None], taper(current, fraction), current)
                     foreground[:, target] += weight[:, None, None] * carried
                 else:
-                    fade = 1.0 if reach is None else float(np.exp(-((target - start) / max(reach, 1e-6)) ** 2))
-                    fades = np.where(faded, fade, 1.0).astype(np.float32)
+                    fade = 1.0 if reach is None else float(np.exp(-(distance / max(reach, 1e-6)) ** 2))
+                    fades = np.where(faded, max(fade, shown), 1.0).astype(np.float32)
                     foreground[:, target] += (weight * fades)[:, None, None] * current
                 total_weight[:, target] += weight
                 position = target

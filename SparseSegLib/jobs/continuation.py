@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,28 +38,41 @@ from ..errors import SparseSegError
 from . import layout
 from .atomic import atomic_write_json
 from .client import Job
-from .regions import AXIS_NAMES, painted_slices, slices_mask, whole_slice_axis
+from .regions import AXIS_NAMES, correction_planes, painted_slices, slices_mask, whole_slice_axis, whole_slices_by_axis
 from .schema import JobSpec, make_job, read_job, validate_job
 
 #: Rounds a Continue adds when the job has a fixed number of rounds: the module's default (continueRounds).
 DEFAULT_MORE_ROUNDS = 2
+#: Methods that take slices painted across more than one axis (a correction made in another view): the
+#: registration runs along one axis and the other slices are ground truth and show how far the object reaches
+#: (:mod:`SparseSegLib.methods.propagate.volume`). The others need every slice across the job's one axis.
+ANY_VIEW_METHODS = frozenset({"propagate"})
 #: Image formats held in one file, which can be hard-linked as they are (.nhdr / .mhd have a second data file).
 _SINGLE_FILE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 
 
 @dataclass
 class Correction:
-    """The next stage's ground truth: label map, annotated mask, and which slices were added."""
+    """The next stage's ground truth: label map, annotated mask, and which slices were added: ``slices`` along
+    ``axis`` (the job's, where the new paint lies on it), ``across`` other axes (``{axis: slices}``)."""
 
     label: np.ndarray
     mask: np.ndarray
     axis: int
     slices: list[int]
+    across: dict[int, list[int]] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return len(self.slices) + sum(len(s) for s in self.across.values())
 
     def describe(self) -> str:
-        shown = ", ".join(map(str, self.slices[:12])) + (", ..." if len(self.slices) > 12 else "")
-        return (f"{len(self.slices)} newly painted slice(s) along axis {self.axis} ({AXIS_NAMES[self.axis]})"
-                + (f": {shown}" if self.slices else ""))
+        parts = []
+        for axis, slices in [(self.axis, self.slices), *sorted(self.across.items())]:
+            if slices or not parts:
+                shown = ", ".join(map(str, slices[:12])) + (", ..." if len(slices) > 12 else "")
+                parts.append(f"{len(slices)} along axis {axis} ({AXIS_NAMES[axis]})" + (f": {shown}" if slices else ""))
+        return "newly painted slice(s): " + "; ".join(parts)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -102,23 +115,41 @@ def job_slice_axis(spec: JobSpec, label: np.ndarray, mask: np.ndarray) -> int | 
     if kind == "slices":
         return slices_mask(label, spec.region.get("axis", "auto"))[1]
     if kind == "mask":
-        return whole_slice_axis(mask)
+        axis = whole_slice_axis(mask)
+        if axis is None and (across := whole_slices_by_axis(mask)):  # slices across several axes: the most painted
+            axis = max(across, key=lambda a: (len(across[a]), -a))
+        return axis
     return None
 
 
 def corrected_annotation(previous_label: np.ndarray, previous_mask: np.ndarray, corrected: np.ndarray,
-                         axis: int | None = None, job_axis: int | None = None) -> Correction:
+                         axis: int | None = None, job_axis: int | None = None, any_view: bool = False) -> Correction:
     """The next stage's ground truth from a label map holding every slice painted so far.
 
-    ``axis``: the slice axis the user names (taken as given). Otherwise the job's slice axis ``job_axis``,
-    unless the new paint lies on fewer slices along another axis (the user painted across another axis: an
-    error naming it, since taking it along the job's axis would turn partly painted slices into background);
-    without a job axis (ROI boxes), the axis along which the new paint touches the fewest slices.
+    ``axis``: the slice axis the user names (taken as given). ``any_view`` (a method of :data:`ANY_VIEW_METHODS`):
+    the fewest whole slices along any axes that hold the new paint (:func:`~.regions.correction_planes`; the job's
+    axis first where it ties), so a slice painted in another view is taken as that slice. Otherwise the job's
+    slice axis ``job_axis``, unless the new paint lies on fewer slices along another axis (the user painted across
+    another axis: an error naming it, since taking it along the job's axis would turn partly painted slices into
+    background); without a job axis (ROI boxes), the axis along which the new paint touches the fewest slices.
     """
     previous_label, corrected = np.asarray(previous_label), np.asarray(corrected)
     if corrected.shape != previous_label.shape:
         raise SparseSegError(f"the corrected label map has shape {corrected.shape}, the job's annotation "
                              f"{previous_label.shape}", "Export the corrected label map on the job's image grid.")
+    if axis is None and any_view:
+        new = np.where(np.asarray(previous_mask, dtype=bool), corrected != previous_label, corrected > 0)
+        planes = {}
+        for a, found in correction_planes(new, prefer=job_axis).items():
+            carrying = set(painted_slices(corrected, a))  # a slice without paint is never taken (see changed_slices)
+            if kept := [s for s in found if s in carrying]:
+                planes[a] = kept
+        main = job_axis if job_axis in planes or not planes else max(planes, key=lambda a: (len(planes[a]), -a))
+        label, mask = previous_label, previous_mask
+        for a, slices in planes.items():
+            label, mask = paste_slices(label, mask, corrected, a, slices)
+        return Correction(label, mask, int(0 if main is None else main), planes.get(main, []),
+                          {a: s for a, s in planes.items() if a != main})
     if axis is None:
         counts = [len(changed_slices(previous_label, previous_mask, corrected, a)) for a in range(3)]
         fewest = min(range(3), key=lambda a: (counts[a] == 0, counts[a], a))  # an axis with no slice says nothing
@@ -280,12 +311,13 @@ def continue_from_annotation(previous_jobdir: str | os.PathLike, corrected_path:
     case, _ = read_job_case(spec)
     corrected, _, _ = read_annotation(corrected_path, case.geometry)
     job_axis = None if axis is not None else job_slice_axis(spec, case.label, case.annotated)
-    correction = corrected_annotation(case.label, case.annotated, corrected, axis=axis, job_axis=job_axis)
+    correction = corrected_annotation(case.label, case.annotated, corrected, axis=axis, job_axis=job_axis,
+                                      any_view=spec.method in ANY_VIEW_METHODS)
     target = Path(new_jobdir) if new_jobdir is not None else default_stage_folder(previous)
     job = continue_job(previous, target, correction.label, correction.mask, more_rounds=more_rounds)
     return job, correction
 
 
-__all__ = ["Correction", "DEFAULT_MORE_ROUNDS", "continue_from_annotation", "continue_job", "corrected_annotation",
+__all__ = ["ANY_VIEW_METHODS", "Correction", "DEFAULT_MORE_ROUNDS", "continue_from_annotation", "continue_job", "corrected_annotation",
            "changed_slices", "default_stage_folder", "ensure_not_running", "job_slice_axis", "paste_slices",
            "whole_slice_axis"]

@@ -152,3 +152,56 @@ def whole_slice_axis(mask: np.ndarray) -> int | None:
         if any_.any() and np.array_equal(any_, all_):
             found.append((int(any_.sum()), axis))
     return min(found)[1] if found else None
+
+
+def whole_slices_by_axis(mask: np.ndarray) -> dict[int, list[int]]:
+    """``{axis: slices}`` when ``mask`` is exactly a union of whole slices, possibly across several axes (a user who
+    painted axial slices and then corrected a sagittal one), else ``{}`` (boxes, scattered voxels, nothing).
+
+    Each axis lists the slices annotated as a whole along it; an axis whose whole slices are all covered by the
+    other axes' is left out (a full annotation is every axis's slices; it lists axis 0 alone)."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 3 or not mask.any():
+        return {}
+    whole = {axis: [int(s) for s in np.flatnonzero(np.all(mask, axis=tuple(a for a in range(3) if a != axis)))]
+             for axis in range(3)}
+    union = np.zeros_like(mask)
+    found: dict[int, list[int]] = {}
+    for axis in range(3):
+        if not whole[axis]:
+            continue
+        index: list = [slice(None)] * 3
+        index[axis] = whole[axis]
+        if union[tuple(index)].all():  # nothing these slices add
+            continue
+        union[tuple(index)] = True
+        found[axis] = whole[axis]
+    return found if np.array_equal(union, mask) else {}
+
+
+def correction_planes(changed: np.ndarray, prefer: int | None = None, limit: int = 256) -> dict[int, list[int]]:
+    """The fewest whole slices, along any of the three axes, that hold every ``True`` voxel of ``changed``:
+    where a user edited a result in one or more slice views (an axial and a sagittal correction give one slice
+    of each, not every axial slice the sagittal edit crosses). ``{axis: sorted slices}``, ``{}`` when nothing
+    changed.
+
+    Greedy: the slice holding most of the voxels still uncovered goes first (ties: axis ``prefer``, then the lower
+    axis). Edits that need more than ``limit`` slices (an oblique view, the 3D view's scissors) raise an error."""
+    points = np.argwhere(np.asarray(changed, dtype=bool))
+    planes: dict[int, set[int]] = {}
+    while len(points):
+        best = None
+        for axis in range(3):
+            counts = np.bincount(points[:, axis])
+            index = int(np.argmax(counts))
+            key = (int(counts[index]), axis == prefer, -axis)
+            if best is None or key > best[0]:
+                best = (key, axis, index)
+        _, axis, index = best
+        planes.setdefault(axis, set()).add(index)
+        points = points[points[:, axis] != index]
+        if sum(len(s) for s in planes.values()) > limit:
+            raise SparseSegError(f"the edits lie on more than {limit} slices",
+                                 "Correct whole slices in the axial, sagittal or coronal view of the volume (not an "
+                                 "oblique view or the 3D view), a few at a time.")
+    return {axis: sorted(slices) for axis, slices in sorted(planes.items())}

@@ -37,10 +37,11 @@ from ..errors import SparseSegError
 from ..jobs import continuation, layout
 from ..jobs.client import Job
 from ..jobs.events import format_event
-from ..jobs.regions import AXIS_NAMES, annotated_mask, painted_slices
+from ..jobs.regions import annotated_mask, painted_slices
 from ..jobs.suggestion import SuggestedSlice
 from . import annotate_next, mrml
 from .settings import DEVICE_CHOICES, METHOD_CHOICES, ORIENTATION_CHOICES, REGION_CHOICES, SessionSettings  # noqa: F401
+from .corrections import corrected_planes, describe_planes
 from .progress_text import progress_line
 from .text import tr as _  # named _ so that Slicer's lupdate_preprocess extracts the calls
 
@@ -329,19 +330,14 @@ class Session:
             label[exported == position] = value
         return label
 
-    def find_corrections(self) -> tuple[int, list[int], np.ndarray]:
-        """``(axis, slices, current label)``: the slices where the result node differs from the last
-        imported round. The axis is the annotation's slice axis (for ROI boxes: the axis along which the
-        edits touch the fewest slices)."""
+    def find_corrections(self) -> tuple[dict[int, list[int]], np.ndarray]:
+        """``({axis: slices}, current label)``: the slices that hold every voxel where the result node differs
+        from the last imported round, in whichever view they were edited where the method takes that
+        (:func:`.corrections.corrected_planes`), else across the annotation's slice axis."""
         if self.last_imported_label is None:
             raise SparseSegError(_("no round has been imported yet"), _("Wait for the first round before correcting."))
         current = self.result_label()
-        changed = current != self.last_imported_label
-        axis = self.slice_axis
-        if axis is None:
-            counts = [len(painted_slices(changed.astype(np.uint8), a)) for a in range(3)]
-            axis = int(np.argmin(counts))
-        return axis, painted_slices(changed.astype(np.uint8), axis), current
+        return corrected_planes(current != self.last_imported_label, self.slice_axis, self.settings.method), current
 
     def continue_session(self, rounds: int | None = None) -> Job:
         """Continue: corrected slices become ground truth; a new stage resumes from the last checkpoint
@@ -356,8 +352,10 @@ class Session:
         if done == 0 or not layout.checkpoints(previous.directory).get(done):
             raise SparseSegError(_("the previous stage left no complete round to continue from"),
                                  _("Start again (the first round was not finished)."))
-        axis, slices, current = self.find_corrections()
-        label, mask = continuation.paste_slices(self.annotation_label, self.annotated_mask, current, axis, slices)
+        planes, current = self.find_corrections()
+        label, mask = self.annotation_label, self.annotated_mask
+        for axis, slices in planes.items():
+            label, mask = continuation.paste_slices(label, mask, current, axis, slices)
         more = rounds if rounds is not None else self.settings.continue_rounds  # None: the method's or 2 more
         stage = len(self.jobs) + 1
         job = continuation.continue_job(previous.directory, self.root / f"stage-{stage}", label, mask,
@@ -365,15 +363,14 @@ class Session:
                                         device=self.settings.device)
         self.jobs.append(job)
         self.annotation_label, self.annotated_mask = label, mask
-        self.corrections.append({"stage": stage, "axis": axis, "slices": slices})
-        shown = ", ".join(map(str, slices[:12])) + (", ..." if len(slices) > 12 else "")
+        main = self.slice_axis if self.slice_axis in planes or not planes else min(planes)
+        self.corrections.append({"stage": stage, "axis": main, "slices": planes.get(main, []),
+                                 "across": {a: s for a, s in planes.items() if a != main}})
         planned = (_("until the method is done") if job.spec.parameters.get("rounds") is None
                    else _("{count} more round(s)").format(count=more))
-        self._say((_("continue: {count} corrected slice(s) along axis {axis} ({name}) become ground truth: {slices}; "
-                      "{planned} from round {round}") if slices else
-                   _("continue: {count} corrected slice(s) along axis {axis} ({name}) become ground truth; {planned} "
-                      "from round {round}")).format(count=len(slices), axis=axis, name=AXIS_NAMES[axis], slices=shown,
-                                                    planned=planned, round=done))
+        self._say((_("continue: corrected slices become ground truth, {where}; {planned} from round {round}")
+                   if planes else _("continue: no corrected slice; {planned} from round {round}")).format(
+                       where=describe_planes(planes), planned=planned, round=done))
         self._start_job(job, resume=True)
         return job
 

@@ -128,7 +128,7 @@ class PropagateMethod:
             else:
                 distance = slice_distance(volume.image.shape[0], volume.painted) if volume.painted else None
                 target, weight = training_targets(volume.label, volume.painted, registration, distance, settings,
-                                                  annotated=None if volume.painted else volume.annotated)
+                                                  annotated=volume.annotated)
                 region = (prediction_region(registration, settings.object_threshold, PREDICTION_CONTEXT)
                           if registration is not None and settings.fusion == "average" else None)
                 grid = CoarseGrid.for_crop(volume.image.shape, settings.network_max_pixels)
@@ -189,7 +189,8 @@ def _registered(volume: PaintedVolume, settings: PropagateSettings, num_classes:
                             finest=_shrink(volume, settings)),
         should_stop=should_stop, open_end_reach=_reach_of(volume, settings),
         empty_gap=settings.empty_gap, end_shape=settings.end_shape, workers=registration_workers(),
-        refine=evidence.trim if evidence is not None and settings.intensity == "chain" else None, progress=progress)
+        refine=evidence.trim if evidence is not None and settings.intensity == "chain" else None, progress=progress,
+        known_reach=volume.known_reach if volume.cross.any() else None)
     return evidence.update(registration) if evidence is not None else registration
 
 

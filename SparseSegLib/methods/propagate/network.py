@@ -31,7 +31,8 @@ def training_targets(label: np.ndarray, painted: list[int], registration: np.nda
                      settings: PropagateSettings, annotated: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(target, weight)`` for the network.
 
-    Painted slices (or, for ROI boxes, the annotated voxels) are ground truth at weight 1. Slices within
+    The annotated voxels (the painted slices, slices painted across another axis, ROI boxes' voxels; the painted
+    slices when ``annotated`` is None) are ground truth at weight 1. Slices within
     ``pseudo_distance`` of the paint take the registration's labels, weighted by closeness (Gaussian in slice
     distance) and confidence (how far the most likely class stands above a uniform guess). Everywhere else the
     voxels far from the propagated object (``negative_margin`` pixels in-plane) are background at

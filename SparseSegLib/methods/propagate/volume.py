@@ -1,4 +1,8 @@
-"""One scan as the ``propagate`` method sees it: painted slices along axis 0, cropped to where the object can be."""
+"""One scan as the ``propagate`` method sees it: painted slices along axis 0, cropped to where the object can be.
+
+Slices painted across another axis too (a user who corrects in another view) stay annotated voxels: ground truth
+for the networks and the result, and evidence of how far the object reaches along the propagation
+(:meth:`PaintedVolume.known_reach`); the registration propagates the slices of one axis, the one painted most."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from ...case import Case
 from ...engine.preprocessing import normalize
 from ...engine.propagation import equivalent_radius_mm, inscribed_radius_mm
 from ...errors import SparseSegError
-from ...jobs.regions import whole_slice_axis
+from ...jobs.regions import whole_slice_axis, whole_slices_by_axis
 from .settings import PropagateSettings
 
 
@@ -19,7 +23,8 @@ class PaintedVolume:
     """The case moved so that its painted slices run along axis 0 and cropped in-plane around the paint.
 
     ``axis`` is the array axis the user painted along (None: ROI boxes or scattered voxels, which have no
-    slices to propagate from); ``window`` the in-plane crop (two slices of the moved array).
+    slices to propagate from); ``window`` the in-plane crop (two slices of the moved array). Whole slices painted
+    across other axes as well are ``cross`` annotated voxels (:func:`propagation_axis` says which axis leads).
     """
 
     axis: int | None
@@ -36,7 +41,7 @@ class PaintedVolume:
         if case.annotated is None or case.label is None:
             raise SparseSegError(f"case {case.case_id} has no annotation", "Paint at least one slice of the object.")
         annotated = np.asarray(case.annotated, dtype=bool)
-        axis = whole_slice_axis(annotated)
+        axis = propagation_axis(annotated, case.label)
         moved_axis = 0 if axis is None else axis
         label = np.moveaxis(np.where(annotated, case.label, 0), moved_axis, 0)
         mask = np.moveaxis(annotated, moved_axis, 0)
@@ -52,6 +57,21 @@ class PaintedVolume:
         spacing = (kji[moved_axis],) + tuple(kji[a] for a in range(3) if a != moved_axis)
         return cls(axis=axis, painted=painted, image=normalize(image[crop], "zscore"), label=label[crop],
                    annotated=mask[crop], window=window, full_shape=image.shape, spacing=spacing)
+
+    @property
+    def cross(self) -> np.ndarray:
+        """Annotated voxels outside the painted slices: slices painted across another axis (or none)."""
+        cross = self.annotated.copy()
+        cross[self.painted] = False
+        return cross
+
+    def known_reach(self, start: int, direction: int) -> int:
+        """How many slices from painted slice ``start`` towards ``direction`` (-1 / +1) the object is known to go
+        on: the farthest slice where a cross-painted slice shows it (0: none shows it). Registration cannot see
+        where an object ends; a slice painted across the object's length can."""
+        shown = np.flatnonzero((self.cross & (self.label > 0)).any(axis=(1, 2)))
+        beyond = (shown - start) * direction
+        return int(beyond.max()) if beyond.size and beyond.max() > 0 else 0
 
     @property
     def painted_foreground(self) -> np.ndarray:
@@ -76,6 +96,25 @@ class PaintedVolume:
         full[(Ellipsis, slice(None)) + self.window] = cropped
         moved_axis = 0 if self.axis is None else self.axis
         return np.ascontiguousarray(np.moveaxis(full, len(lead), len(lead) + moved_axis))
+
+
+def propagation_axis(annotated: np.ndarray, label: np.ndarray) -> int | None:
+    """The axis whose painted slices the registration propagates: the only one, or where slices were painted
+    across several axes the one with the most slices, then the most painted object voxels (the larger outline
+    carries more of the object: a hippocampus painted along its length holds both its parts). None: no whole
+    slices (boxes, scattered voxels)."""
+    axis = whole_slice_axis(annotated)
+    if axis is not None:
+        return axis
+    slices = whole_slices_by_axis(annotated)
+    if not slices:
+        return None
+    foreground = np.asarray(label) > 0
+
+    def painted_object(axis: int) -> int:
+        return int(np.count_nonzero(np.take(foreground, slices[axis], axis=axis)))
+
+    return max(slices, key=lambda a: (len(slices[a]), painted_object(a), -a))
 
 
 def class_count(case: Case) -> int:
