@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--axis", type=int, choices=(0, 1, 2), default=0,
                         help="the array axis the user paints across: 0 = k (default; axial on most scans), 1 = j, "
                              "2 = i (the other two views); corrections and the baselines use the same axis")
+    parser.add_argument("--correct-axis", type=int, choices=(0, 1, 2), default=None,
+                        help="the axis the corrections are painted across, for --next gap / worst (default: --axis): "
+                             "a user who corrects in another view; the suggestion names its own axis")
     parser.add_argument("--continue-rounds", type=int, default=None,
                         help="rounds each Continue adds (default: the module's, 2; ignored where the method decides)")
     parser.add_argument("--device", default="auto", help="the job's device (default auto, as the module)")
@@ -138,7 +141,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     method, parameters, source = job_settings(args.method, args.option, args.parameter)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     settings = PlaySettings(method=method, parameters=parameters, device=args.device, threads=threads,
-                            slices=args.slices, first_at=args.first_at, axis=args.axis, next_rule=args.next,
+                            slices=args.slices, first_at=args.first_at, axis=args.axis,
+                            correct_axis=args.correct_axis, next_rule=args.next,
                             stage_timeout_s=args.stage_timeout,
                             continue_rounds=args.continue_rounds or DEFAULT_MORE_ROUNDS)
     scans = choose(args)
@@ -148,7 +152,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     results.update(job=job, environment=environment(threads, args.jobs), config={
         "datasets": sorted({scan.dataset for scan in scans}), "cases": args.cases, "split": args.split,
         "split_seed": args.split_seed, "dev_scans": DEV_SCANS, "next": args.next, "slices": args.slices,
-        "first_at": args.first_at, "axis": args.axis,
+        "first_at": args.first_at, "axis": args.axis, "correct_axis": args.correct_axis,
         "continue_rounds": settings.continue_rounds, "jobs": args.jobs, "threads": threads,
         "scans": [scan.key for scan in scans],
         "command": "python -m SparseSegLib.benchmarks.interactive " + shlex.join(argv)})

@@ -37,6 +37,7 @@ class PlaySettings:
     slices: int = 5  # painted slices at the end (1 + corrections)
     first_at: float | None = None  # the first painted slice at this fraction of the object's extent (None: central)
     axis: int = 0  # the array axis the user paints across (0 = k: axial for most scans; 1, 2: the other views)
+    correct_axis: int | None = None  # the axis the gap / worst corrections lie across (None: ``axis``)
     next_rule: str = "suggested"
     continue_rounds: int = 2
     stage_timeout_s: float = 3600.0
@@ -142,7 +143,8 @@ def play_scan(scan: Scan, settings: PlaySettings, folder: Path, log=print) -> di
 
     while stage["status"] == "finished" and stage["rounds"] and len(painted) < settings.slices:
         current = job.load_round(None, probabilities=False)
-        choice = choose_next(settings.next_rule, current.label, current.record, reference, mask, axis)
+        choice = choose_next(settings.next_rule, current.label, current.record, reference, mask,
+                             axis if settings.correct_axis is None else settings.correct_axis)
         label, mask = paste_slices(label, mask, reference, choice.axis, [choice.index])
         painted.append(choice.as_dict())
         pressed = time.perf_counter()
