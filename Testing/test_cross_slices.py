@@ -142,3 +142,21 @@ def test_a_continued_file_with_a_slice_painted_in_another_view_adds_that_slice(s
         region = {"kind": "mask"}
 
     assert job_slice_axis(Spec(), correction.label, correction.mask) == 0  # ties: the lower axis
+
+
+def test_the_view_suggestion_asks_for_the_largest_outline_across_another_axis_then_goes_on_along_one(sample_case):
+    from SparseSegLib.methods.propagate import _suggestion
+
+    label = sample_case.label
+    k = centre(label, 0)
+    settings = PropagateSettings(suggest="view")
+    volume = PaintedVolume.from_case(sample_case.with_annotation(painted(label.shape, {0: [k]})), settings)
+    predicted = label[(slice(None),) + volume.window]  # a perfect result, on the method's cropped grid
+    outlines = {a: (centre(label, a), int((np.take(label, centre(label, a), axis=a) > 0).sum())) for a in (1, 2)}
+    axis = max(outlines, key=lambda a: outlines[a][1])
+    assert _suggestion(volume, predicted, "view") == {"axis": axis, "index": outlines[axis][0]}  # on the case's grid
+    assert _suggestion(volume, predicted, "volume")["axis"] == 0
+    both = sample_case.with_annotation(painted(label.shape, {0: [k], axis: [outlines[axis][0]]}))
+    crossed = PaintedVolume.from_case(both, settings)
+    assert _suggestion(crossed, label[(slice(None),) + crossed.window] if crossed.axis == 0 else
+                       np.moveaxis(label, crossed.axis, 0)[(slice(None),) + crossed.window], "view")["axis"] == crossed.axis

@@ -35,7 +35,7 @@ from .fusion import (anchor_at_paint, classes_follow_registration, classes_from_
 from .network import train_across_axes, training_targets
 from .network_grid import CoarseGrid
 from .settings import PropagateSettings, job_settings
-from .suggestion import RULES as SUGGESTION_RULES
+from .suggestion import RULES as SUGGESTION_RULES, other_view_slice
 from .volume import PaintedVolume, class_count
 
 STATE_FORMAT = 1
@@ -162,11 +162,9 @@ class PropagateMethod:
                      "holes": painted_holes(labels, volume.painted_background)}  # ... and fills no hole if True
             metrics = {"step": kind, "stage_first_round": plan.first_round, "painted_slices": len(volume.painted),
                        "foreground_voxels": int((labels > 0).sum()), "seconds": round(time.perf_counter() - started, 3)}
-            rule = SUGGESTION_RULES.get(settings.suggest)
-            if rule is not None and volume.axis is not None:
-                index_next = rule(labels, volume.painted)
-                if index_next is not None:
-                    metrics["suggested_slice"] = {"axis": int(volume.axis), "index": index_next}
+            suggestion = _suggestion(volume, labels, settings.suggest)
+            if suggestion is not None:
+                metrics["suggested_slice"] = suggestion
             result = RoundResult(index=index, total=total, labels={case.case_id: volume.to_case_grid(labels)},
                                  probabilities={case.case_id: _background_outside(volume.to_case_grid(probabilities))},
                                  metrics=metrics, state=state)
@@ -208,6 +206,19 @@ def _pair_progress(reporter: Reporter, stage: str) -> Callable[[int, int], None]
 #: Voxels of context the networks see around the box they predict (:func:`.fusion.prediction_region`): a quarter
 #: of the default patch, so the box's edge lies far from any voxel the fusion can still call object.
 PREDICTION_CONTEXT = 32
+
+
+def _suggestion(volume: PaintedVolume, labels: np.ndarray, rule_name: str) -> dict | None:
+    """The round's suggested slice on the case's own grid (``{"axis", "index"}``), or None (:mod:`.suggestion`)."""
+    rule = SUGGESTION_RULES.get(rule_name)
+    if rule is None or volume.axis is None:
+        return None
+    if rule_name == "view" and not volume.cross.any() and (across := other_view_slice(labels)) is not None:
+        moved, index = across
+        axes = [a for a in range(3) if a != volume.axis]  # the moved grid's axes 1 and 2 on the case's grid
+        return {"axis": axes[moved - 1], "index": index + volume.window[moved - 1].start}
+    index = rule(labels, volume.painted)
+    return None if index is None else {"axis": int(volume.axis), "index": index}
 
 
 def _embedded(inside: np.ndarray, region: tuple[slice, slice, slice], outside: np.ndarray) -> np.ndarray:
