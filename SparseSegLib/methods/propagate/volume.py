@@ -7,6 +7,7 @@ for the networks and the result, and evidence of how far the object reaches alon
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -65,12 +66,16 @@ class PaintedVolume:
         cross[self.painted] = False
         return cross
 
+    @cached_property
+    def cross_shown(self) -> np.ndarray:
+        """The slices (along axis 0) where a slice painted across another axis shows the object."""
+        return np.flatnonzero((self.cross & (self.label > 0)).any(axis=(1, 2)))
+
     def known_reach(self, start: int, direction: int) -> int:
         """How many slices from painted slice ``start`` towards ``direction`` (-1 / +1) the object is known to go
         on: the farthest slice where a cross-painted slice shows it (0: none shows it). Registration cannot see
         where an object ends; a slice painted across the object's length can."""
-        shown = np.flatnonzero((self.cross & (self.label > 0)).any(axis=(1, 2)))
-        beyond = (shown - start) * direction
+        beyond = (self.cross_shown - start) * direction
         return int(beyond.max()) if beyond.size and beyond.max() > 0 else 0
 
     @property
