@@ -50,14 +50,17 @@ def finished(session: Session):
     return lambda: session.status in ("finished", "cancelled", "error") and not session.pending_rounds and not session.job.is_running()
 
 
-def correct_slice(session: Session, volume, reference: np.ndarray, index: int) -> None:
-    """What the user does in the Segment Editor: paint the reference over slice ``index`` of the result node."""
+def correct_slice(session: Session, volume, reference: np.ndarray, index: int, axis: int = 0) -> None:
+    """What the user does in the Segment Editor: paint the reference over slice ``index`` across ``axis`` (0: the
+    axial view of these scans) of the result node."""
     import slicer.util
 
     current = session.result_label()
+    plane: list = [slice(None)] * 3
+    plane[axis] = index
     for value in (1, 2):
         mask = current == value
-        mask[index] = reference[index] == value
+        mask[tuple(plane)] = reference[tuple(plane)] == value
         slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), session.result_node,
                                                          f"SparseSeg_{value}", volume)
 

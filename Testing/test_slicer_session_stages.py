@@ -83,8 +83,9 @@ def test_cancel_mid_round_then_continue_with_a_corrected_slice(scene, sample_cas
 
 def test_start_defaults_run_until_the_method_is_done_and_continue_runs_a_new_stage(scene, sample_case, tmp_path):
     """The module's Start with its defaults (SparseSegLib.defaults: propagate, rounds left to the method): the
-    progress bar follows the method's plan, the job stops by itself, and Continue with one corrected slice runs the
-    method's next stage with that slice as ground truth (only the iterations are cut to keep the test short)."""
+    progress bar follows the method's plan, the job stops by itself, and Continue with one slice corrected in another
+    view (sagittal, of an axially painted scan) runs the method's next stage with that slice, and only that slice,
+    as ground truth (only the iterations are cut to keep the test short)."""
     from SparseSegLib.defaults import START_METHOD
 
     volume = add_volume(scene, sample_case.image, sample_case.geometry.ijk_to_ras(), "hippocampus")
@@ -99,14 +100,22 @@ def test_start_defaults_run_until_the_method_is_done_and_continue_runs_a_new_sta
     assert session.status == "finished", session.log
     assert session.imported_rounds == [1, 2] and session.planned_rounds() == 2
     assert session.progress()[0] == 1.0
-    c = next(s for s in range(sample_case.label.shape[0]) if abs(s - k) > 2 and (sample_case.label[s] > 0).sum() > 20)
-    correct_slice(session, volume, sample_case.label, c)
+    present = np.flatnonzero((sample_case.label > 0).any(axis=(0, 1)))
+    i = int((present[0] + present[-1]) // 2)
+    correct_slice(session, volume, sample_case.label, i, axis=2)
     second = session.continue_session()
+    assert session.corrections[-1]["axis"] == 2 and session.corrections[-1]["slices"] == [i]
+    annotated = read_label(second.directory / "inputs/annotated.nrrd").astype(bool)
+    expected = np.zeros_like(annotated)
+    expected[k] = True
+    expected[:, :, i] = True  # not every axial slice the sagittal correction crossed
+    assert np.array_equal(annotated, expected)
     assert json.loads((second.directory / "job.json").read_text())["parameters"]["rounds"] is None
     run_until(session, finished(session))
     assert session.status == "finished", session.log
     assert session.imported_rounds == [1, 2, 3, 4] and session.planned_rounds() == 4
-    assert np.array_equal(session.result_label()[c], sample_case.label[c])
+    assert np.array_equal(session.result_label()[:, :, i], sample_case.label[:, :, i])
+    assert np.array_equal(session.result_label()[k], sample_case.label[k])
 
 
 def test_poll_reads_the_last_events_after_the_worker_exits_and_accept_survives_a_late_cancelled(scene, sample_case, tmp_path):
