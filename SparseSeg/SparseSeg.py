@@ -89,11 +89,11 @@ class SparseSeg(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["SparseSeg developers"]
         self.parent.helpText = _("""
-Segment a 3D volume from a sparse annotation: paint each structure on one slice near its middle, where
-it is about largest (or inside ROI boxes), press Start, and watch results arrive round by round in the result segmentation. The default method
+Segment a 3D volume from a sparse annotation: paint each structure on one slice near its middle, in the view
+where it is largest (or inside ROI boxes), press Start, and watch results arrive round by round in the result segmentation. The default method
 (propagate) registers the painted slices through the volume (first result in seconds), then fuses small
 networks trained on them; Rounds "auto" lets it run until it is done. Correct a few slices with the Segment
-Editor and press Continue: corrected slices become ground truth and both rounds run again.
+Editor, in any slice view, and press Continue: corrected slices become ground truth and both rounds run again.
 "Go to suggested slice" shows the slice the latest round is least sure of: the one worth painting next.
 Training runs in a background process (GPU when available). See the README's "Use in 3D Slicer" section.
 """)
