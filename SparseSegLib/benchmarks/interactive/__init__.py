@@ -6,8 +6,8 @@
 Why it exists (issue 19): the module's single-scan path is what a user meets first, and cohort benchmarks say
 nothing about it. For each scan the simulated user
 
-1. paints the object's central slice along k (array axis 0) as a whole: every class and the background of that
-   slice (:mod:`.scans`);
+1. paints the object's central slice along k (array axis 0; ``--axis`` for another view) as a whole: every class
+   and the background of that slice (:mod:`.scans`);
 2. presses Start: the exact job the Slicer module creates with its defaults (:mod:`SparseSegLib.defaults`, with
    ``--method`` / ``--option`` / ``--parameter`` overrides for candidates), run by a real worker process; every
    streamed round is scored against the full reference, and the wall-clock time from Start to the first and the
@@ -15,7 +15,8 @@ nothing about it. For each scan the simulated user
 3. corrects: paints one more whole slice (the reference on it) and presses Continue, through the same library
    path as the module and ``sparseseg run --continue`` (:mod:`SparseSegLib.jobs.continuation`), until 5 slices
    are painted; the final round of each stage is scored. The next slice is the one the method suggests
-   (``round.json`` ``suggested_slice``) or, as an upper bound, the most wrong one (:mod:`.next_slice`).
+   (``round.json`` ``suggested_slice``) or, as an upper bound, the most wrong one (:mod:`.next_slice`), across
+   the painted axis or ``--correct-axis`` (a user who corrects in another view).
 
 Beside it, Slicer's own tools with the same number of slices, evenly spread over the object's extent as a user
 would paint them: Fill between slices (ITK morphological contour interpolation) and copying the painted slices
