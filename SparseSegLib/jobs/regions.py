@@ -186,7 +186,10 @@ def correction_planes(changed: np.ndarray, prefer: int | None = None, limit: int
     changed.
 
     Greedy: the slice holding most of the voxels still uncovered goes first (ties: axis ``prefer``, then the lower
-    axis). Edits that need more than ``limit`` slices (an oblique view, the 3D view's scissors) raise an error."""
+    axis). Edits that need more than ``limit`` slices (an oblique view, the 3D view's scissors) raise an error.
+    A label map cannot say which view an edit was made in: trims of several axial slices that all lie in one
+    coronal plane (a flat boundary pulled back by one row) read as that coronal slice; the session's log line
+    names the slices taken."""
     points = np.argwhere(np.asarray(changed, dtype=bool))
     planes: dict[int, set[int]] = {}
     while len(points):
