@@ -77,12 +77,16 @@ def test_a_slice_across_the_length_carries_an_open_end_as_far_as_it_shows_the_ob
 
 
 def test_the_start_method_propagates_from_one_axis_and_keeps_the_other_as_ground_truth(sample_case):
+    """Two slices across i and one across k: the job propagates across i, returns all three exactly, suggests
+    along i, and Save model runs its networks across the axes they learnt on (the i frame, not k)."""
+    from SparseSegLib.methods.propagate.model import segmenter_from_state
+
     label = sample_case.label
     along_k, along_i = centre(label, 0), centre(label, 2)
-    mask = painted(label.shape, {0: [along_k], 2: [along_i]})
+    mask = painted(label.shape, {0: [along_k], 2: [along_i - 3, along_i + 3]})
     case = sample_case.with_annotation(mask)
     volume = PaintedVolume.from_case(case, PropagateSettings())
-    assert volume.axis == propagation_axis(mask, label) and len(volume.painted) == 1
+    assert volume.axis == propagation_axis(mask, label) == 2 and len(volume.painted) == 2
     assert volume.cross.any() and not volume.cross[volume.painted].any()
     method = get_method("propagate")
     options = MethodOptions(device="cpu", extra=dict(QUICK), rounds=None)
@@ -92,6 +96,7 @@ def test_the_start_method_propagates_from_one_axis_and_keeps_the_other_as_ground
         labels = result.labels[case.case_id]
         np.testing.assert_array_equal(labels[mask], label[mask])  # both painted slices come back exactly
     assert results[-1].metrics["suggested_slice"]["axis"] == volume.axis
+    assert segmenter_from_state(case, options, results[-1].state).network.axes[0] == 2
 
 
 def test_edits_in_two_views_are_the_slices_they_lie_on_not_every_slice_they_cross(sample_label):

@@ -22,11 +22,10 @@ from ...engine.networks import build_network, default_patch_size
 from ...engine.postprocess import without_fill
 from ...engine.spacing import training_spacing
 from ...errors import SparseSegError
-from ...jobs.regions import whole_slice_axis
 from ..base import MethodOptions
 from .network import network_config
 from .settings import PropagateSettings
-from .volume import class_count
+from .volume import class_count, propagation_axis
 
 
 def segmenter_from_state(case: Case, options: MethodOptions, state: dict) -> Segmenter:
@@ -36,7 +35,9 @@ def segmenter_from_state(case: Case, options: MethodOptions, state: dict) -> Seg
     if not weights:
         raise SparseSegError("this job has no trained network yet (only the registration round has run)",
                              "Wait for the stage's network round, then save the model.")
-    painted = whole_slice_axis(case.annotated) if case.annotated is not None else None
+    # the axis the job propagated along, also where slices were painted across several axes (a correction in
+    # another view): its networks learnt in that axis' frame
+    painted = propagation_axis(case.annotated, case.label) if case.annotated is not None else None
     first = 0 if painted is None else int(painted)
     num_classes = class_count(case)
     config = network_config(settings)
