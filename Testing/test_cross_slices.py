@@ -8,11 +8,11 @@ import numpy as np
 
 from SparseSegLib.engine.preprocessing import normalize
 from SparseSegLib.engine.propagation import open_end_reach, propagate_slices
-from SparseSegLib.jobs.regions import whole_slices_by_axis
+from SparseSegLib.jobs.regions import propagation_axis, whole_slices_by_axis
 from SparseSegLib.methods import get_method
 from SparseSegLib.methods.base import MethodOptions, SilentReporter
 from SparseSegLib.methods.propagate.settings import PropagateSettings
-from SparseSegLib.methods.propagate.volume import PaintedVolume, propagation_axis
+from SparseSegLib.methods.propagate.volume import PaintedVolume
 
 QUICK = {"iterations": 20, "batch_size": 4}
 
@@ -47,10 +47,12 @@ def test_the_axis_painted_most_leads_then_the_larger_outline(sample_case):
     label = sample_case.label
     along_k, along_i = centre(label, 0), centre(label, 2)
     assert propagation_axis(painted(label.shape, {0: [along_k - 2, along_k + 2], 2: [along_i]}), label) == 0
-    # one slice each: the one holding more of the object leads (here the i-slice, across the object's length)
+    # one slice each: the one holding more of the object leads, whichever axis that is
     one_each = painted(label.shape, {0: [along_k], 2: [along_i]})
-    larger = max((0, 2), key=lambda a: int((np.take(label, [along_k if a == 0 else along_i], axis=a) > 0).sum()))
-    assert propagation_axis(one_each, label) == larger
+    assert (label[:, :, along_i] > 0).sum() > (label[along_k] > 0).sum()  # this scan: the i-slice runs along it
+    assert propagation_axis(one_each, label) == 2
+    smaller_i = painted(label.shape, {0: [along_k], 2: [int(np.flatnonzero((label > 0).any(axis=(0, 1)))[0])]})
+    assert propagation_axis(smaller_i, label) == 0  # an i-slice at the object's edge holds less: k leads
     assert propagation_axis(painted(label.shape, {1: [3]}), label) == 1
 
 
@@ -146,7 +148,8 @@ def test_a_continued_file_with_a_slice_painted_in_another_view_adds_that_slice(s
     class Spec:
         region = {"kind": "mask"}
 
-    assert job_slice_axis(Spec(), correction.label, correction.mask) == 0  # ties: the lower axis
+    # the job's axis is the one the method propagates: one slice each, the i-slice holds more of the object
+    assert job_slice_axis(Spec(), correction.label, correction.mask) == propagation_axis(correction.mask, sample_label) == 2
 
 
 def test_the_view_suggestion_asks_for_the_largest_outline_across_another_axis_then_goes_on_along_one(sample_case):

@@ -256,7 +256,7 @@ def propagate_slices(
                 linear = 1.0 if open_end else (span - abs(target - start)) / span
                 weight = np.where(alone, 1.0, np.where(silent, 0.0, linear)).astype(np.float32)
                 distance = abs(target - start)
-                shown = 1.0 if distance <= known else float(np.exp(-((distance - known) ** 2))) if known else 0.0
+                shown = _shown_strength(distance, known)
                 if reach is not None and end_shape == "taper" and shown < 1.0:
                     fraction = max(1.0 - (distance / max(reach, 1e-6)) ** 2, shown)
                     carried = np.where(faded[:, None, None], taper(current, fraction), current)
@@ -275,6 +275,14 @@ def propagate_slices(
     over = total > 1.0
     foreground[:, over] /= total[over]
     return np.concatenate([np.clip(1.0 - foreground.sum(0), 0.0, 1.0)[None], foreground])
+
+
+def _shown_strength(distance: int, known: int) -> float:
+    """How much of a chain's object a slice ``distance`` from its painted slice keeps because the object is known to
+    reach ``known`` slices (0: nothing known): all of it up to there, then a fade over about one slice."""
+    if not known:
+        return 0.0
+    return 1.0 if distance <= known else float(np.exp(-((distance - known) ** 2)))
 
 
 def chain_pairs(painted: list[int], depth: int) -> list[tuple[int, int]]:

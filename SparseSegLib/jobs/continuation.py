@@ -38,7 +38,8 @@ from ..errors import SparseSegError
 from . import layout
 from .atomic import atomic_write_json
 from .client import Job
-from .regions import AXIS_NAMES, correction_planes, painted_slices, slices_mask, whole_slice_axis, whole_slices_by_axis
+from .regions import (AXIS_NAMES, correction_planes, leading_axis, painted_slices, propagation_axis, slices_mask,
+                      whole_slice_axis)
 from .schema import JobSpec, make_job, read_job, validate_job
 
 #: Rounds a Continue adds when the job has a fixed number of rounds: the module's default (continueRounds).
@@ -94,6 +95,20 @@ def paste_slices(label: np.ndarray, mask: np.ndarray, source: np.ndarray, axis: 
     return label, mask
 
 
+def new_paint(previous_label: np.ndarray, previous_mask: np.ndarray, corrected: np.ndarray) -> np.ndarray:
+    """Voxels where ``corrected`` says something new: paint outside the annotated voxels, another label on them."""
+    return np.where(np.asarray(previous_mask, dtype=bool), corrected != previous_label, corrected > 0)
+
+
+def split_planes(planes: dict[int, list[int]], prefer: int | None, label: np.ndarray) -> tuple[int | None, list[int], dict]:
+    """``(axis, slices, across)`` of corrected slices for reports: the job's axis ``prefer`` where it has some,
+    else the :func:`~.regions.leading_axis`; the other axes' slices in ``across``."""
+    if not planes:
+        return prefer, [], {}
+    main = prefer if prefer in planes else leading_axis(planes, label)
+    return main, planes[main], {a: s for a, s in planes.items() if a != main}
+
+
 def changed_slices(previous_label: np.ndarray, previous_mask: np.ndarray, corrected: np.ndarray, axis: int) -> list[int]:
     """Slices along ``axis`` that carry paint in ``corrected`` and say something new: paint outside the
     annotated voxels, or another label on them (a re-painted slice replaces its earlier ground truth).
@@ -101,8 +116,7 @@ def changed_slices(previous_label: np.ndarray, previous_mask: np.ndarray, correc
     A slice without any paint is never taken (a label map cannot tell "all background" from "not painted"),
     so a file that leaves out an earlier painted slice keeps that slice's ground truth rather than erasing it.
     """
-    previous_mask = np.asarray(previous_mask, dtype=bool)
-    new = np.where(previous_mask, corrected != previous_label, corrected > 0)
+    new = new_paint(previous_label, previous_mask, corrected)
     other = tuple(a for a in range(3) if a != axis)
     changed = set(np.flatnonzero(np.any(new, axis=other)).tolist())
     return [s for s in painted_slices(corrected, axis) if s in changed]
@@ -115,10 +129,7 @@ def job_slice_axis(spec: JobSpec, label: np.ndarray, mask: np.ndarray) -> int | 
     if kind == "slices":
         return slices_mask(label, spec.region.get("axis", "auto"))[1]
     if kind == "mask":
-        axis = whole_slice_axis(mask)
-        if axis is None and (across := whole_slices_by_axis(mask)):  # slices across several axes: the most painted
-            axis = max(across, key=lambda a: (len(across[a]), -a))
-        return axis
+        return propagation_axis(mask, label)  # slices across several axes: the one the method propagates
     return None
 
 
@@ -138,18 +149,16 @@ def corrected_annotation(previous_label: np.ndarray, previous_mask: np.ndarray, 
         raise SparseSegError(f"the corrected label map has shape {corrected.shape}, the job's annotation "
                              f"{previous_label.shape}", "Export the corrected label map on the job's image grid.")
     if axis is None and any_view:
-        new = np.where(np.asarray(previous_mask, dtype=bool), corrected != previous_label, corrected > 0)
         planes = {}
-        for a, found in correction_planes(new, prefer=job_axis).items():
+        for a, found in correction_planes(new_paint(previous_label, previous_mask, corrected), prefer=job_axis).items():
             carrying = set(painted_slices(corrected, a))  # a slice without paint is never taken (see changed_slices)
             if kept := [s for s in found if s in carrying]:
                 planes[a] = kept
-        main = job_axis if job_axis in planes or not planes else max(planes, key=lambda a: (len(planes[a]), -a))
         label, mask = previous_label, previous_mask
         for a, slices in planes.items():
             label, mask = paste_slices(label, mask, corrected, a, slices)
-        return Correction(label, mask, int(0 if main is None else main), planes.get(main, []),
-                          {a: s for a, s in planes.items() if a != main})
+        main, slices, across = split_planes(planes, job_axis, corrected)
+        return Correction(label, mask, int(0 if main is None else main), slices, across)
     if axis is None:
         counts = [len(changed_slices(previous_label, previous_mask, corrected, a)) for a in range(3)]
         fewest = min(range(3), key=lambda a: (counts[a] == 0, counts[a], a))  # an axis with no slice says nothing
@@ -319,5 +328,5 @@ def continue_from_annotation(previous_jobdir: str | os.PathLike, corrected_path:
 
 
 __all__ = ["ANY_VIEW_METHODS", "Correction", "DEFAULT_MORE_ROUNDS", "continue_from_annotation", "continue_job", "corrected_annotation",
-           "changed_slices", "default_stage_folder", "ensure_not_running", "job_slice_axis", "paste_slices",
+           "changed_slices", "default_stage_folder", "new_paint", "split_planes", "ensure_not_running", "job_slice_axis", "paste_slices",
            "whole_slice_axis"]

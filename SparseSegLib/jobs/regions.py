@@ -208,3 +208,26 @@ def correction_planes(changed: np.ndarray, prefer: int | None = None, limit: int
                                  "Correct whole slices in the axial, sagittal or coronal view of the volume (not an "
                                  "oblique view or the 3D view), a few at a time.")
     return {axis: sorted(slices) for axis, slices in sorted(planes.items())}
+
+
+def leading_axis(slices: dict[int, list[int]], label: np.ndarray) -> int:
+    """Of whole slices across several axes (``{axis: slices}``, not empty), the axis that leads: the most slices,
+    then the most object voxels of ``label`` on them (the larger outline carries more of the object: a hippocampus
+    painted along its length holds both its parts), then the lower axis. One rule for the method, the job and
+    the corrections' report."""
+    foreground = np.asarray(label) > 0
+
+    def painted_object(axis: int) -> int:
+        return int(np.count_nonzero(np.take(foreground, slices[axis], axis=axis)))
+
+    return max(slices, key=lambda a: (len(slices[a]), painted_object(a), -a))
+
+
+def propagation_axis(annotated: np.ndarray, label: np.ndarray) -> int | None:
+    """The slice axis of an annotated mask: the only one (:func:`whole_slice_axis`), or where whole slices lie across
+    several axes (a correction in another view) the :func:`leading_axis`. None: no whole slices (boxes)."""
+    axis = whole_slice_axis(annotated)
+    if axis is not None:
+        return axis
+    slices = whole_slices_by_axis(annotated)
+    return leading_axis(slices, label) if slices else None

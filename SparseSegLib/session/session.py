@@ -363,9 +363,8 @@ class Session:
                                         device=self.settings.device)
         self.jobs.append(job)
         self.annotation_label, self.annotated_mask = label, mask
-        main = self.slice_axis if self.slice_axis in planes or not planes else min(planes)
-        self.corrections.append({"stage": stage, "axis": main, "slices": planes.get(main, []),
-                                 "across": {a: s for a, s in planes.items() if a != main}})
+        main, slices, across = continuation.split_planes(planes, self.slice_axis, current)
+        self.corrections.append({"stage": stage, "axis": main, "slices": slices, "across": across})
         planned = (_("until the method is done") if job.spec.parameters.get("rounds") is None
                    else _("{count} more round(s)").format(count=more))
         self._say((_("continue: corrected slices become ground truth, {where}; {planned} from round {round}")

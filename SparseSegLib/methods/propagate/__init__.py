@@ -188,7 +188,7 @@ def _registered(volume: PaintedVolume, settings: PropagateSettings, num_classes:
         should_stop=should_stop, open_end_reach=_reach_of(volume, settings),
         empty_gap=settings.empty_gap, end_shape=settings.end_shape, workers=registration_workers(),
         refine=evidence.trim if evidence is not None and settings.intensity == "chain" else None, progress=progress,
-        known_reach=volume.known_reach if volume.cross.any() else None)
+        known_reach=volume.known_reach if volume.has_cross else None)
     return evidence.update(registration) if evidence is not None else registration
 
 
@@ -213,7 +213,7 @@ def _suggestion(volume: PaintedVolume, labels: np.ndarray, rule_name: str) -> di
     rule = SUGGESTION_RULES.get(rule_name)
     if rule is None or volume.axis is None:
         return None
-    if rule_name == "view" and not volume.cross.any() and (across := other_view_slice(labels)) is not None:
+    if rule_name == "view" and not volume.has_cross and (across := other_view_slice(labels)) is not None:
         moved, index = across
         axes = [a for a in range(3) if a != volume.axis]  # the moved grid's axes 1 and 2 on the case's grid
         return {"axis": axes[moved - 1], "index": index + volume.window[moved - 1].start}

@@ -22,10 +22,11 @@ from ...engine.networks import build_network, default_patch_size
 from ...engine.postprocess import without_fill
 from ...engine.spacing import training_spacing
 from ...errors import SparseSegError
+from ...jobs.regions import propagation_axis
 from ..base import MethodOptions
 from .network import network_config
 from .settings import PropagateSettings
-from .volume import class_count, propagation_axis
+from .volume import class_count
 
 
 def segmenter_from_state(case: Case, options: MethodOptions, state: dict) -> Segmenter:

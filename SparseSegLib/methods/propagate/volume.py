@@ -15,7 +15,7 @@ from ...case import Case
 from ...engine.preprocessing import normalize
 from ...engine.propagation import equivalent_radius_mm, inscribed_radius_mm
 from ...errors import SparseSegError
-from ...jobs.regions import whole_slice_axis, whole_slices_by_axis
+from ...jobs.regions import propagation_axis
 from .settings import PropagateSettings
 
 
@@ -25,7 +25,7 @@ class PaintedVolume:
 
     ``axis`` is the array axis the user painted along (None: ROI boxes or scattered voxels, which have no
     slices to propagate from); ``window`` the in-plane crop (two slices of the moved array). Whole slices painted
-    across other axes as well are ``cross`` annotated voxels (:func:`propagation_axis` says which axis leads).
+    across other axes as well are ``cross`` annotated voxels (:func:`~SparseSegLib.jobs.regions.propagation_axis` says which axis leads).
     """
 
     axis: int | None
@@ -67,6 +67,12 @@ class PaintedVolume:
         return cross
 
     @cached_property
+    def has_cross(self) -> bool:
+        """Whether slices across another axis were painted too (the painted slices are annotated whole, so any
+        annotated voxel beyond them is one), without a copy of the mask."""
+        return int(np.count_nonzero(self.annotated)) > len(self.painted) * self.annotated[0].size
+
+    @cached_property
     def cross_shown(self) -> np.ndarray:
         """The slices (along axis 0) where a slice painted across another axis shows the object."""
         return np.flatnonzero((self.cross & (self.label > 0)).any(axis=(1, 2)))
@@ -101,25 +107,6 @@ class PaintedVolume:
         full[(Ellipsis, slice(None)) + self.window] = cropped
         moved_axis = 0 if self.axis is None else self.axis
         return np.ascontiguousarray(np.moveaxis(full, len(lead), len(lead) + moved_axis))
-
-
-def propagation_axis(annotated: np.ndarray, label: np.ndarray) -> int | None:
-    """The axis whose painted slices the registration propagates: the only one, or where slices were painted
-    across several axes the one with the most slices, then the most painted object voxels (the larger outline
-    carries more of the object: a hippocampus painted along its length holds both its parts). None: no whole
-    slices (boxes, scattered voxels)."""
-    axis = whole_slice_axis(annotated)
-    if axis is not None:
-        return axis
-    slices = whole_slices_by_axis(annotated)
-    if not slices:
-        return None
-    foreground = np.asarray(label) > 0
-
-    def painted_object(axis: int) -> int:
-        return int(np.count_nonzero(np.take(foreground, slices[axis], axis=axis)))
-
-    return max(slices, key=lambda a: (len(slices[a]), painted_object(a), -a))
 
 
 def class_count(case: Case) -> int:
