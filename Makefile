@@ -22,9 +22,12 @@ demo: venv
 
 # The suite in TEST_WORKERS processes (pytest-xdist), one thread each: most tests are single-process CPU work
 # or wait on a worker process, so two processes use both cores of a 2-core machine; TEST_WORKERS=0 runs serially.
+# --dist loadfile runs each test file in one process: several files build a costly module-scoped fixture (real
+# worker jobs, a trained network) that two processes sharing a file would each build (--dist loadgroup would
+# pick files one by one but does nothing under pytest 9, whose node ids xdist 3.8 cannot tag with a group).
 TEST_WORKERS ?= 2
 test: venv
-	OMP_NUM_THREADS=1 $(VPY) -m pytest -q -n $(TEST_WORKERS)
+	OMP_NUM_THREADS=1 $(VPY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: venv
 	$(VENV)/bin/sparseseg bench --dataset ../shared/data/hippocampus --annotation central-slice \
