@@ -8,7 +8,7 @@ import numpy as np
 
 from SparseSegLib.engine.preprocessing import normalize
 from SparseSegLib.engine.propagation import open_end_reach, propagate_slices
-from SparseSegLib.jobs.regions import propagation_axis, whole_slices_by_axis
+from SparseSegLib.jobs.regions import propagation_axis, single_view_axis, whole_slices_by_axis
 from SparseSegLib.methods import get_method
 from SparseSegLib.methods.base import MethodOptions, SilentReporter
 from SparseSegLib.methods.propagate.settings import PropagateSettings
@@ -129,6 +129,16 @@ def test_edits_in_two_views_are_the_slices_they_lie_on_not_every_slice_they_cros
     one = np.zeros(sample_label.shape, bool)
     one[k, 7, 9] = True  # one voxel lies on a slice of each axis: the job's axis wins the tie
     assert corrected_planes(one, 0, "propagate") == {0: [k]} and corrected_planes(one, 2, "propagate") == {2: [9]}
+
+
+def test_a_single_axis_method_takes_its_own_axis_and_names_a_view_with_fewer_slices():
+    """The one rule behind the module's and the CLI's correction messages (counts: slices per axis)."""
+    assert single_view_axis([2, 30, 25], 0) == (0, None)  # painted across the job's axis
+    assert single_view_axis([30, 25, 1], 0) == (0, 2)  # one sagittal slice: the other view is named
+    assert single_view_axis([3, 3, 3], 1) == (1, None)  # a tie is not another view
+    assert single_view_axis([5, 0, 2], 0) == (0, 2)  # an axis with no slice says nothing
+    assert single_view_axis([9, 4, 0], None) == (1, None)  # ROI boxes: the fewest slices
+    assert single_view_axis([0, 0, 0], None) == (0, None)
 
 
 def test_a_continued_file_with_a_slice_painted_in_another_view_adds_that_slice(sample_label):

@@ -38,8 +38,8 @@ from ..errors import SparseSegError
 from . import layout
 from .atomic import atomic_write_json
 from .client import Job
-from .regions import (AXIS_NAMES, correction_planes, leading_axis, painted_slices, propagation_axis, slices_mask,
-                      whole_slice_axis)
+from .regions import (AXIS_NAMES, correction_planes, leading_axis, painted_slices, propagation_axis,
+                      single_view_axis, slices_mask, whole_slice_axis)
 from .schema import JobSpec, make_job, read_job, validate_job
 
 #: Rounds a Continue adds when the job has a fixed number of rounds: the module's default (continueRounds).
@@ -161,16 +161,12 @@ def corrected_annotation(previous_label: np.ndarray, previous_mask: np.ndarray, 
         return Correction(label, mask, int(0 if main is None else main), slices, across)
     if axis is None:
         counts = [len(changed_slices(previous_label, previous_mask, corrected, a)) for a in range(3)]
-        fewest = min(range(3), key=lambda a: (counts[a] == 0, counts[a], a))  # an axis with no slice says nothing
-        if job_axis is None:
-            axis = fewest
-        elif 0 < counts[fewest] < counts[job_axis]:
+        axis, fewest = single_view_axis(counts, job_axis)
+        if fewest is not None:
             raise SparseSegError(
                 f"the new paint lies on {counts[fewest]} slice(s) along axis {fewest} ({AXIS_NAMES[fewest]}) but on "
                 f"{counts[job_axis]} along the job's slice axis {job_axis} ({AXIS_NAMES[job_axis]})",
                 f"Paint whole slices along axis {job_axis}, or name the axis you painted on (--axis {fewest}).")
-        else:
-            axis = job_axis
     if axis not in (0, 1, 2):
         raise SparseSegError(f"slice axis {axis!r} is not an axis of a 3D volume", "Use 0 (k), 1 (j) or 2 (i).")
     slices = changed_slices(previous_label, previous_mask, corrected, axis)

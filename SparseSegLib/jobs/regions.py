@@ -210,6 +210,18 @@ def correction_planes(changed: np.ndarray, prefer: int | None = None, limit: int
     return {axis: sorted(slices) for axis, slices in sorted(planes.items())}
 
 
+def single_view_axis(counts: list[int], job_axis: int | None) -> tuple[int, int | None]:
+    """``(axis, other)`` for corrections of a method with one slice axis, from ``counts``: how many slices the new
+    paint lies on across each axis. ``axis``: the job's axis, or without one (ROI boxes) the axis with the fewest
+    slices (an axis with none says nothing). ``other``: an axis the paint lies on fewer slices across than the
+    job's, i.e. the user corrected in another view, which this method cannot take (the caller says so in its own
+    words); else None. One rule for the module's Continue and ``sparseseg run --continue``."""
+    fewest = min(range(3), key=lambda a: (counts[a] == 0, counts[a], a))
+    if job_axis is None:
+        return fewest, None
+    return job_axis, (fewest if 0 < counts[fewest] < counts[job_axis] else None)
+
+
 def leading_axis(slices: dict[int, list[int]], label: np.ndarray) -> int:
     """Of whole slices across several axes (``{axis: slices}``, not empty), the axis that leads: the most slices,
     then the most object voxels of ``label`` on them (the larger outline carries more of the object: a hippocampus

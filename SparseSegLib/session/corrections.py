@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import SparseSegError
 from ..jobs.continuation import ANY_VIEW_METHODS
-from ..jobs.regions import AXIS_NAMES, correction_planes, painted_slices
+from ..jobs.regions import AXIS_NAMES, correction_planes, painted_slices, single_view_axis
 from .text import tr as _  # named _ so that Slicer's lupdate_preprocess extracts the calls
 
 
@@ -27,19 +27,15 @@ def corrected_planes(changed: np.ndarray, slice_axis: int | None, method: str) -
     if method in ANY_VIEW_METHODS:
         return correction_planes(changed, prefer=slice_axis)
     counts = [len(painted_slices(changed.astype(np.uint8), a)) for a in range(3)]
-    if slice_axis is None:
-        axis = int(np.argmin(counts))
-    else:
-        axis = slice_axis
-        fewest = min(range(3), key=lambda a: (counts[a] == 0, counts[a], a))
-        if 0 < counts[fewest] < counts[axis]:
-            raise SparseSegError(
-                _("the edits lie on {few} slice(s) across axis {other} ({other_name}) but on {many} across the "
-                  "job's slice axis {axis} ({axis_name})").format(few=counts[fewest], other=fewest,
-                                                                 other_name=AXIS_NAMES[fewest], many=counts[axis],
-                                                                 axis=axis, axis_name=AXIS_NAMES[axis]),
-                _("{method} takes corrections across axis {axis} only: correct whole slices in that view, or start "
-                  "again with propagate, which takes corrections in any view.").format(method=method, axis=axis))
+    axis, fewest = single_view_axis(counts, slice_axis)
+    if fewest is not None:
+        raise SparseSegError(
+            _("the edits lie on {few} slice(s) across axis {other} ({other_name}) but on {many} across the "
+              "job's slice axis {axis} ({axis_name})").format(few=counts[fewest], other=fewest,
+                                                             other_name=AXIS_NAMES[fewest], many=counts[axis],
+                                                             axis=axis, axis_name=AXIS_NAMES[axis]),
+            _("{method} takes corrections across axis {axis} only: correct whole slices in that view, or start "
+              "again with propagate, which takes corrections in any view.").format(method=method, axis=axis))
     slices = painted_slices(changed.astype(np.uint8), axis)
     return {axis: slices} if slices else {}
 
