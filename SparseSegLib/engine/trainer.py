@@ -95,6 +95,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def torch_random_state() -> dict:
+    """torch's generators for a round's checkpoint: the CPU one and, where CUDA is up, each GPU's.
+
+    Why both: on a GPU, dropout masks and any noise drawn on the device come from the GPU generators, which
+    :func:`seed_everything` resets at every start, so a resumed job that restored only the CPU generator drew
+    other numbers than an uninterrupted one. Tensors only (``torch.load(weights_only=True)`` reads them)."""
+    return {"torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore_torch_random_state(state: dict) -> None:
+    """Put back what :func:`torch_random_state` saved. The GPU generators only where this process sees as many GPUs
+    as the checkpoint's did (a job resumed on other hardware draws anew there: it cannot match anyway, and the CPU
+    generator still does); a checkpoint written before the GPU generators were saved restores the CPU one."""
+    if state.get("torch_rng") is not None:
+        torch.set_rng_state(state["torch_rng"])
+    cuda = list(state.get("cuda_rng") or [])
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
+
+
 def _snapshot(module: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 

@@ -17,7 +17,8 @@ from ..engine.networks import NetworkConfig, build_network, default_patch_size
 from ..engine.preprocessing import normalize
 from ..engine.sampling import UNKNOWN, PatchSampler, TrainingVolume
 from ..engine.spacing import training_spacing
-from ..engine.trainer import TrainConfig, progress_interval, seed_everything, train_network
+from ..engine.trainer import (TrainConfig, progress_interval, restore_torch_random_state, seed_everything,
+                              torch_random_state, train_network)
 from ..errors import SparseSegError
 from ..metrics import foreground_dices
 from .base import MethodOptions, Reporter, RoundResult
@@ -208,7 +209,7 @@ class RoundLoop:
             "network": network_snapshot(self.segmenter.network),
             "optimizer": None,  # train_network owns its optimiser (see the class doc)
             "sampler_rng": json.dumps(self.sampler.rng.bit_generator.state) if self.sampler is not None else None,
-            "torch_rng": torch.get_rng_state(),
+            **torch_random_state(),
             "last_loss": self.last_loss,
             "method_state": self.method_state(),
         }
@@ -225,8 +226,7 @@ class RoundLoop:
         except RuntimeError as error:
             raise SparseSegError(f"the checkpoint does not fit this network ({str(error).splitlines()[0][:160]})",
                                  "The job's network settings changed since it was written; start again in a new folder.") from None
-        if state.get("torch_rng") is not None:
-            torch.set_rng_state(state["torch_rng"])
+        restore_torch_random_state(state)
         self.last_loss = state.get("last_loss")
         self.load_method_state(state.get("method_state") or {})
         self._sampler_rng = state.get("sampler_rng")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ...engine.device import cpu_copy
-from ...engine.trainer import train_loop
+from ...engine.trainer import restore_torch_random_state, torch_random_state, train_loop
 from ..base import Reporter
 from .data import BatchSource
 from .losses import consistency_loss, supervised_loss
@@ -122,7 +122,7 @@ class MeanTeacherTrainer:
             "teacher": ({k: v.detach().cpu().clone() for k, v in self.teacher.state_dict().items()}
                         if self.teacher is not None else None),
             "optimizer": cpu_copy(self.optimizer.state_dict()),  # not the live buffers: a retry resumes from it
-            "torch_rng": torch.get_rng_state(),
+            **torch_random_state(),
         }
 
     def load_state(self, state: dict) -> None:
@@ -131,5 +131,4 @@ class MeanTeacherTrainer:
         if self.teacher is not None and state.get("teacher") is not None:
             self.teacher.load_state_dict(state["teacher"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if state.get("torch_rng") is not None:
-            torch.set_rng_state(state["torch_rng"])
+        restore_torch_random_state(state)
