@@ -57,12 +57,12 @@ def test_the_axis_painted_most_leads_then_the_larger_outline(sample_case):
 
 
 def test_a_slice_across_the_length_carries_an_open_end_as_far_as_it_shows_the_object(sample_case):
-    """From one k-slice the open end fades at about two radii; a slice painted across axis 2 that shows the object
+    """From one k-slice an open end of two radii fades before the object ends; a slice painted across axis 2 that shows the object
     going on lets the chain carry it unfaded that far. With nothing shown, the result is the same as before."""
     label = sample_case.label
     k = centre(label, 0)
     image, spacing = normalize(sample_case.image), sample_case.geometry.spacing_kji
-    reach = lambda start: open_end_reach(label[start], spacing, 2.0)  # noqa: E731  (the method's default)
+    reach = lambda start: open_end_reach(label[start], spacing, 2.0)  # noqa: E731  (fades within the sample's object)
     plain = propagate_slices(image, label, [k], 3, open_end_reach=reach)
     same = propagate_slices(image, label, [k], 3, open_end_reach=reach, known_reach=lambda start, direction: 0)
     np.testing.assert_array_equal(plain, same)

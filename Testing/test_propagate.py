@@ -74,7 +74,7 @@ def test_a_slice_painted_empty_past_the_end_closes_the_open_end_there_and_nothin
     assert not (label[beyond] > 0).any()
     image = normalize(sample_case.image)
     spacing = sample_case.geometry.spacing_kji
-    reach = lambda start: open_end_reach(label[start], spacing, 2.0)  # noqa: E731  (the method's default)
+    reach = lambda start: open_end_reach(label[start], spacing, 2.0)  # noqa: E731  (fades within the sample's object)
     alone = propagate_slices(image, label, [middle], 3, open_end_reach=reach)
     faded = propagate_slices(image, label, [middle, beyond], 3, open_end_reach=reach, empty_gap="fade")
     linear = propagate_slices(image, label, [middle, beyond], 3, open_end_reach=reach, empty_gap="linear")
