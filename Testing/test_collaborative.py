@@ -94,7 +94,6 @@ def test_collaborative_starts_from_the_validation_chosen_options_and_faithful_fr
         "propagate", "registration", 0.0, "lcc-fill")
     assert (improved.object_threshold, improved.confidence) == (0.0, 0.0) and CollaborativeSettings().postprocess == "none"
     assert (improved.propagate_targets, improved.axes) == ("labels", (0, 1, 2))
-    assert improved.propagate_extra() == {"open_end": "2"}  # the propagation its figures were measured with
     assert (improved.fixed_threshold, faithful.fixed_threshold, improved.refine) == (None, 0.0, 0)
     assert (faithful.propagate_targets, faithful.axes) == ("argmax", (0,))
     assert faithful == CollaborativeSettings() and (faithful.fusion, faithful.registration) == ("weighted", "network")

@@ -44,10 +44,7 @@ FAITHFUL: dict = {}
 IMPROVED: dict = {"fusion": "intersection", "registration": "propagate", "branches": "registration",
                   "postprocess": "lcc-fill", "propagate_targets": "labels", "final_axes": "0,1,2",
                   "prediction_threshold": "auto", "pseudo_classes": "auto", "class_axes": "auto",
-                  "class_parts": "auto", "propagate_options": "open_end=2"}
-#: ``propagate_options="open_end=2"``: the single-scan default's open end before the twenty-ninth session, with which
-#: every figure above was measured; a cohort's labelled slice is its central k slice, where the newer 3 lost a little
-#: on the dev scans (docs/results/interactive.md, "Twenty-ninth session"). Giving ``propagate_options`` replaces it.
+                  "class_parts": "auto"}
 
 
 @dataclass(frozen=True)
@@ -64,8 +61,7 @@ class CollaborativeSettings:
       :func:`~SparseSegLib.engine.propagation.propagate_slices`. ``propagate``: the single-scan default
       (:mod:`SparseSegLib.methods.propagate`: demons registration + a network trained on that one volume, fused) run
       on every training volume from its labelled slices (:mod:`.propagated`), ``propagate_workers`` volumes at a time
-      (0: one per CPU core), ``propagate_options`` (``key=value;key=value``) passed to it (``collaborative``:
-      ``open_end=2``, see :data:`IMPROVED`); ``propagate_cache``, a
+      (0: one per CPU core), ``propagate_options`` (``key=value;key=value``) passed to it; ``propagate_cache``, a
       folder that keeps each volume's result for the next run with the same inputs (none: no cache);
       ``propagate_targets``: what of its result the branch hands on, ``argmax`` (the most likely class of its
       probabilities) or ``labels`` (the labels it gives a user: its object threshold, anchoring at the paint and end
