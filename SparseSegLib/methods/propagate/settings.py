@@ -49,8 +49,8 @@ class PropagateSettings:
       0.719 -> 0.775, hippocampus across j merged 0.627 -> 0.767) for a little across k (0.846 -> 0.842, class mean
       0.430 -> 0.417), but costs the hippocampus's corrections (the first suggested slice goes more often to the
       posterior side the painted slice already holds: ``make demo``'s class mean after the correction 0.662 -> 0.524,
-      2 of 3 scans posterior instead of 1; dev scans after 3 slices 0.822 -> 0.809), so 2 stays the default; 3 is for an object long along the painted slices'
-      normal. docs/results/interactive.md, "Twenty-ninth session".
+      2 of 3 scans posterior instead of 1; dev scans after 3 slices 0.822 -> 0.809), so 2 stays the default; 3 is
+      for an object long along the painted slices' normal. docs/results/interactive.md, "Twenty-ninth session".
     * ``iterations``: training steps of the 2D network per stage (batch ``batch_size``); a few hundred are
       enough for one scan's painted slices and keep the stage within a minute or two on two CPU cores.
     * ``pseudo_distance``: slices this far (as a fraction of the depth) from a painted slice lend their
