@@ -57,8 +57,9 @@ def test_the_axis_painted_most_leads_then_the_larger_outline(sample_case):
 
 
 def test_a_slice_across_the_length_carries_an_open_end_as_far_as_it_shows_the_object(sample_case):
-    """From one k-slice an open end of two radii fades before the object ends; a slice painted across axis 2 that shows the object
-    going on lets the chain carry it unfaded that far. With nothing shown, the result is the same as before."""
+    """From one k-slice an open end of two radii fades before the object ends; a slice painted across axis 2 that
+    shows the object going on lets the chain carry it unfaded that far. With nothing shown, the result is the same
+    as before."""
     label = sample_case.label
     k = centre(label, 0)
     image, spacing = normalize(sample_case.image), sample_case.geometry.spacing_kji
@@ -159,7 +160,8 @@ def test_a_continued_file_with_a_slice_painted_in_another_view_adds_that_slice(s
         region = {"kind": "mask"}
 
     # the job's axis is the one the method propagates: one slice each, the i-slice holds more of the object
-    assert job_slice_axis(Spec(), correction.label, correction.mask) == propagation_axis(correction.mask, sample_label) == 2
+    taken = job_slice_axis(Spec(), correction.label, correction.mask)
+    assert taken == propagation_axis(correction.mask, sample_label) == 2
 
 
 def test_the_view_suggestion_asks_for_the_largest_outline_across_another_axis_then_goes_on_along_one(sample_case):
