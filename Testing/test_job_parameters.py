@@ -6,6 +6,8 @@ user's iterations changed nothing and the out-of-memory retry ran the same batch
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from SparseSegLib.jobs import layout
 from SparseSegLib.jobs.events import read_events
 from SparseSegLib.methods import MethodOptions, get_method
@@ -77,3 +79,25 @@ def test_mean_teacher_splits_the_runs_batch_and_its_out_of_memory_retry_halves_i
     halved, change = reduce_memory(MethodOptions(rounds=None, network="3d"), (35, 51, 35), get_method("ua-mt"))
     after = run_settings(halved)
     assert change == "batch size 4 -> 2" and (after.labelled_batch, after.unlabelled_batch) == (1, 1)
+
+
+def test_mean_teachers_retry_from_one_patch_halves_its_own_networks_window_not_the_presets(sample_case):
+    """The bench's ``--network 2d`` preset is not Mean Teacher's network: the halved window must have the method's
+    own dimensions and multiple, and must not grow past a small volume (hippocampus_001: 35x51x35 voxels)."""
+    from SparseSegLib.methods.mean_teacher import default_patch
+    from SparseSegLib.methods.mean_teacher.data import prepare
+    from SparseSegLib.methods.mean_teacher.network import network_config
+    from SparseSegLib.methods.mean_teacher.settings import run_settings
+
+    one = MethodOptions(rounds=None, network="2d", budget="paper", batch_size=1)
+    smaller, change = reduce_memory(one, sample_case.image.shape, get_method("ua-mt"))
+    assert change == "patch size (80, 112, 112) -> (32, 48, 48)", change  # halved, kept to multiples of 16
+    settings = run_settings(smaller)
+    multiple = network_config(settings.channels, settings.num_res_units, settings.dims).size_multiple
+    volume = prepare(sample_case, settings, smaller.normalization)
+    patch = default_patch([volume], smaller, multiple, settings.dims)
+    rounded = tuple(-(-n // multiple) * multiple for n in volume.image.shape)
+    assert patch == tuple(min(p, r) for p, r in zip((32, 48, 48), rounded))  # never larger than the volume needs
+    assert default_patch([volume], MethodOptions(patch_size=(160, 160, 160)), multiple, 3) == rounded
+    flat, change = reduce_memory(replace(one, extra={"dims": 2}), sample_case.image.shape, get_method("mean-teacher"))
+    assert change == "patch size (112, 112) -> (48, 48)", change  # the 2D form: two in-plane sizes

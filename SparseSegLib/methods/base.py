@@ -121,8 +121,8 @@ class Method(Protocol):
     Optional: ``segmenter_from_state(cases, options, state)`` rebuilds the model a job's round state holds, for a
     method whose network is not the job's preset (Save model, :mod:`~SparseSegLib.worker.model_export`);
     ``trained_network(options)`` (``"2d"`` / ``"3d"``) for a method whose network does not follow ``--networks``,
-    so reports label a run by the network it trained; ``memory_settings(options)`` -> ``(batch, patch or None)``
-    for a method whose batch is its own rather than the budget's, so that the worker's out-of-memory retry halves
+    so reports label a run by the network it trained; ``memory_settings(options)`` -> ``(batch, patch or None[,
+    multiple])`` for a method whose batch is its own rather than the budget's, so that the worker's out-of-memory retry halves
     what it really trains with (:func:`~SparseSegLib.worker.memory.reduce_memory`).
     """
 

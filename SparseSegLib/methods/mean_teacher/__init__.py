@@ -46,17 +46,23 @@ PATCH_CAP_2D = (112, 112)
 def default_patch(volumes: list[PreparedVolume], options: MethodOptions, multiple: int, dims: int = 3) -> tuple[int, ...]:
     """The network's window: the options' patch, else the largest volume (in-plane for 2D) rounded up to
     ``multiple``, capped per axis by the budget. 3 sizes for the 3D network, 2 (in-plane) for the 2D one."""
+    largest = np.max([v.image.shape for v in volumes], axis=0)[3 - dims:]
+    whole = tuple(int(math.ceil(n / multiple) * multiple) for n in largest)
     if options.patch_size:
         patch = tuple(int(p) for p in options.patch_size)
     else:
-        largest = np.max([v.image.shape for v in volumes], axis=0)[3 - dims:]
-        cap = PATCH_CAP[options.budget] if dims == 3 else PATCH_CAP_2D
-        patch = tuple(min(int(math.ceil(n / multiple) * multiple), max(multiple, c // multiple * multiple))
-                      for n, c in zip(largest, cap))
+        patch = patch_cap(options.budget, dims)
     if len(patch) != dims or any(p % multiple for p in patch):
         raise SparseSegError(f"patch size {patch} does not fit this {dims}D network",
                              f"Give {dims} sizes{' (in-plane)' if dims == 2 else ''}, each a multiple of {multiple}.")
-    return patch
+    # A window larger than every prepared volume would only add padding (and memory): this also keeps the
+    # out-of-memory retry, which halves the cap without seeing the volumes, from growing a small volume's patch.
+    return tuple(min(w, max(multiple, p // multiple * multiple)) for w, p in zip(whole, patch))
+
+
+def patch_cap(budget: str, dims: int) -> tuple[int, ...]:
+    """The largest default window: 3 sizes (k, j, i) for the 3D network, 2 (in-plane) for the 2D form."""
+    return tuple(PATCH_CAP[budget]) if dims == 3 else tuple(PATCH_CAP_2D)
 
 
 class _MeanTeacherBase:
@@ -73,12 +79,17 @@ class _MeanTeacherBase:
         """``3d``, or ``2d`` with ``dims=2`` (the bench labels runs with it)."""
         return f"{MeanTeacherSettings.parse(options.extra).dims}d"
 
-    def memory_settings(self, options: MethodOptions) -> tuple[int, None]:
-        """The patches per step (labelled + unlabelled), which the worker halves after running out of GPU memory
-        (:func:`~SparseSegLib.worker.memory.reduce_memory`). No patch: it depends on the prepared volumes, so a
-        retry from a batch of 1 halves ``--patch-size`` only where the job gives one."""
+    def memory_settings(self, options: MethodOptions) -> tuple[int, tuple[int, ...], int]:
+        """The patches per step (labelled + unlabelled), the window and the multiple its sizes keep, which the
+        worker halves after running out of GPU memory (:func:`~SparseSegLib.worker.memory.reduce_memory`). The
+        window is the options' or the cap for the method's own network (3 sizes, or 2 with ``dims=2``, whatever
+        ``--network`` says): the prepared volumes are not known here, and :func:`default_patch` clips the halved
+        window to them."""
         settings = run_settings(options)
-        return settings.labelled_batch + settings.unlabelled_batch, None
+        config = network_config(settings.channels, settings.num_res_units, settings.dims)
+        patch = tuple(int(p) for p in options.patch_size) if options.patch_size else patch_cap(options.budget,
+                                                                                               settings.dims)
+        return settings.labelled_batch + settings.unlabelled_batch, patch, config.size_multiple
 
     def _setup(self, cases: list[Case], options: MethodOptions, reporter: Reporter):
         settings = run_settings(options)
