@@ -12,7 +12,9 @@ What a user pressing Start gets (the single-scan default, :mod:`SparseSegLib.def
 
 Painted slices are ground truth and come back unchanged. Each Continue (new painted slices) is a new stage:
 both rounds again, from every slice painted so far, the network warm-started from the previous stage.
-ROI boxes have no slices to propagate from: such a job runs the network round alone on the annotated voxels.
+ROI boxes have no whole slices to propagate from: such a job runs the network round alone, trained on the boxes'
+voxels and fused with :func:`.box_prior.box_prior` in place of the registration (the paint of each box face that
+holds object registered outwards, as from a painted slice).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ...engine.propagation import (PropagationSettings, demons_levels_for, open_
                                    registration_shrink, slice_distance)
 from ...errors import SparseSegError
 from ..base import MethodOptions, PartReporter, Reporter, RoundResult, register
+from .box_prior import box_prior
 from .fusion import (anchor_at_paint, classes_follow_registration, classes_from_registration, fuse, open_ends,
                      prediction_region)
 from .network import train_across_axes, training_targets
@@ -126,6 +129,10 @@ class PropagateMethod:
                              + (f" (on a grid {shrink} times coarser than its {volume.image.shape[1]}x"
                                 f"{volume.image.shape[2]} pixels per slice)" if shrink > 1 else ""))
             else:
+                if registration is None:  # ROI boxes: their faces' paint registered outwards
+                    registration, by_registration = _box_registration(volume, settings, num_classes, should_stop), False
+                    reporter.log(f"propagate round {index}: ROI boxes, the object registered outwards from the box "
+                                 "faces its paint touches")
                 distance = slice_distance(volume.image.shape[0], volume.painted) if volume.painted else None
                 target, weight = training_targets(volume.label, volume.painted, registration, distance, settings,
                                                   annotated=volume.annotated)
@@ -190,6 +197,21 @@ def _registered(volume: PaintedVolume, settings: PropagateSettings, num_classes:
         refine=evidence.trim if evidence is not None and settings.intensity == "chain" else None, progress=progress,
         known_reach=volume.known_reach if volume.has_cross else None)
     return evidence.update(registration) if evidence is not None else registration
+
+
+def _box_registration(volume: PaintedVolume, settings: PropagateSettings, num_classes: int,
+                      should_stop) -> np.ndarray:
+    """ROI boxes' counterpart of :func:`_registered` (:mod:`.box_prior`): the same demons, open ends and intensity
+    evidence, from each box face's paint."""
+    evidence = None if settings.intensity == "none" else IntensityEvidence.from_paint(
+        volume.image, volume.label, volume.annotated, settings.intensity_ring)
+    prior = box_prior(volume, num_classes, settings.open_end, (settings.demons_iterations, settings.demons_smoothing),
+                      evidence if settings.intensity == "chain" else None, should_stop)
+    if evidence is None:
+        return prior
+    updated = evidence.update(prior)
+    updated[:, volume.annotated] = prior[:, volume.annotated]  # the paint stays certain
+    return updated
 
 
 def _pair_progress(reporter: Reporter, stage: str) -> Callable[[int, int], None]:

@@ -37,19 +37,22 @@ def training_targets(label: np.ndarray, painted: list[int], registration: np.nda
     distance) and confidence (how far the most likely class stands above a uniform guess). Everywhere else the
     voxels far from the propagated object (``negative_margin`` pixels in-plane) are background at
     ``negative_weight``: what teaches a network that has seen one slice not to label other, similar tissue.
+    ROI boxes (``distance`` None, ``registration`` their :func:`~.box_prior.box_prior`): no pseudo-labels, the far
+    negatives only.
     """
     depth = label.shape[0]
     target = np.full(label.shape, UNKNOWN, np.int16)  # a class or UNKNOWN; int64 would be 4x the memory of a crop
     weight = np.zeros(label.shape, np.float32)
     if registration is not None:
-        classes = registration.shape[0]
-        reach = max(1.0, settings.pseudo_distance * depth)
         likely = registration.argmax(0)
-        confidence = np.clip((registration.max(0) - 1.0 / classes) / (1.0 - 1.0 / classes), 0.0, 1.0)
-        near = distance <= reach
-        target[near] = likely[near]
-        closeness = np.exp(-((distance / reach) ** 2)).astype(np.float32)
-        weight[near] = (closeness[:, None, None] * confidence)[near]
+        if distance is not None:
+            classes = registration.shape[0]
+            reach = max(1.0, settings.pseudo_distance * depth)
+            confidence = np.clip((registration.max(0) - 1.0 / classes) / (1.0 - 1.0 / classes), 0.0, 1.0)
+            near = distance <= reach
+            target[near] = likely[near]
+            closeness = np.exp(-((distance / reach) ** 2)).astype(np.float32)
+            weight[near] = (closeness[:, None, None] * confidence)[near]
         if settings.negative_weight > 0:
             object_ = ndimage.binary_dilation(likely > 0, structure=np.ones((1, 3, 3), bool),
                                               iterations=max(1, settings.negative_margin))
