@@ -7,10 +7,7 @@ import numpy as np
 
 from SparseSegLib.defaults import START_METHOD, start_parameters
 from SparseSegLib.jobs.client import Job
-from SparseSegLib.methods.propagate import _box_registration
 from SparseSegLib.methods.propagate.box_prior import box_faces
-from SparseSegLib.methods.propagate.settings import PropagateSettings
-from SparseSegLib.methods.propagate.volume import PaintedVolume
 
 #: Small enough for a test (seconds): the flood came from the network alone, however long it trained.
 QUICK = {"iterations": 40, "batch_size": 4}
@@ -46,25 +43,10 @@ def test_each_box_has_six_faces_at_its_bounds():
     assert [f.rectangle for f in faces[:2]] == [(slice(3, 9), slice(4, 6))] * 2  # normal to k: the box's j, i
 
 
-def test_the_box_prior_keeps_the_paint_and_carries_the_object_out_of_the_boxes_only_where_painted(sample_case):
-    case, boxes = boxed(sample_case)
-    settings = PropagateSettings()
-    volume = PaintedVolume.from_case(case, settings)
-    prior = _box_registration(volume, settings, 3, None)
-    np.testing.assert_allclose(prior.sum(0), 1.0, atol=1e-5)
-    labels = prior.argmax(0)
-    np.testing.assert_array_equal(labels[volume.annotated], volume.label[volume.annotated])  # the paint, exactly
-    truth = sample_case.label[(slice(None),) + volume.window] > 0  # boxes: the crop keeps the array's axes
-    outside = ~volume.annotated
-    carried = (labels > 0) & outside
-    assert carried.sum() > 0.3 * (truth & outside).sum()  # the object goes on beyond the boxes ...
-    assert dice(labels > 0, truth) > dice(volume.label > 0, truth) + 0.05  # ... better than the paint alone
-    assert carried.sum() < 1.5 * (truth & outside).sum()  # ... and not beyond the object's own size
-
-
-def test_a_start_job_from_roi_boxes_never_floods(sample_case, tmp_path):
-    """The module's Start with *Annotated region: boxes*: the result stays near the object (before the box faces
-    were registered the networks alone came back with 9-15x the hippocampus from three boxes)."""
+def test_a_start_job_from_roi_boxes_carries_the_object_out_of_them_and_never_floods(sample_case, tmp_path):
+    """The module's Start with *Annotated region: boxes*: round 1 registers the box faces' paint outwards, round 2
+    fuses the networks with it; both keep the paint and stay near the object (before, the networks alone came back
+    with 9-15x the hippocampus from three boxes on the benchmark's development scans, 12x here)."""
     case, boxes = boxed(sample_case)
     painted = np.where(case.annotated, case.label, 0).astype(np.uint8)
     corners = [{"ijk": [[int(b[a].start) for a in (2, 1, 0)], [int(b[a].stop) - 1 for a in (2, 1, 0)]]} for b in boxes]
@@ -76,7 +58,12 @@ def test_a_start_job_from_roi_boxes_never_floods(sample_case, tmp_path):
     job.start(env={"OMP_NUM_THREADS": "1"})
     outcome = job.wait(timeout=300)
     assert outcome.status == "finished", outcome.message
-    result = job.load_round(job.complete_rounds()[-1]).label > 0
+    assert job.complete_rounds() == [1, 2]  # the faces' registration streams first, then the network round
     truth = sample_case.label > 0
-    assert result.sum() < 1.5 * truth.sum(), (int(result.sum()), int(truth.sum()))
-    assert dice(result, truth) > dice(painted > 0, truth), dice(result, truth)
+    for index in (1, 2):
+        result = job.load_round(index).label
+        np.testing.assert_array_equal(result[case.annotated], painted[case.annotated])
+        assert (result > 0).sum() < 1.5 * truth.sum(), (index, int((result > 0).sum()), int(truth.sum()))
+        assert dice(result > 0, truth) > dice(painted > 0, truth) + 0.03, (index, dice(result > 0, truth))
+    carried = (job.load_round(1).label > 0) & ~case.annotated
+    assert carried.sum() > 0.3 * (truth & ~case.annotated).sum()  # the object goes on beyond the boxes

@@ -103,7 +103,10 @@ class PropagateMethod:
         for index in range(plan.next_round, total + 1):
             started = time.perf_counter()
             kind = plan.kind(index)
-            if kind == "registration" or registration is None and volume.painted:
+            if (kind == "registration" or registration is None) and not volume.painted:  # ROI boxes
+                registration = split = _box_registration(volume, settings, num_classes, should_stop)
+                by_registration = False
+            elif kind == "registration" or registration is None:
                 evidence = None if settings.intensity == "none" else IntensityEvidence.from_paint(
                     volume.image, volume.label, volume.annotated, settings.intensity_ring)
                 levels = settings.demons_levels or demons_levels_for(volume.spacing)
@@ -122,17 +125,17 @@ class PropagateMethod:
                 if split is not registration:
                     labels = classes_from_registration(labels, split)
                 shrink = _shrink(volume, settings)
-                reporter.log(f"propagate round {index}: painted slices {volume.painted} along axis {volume.axis} "
-                             f"registered through {volume.image.shape[0]} slices"
-                             + (f" (demons at {levels} resolutions: slices {volume.spacing[0]:g} mm apart)"
-                                if levels > 1 else "")
-                             + (f" (on a grid {shrink} times coarser than its {volume.image.shape[1]}x"
-                                f"{volume.image.shape[2]} pixels per slice)" if shrink > 1 else ""))
-            else:
-                if registration is None:  # ROI boxes: their faces' paint registered outwards
-                    registration, by_registration = _box_registration(volume, settings, num_classes, should_stop), False
+                if not volume.painted:
                     reporter.log(f"propagate round {index}: ROI boxes, the object registered outwards from the box "
                                  "faces its paint touches")
+                else:
+                    reporter.log(f"propagate round {index}: painted slices {volume.painted} along axis {volume.axis} "
+                                 f"registered through {volume.image.shape[0]} slices"
+                                 + (f" (demons at {levels} resolutions: slices {volume.spacing[0]:g} mm apart)"
+                                    if levels > 1 else "")
+                                 + (f" (on a grid {shrink} times coarser than its {volume.image.shape[1]}x"
+                                    f"{volume.image.shape[2]} pixels per slice)" if shrink > 1 else ""))
+            else:
                 distance = slice_distance(volume.image.shape[0], volume.painted) if volume.painted else None
                 target, weight = training_targets(volume.label, volume.painted, registration, distance, settings,
                                                   annotated=volume.annotated)
@@ -278,8 +281,8 @@ def _background_outside(probabilities: np.ndarray) -> np.ndarray:
 
 
 class _StagePlan:
-    """Which rounds this run still owes: a stage is a registration round then a network round (one network round
-    for ROI boxes). A job with new paint since ``state`` starts a new stage after the state's round; the same
+    """Which rounds this run still owes: a stage is a registration round (of the painted slices, or of ROI boxes'
+    faces) then a network round. A job with new paint since ``state`` starts a new stage after the state's round; the same
     paint with a finished stage owes nothing; an interrupted stage finishes."""
 
     def __init__(self, first_round: int, next_round: int, steps: tuple[str, ...]) -> None:
@@ -295,7 +298,7 @@ class _StagePlan:
 
     @classmethod
     def make(cls, volume: PaintedVolume, state: dict | None) -> _StagePlan:
-        steps = ("registration", "network") if volume.painted else ("network",)
+        steps = ("registration", "network")
         if not state:
             return cls(1, 1, steps)
         if state.get("method") != "propagate" or int(state.get("format", 0)) != STATE_FORMAT:
