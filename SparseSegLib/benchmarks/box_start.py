@@ -6,10 +6,12 @@ benchmark's seeded order, :mod:`.interactive.scans`) the simulated user places `
 ``--box-size F`` times the object's largest extent (mm), centred on the object in the slices at (n + 1) / (N + 1)
 of its extent along k, and paints the object inside them. The exact Start job (the module's defaults, region
 boxes) runs as a real worker process; every streamed round is scored against the full reference (class mean and
-merged Dice, HD95, RAVD) next to the boxes' paint alone, which the user has without pressing Start::
+merged Dice, HD95, RAVD) next to the boxes' paint alone, which the user has without pressing Start; with
+``--corrections N`` the user then paints the suggested whole slice and Continues, N times::
 
     python -m SparseSegLib.benchmarks.box_start --dataset ../shared/data/hippocampus [--split dev|report] \\
-        [--cases 5] [--skip 0] [--boxes 3] [--box-size 0.33] [--threads 1] [--option KEY=VALUE] [--out DIR]
+        [--cases 5] [--skip 0] [--boxes 3] [--box-size 0.33] [--corrections 0] [--threads 1] [--option KEY=VALUE] \
+        [--out DIR]
 
 Prints one line per scan and a table (mean +- sd per round); writes ``results.json`` in ``--out``.
 """
@@ -27,7 +29,9 @@ import numpy as np
 from ..errors import SparseSegError
 from ..jobs.atomic import atomic_write_json
 from ..jobs.client import Job
+from ..jobs.continuation import continue_job, paste_slices
 from .interactive.cli import job_settings
+from .interactive.next_slice import choose_next
 from .interactive.scans import DATA_ROOT, SPLITS, Scan, choose_scans
 from .interactive.scoring import score
 from .interactive.user import PlaySettings, watch
@@ -71,8 +75,10 @@ def region_of(boxes) -> dict:
 
 
 def play(scan: Scan, method: str, parameters: dict, settings: PlaySettings, count: int, fraction: float,
-         folder: Path) -> dict:
-    """One scan: box, Start, watch, score every round; the record for results.json."""
+         folder: Path, corrections: int = 0) -> dict:
+    """One scan: box, Start, watch, score every round, then ``corrections`` times paint the suggested whole slice
+    and Continue (the module's path, :func:`~SparseSegLib.jobs.continuation.continue_job`), scoring each stage's
+    last round; the record for results.json."""
     case = scan.load()
     reference, spacing, classes = case.label, case.geometry.spacing_kji, dict(case.class_names)
     boxes = user_boxes(reference, spacing, count, fraction)
@@ -81,16 +87,30 @@ def play(scan: Scan, method: str, parameters: dict, settings: PlaySettings, coun
     if folder.exists():
         shutil.rmtree(folder)
     pressed = time.perf_counter()
-    job = Job.create(folder, case.image, case.geometry, painted, method, region=region_of(boxes),
+    job = Job.create(folder / "stage-1", case.image, case.geometry, painted, method, region=region_of(boxes),
                      classes={v: {"name": n} for v, n in classes.items()}, parameters=parameters,
                      device=settings.device, seed=0, case_id=scan.case_id)
     watched = watch(job, pressed, settings, resume=False)
     rounds = [{**entry, "scores": score(job.load_round(entry["round"], probabilities=False).label, reference, spacing,
                                         classes)} for entry in watched["rounds"]]
     inside = float((mask & (reference > 0)).sum() / max(1, (reference > 0).sum()))
-    return {**scan.describe(), "boxes": [list(map(list, b)) for b in boxes], "object_inside_boxes": round(inside, 4),
-            "status": watched["status"], "message": watched["message"], "rounds": rounds,
-            "paint_alone": score(painted, reference, spacing, classes)}
+    record = {**scan.describe(), "boxes": [list(map(list, b)) for b in boxes], "object_inside_boxes": round(inside, 4),
+              "status": watched["status"], "message": watched["message"], "rounds": rounds,
+              "paint_alone": score(painted, reference, spacing, classes), "corrections": []}
+    label = painted
+    while record["status"] == "finished" and len(record["corrections"]) < corrections:
+        current = job.load_round(None, probabilities=False)
+        choice = choose_next("suggested", current.label, current.record, reference, mask, 0)
+        label, mask = paste_slices(label, mask, reference, choice.axis, [choice.index])
+        pressed = time.perf_counter()
+        job = continue_job(job.directory, folder / f"stage-{len(record['corrections']) + 2}", label, mask)
+        watched = watch(job, pressed, settings, resume=True)
+        record["status"], record["message"] = watched["status"], watched["message"]
+        final = (score(job.load_round(watched["rounds"][-1]["round"], probabilities=False).label, reference, spacing,
+                       classes) if watched["status"] == "finished" and watched["rounds"] else None)
+        record["corrections"].append({**choice.as_dict(), "final_s": watched["rounds"][-1]["seen_s"]
+                                      if watched["rounds"] else None, "scores": final})
+    return record
 
 
 def _figure(scores: dict) -> tuple[float, float | None, float]:
@@ -107,6 +127,10 @@ def table(records: list[dict]) -> str:
     for index in range(len(done[0]["rounds"])):
         rows.append((f"round {index + 1}", [_figure(r["rounds"][index]["scores"]) for r in done],
                      [r["rounds"][index]["seen_s"] for r in done]))
+    for index in range(min(len(r["corrections"]) for r in done)):
+        rows.append((f"+ {index + 1} suggested slice{'s' if index else ''}",
+                     [_figure(r["corrections"][index]["scores"]) for r in done],
+                     [r["corrections"][index]["final_s"] for r in done]))
     lines = [f"{len(done)} scans, object inside the boxes {np.mean([r['object_inside_boxes'] for r in done]):.2f} "
              "(mean)", "| | Dice (class mean) | merged | RAVD mean / max | seen after (s, mean) |", "|---|---|---|---|---|"]
     for name, figures, seconds in rows:
@@ -127,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--boxes", type=int, default=3, help="boxes per scan (default 3)")
     parser.add_argument("--box-size", type=float, default=0.33,
                         help="box edge as a fraction of the object's largest extent (default 0.33)")
+    parser.add_argument("--corrections", type=int, default=0,
+                        help="then paint the suggested whole slice and Continue, this many times (default 0)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--device", default="cpu")
@@ -144,11 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(scans)} scans, {args.boxes} boxes of {args.box_size:g} x the object's extent; job: {source}")
     records = []
     for scan in scans:
-        record = play(scan, method, parameters, settings, args.boxes, args.box_size, args.out / scan.case_id)
+        record = play(scan, method, parameters, settings, args.boxes, args.box_size, args.out / scan.case_id,
+                      args.corrections)
         records.append(record)
         atomic_write_json(args.out / "results.json", {"command": " ".join(sys.argv), "source": source,
                                                       "scans": records})
-        figures = " -> ".join(f"{r['scores']['dice']:.3f}" for r in record["rounds"])
+        figures = " -> ".join(f"{r['scores']['dice']:.3f}" for r in record["rounds"] + record["corrections"]
+                              if r["scores"])
         print(f"[{scan.key}] {record['status']}: paint alone {record['paint_alone']['dice']:.3f}, rounds {figures}",
               flush=True)
     print(table(records))
