@@ -12,9 +12,9 @@ What a user pressing Start gets (the single-scan default, :mod:`SparseSegLib.def
 
 Painted slices are ground truth and come back unchanged. Each Continue (new painted slices) is a new stage:
 both rounds again, from every slice painted so far, the network warm-started from the previous stage.
-ROI boxes have no whole slices to propagate from: such a job runs the network round alone, trained on the boxes'
-voxels and fused with :func:`.box_prior.box_prior` in place of the registration (the paint of each box face that
-holds object registered outwards, as from a painted slice).
+ROI boxes have no whole slices to propagate from: their registration round carries the paint of each box face that
+holds object outwards instead (:mod:`.box_prior`), and the network round trains on the boxes' voxels and fuses with
+it as with slices.
 """
 
 from __future__ import annotations
