@@ -209,7 +209,7 @@ def _box_registration(volume: PaintedVolume, settings: PropagateSettings, num_cl
     evidence = None if settings.intensity == "none" else IntensityEvidence.from_paint(
         volume.image, volume.label, volume.annotated, settings.intensity_ring)
     prior = box_prior(volume, num_classes, settings.open_end, (settings.demons_iterations, settings.demons_smoothing),
-                      evidence if settings.intensity == "chain" else None, should_stop)
+                      evidence if settings.intensity == "chain" else None, should_stop, settings.end_shape)
     if evidence is None:
         return prior
     updated = evidence.update(prior)

@@ -63,7 +63,7 @@ def _oriented(array: np.ndarray, face: Face, depth: int, margin: int) -> np.ndar
 
 def face_chain(volume: PaintedVolume, face: Face, num_classes: int, scale: float, demons: tuple[int, float],
                evidence: IntensityEvidence | None, should_stop: Callable[[], bool] | None = None,
-               ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]] | None:
+               end_shape: str = "cut") -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]] | None:
     """The foreground maps ``(C - 1, depth, rows, cols)`` carried outwards from ``face`` and a function that
     gives the same slab of a volume-shaped array (to place them back); None where the face's paint holds no
     object or nothing lies beyond it."""
@@ -86,19 +86,22 @@ def face_chain(volume: PaintedVolume, face: Face, num_classes: int, scale: float
                                  np.ascontiguousarray(_oriented(evidence.background_likelihood, face, depth, margin))).trim
     settings = PropagationSettings(demons[0], demons[1], levels=demons_levels_for(spacing))
     maps = propagate_slices(np.ascontiguousarray(image), label, [0], num_classes, settings,
-                            should_stop=should_stop, open_end_reach=lambda start: reach, refine=trim)
+                            should_stop=should_stop, open_end_reach=lambda start: reach, end_shape=end_shape,
+                            refine=trim)
     return maps[1:], lambda array: _oriented(array, face, depth, margin)
 
 
 def box_prior(volume: PaintedVolume, num_classes: int, scale: float, demons: tuple[int, float],
-              evidence: IntensityEvidence | None = None, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+              evidence: IntensityEvidence | None = None, should_stop: Callable[[], bool] | None = None,
+              end_shape: str = "cut") -> np.ndarray:
     """Class probabilities ``(C, k, j, i)`` on ``volume``'s crop: the paint inside the boxes, outside them the
     largest of the face chains' (:func:`face_chain`) per class, background the rest. ``evidence``: the painted
-    intensities trim each chain as it travels (the slice path's ``intensity=chain``)."""
+    intensities trim each chain as it travels (the slice path's ``intensity=chain``); ``end_shape`` as the slices'
+    (:func:`~SparseSegLib.engine.propagation.propagate_slices`)."""
     foreground = np.zeros((num_classes - 1,) + volume.label.shape, np.float32)
     if scale > 0:
         for face in box_faces(volume.annotated):
-            chain = face_chain(volume, face, num_classes, scale, demons, evidence, should_stop)
+            chain = face_chain(volume, face, num_classes, scale, demons, evidence, should_stop, end_shape)
             if chain is None:
                 continue
             maps, slab_of = chain
