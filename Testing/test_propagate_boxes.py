@@ -32,15 +32,21 @@ def boxed(case, count: int = 2, edge: int = 9) -> tuple[object, list[tuple[slice
     return case.with_annotation(annotated), boxes
 
 
-def test_each_box_has_six_faces_at_its_bounds():
+def test_each_box_has_six_faces_at_its_bounds_and_overlapping_boxes_each_keep_their_visible_parts():
     annotated = np.zeros((20, 20, 20), bool)
     annotated[2:5, 3:9, 4:6] = True
-    annotated[12:15, 12:18, 12:19] = True
     faces = list(box_faces(annotated))
-    assert len(faces) == 12
-    assert {(f.axis, f.side, f.index) for f in faces[:6]} == {(0, -1, 2), (0, 1, 4), (1, -1, 3), (1, 1, 8),
-                                                             (2, -1, 4), (2, 1, 5)}
-    assert [f.rectangle for f in faces[:2]] == [(slice(3, 9), slice(4, 6))] * 2  # normal to k: the box's j, i
+    assert {(f.axis, f.side, f.index) for f in faces} == {(0, -1, 2), (0, 1, 4), (1, -1, 3), (1, 1, 8),
+                                                         (2, -1, 4), (2, 1, 5)}
+    normal_to_k = [f for f in faces if f.axis == 0]
+    assert all(f.rectangle == (slice(3, 9), slice(4, 6)) and f.patch.all() for f in normal_to_k)
+    # a second box overlapping the first along k: its own top face, and the first box's top face only where the
+    # second does not cover it (before, the union's bounding box gave one wrong face per side)
+    annotated[4:8, 3:6, 4:6] = True
+    tops = {f.index: f for f in box_faces(annotated) if f.axis == 0 and f.side == 1}
+    assert sorted(tops) == [4, 7]
+    assert tops[7].rectangle == (slice(3, 6), slice(4, 6)) and tops[7].patch.all()
+    assert tops[4].rectangle == (slice(6, 9), slice(4, 6)) and tops[4].patch.all()
 
 
 def test_a_start_job_from_roi_boxes_carries_the_object_out_of_them_and_never_floods(sample_case, tmp_path):

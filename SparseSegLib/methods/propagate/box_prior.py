@@ -6,8 +6,8 @@ interactive benchmark's development scans, three boxes holding 64-78 % of the ob
 object's volume, far worse than the boxes' paint alone (docs/results/interactive.md, "Thirtieth session").
 
 Here the object leaves a box only where its paint touches the box's surface, as the slice path's object leaves its
-outermost painted slice: every face of a box whose paint holds object is a painted slice (within the box's
-rectangle) from which the same demons chain (:func:`~SparseSegLib.engine.propagation.propagate_slices`) carries the
+outermost painted slice: every flat patch of the boxes' surface whose paint holds object (a box's face, or the part
+of it another box does not cover) is a painted slice from which the same demons chain (:func:`~SparseSegLib.engine.propagation.propagate_slices`) carries the
 label outwards along the face's normal, trimmed by the painted intensities and fading at ``open_end`` of the face
 outline's equivalent radii. The chains' maps, the paint inside the boxes, play the registration's part in the
 network round: far negatives beyond them, and the average fusion that keeps the network near them.
@@ -32,23 +32,33 @@ CHAIN_REACHES = 2.0
 
 @dataclass(frozen=True)
 class Face:
-    """One face of an annotated box: the array ``axis`` it is normal to, the ``side`` it faces (-1: towards index
-    0, +1: away from it), the face's index along ``axis`` and the box's extent on the other two axes."""
+    """One flat patch of the annotated region's surface: the array ``axis`` it is normal to, the ``side`` it faces
+    (-1: towards index 0, +1: away from it), its index along ``axis``, its bounding rectangle on the other two axes
+    and which voxels of that rectangle lie on the surface (``patch``)."""
 
     axis: int
     side: int
     index: int
     rectangle: tuple[slice, slice]
+    patch: np.ndarray
 
 
 def box_faces(annotated: np.ndarray) -> Iterator[Face]:
-    """The six faces of each connected annotated region's bounding box (one ROI box, or boxes that touch)."""
-    parts, _ = ndimage.label(annotated)
-    for box in ndimage.find_objects(parts):
-        for axis in range(3):
-            rectangle = tuple(box[a] for a in range(3) if a != axis)
-            yield Face(axis, -1, box[axis].start, rectangle)
-            yield Face(axis, 1, box[axis].stop - 1, rectangle)
+    """The annotated region's surface, split into flat patches: for each axis and side, each slice holding
+    annotated voxels whose neighbour on that side is not annotated (one face per side of a lone box; overlapping
+    boxes give each its own visible parts). The volume's edge is no exit."""
+    for axis in range(3):
+        moved = np.moveaxis(annotated, axis, 0)
+        for side in (-1, 1):
+            beyond = np.ones_like(moved)
+            if side > 0:
+                beyond[:-1] = moved[1:]
+            else:
+                beyond[1:] = moved[:-1]
+            surface = moved & ~beyond
+            for index in np.flatnonzero(surface.any(axis=(1, 2))):
+                rows, cols = ndimage.find_objects(surface[index].astype(np.int8))[0]
+                yield Face(axis, side, int(index), (rows, cols), surface[index][rows, cols].copy())
 
 
 def _oriented(array: np.ndarray, face: Face, depth: int, margin: int) -> np.ndarray:
@@ -69,7 +79,7 @@ def face_chain(volume: PaintedVolume, face: Face, num_classes: int, scale: float
     object or nothing lies beyond it."""
     spacing = (volume.spacing[face.axis],) + tuple(volume.spacing[a] for a in range(3) if a != face.axis)
     moved_label = np.moveaxis(np.where(volume.annotated, volume.label, 0), face.axis, 0)
-    outline = moved_label[face.index][face.rectangle]
+    outline = np.where(face.patch, moved_label[face.index][face.rectangle], 0)
     if not outline.any():
         return None
     reach = open_end_reach(outline, spacing, scale)
@@ -79,7 +89,8 @@ def face_chain(volume: PaintedVolume, face: Face, num_classes: int, scale: float
     if image.shape[0] < 2:
         return None
     label = np.zeros(image.shape, np.uint8)
-    label[0] = _oriented(np.where(volume.annotated, volume.label, 0), face, 1, margin)[0]
+    rows, cols = (slice(r.start - max(0, r.start - margin), r.stop - max(0, r.start - margin)) for r in face.rectangle)
+    label[0][rows, cols] = outline  # the patch's paint only: the rest of the slice is not where the object leaves
     trim = None
     if evidence is not None:
         trim = IntensityEvidence(np.ascontiguousarray(_oriented(evidence.object_likelihood, face, depth, margin)),
