@@ -7,9 +7,9 @@ object's volume, far worse than the boxes' paint alone (docs/results/interactive
 
 Here the object leaves a box only where its paint touches the box's surface, as the slice path's object leaves its
 outermost painted slice: every flat patch of the boxes' surface whose paint holds object (a box's face, or the part
-of it another box does not cover) is a painted slice from which the same demons chain (:func:`~SparseSegLib.engine.propagation.propagate_slices`) carries the
-label outwards along the face's normal, trimmed by the painted intensities and fading at ``open_end`` of the face
-outline's equivalent radii. The chains' maps, the paint inside the boxes, play the registration's part in the
+of it another box does not cover) is a painted slice from which the same demons chain
+(:func:`~SparseSegLib.engine.propagation.propagate_slices`) carries the label outwards along the face's normal,
+trimmed by the painted intensities and fading at ``open_end`` of the face outline's equivalent radii. The chains' maps, the paint inside the boxes, play the registration's part in the
 network round: far negatives beyond them, and the average fusion that keeps the network near them.
 """
 
