@@ -2,7 +2,7 @@
 
 Boxes have no whole slices to register, so before this the network round ran alone and its argmax was the result.
 A network that has seen only the voxels of a few boxes calls much of the similar tissue around them object: on the
-interactive benchmark's development scans, three boxes holding 64-78 % of the object came back 3 to 15 times the
+interactive benchmark's development scans, three boxes holding 57-78 % of the object came back 2.6 to 15 times the
 object's volume, far worse than the boxes' paint alone (docs/results/interactive.md, "Thirtieth session").
 
 Here the object leaves a box only where its paint touches the box's surface, as the slice path's object leaves its
