@@ -78,16 +78,18 @@ def test_a_start_job_from_roi_boxes_carries_the_object_out_of_them_and_never_flo
 def test_the_box_benchmarks_user_boxes_parts_of_the_object_as_the_module_writes_boxes(sample_case):
     """``python -m SparseSegLib.benchmarks.box_start``: the boxes hold object, lie in the volume, and the job region
     it writes (voxel corners i, j, k) marks exactly those voxels when the job reads it."""
-    from SparseSegLib.benchmarks.box_start import annotated_mask, region_of, user_boxes
+    from SparseSegLib.benchmarks.box_start import region_of, user_boxes
     from SparseSegLib.jobs.regions import boxes_mask
 
     label = sample_case.label
     boxes = user_boxes(label, sample_case.geometry.spacing_kji, 3, 0.33)
     assert len(boxes) == 3
-    mask = annotated_mask(label.shape, boxes)
+    mask = np.zeros(label.shape, bool)
     for low, high in boxes:
         assert all(0 <= a <= b < n for a, b, n in zip(low, high, label.shape))
-        assert (label[tuple(slice(a, b + 1) for a, b in zip(low, high))] > 0).any()
+        box = tuple(slice(a, b + 1) for a, b in zip(low, high))
+        assert (label[box] > 0).any()
+        mask[box] = True
     np.testing.assert_array_equal(boxes_mask(region_of(boxes)["boxes"], sample_case.geometry), mask)
     inside = (mask & (label > 0)).sum() / (label > 0).sum()
     assert 0.2 < inside < 0.95  # parts of the object, not all of it

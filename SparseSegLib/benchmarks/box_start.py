@@ -30,6 +30,7 @@ from ..errors import SparseSegError
 from ..jobs.atomic import atomic_write_json
 from ..jobs.client import Job
 from ..jobs.continuation import continue_job, paste_slices
+from ..jobs.regions import boxes_mask
 from .interactive.cli import job_settings
 from .interactive.next_slice import choose_next
 from .interactive.scans import DATA_ROOT, SPLITS, Scan, choose_scans
@@ -62,13 +63,6 @@ def user_boxes(reference: np.ndarray, spacing_kji, count: int, fraction: float) 
     return boxes
 
 
-def annotated_mask(shape: tuple[int, ...], boxes) -> np.ndarray:
-    mask = np.zeros(shape, bool)
-    for low, high in boxes:
-        mask[tuple(slice(a, b + 1) for a, b in zip(low, high))] = True
-    return mask
-
-
 def region_of(boxes) -> dict:
     """The job's region as the module writes it (voxel corners in (i, j, k) order, inclusive)."""
     return {"kind": "boxes", "boxes": [{"ijk": [list(low[::-1]), list(high[::-1])]} for low, high in boxes]}
@@ -82,7 +76,7 @@ def play(scan: Scan, method: str, parameters: dict, settings: PlaySettings, coun
     case = scan.load()
     reference, spacing, classes = case.label, case.geometry.spacing_kji, dict(case.class_names)
     boxes = user_boxes(reference, spacing, count, fraction)
-    mask = annotated_mask(reference.shape, boxes)
+    mask = boxes_mask(region_of(boxes)["boxes"], case.geometry)  # what the job will read as annotated
     painted = np.where(mask, reference, 0).astype(reference.dtype)
     if folder.exists():
         shutil.rmtree(folder)

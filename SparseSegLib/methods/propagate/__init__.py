@@ -107,8 +107,7 @@ class PropagateMethod:
                 registration = split = _box_registration(volume, settings, num_classes, should_stop)
                 by_registration = False
             elif kind == "registration" or registration is None:
-                evidence = None if settings.intensity == "none" else IntensityEvidence.from_paint(
-                    volume.image, volume.label, volume.annotated, settings.intensity_ring)
+                evidence = _evidence(volume, settings)
                 levels = settings.demons_levels or demons_levels_for(volume.spacing)
                 by_registration = num_classes > 2 and classes_follow_registration(
                     settings.classes, volume.image, volume.label, volume.annotated)
@@ -206,15 +205,17 @@ def _box_registration(volume: PaintedVolume, settings: PropagateSettings, num_cl
                       should_stop) -> np.ndarray:
     """ROI boxes' counterpart of :func:`_registered` (:mod:`.box_prior`): the same demons, open ends and intensity
     evidence, from each box face's paint."""
-    evidence = None if settings.intensity == "none" else IntensityEvidence.from_paint(
-        volume.image, volume.label, volume.annotated, settings.intensity_ring)
+    evidence = _evidence(volume, settings)
     prior = box_prior(volume, num_classes, settings.open_end, (settings.demons_iterations, settings.demons_smoothing),
                       evidence if settings.intensity == "chain" else None, should_stop, settings.end_shape)
-    if evidence is None:
-        return prior
-    updated = evidence.update(prior)
-    updated[:, volume.annotated] = prior[:, volume.annotated]  # the paint stays certain
-    return updated
+    return evidence.update(prior) if evidence is not None else prior
+
+
+def _evidence(volume: PaintedVolume, settings: PropagateSettings) -> IntensityEvidence | None:
+    """The painted intensities' evidence both registration rounds use (None with ``intensity=none``)."""
+    if settings.intensity == "none":
+        return None
+    return IntensityEvidence.from_paint(volume.image, volume.label, volume.annotated, settings.intensity_ring)
 
 
 def _pair_progress(reporter: Reporter, stage: str) -> Callable[[int, int], None]:

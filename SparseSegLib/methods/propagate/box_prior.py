@@ -78,18 +78,19 @@ def face_chain(volume: PaintedVolume, face: Face, num_classes: int, scale: float
     gives the same slab of a volume-shaped array (to place them back); None where the face's paint holds no
     object or nothing lies beyond it."""
     spacing = (volume.spacing[face.axis],) + tuple(volume.spacing[a] for a in range(3) if a != face.axis)
-    moved_label = np.moveaxis(np.where(volume.annotated, volume.label, 0), face.axis, 0)
+    moved_label = np.moveaxis(volume.label, face.axis, 0)  # zero outside the annotated voxels
     outline = np.where(face.patch, moved_label[face.index][face.rectangle], 0)
     if not outline.any():
         return None
-    reach = open_end_reach(outline, spacing, scale)
-    depth = 1 + int(math.ceil(CHAIN_REACHES * reach))
+    # ``scale`` 0: never fade, as for painted slices (the chain runs to the volume's edge)
+    reach = open_end_reach(outline, spacing, scale) if scale > 0 else None
+    depth = moved_label.shape[0] if reach is None else 1 + int(math.ceil(CHAIN_REACHES * reach))
     margin = max(outline.shape)
     image = _oriented(volume.image, face, depth, margin)
     if image.shape[0] < 2:
         return None
     label = np.zeros(image.shape, np.uint8)
-    rows, cols = (slice(r.start - max(0, r.start - margin), r.stop - max(0, r.start - margin)) for r in face.rectangle)
+    rows, cols = (slice(min(r.start, margin), min(r.start, margin) + r.stop - r.start) for r in face.rectangle)
     label[0][rows, cols] = outline  # the patch's paint only: the rest of the slice is not where the object leaves
     trim = None
     if evidence is not None:
@@ -97,7 +98,8 @@ def face_chain(volume: PaintedVolume, face: Face, num_classes: int, scale: float
                                  np.ascontiguousarray(_oriented(evidence.background_likelihood, face, depth, margin))).trim
     settings = PropagationSettings(demons[0], demons[1], levels=demons_levels_for(spacing))
     maps = propagate_slices(np.ascontiguousarray(image), label, [0], num_classes, settings,
-                            should_stop=should_stop, open_end_reach=lambda start: reach, end_shape=end_shape,
+                            should_stop=should_stop, open_end_reach=None if reach is None else lambda start: reach,
+                            end_shape=end_shape,
                             refine=trim)
     return maps[1:], lambda array: _oriented(array, face, depth, margin)
 
@@ -107,24 +109,19 @@ def box_prior(volume: PaintedVolume, num_classes: int, scale: float, demons: tup
               end_shape: str = "cut") -> np.ndarray:
     """Class probabilities ``(C, k, j, i)`` on ``volume``'s crop: the paint inside the boxes, outside them the
     largest of the face chains' (:func:`face_chain`) per class, background the rest. ``evidence``: the painted
-    intensities trim each chain as it travels (the slice path's ``intensity=chain``); ``end_shape`` as the slices'
-    (:func:`~SparseSegLib.engine.propagation.propagate_slices`)."""
+    intensities trim each chain as it travels (the slice path's ``intensity=chain``); ``scale`` (``open_end``, 0:
+    never fade) and ``end_shape`` as the slices' (:func:`~SparseSegLib.engine.propagation.propagate_slices`)."""
     foreground = np.zeros((num_classes - 1,) + volume.label.shape, np.float32)
-    if scale > 0:
-        for face in box_faces(volume.annotated):
-            chain = face_chain(volume, face, num_classes, scale, demons, evidence, should_stop, end_shape)
-            if chain is None:
-                continue
-            maps, slab_of = chain
-            for value in range(num_classes - 1):
-                view = slab_of(foreground[value])  # a view: written in place
-                np.maximum(view, maps[value], out=view)
+    for face in box_faces(volume.annotated):
+        chain = face_chain(volume, face, num_classes, scale, demons, evidence, should_stop, end_shape)
+        if chain is None:
+            continue
+        maps, slab_of = chain
+        for value in range(num_classes - 1):
+            view = slab_of(foreground[value])  # a view: written in place
+            np.maximum(view, maps[value], out=view)
     total = foreground.sum(0)
     foreground /= np.maximum(total, 1.0)[None]
     prior = np.concatenate([(1.0 - np.minimum(total, 1.0))[None], foreground]).astype(np.float32)
-    painted = np.where(volume.annotated, volume.label, 0).astype(np.intp)
-    prior[:, volume.annotated] = 0.0
-    inside = np.zeros_like(prior)
-    np.put_along_axis(inside, painted[None], 1.0, axis=0)
-    prior[:, volume.annotated] = inside[:, volume.annotated]
+    prior[:, volume.annotated] = np.eye(num_classes, dtype=np.float32)[volume.label[volume.annotated]].T  # the paint
     return prior
