@@ -12,11 +12,12 @@ import pytest
 
 pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
 
+from SparseSegLib.io import read_label  # noqa: E402
 from SparseSegLib.jobs.regions import boxes_mask  # noqa: E402
 from SparseSegLib.session.headless import add_volume  # noqa: E402
 from SparseSegLib.session.session import Session, SessionSettings  # noqa: E402
 
-from slicer_session_support import CLASSES, finished, run_until  # noqa: E402
+from slicer_session_support import CLASSES, correct_slice, finished, run_until  # noqa: E402
 
 pytestmark = pytest.mark.mrml
 
@@ -32,7 +33,10 @@ def roi_over(scene, ijk_to_ras: np.ndarray, low: tuple[int, int, int], high: tup
     return roi
 
 
-def test_start_from_an_roi_box_registers_its_faces_and_keeps_the_paint(scene, sample_case, tmp_path):
+def boxed_session(scene, sample_case, tmp_path):
+    """A session as the user sets it up: an ROI markup over the middle of the hippocampus (13 voxels a side), the
+    object painted inside it, *Annotated region: boxes*, the module's Start defaults (iterations cut for a test).
+    ``(session, volume, box voxels)``."""
     from SparseSegLib.session.headless import add_segmentation
 
     label = sample_case.label
@@ -48,7 +52,12 @@ def test_start_from_an_roi_box_registers_its_faces_and_keeps_the_paint(scene, sa
                                                   for value, (name, color) in enumerate(CLASSES, start=1)])
     roi = roi_over(scene, sample_case.geometry.ijk_to_ras(), low, high)
     settings = SessionSettings(region="boxes", threads=1, device="cpu", method_options={"iterations": 20, "batch_size": 4})
-    session = Session(volume, annotation, settings, tmp_path, roi_nodes=[roi])
+    return Session(volume, annotation, settings, tmp_path, roi_nodes=[roi]), volume, inside
+
+
+def test_start_from_an_roi_box_registers_its_faces_and_keeps_the_paint(scene, sample_case, tmp_path):
+    label = sample_case.label
+    session, _, inside = boxed_session(scene, sample_case, tmp_path)
     job = session.start()
     region = json.loads((job.directory / "job.json").read_text())["region"]
     assert region["kind"] == "boxes" and len(region["boxes"]) == 1 and "ras" in region["boxes"][0]
@@ -62,3 +71,33 @@ def test_start_from_an_roi_box_registers_its_faces_and_keeps_the_paint(scene, sa
     outside = truth & ~inside
     assert ((result > 0) & outside).sum() > 0.3 * outside.sum()  # the object is carried out of the box
     assert (result > 0).sum() < 1.5 * truth.sum()  # and does not flood
+
+
+def test_continue_after_boxes_keeps_the_box_and_adds_the_corrected_slice(scene, sample_case, tmp_path):
+    """The user boxes, presses Start, corrects one axial slice beyond the box and presses Continue: the next stage's
+    ground truth is the box and that slice (nothing else), both come back as painted, and the object still
+    leaves the box (its faces and the slice are registered outwards together, docs/methods/propagate.md)."""
+    label = sample_case.label
+    session, volume, inside = boxed_session(scene, sample_case, tmp_path)
+    session.start()
+    run_until(session, finished(session))
+    assert session.status == "finished", session.log
+    ks = np.flatnonzero((label > 0).any(axis=(1, 2)))
+    outside_box = [k for k in ks if not inside[k].any()]
+    k = outside_box[len(outside_box) // 2]
+    correct_slice(session, volume, label, k)
+    second = session.continue_session()
+    assert session.corrections[-1]["slices"] == [k]
+    annotated = read_label(second.directory / "inputs/annotated.nrrd").astype(bool)
+    expected = inside.copy()
+    expected[k] = True
+    assert np.array_equal(annotated, expected)
+    run_until(session, finished(session))
+    assert session.status == "finished", session.log
+    assert session.imported_rounds == [1, 2, 3, 4]
+    result = session.result_label()
+    assert np.array_equal(result[expected], label[expected])
+    truth = label > 0
+    elsewhere = truth & ~expected
+    assert ((result > 0) & elsewhere).sum() > 0.3 * elsewhere.sum()
+    assert (result > 0).sum() < 1.5 * truth.sum()
