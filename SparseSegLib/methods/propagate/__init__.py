@@ -38,7 +38,7 @@ from .fusion import (anchor_at_paint, classes_follow_registration, classes_from_
 from .network import train_across_axes, training_targets
 from .network_grid import CoarseGrid
 from .settings import PropagateSettings, job_settings
-from .suggestion import RULES as SUGGESTION_RULES, other_view_slice
+from .suggestion import RULES as SUGGESTION_RULES, nearest_paint_plane, other_view_slice
 from .volume import PaintedVolume, class_count
 
 STATE_FORMAT = 1
@@ -237,8 +237,14 @@ PREDICTION_CONTEXT = 32
 def _suggestion(volume: PaintedVolume, labels: np.ndarray, rule_name: str) -> dict | None:
     """The round's suggested slice on the case's own grid (``{"axis", "index"}``), or None (:mod:`.suggestion`)."""
     rule = SUGGESTION_RULES.get(rule_name)
-    if rule is None or volume.axis is None:
+    if rule is None:
         return None
+    if volume.axis is None:  # ROI boxes: any axis, by the paint's distance in 3D
+        plane = nearest_paint_plane(labels, volume.annotated, volume.spacing)
+        if plane is None:
+            return None
+        axis, index = plane
+        return {"axis": axis, "index": index + (volume.window[axis - 1].start if axis > 0 else 0)}
     if rule_name == "view" and not volume.has_cross and (across := other_view_slice(labels)) is not None:
         moved, index = across
         axes = [a for a in range(3) if a != volume.axis]  # the moved grid's axes 1 and 2 on the case's grid
