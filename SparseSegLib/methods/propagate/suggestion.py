@@ -90,12 +90,17 @@ def nearest_paint_plane(labels: np.ndarray, annotated: np.ndarray,
     that slice. None when nothing unannotated is predicted.
 
     Why: ROI boxes have no slice axis, and the worker's generic suggestion (the least certain slice) pointed at the
-    volume's first or last slice on 3 of 5 hippocampus dev scans (no object there: the correction added little).
+    volume's first or last slice, with no object on it, on 4 of 5 hippocampus dev scans with three boxes (3 of 5
+    with one box): the correction added little.
     This is :func:`volume_weighted_slice`'s rule with the paint's true 3D distance, so it also weighs a slice across
     the object's length (docs/results/interactive.md, "Thirty-first session")."""
     foreground = labels > 0
     if not (foreground & ~annotated).any():
         return None
+    # every annotated voxel lies in this box, so the distances inside it are exact; outside it there is nothing to
+    # weigh (a scan's crop can be far larger than the object and its paint)
+    region = ndimage.find_objects((foreground | annotated).astype(np.int8))[0]
+    foreground, annotated = foreground[region], annotated[region]
     distance = ndimage.distance_transform_edt(~annotated, sampling=spacing)[foreground]
     coordinates = np.nonzero(foreground)
     best = None
@@ -107,7 +112,7 @@ def nearest_paint_plane(labels: np.ndarray, annotated: np.ndarray,
                 continue
             cost = float(np.minimum(distance, np.abs(position - index) * spacing[axis]).sum())
             if best is None or cost < best[0]:
-                best = (cost, axis, int(index))
+                best = (cost, axis, int(index) + region[axis].start)
     return None if best is None else (best[1], best[2])
 
 
