@@ -154,3 +154,19 @@ class Case:
         sparse = np.full(self.label.shape, unknown, dtype=np.int16)
         sparse[mask] = self.label[mask]
         return sparse
+
+
+def paint_digest(case: Case) -> str:
+    """A fingerprint of what the user painted: which voxels are annotated and their labels (not the image).
+
+    Why: a job resumed with the same paint goes on with the stage it was running, while new or changed paint (a
+    Continue) starts a new stage; counting annotated voxels would miss a slice repainted with other labels."""
+    import hashlib
+
+    annotated = (np.ones(case.image.shape, bool) if case.annotated is None
+                 else np.asarray(case.annotated, dtype=bool))
+    digest = hashlib.sha1(repr(annotated.shape).encode())
+    digest.update(np.packbits(annotated).tobytes())
+    if case.label is not None:
+        digest.update(np.asarray(case.label)[annotated].astype(np.int16).tobytes())
+    return digest.hexdigest()

@@ -121,7 +121,9 @@ def table(records: list[dict]) -> str:
     for index in range(len(done[0]["rounds"])):
         rows.append((f"round {index + 1}", [_figure(r["rounds"][index]["scores"]) for r in done],
                      [r["rounds"][index]["seen_s"] for r in done]))
-    for index in range(min(len(r["corrections"]) for r in done)):
+    scored = min(next((i for i, c in enumerate(r["corrections"]) if not c["scores"]), len(r["corrections"]))
+                 for r in done)  # a stage that streamed no round (it failed, or planned none) ends the rows
+    for index in range(scored):
         rows.append((f"+ {index + 1} suggested slice{'s' if index else ''}",
                      [_figure(r["corrections"][index]["scores"]) for r in done],
                      [r["corrections"][index]["final_s"] for r in done]))
@@ -147,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="box edge as a fraction of the object's largest extent (default 0.33)")
     parser.add_argument("--corrections", type=int, default=0,
                         help="then paint the suggested whole slice and Continue, this many times (default 0)")
+    parser.add_argument("--method", default=None,
+                        help="another method than the Start default's (its options with --option)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--device", default="cpu")
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-output/box-start"))
     args = parser.parse_args(argv)
     try:
-        method, parameters, source = job_settings(None, args.option, args.parameter)
+        method, parameters, source = job_settings(args.method, args.option, args.parameter)
         scans = choose_scans(args.dataset, args.split, args.cases + args.skip)[args.skip:]
     except SparseSegError as error:
         print(f"error: {error}", file=sys.stderr)

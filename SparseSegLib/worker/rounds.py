@@ -11,6 +11,7 @@ from ..jobs import layout
 from ..jobs.atomic import atomic_write_bytes, atomic_write_json, fsync_file, sha256_file
 from ..jobs.events import EventWriter
 from ..jobs.schema import JobSpec
+from .stages import stage_record
 
 CHECKPOINT_FORMAT = 1
 
@@ -20,6 +21,8 @@ class RoundWriter:
 
     jobdir: Path
     events: EventWriter
+    #: The running job's paint digest (:func:`~SparseSegLib.case.paint_digest`), stored with each checkpoint's stage.
+    paint: str = ""
 
     def write_round(self, spec: JobSpec, case, reference, result, adjustments: dict, started: float) -> dict:
         """Write one round (files, checkpoint, round.json last) and emit its ``round`` event."""
@@ -64,7 +67,8 @@ class RoundWriter:
         checkpoint = layout.checkpoint_path(self.jobdir, index)
         buffer = bytes_io.BytesIO()
         torch.save({"format": CHECKPOINT_FORMAT, "round": index, "method": spec.method,
-                    "adjustments": adjustments, "state": result.state}, buffer)
+                    "adjustments": adjustments, "state": result.state,
+                    "stage": stage_record(self.paint, result.total)}, buffer)
         atomic_write_bytes(checkpoint, buffer.getvalue())
         files = {key: prefix + name for key, name in written.items()}
         record = {

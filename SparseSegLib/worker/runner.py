@@ -21,6 +21,7 @@ from .inputs import read_job_case
 from .memory import is_out_of_memory, reduce_memory
 from .reporting import EventReporter
 from .rounds import CHECKPOINT_FORMAT, RoundWriter
+from .stages import auto_rounds
 
 FAULT_ENV = "SPARSESEG_TEST_FAULT"
 FAULTS = ("oom", "oom-once", "bug")
@@ -143,6 +144,7 @@ class Worker(RoundWriter):
 
         from ..engine.device import describe_device, select_device
         from ..methods import get_method
+        from ..case import paint_digest
         from ..methods.base import MethodOptions, iter_rounds, planned_rounds
 
         if spec.parameters["threads"]:
@@ -161,19 +163,25 @@ class Worker(RoundWriter):
         device = select_device(spec.device)
         self.events.emit("log", message=f"device: {describe_device(device)}, torch {torch.__version__}, "
                                         f"{torch.get_num_threads()} CPU thread(s)")
-        state, adjustments = None, {}
+        state, adjustments, stage = None, {}, None
+        self.paint = paint_digest(case)
         if done:
             payload = self.load_checkpoint(done)
             state, adjustments = payload["state"], dict(payload.get("adjustments") or {})
+            stage = payload.get("stage")
             if adjustments:
                 options = replace(options, **{k: (tuple(v) if k == "patch_size" and v else v) for k, v in adjustments.items()})
                 self.events.emit("log", message=f"resuming with the reduced settings of an earlier retry: {adjustments}")
-        rounds = planned_rounds(method, case, options, state)
-        if spec.rounds is None:
+        if spec.rounds is None:  # Rounds "auto": the method's plan for this stage (:mod:`.stages`)
+            rounds = auto_rounds(method, case, options, state, done, stage, self.paint)
             if done >= rounds:
                 return self.finish(spec, done, note="nothing to resume: every round is complete")
             options = replace(options, rounds=rounds)
-            self.events.emit("log", message=f"{spec.method} plans {rounds - done} round(s) (rounds {done + 1}-{rounds})")
+            new_paint = " for the new paint" if stage and stage.get("paint") != self.paint else ""
+            self.events.emit("log", message=f"{spec.method} plans {rounds - done} round(s){new_paint} "
+                                            f"(rounds {done + 1}-{rounds})")
+        else:
+            rounds = planned_rounds(method, case, options, state)
         reporter = EventReporter(self.events, rounds)
         reporter.round = done + 1
         retried = False

@@ -63,6 +63,8 @@ class CollaborativeMethod:
     the options a variant starts from."""
 
     preset: dict = IMPROVED
+    #: planned_rounds reads the paint from the state: new paint starts a new stage (SparseSegLib.worker.stages)
+    plans_stages = True
     summary = ("collaborative learning, our default: each volume's labelled slice propagated by the single-scan default "
                "(registration + a network on that scan, fused), then final 2D networks across the three axes on its "
                "labels, object threshold measured per model, largest component kept")

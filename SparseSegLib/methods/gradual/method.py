@@ -24,17 +24,27 @@ class GradualLearning:
         extra = {k: v for k, v in (options.extra or {}).items() if k != "rounds"}  # rounds: a cohort setting of train
         parse_settings(replace(options, extra=extra))
 
+    def planned_rounds(self, case: Case, options: MethodOptions, state: dict | None = None) -> int:
+        """Rounds a job with Rounds "auto" plans: the ``rounds`` option (the paper's R = 10 repetitions, 11 rounds),
+        ending earlier once a round has trained on the whole volume (``stop_when_covered``). A Continue runs the
+        worker's rounds for new paint (:mod:`SparseSegLib.worker.stages`). Before, "auto" ran round 1 alone: the
+        network trained on the paint and predicted the whole volume, with no growth at all."""
+        return job_rounds(options)
+
     def run_rounds(self, cases: list[Case], options: MethodOptions, reporter: Reporter, state: dict | None = None,
                    should_stop: Callable[[], bool] | None = None) -> Iterator[RoundResult]:
         parse_settings(options)  # bad options fail before the network is built
         segmenter = new_segmenter(cases, options, self.name)
         loop = GradualLoop(self.name, segmenter, cases, options, reporter, should_stop)
-        if state is not None and (state.get("method_state") or {}).get("covered_at") and loop.settings.stop_when_covered:
-            return  # the run already ended when the volume was covered
+        recorded = (state or {}).get("method_state") or {}
+        same_paint = recorded.get("paint") in (None, loop.paint)  # None: a checkpoint from before paint was recorded
+        if recorded.get("covered_at") and loop.settings.stop_when_covered and same_paint:
+            return  # the run already ended when the volume was covered (new paint, a Continue, trains again)
         self.loop = loop
         for result in loop.run(state):
             covered = bool(result.metrics.get("covered"))
-            if covered and loop.settings.stop_when_covered and result.index < result.total:
+            first_covered = covered and loop.covered_at == result.index  # not a Continue after coverage
+            if first_covered and loop.settings.stop_when_covered and result.index < result.total:
                 reporter.log(f"{self.name}: the volume is covered after round {result.index}; stopping")
                 yield replace(result, total=result.index)
                 return
@@ -69,3 +79,16 @@ class GradualLearning:
                               "iterations_per_round": options.round_iterations(segmenter.network_config.dims),
                               "note": "validation cases are not used by gradual learning"}
         return segmenter
+
+
+def job_rounds(options: MethodOptions) -> int:
+    """The ``rounds`` method option (default the paper's 11) as a whole number of at least 1."""
+    value = (options.extra or {}).get("rounds", PAPER_ROUNDS)
+    try:
+        rounds = int(value)
+    except (TypeError, ValueError):
+        rounds = 0
+    if isinstance(value, bool) or rounds < 1 or str(rounds) != str(value).strip():
+        raise SparseSegError(f"gradual option rounds={value!r} is not a whole number of at least 1",
+                             f"E.g. rounds={PAPER_ROUNDS} (the paper's R = 10 repetitions).")
+    return rounds

@@ -49,6 +49,8 @@ class PropagateMethod:
     """Registration propagation of the painted slices, then a network fused with it (streamed per round)."""
 
     summary = "one scan: painted slices registered through the volume, then a 2D network fused with them"
+    #: planned_rounds reads the paint from the state: new paint starts a new stage (SparseSegLib.worker.stages)
+    plans_stages = True
 
     def check_options(self, options: MethodOptions) -> None:
         """Bad method options, and a 3D network asked of a method that trains 2D ones, fail before any work (the

@@ -20,6 +20,7 @@ from ...engine.networks import default_patch_size
 from ...errors import SparseSegError
 from ..base import MethodOptions, Reporter, RoundResult
 from .loop import SelfLabellingLoop
+from .schedule import natural_rounds
 
 
 class JobRounds:
@@ -55,6 +56,16 @@ class JobRounds:
                                         for k, v in result.probabilities.items()}
                 result.metrics["slice_axis"] = axis
             yield result
+
+    def planned_rounds(self, case: Case, options: MethodOptions, state: dict | None = None) -> int:
+        """Rounds a job with Rounds "auto" plans: the first model, then until every slice across the painted axis
+        is labelled, then the fusion passes (:func:`~.schedule.natural_rounds`, what a cohort run does by itself).
+        Before, "auto" ran the first model alone. A Continue runs the worker's rounds for new paint
+        (:mod:`SparseSegLib.worker.stages`)."""
+        settings = self.job_settings(options)
+        _, _, work = job_frame([case])
+        annotated = np.asarray(work[0].annotated if work[0].annotated is not None else np.ones(work[0].image.shape, bool))
+        return natural_rounds([annotated.reshape(annotated.shape[0], -1).any(1)], settings)
 
     def segmenter_from_state(self, cases: list[Case], options: MethodOptions, state: dict) -> Segmenter:
         """The model a job's round state holds, on the job volume's own axes (Slicer's "Save model").

@@ -1,0 +1,130 @@
+"""Rounds "auto" (job.json ``"rounds": null``, the module's default) for every method, and what Continue runs then.
+
+Before, only ``propagate``, ``collaborative`` and ``mean-teacher`` planned their own rounds: ``gradual`` and
+``self-labelling`` ran round 1 alone (no growth, no self-labelling), and a Continue ran *nothing* for every method
+but ``propagate`` and ``collaborative`` ("nothing to resume"), silently ignoring the corrected slices. Real worker
+runs on the bundled hippocampus scan (a few iterations, one thread); the stage rule itself on plain values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from SparseSegLib.case import paint_digest
+from SparseSegLib.jobs import layout
+from SparseSegLib.jobs.client import Job
+from SparseSegLib.jobs.continuation import continue_job
+from SparseSegLib.jobs.events import read_events
+from SparseSegLib.methods.base import MethodOptions
+from SparseSegLib.methods.gradual.method import GradualLearning
+from SparseSegLib.methods.self_labelling import SelfLabelling
+from SparseSegLib.methods.self_labelling.schedule import natural_rounds
+from SparseSegLib.worker import run_job
+from SparseSegLib.worker.stages import CONTINUE_ROUNDS, auto_rounds, stage_record
+
+TINY = {"rounds": None, "iterations_per_round": 3, "batch_size": 2, "threads": 1}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Two torch threads on a busy two-core machine run many times slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def central_paint(label: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The object's central slice along k painted: label map, annotated mask, slice index."""
+    k = int(np.flatnonzero(label.any(axis=(1, 2))).mean())
+    painted, mask = np.zeros_like(label), np.zeros(label.shape, bool)
+    painted[k], mask[k] = label[k], True
+    return painted, mask, k
+
+
+def streamed(jobdir) -> list[int]:
+    return [e["round"] for e in read_events(jobdir / layout.EVENTS_FILE) if e["event"] == "round"]
+
+
+def logged(jobdir) -> list[str]:
+    return [e["message"] for e in read_events(jobdir / layout.EVENTS_FILE) if e["event"] == "log"]
+
+
+def start_and_continue(tmp_path, case, method: str, method_options: dict | None = None):
+    """Start with Rounds auto, then Continue with one more painted slice: the two stages' folders."""
+    painted, mask, k = central_paint(case.label)
+    first = Job.create(tmp_path / "stage-1", case.image, case.geometry, painted, method, classes={1: "A", 2: "P"},
+                       device="cpu", parameters={**TINY, "method_options": method_options or {}})
+    assert run_job(first.directory, install_signals=False) == layout.EXIT_FINISHED
+    label, mask = painted.copy(), mask.copy()
+    label[k + 3], mask[k + 3] = case.label[k + 3], True
+    second = continue_job(first.directory, tmp_path / "stage-2", label, mask)
+    assert run_job(second.directory, install_signals=False, resume=True) == layout.EXIT_FINISHED
+    return first.directory, second.directory
+
+
+def test_the_stage_rule_tells_a_resumed_run_from_a_continue():
+    class Planned:  # a method with its own plan for a fresh job only
+        def planned_rounds(self, case, options, state=None):
+            return 5
+
+    class Staged(Planned):  # a method that reads the paint from its state
+        plans_stages = True
+
+    auto = MethodOptions(rounds=None)
+    assert auto_rounds(Planned(), None, auto, None, 0, None, "a") == 5  # fresh: the method's plan
+    assert auto_rounds(Planned(), None, auto, {}, 3, stage_record("a", 5), "a") == 5  # interrupted: its stage's end
+    assert auto_rounds(Planned(), None, auto, {}, 5, stage_record("a", 5), "b") == 5 + CONTINUE_ROUNDS  # new paint
+    assert auto_rounds(Staged(), None, auto, {}, 5, stage_record("a", 5), "b") == 5  # the method decides
+    assert auto_rounds(object(), None, auto, None, 0, None, "a") == 1  # no plan at all: one round
+
+
+def test_the_paint_digest_sees_labels_but_only_where_painted(sample_case):
+    painted, mask, k = central_paint(sample_case.label)
+    case = sample_case.with_annotation(mask)
+    before = paint_digest(case)
+    case.label[k + 5] = 0  # off the paint: the user's paint is unchanged
+    assert paint_digest(case) == before
+    object_voxel = tuple(np.argwhere(case.label[k] > 0)[0])
+    case.label[(k,) + object_voxel] = 3 - case.label[(k,) + object_voxel]  # the other class, same voxels painted
+    assert paint_digest(case) != before
+
+
+def test_sparse_only_continue_trains_again_and_a_finished_resume_does_not(tmp_path, sample_case):
+    first, second = start_and_continue(tmp_path, sample_case, "sparse-only")
+    assert streamed(first) == [1]
+    assert streamed(second) == [1 + r for r in range(1, CONTINUE_ROUNDS + 1)]
+    assert any("for the new paint" in message for message in logged(second))
+    # the same paint again (a resume of the finished stage): nothing new runs
+    assert run_job(second, install_signals=False, resume=True) == layout.EXIT_FINISHED
+    assert streamed(second) == [2, 3] and "nothing to resume: every round is complete" in logged(second)
+
+
+def test_gradual_auto_grows_until_covered_and_trains_again_on_continue(tmp_path, sample_case):
+    first, second = start_and_continue(tmp_path, sample_case, "gradual", {"rounds": 4, "step": 20})
+    rounds = [e for e in read_events(first / layout.EVENTS_FILE) if e["event"] == "round"]
+    assert len(rounds) >= 2, "auto must grow the painted slice, not stop after round 1"
+    assert rounds[-1]["training"]["covered"] and rounds[-1]["rounds"] == len(rounds) <= 4
+    assert rounds[1]["training"]["pseudo_labelled_voxels"] > 0
+    done = len(rounds)
+    assert streamed(second) == [done + 1, done + 2], "a Continue after coverage must train on the new paint"
+
+
+def test_self_labelling_auto_plans_until_every_slice_is_labelled(sample_case):
+    _, mask, _ = central_paint(sample_case.label)
+    across_i = np.zeros(mask.shape, bool)
+    across_i[:, :, mask.shape[2] // 2] = True  # painted across array axis 2: the plan counts slices along it
+    method, options = SelfLabelling(), MethodOptions(rounds=None)
+    settings = method.job_settings(options)
+    for annotated, axis in ((mask, 0), (across_i, 2)):
+        plan = method.planned_rounds(sample_case.with_annotation(annotated), options)
+        per_slice = annotated.any(axis=tuple(a for a in range(3) if a != axis))
+        assert plan == natural_rounds([per_slice], settings) > 2
+
+
+def test_gradual_rounds_option_is_checked():
+    with pytest.raises(Exception, match="whole number"):
+        GradualLearning().planned_rounds(None, MethodOptions(rounds=None, extra={"rounds": "0"}))
+    assert GradualLearning().planned_rounds(None, MethodOptions(rounds=None)) == 11
