@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from SparseSegLib.case import paint_digest
 from SparseSegLib.jobs import layout
@@ -24,16 +23,8 @@ from SparseSegLib.methods.self_labelling.schedule import natural_rounds
 from SparseSegLib.worker import run_job
 from SparseSegLib.worker.stages import CONTINUE_ROUNDS, auto_rounds, stage_record
 
+#: One thread: two torch threads on a busy two-core machine run many times slower than one (the job sets it).
 TINY = {"rounds": None, "iterations_per_round": 3, "batch_size": 2, "threads": 1}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two torch threads on a busy two-core machine run many times slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def central_paint(label: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:

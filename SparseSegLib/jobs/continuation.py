@@ -40,10 +40,8 @@ from .atomic import atomic_write_json
 from .client import Job
 from .regions import (AXIS_NAMES, correction_planes, leading_axis, painted_slices, propagation_axis,
                       single_view_axis, slices_mask, whole_slice_axis)
-from .schema import JobSpec, make_job, read_job, validate_job
+from .schema import DEFAULT_MORE_ROUNDS, JobSpec, make_job, read_job, validate_job
 
-#: Rounds a Continue adds when the job has a fixed number of rounds: the module's default (continueRounds).
-DEFAULT_MORE_ROUNDS = 2
 #: Methods that take slices painted across more than one axis (a correction made in another view): the
 #: registration runs along one axis and the other slices are ground truth and show how far the object reaches
 #: (:mod:`SparseSegLib.methods.propagate.volume`). The others need every slice across the job's one axis.

@@ -58,6 +58,9 @@ from .checking import _Checker, _describe
 from .layout import JOB_FILE
 
 SCHEMA_VERSION = 1
+#: Rounds a Continue adds: to a job with a fixed number of rounds (the module's continueRounds default), and to one
+#: that leaves the rounds to a method that does not plan its stages itself (SparseSegLib.worker.stages).
+DEFAULT_MORE_ROUNDS = 2
 
 REGION_KINDS = ("slices", "boxes", "mask", "full")
 AXIS_CHOICES = ("auto", 0, 1, 2)

@@ -15,7 +15,7 @@ rounds done) and the corrected slices were silently ignored.
 
 from __future__ import annotations
 
-from ..jobs.continuation import DEFAULT_MORE_ROUNDS
+from ..jobs.schema import DEFAULT_MORE_ROUNDS
 
 #: Rounds a Continue runs with Rounds "auto" when the method does not plan stages itself: the same number a job
 #: with a fixed count adds (the module's continueRounds default).
