@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from SparseSegLib.case import paint_digest
 from SparseSegLib.jobs import layout
@@ -119,3 +120,21 @@ def test_gradual_rounds_option_is_checked():
     with pytest.raises(Exception, match="whole number"):
         GradualLearning().planned_rounds(None, MethodOptions(rounds=None, extra={"rounds": "0"}))
     assert GradualLearning().planned_rounds(None, MethodOptions(rounds=None)) == 11
+
+
+def test_self_labelling_continue_trains_on_the_corrected_slice(tmp_path, sample_case):
+    """The restored pseudo-labels must not hide a corrected slice (the checkpoint's targets held the old ones)."""
+    painted, mask, k = central_paint(sample_case.label)
+    first = Job.create(tmp_path / "stage-1", sample_case.image, sample_case.geometry, painted, "self-labelling",
+                       classes={1: "A", 2: "P"}, device="cpu", parameters={**TINY, "rounds": 2})
+    assert run_job(first.directory, install_signals=False) == layout.EXIT_FINISHED
+    before = torch.load(layout.checkpoint_path(first.directory, 2), weights_only=True)["state"]["method_state"]
+    corrected = k + 1  # pseudo-labelled by round 2 (one slice each side per round here)
+    assert int(before["labelled"][0][corrected]) == 2
+    label, mask = painted.copy(), mask.copy()
+    label[corrected], mask[corrected] = sample_case.label[corrected], True
+    second = continue_job(first.directory, tmp_path / "stage-2", label, mask)
+    assert run_job(second.directory, install_signals=False, resume=True) == layout.EXIT_FINISHED
+    after = torch.load(layout.checkpoint_path(second.directory, 4), weights_only=True)["state"]["method_state"]
+    assert int(after["labelled"][0][corrected]) == 1
+    assert np.array_equal(after["targets"][0][corrected].numpy(), sample_case.label[corrected])

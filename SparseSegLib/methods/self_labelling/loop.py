@@ -141,6 +141,7 @@ class SelfLabellingLoop(LabellingMixin, TrainingMixin, FusionMixin, RoundLoop):
             raise SparseSegError("the checkpoint holds a different number of volumes", "Start the job again in a new folder.")
         self.targets = [t.numpy().astype(np.int16).copy() for t in state["targets"]]
         self.labelled = [lab.numpy().astype(np.int8).copy() for lab in state["labelled"]]
+        self.overlay_ground_truth()
         if self.teacher is not None and state.get("teacher") is not None:
             self.teacher.load_state_dict(state["teacher"])
         self.rng.bit_generator.state = json.loads(state["rng"])
@@ -152,6 +153,18 @@ class SelfLabellingLoop(LabellingMixin, TrainingMixin, FusionMixin, RoundLoop):
         for axis, weights in (state.get("members") or {}).items():
             self.members[int(axis)] = copy.deepcopy(self.segmenter.network)
             self.members[int(axis)].load_state_dict(weights)
+
+    def overlay_ground_truth(self) -> None:
+        """The cases' annotation over the restored targets: a Continue's corrected slices become ground truth.
+
+        Without it a resumed job trained on the checkpoint's pseudo-labels of the slices the user had just
+        corrected (hippocampus dev scans: Dice unchanged after two corrections). With the paint the checkpoint
+        was written with, this changes nothing (its ground truth is already in the targets)."""
+        for target, labelled, case in zip(self.targets, self.labelled, self.cases):
+            fresh = self._target(case)
+            known = fresh >= 0
+            target[known] = fresh[known]
+            labelled[self._gt_slices(fresh) == 1] = 1
 
     def agreed_labels(self) -> str:
         """SHA-256 of the targets and labelled slices, checked equal on every rank (an error if not)."""
