@@ -22,7 +22,7 @@ from SparseSegLib.methods.gradual.method import GradualLearning
 from SparseSegLib.methods.self_labelling import SelfLabelling
 from SparseSegLib.methods.self_labelling.schedule import natural_rounds
 from SparseSegLib.worker import run_job
-from SparseSegLib.worker.stages import CONTINUE_ROUNDS, auto_rounds, stage_record
+from SparseSegLib.worker.stages import CONTINUE_ROUNDS, stage_record, stage_rounds
 
 #: One thread: two torch threads on a busy two-core machine run many times slower than one (the job sets it).
 TINY = {"rounds": None, "iterations_per_round": 3, "batch_size": 2, "threads": 1}
@@ -65,12 +65,16 @@ def test_the_stage_rule_tells_a_resumed_run_from_a_continue():
     class Staged(Planned):  # a method that reads the paint from its state
         plans_stages = True
 
-    auto = MethodOptions(rounds=None)
-    assert auto_rounds(Planned(), None, auto, None, 0, None, "a") == 5  # fresh: the method's plan
-    assert auto_rounds(Planned(), None, auto, {}, 3, stage_record("a", 5), "a") == 5  # interrupted: its stage's end
-    assert auto_rounds(Planned(), None, auto, {}, 5, stage_record("a", 5), "b") == 5 + CONTINUE_ROUNDS  # new paint
-    assert auto_rounds(Staged(), None, auto, {}, 5, stage_record("a", 5), "b") == 5  # the method decides
-    assert auto_rounds(object(), None, auto, None, 0, None, "a") == 1  # no plan at all: one round
+    auto, fixed = MethodOptions(rounds=None), MethodOptions(rounds=9)
+    assert stage_rounds(Planned(), None, auto, None, 0, None, "a") == 5  # fresh: the method's plan
+    assert stage_rounds(Planned(), None, auto, {}, 3, stage_record("a", 5, 5), "a") == 5  # interrupted: its stage's end
+    assert stage_rounds(Planned(), None, auto, {}, 5, stage_record("a", 5, 5), "b") == 5 + CONTINUE_ROUNDS  # new paint
+    assert stage_rounds(Staged(), None, auto, {}, 5, stage_record("a", 5, 5), "b") == 5  # the method decides
+    assert stage_rounds(object(), None, auto, None, 0, None, "a") == 1  # no plan at all: one round
+    # a stage the method ended early (4 of 9 planned) stays ended for the same paint, with a fixed count too
+    assert stage_rounds(Planned(), None, fixed, {}, 4, stage_record("a", 4, 9), "a") == 4
+    assert stage_rounds(Planned(), None, fixed, {}, 4, stage_record("a", 4, 9), "b") == 9
+    assert stage_rounds(Planned(), None, fixed, {}, 4, stage_record("a", 4, 4), "a") == 9  # ended as planned: the count
 
 
 def test_the_paint_digest_sees_labels_but_only_where_painted(sample_case):
@@ -102,6 +106,18 @@ def test_gradual_auto_grows_until_covered_and_trains_again_on_continue(tmp_path,
     assert rounds[1]["training"]["pseudo_labelled_voxels"] > 0
     done = len(rounds)
     assert streamed(second) == [done + 1, done + 2], "a Continue after coverage must train on the new paint"
+
+
+def test_a_gradual_job_that_ended_once_covered_is_not_resumed_with_the_same_paint(tmp_path, sample_case):
+    painted, _, _ = central_paint(sample_case.label)
+    job = Job.create(tmp_path / "job", sample_case.image, sample_case.geometry, painted, "gradual",
+                     classes={1: "A", 2: "P"}, device="cpu",
+                     parameters={**TINY, "rounds": 6, "method_options": {"step": 20}})
+    assert run_job(job.directory, install_signals=False) == layout.EXIT_FINISHED
+    ended = streamed(job.directory)
+    assert len(ended) < 6  # covered early
+    assert run_job(job.directory, install_signals=False, resume=True) == layout.EXIT_FINISHED
+    assert streamed(job.directory) == ended and "nothing to resume: every round is complete" in logged(job.directory)
 
 
 def test_self_labelling_auto_plans_until_every_slice_is_labelled(sample_case):

@@ -21,8 +21,10 @@ class RoundWriter:
 
     jobdir: Path
     events: EventWriter
-    #: The running job's paint digest (:func:`~SparseSegLib.case.paint_digest`), stored with each checkpoint's stage.
+    #: The running job's paint digest (:func:`~SparseSegLib.case.paint_digest`) and the stage's planned last round,
+    #: stored with each checkpoint (:func:`.stages.stage_record`).
     paint: str = ""
+    planned: int = 0
 
     def write_round(self, spec: JobSpec, case, reference, result, adjustments: dict, started: float) -> dict:
         """Write one round (files, checkpoint, round.json last) and emit its ``round`` event."""
@@ -68,7 +70,7 @@ class RoundWriter:
         buffer = bytes_io.BytesIO()
         torch.save({"format": CHECKPOINT_FORMAT, "round": index, "method": spec.method,
                     "adjustments": adjustments, "state": result.state,
-                    "stage": stage_record(self.paint, result.total)}, buffer)
+                    "stage": stage_record(self.paint, result.total, max(self.planned, result.total))}, buffer)
         atomic_write_bytes(checkpoint, buffer.getvalue())
         files = {key: prefix + name for key, name in written.items()}
         record = {

@@ -21,7 +21,7 @@ from .inputs import read_job_case
 from .memory import is_out_of_memory, reduce_memory
 from .reporting import EventReporter
 from .rounds import CHECKPOINT_FORMAT, RoundWriter
-from .stages import auto_rounds
+from .stages import stage_rounds
 
 FAULT_ENV = "SPARSESEG_TEST_FAULT"
 FAULTS = ("oom", "oom-once", "bug")
@@ -145,7 +145,7 @@ class Worker(RoundWriter):
         from ..engine.device import describe_device, select_device
         from ..methods import get_method
         from ..case import paint_digest
-        from ..methods.base import MethodOptions, iter_rounds, planned_rounds
+        from ..methods.base import MethodOptions, iter_rounds
 
         if spec.parameters["threads"]:
             torch.set_num_threads(int(spec.parameters["threads"]))
@@ -172,16 +172,15 @@ class Worker(RoundWriter):
             if adjustments:
                 options = replace(options, **{k: (tuple(v) if k == "patch_size" and v else v) for k, v in adjustments.items()})
                 self.events.emit("log", message=f"resuming with the reduced settings of an earlier retry: {adjustments}")
-        if spec.rounds is None:  # Rounds "auto": the method's plan for this stage (:mod:`.stages`)
-            rounds = auto_rounds(method, case, options, state, done, stage, self.paint)
-            if done >= rounds:
-                return self.finish(spec, done, note="nothing to resume: every round is complete")
+        rounds = stage_rounds(method, case, options, state, done, stage, self.paint)  # :mod:`.stages`
+        if done >= rounds:
+            return self.finish(spec, done, note="nothing to resume: every round is complete")
+        if spec.rounds is None:  # Rounds "auto": the method's plan for this stage
             options = replace(options, rounds=rounds)
             new_paint = " for the new paint" if stage and stage.get("paint") != self.paint else ""
             self.events.emit("log", message=f"{spec.method} plans {rounds - done} round(s){new_paint} "
                                             f"(rounds {done + 1}-{rounds})")
-        else:
-            rounds = planned_rounds(method, case, options, state)
+        self.planned = rounds
         reporter = EventReporter(self.events, rounds)
         reporter.round = done + 1
         retried = False

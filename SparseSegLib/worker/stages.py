@@ -7,6 +7,8 @@ stopped or crashed part way (same paint) goes on to the end of its stage, while 
 :mod:`SparseSegLib.jobs.continuation`) starts a new stage after the last round. Each checkpoint therefore records the
 stage it belongs to, ``{"paint": digest, "last_round": N}``.
 
+A method may end its stage before the planned rounds (``gradual`` once its regions cover the volume): the record
+keeps both, so a resume with the same paint runs nothing more, with a fixed count too, while new paint trains again.
 Methods that plan their stages themselves (``plans_stages = True``: ``propagate``, ``collaborative``) get the state
 and decide; the others run :data:`CONTINUE_ROUNDS` more rounds on a Continue, as a job with a fixed count does.
 Before this, a Continue with Rounds "auto" ran nothing at all for those methods (the worker found the stage's
@@ -22,20 +24,25 @@ from ..jobs.schema import DEFAULT_MORE_ROUNDS
 CONTINUE_ROUNDS = DEFAULT_MORE_ROUNDS
 
 
-def stage_record(paint: str, last_round: int) -> dict:
-    """What a checkpoint stores about its stage: the paint's digest and the stage's last round."""
-    return {"paint": paint, "last_round": int(last_round)}
+def stage_record(paint: str, last_round: int, planned: int) -> dict:
+    """What a checkpoint stores about its stage: the paint's digest, the stage's last round as the method gave it and
+    the rounds the worker had planned (more than ``last_round`` when the method ended the stage early, as ``gradual``
+    does once its regions cover the volume)."""
+    return {"paint": paint, "last_round": int(last_round), "planned": int(planned)}
 
 
-def auto_rounds(method, case, options, state: dict | None, done: int, stage: dict | None, paint: str) -> int:
-    """The last round of this run's stage when the job leaves the count to the method (``options.rounds`` None).
+def stage_rounds(method, case, options, state: dict | None, done: int, stage: dict | None, paint: str) -> int:
+    """The last round of this run's stage (``done`` or less: nothing left to run).
 
     ``state``/``done``: the checkpoint resumed from (None/0 for a fresh job); ``stage``: that checkpoint's
-    :func:`stage_record` (None in checkpoints written before stages were recorded); ``paint``: this run's digest."""
+    :func:`stage_record` (None in checkpoints written before stages were recorded); ``paint``: this run's digest.
+    A stage the method ended early stays ended for the same paint, whatever the count; with ``options.rounds``
+    None (Rounds "auto") the rules of the module doc apply, else the count is the job's."""
     from ..methods.base import planned_rounds
 
-    if state is None or getattr(method, "plans_stages", False) or stage is None:
+    same_paint = stage is not None and stage.get("paint") == paint
+    if same_paint and done >= int(stage["last_round"]) and int(stage["last_round"]) < int(stage.get("planned", 0)):
+        return done
+    if options.rounds is not None or state is None or getattr(method, "plans_stages", False) or stage is None:
         return planned_rounds(method, case, options, state)
-    if stage.get("paint") == paint:
-        return int(stage["last_round"])
-    return int(done) + CONTINUE_ROUNDS
+    return int(stage["last_round"]) if same_paint else int(done) + CONTINUE_ROUNDS

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...case import paint_digest
 from ...engine.inference import predict_probabilities
 from ...engine.networks import build_network
 from ...engine.preprocessing import normalize
@@ -53,8 +52,6 @@ class GradualLoop(RoundLoop):
         self.targets: list[np.ndarray] = [gt.copy() for gt in self.ground_truth]
         self.growth = 0
         self.covered_at: int | None = None
-        #: What was painted (:func:`~SparseSegLib.case.paint_digest`), so a Continue after coverage trains again.
-        self.paint = [paint_digest(case) for case in cases]
         self.pseudo_stats: dict = {}
         across = f" across array axis {self.network_axis}" if self.segmenter.network_config.dims == 2 else ""
         reporter.log(f"{name}: {self.segmenter.network_config.dims}D network{across}, growing along axes {self.axes}, "
@@ -140,7 +137,7 @@ class GradualLoop(RoundLoop):
                                   context_slices=network_config.context_slices, augment=self.options.augment, seed=seed)
 
     def method_state(self) -> dict:
-        return {"growth": self.growth, "step": self.step, "covered_at": self.covered_at, "paint": self.paint,
+        return {"growth": self.growth, "step": self.step, "covered_at": self.covered_at,
                 "targets": [torch.from_numpy(target.astype(np.int8)) for target in self.targets]}
 
     def load_method_state(self, state: dict) -> None:

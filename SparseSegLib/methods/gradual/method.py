@@ -36,11 +36,7 @@ class GradualLearning:
         parse_settings(options)  # bad options fail before the network is built
         segmenter = new_segmenter(cases, options, self.name)
         loop = GradualLoop(self.name, segmenter, cases, options, reporter, should_stop)
-        recorded = (state or {}).get("method_state") or {}
-        same_paint = recorded.get("paint") in (None, loop.paint)  # None: a checkpoint from before paint was recorded
-        if recorded.get("covered_at") and loop.settings.stop_when_covered and same_paint:
-            return  # the run already ended when the volume was covered (new paint, a Continue, trains again)
-        self.loop = loop
+        self.loop = loop  # a run that ended once covered is not resumed with the same paint (SparseSegLib.worker.stages)
         for result in loop.run(state):
             covered = bool(result.metrics.get("covered"))
             first_covered = covered and loop.covered_at == result.index  # not a Continue after coverage
