@@ -154,3 +154,23 @@ def test_self_labelling_continue_trains_on_the_corrected_slice(tmp_path, sample_
     after = torch.load(layout.checkpoint_path(second.directory, 4), weights_only=True)["state"]["method_state"]
     assert int(after["labelled"][0][corrected]) == 1
     assert np.array_equal(after["targets"][0][corrected].numpy(), sample_case.label[corrected])
+
+
+def test_mean_teacher_continue_trains_as_many_iterations_per_round_as_its_start(tmp_path, sample_case):
+    """The job's total iterations split over Start's 3 rounds; a Continue's 2 rounds must train as many each, with the
+    schedules stretched over them. Before, the total was split over 5 rounds anew, every added round's target step
+    lay behind the checkpoint's, and the Continue trained nothing (hippocampus dev scans: Dice unchanged)."""
+    tiny = {"dims": 2, "channels": [4, 8], "passes": 2, "uncertainty_passes": 2}
+    painted, mask, k = central_paint(sample_case.label)
+    first = Job.create(tmp_path / "stage-1", sample_case.image, sample_case.geometry, painted, "mean-teacher",
+                       classes={1: "A", 2: "P"}, device="cpu",
+                       parameters={"rounds": None, "iterations": 9, "threads": 1, "method_options": tiny})
+    assert run_job(first.directory, install_signals=False) == layout.EXIT_FINISHED
+    label, mask = painted.copy(), mask.copy()
+    label[k + 3], mask[k + 3] = sample_case.label[k + 3], True
+    second = continue_job(first.directory, tmp_path / "stage-2", label, mask).directory
+    assert run_job(second, install_signals=False, resume=True) == layout.EXIT_FINISHED
+    rounds = [e for e in read_events(second / layout.EVENTS_FILE) if e["event"] == "round"]
+    assert [e["round"] for e in rounds] == [4, 5]
+    assert [e["training"]["iterations_total"] for e in rounds] == [12, 15]
+    assert all(e["training"]["loss"] is not None for e in rounds)

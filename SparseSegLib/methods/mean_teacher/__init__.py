@@ -174,9 +174,16 @@ class _MeanTeacherBase:
             source.rng.bit_generator.state = json.loads(state["rng"][0])
             source.labelled.rng.bit_generator.state = json.loads(state["rng"][1])
             done = int(state["round"])
+            per_round = resumed_iterations_per_round(options, state, trainer.step)
+            # the schedules (learning rate, consistency ramp) stretch over the rounds added: a Continue's rounds train
+            # (before, the budget was split over the longer stage anew, so every added round's target step lay
+            # behind the checkpoint's and a Continue trained 0 iterations: the corrected slices changed nothing)
+            trainer.iterations = trainer.step + per_round * (rounds - done)
+        first_step = trainer.step
         for index in range(done + 1, rounds + 1):
             started = time.perf_counter()
-            losses = trainer.run(source, per_round * index, reporter, f"{self.name} round {index}/{rounds}", should_stop)
+            losses = trainer.run(source, first_step + per_round * (index - done), reporter,
+                                 f"{self.name} round {index}/{rounds}", should_stop)
             labels, probabilities, uncertainty = {}, {}, {}
             for case in cases:
                 labels[case.case_id], probabilities[case.case_id] = segmenter.predict(case.image, device)
@@ -189,11 +196,22 @@ class _MeanTeacherBase:
                        "consistency_weight": last.get("weight"), "threshold": last.get("threshold"),
                        "certain": last.get("certain"), "seconds": round(time.perf_counter() - started, 3)}
             round_state = {"format": STATE_FORMAT, "method": self.name, "round": index, "rounds": rounds,
+                           "iterations_per_round": per_round,
                            "network": {k: v.detach().cpu().clone() for k, v in segmenter.network.state_dict().items()},
                            "trainer": trainer.state(),
                            "rng": [json.dumps(source.rng.bit_generator.state),
                                    json.dumps(source.labelled.rng.bit_generator.state)]}
             yield RoundResult(index, rounds, labels, probabilities, uncertainty, metrics, round_state)
+
+
+def resumed_iterations_per_round(options: MethodOptions, state: dict, step: int) -> int:
+    """Iterations per round of a resumed job: the job's own setting, else the checkpoint's (older checkpoints: the
+    steps so far over the rounds so far), so a stopped stage resumes exactly and a Continue trains as its Start did."""
+    if options.iterations_per_round:
+        return int(options.iterations_per_round)
+    if state.get("iterations_per_round"):
+        return int(state["iterations_per_round"])
+    return max(1, step // max(1, int(state["round"])))
 
 
 @register("mean-teacher")
