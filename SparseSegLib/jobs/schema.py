@@ -23,7 +23,7 @@ Schema version 1 (paths are relative to the job directory unless absolute)::
       "parameters": {                           optional, every key optional:
         "rounds": null,               rounds to run, each streams a full-volume result (null: the method decides,
                                       e.g. until every slice is labelled)
-        "iterations_per_round": null, training iterations per round (default: the budget's iterations / rounds)
+        "iterations_per_round": null, training iterations per round (default: the method's iterations for the budget / rounds)
         "iterations": null,           total iterations (overrides the budget's)
         "budget": "quick",            quick | paper
         "network": "2d",              2d | 3d

@@ -5,7 +5,7 @@ A fresh job runs the method's own plan (:func:`~SparseSegLib.methods.base.planne
 until every slice is labelled). A resumed job must tell two things apart, and only the paint can: a run that was
 stopped or crashed part way (same paint) goes on to the end of its stage, while a Continue (new or changed paint,
 :mod:`SparseSegLib.jobs.continuation`) starts a new stage after the last round. Each checkpoint therefore records the
-stage it belongs to, ``{"paint": digest, "last_round": N}``.
+stage it belongs to, ``{"paint": digest, "last_round": N, "planned": M}`` (:func:`stage_record`).
 
 A method may end its stage before the planned rounds (``gradual`` once its regions cover the volume): the record
 keeps both, so a resume with the same paint runs nothing more, with a fixed count too, while new paint trains again.

@@ -30,16 +30,12 @@ from ..common import class_names_of
 from .data import BatchSource, PreparedVolume, prepare, semi_supervised_split
 from .network import build_student, network_config
 from .predict import CroppingSegmenter, teacher_uncertainty
-from .settings import ITERATIONS, MeanTeacherSettings, run_settings
+from .settings import ITERATIONS, JOB_ITERATIONS, MeanTeacherSettings, run_settings
 from .training import MeanTeacherTrainer
 
 STATE_FORMAT = 1
 #: Rounds of a worker job that leaves the count to the method.
 JOB_ROUNDS = 3
-#: A job's iterations with the quick budget (a job's default): one scan, whose painted voxels are all it learns from,
-#: needs more than a cohort's quick 200, which left the student near-empty (hippocampus dev scans, one slice painted:
-#: class-mean Dice 0.020 with 200, docs/results/interactive.md, "Thirty-third session").
-JOB_ITERATIONS = 600
 #: Largest default patch per axis (k, j, i): the reference's 112x112x80 crops ("paper"), 64^3 on a CPU ("quick").
 PATCH_CAP = {"paper": (80, 112, 112), "quick": (64, 64, 64)}
 #: Largest default in-plane patch of the 2D form (``dims=2``), either budget: the reference's in-plane crop; a
@@ -164,9 +160,8 @@ class _MeanTeacherBase:
         if settings.labelled is not None:
             raise SparseSegError("labelled=N applies to a cohort, not to a job", "Leave out the labelled option.")
         rounds = int(options.rounds or JOB_ROUNDS)
-        job_iterations = options.iterations or (JOB_ITERATIONS if options.budget == "quick" else None)
         per_round = int(options.iterations_per_round
-                        or math.ceil(int(job_iterations or self._iterations(options)) / rounds))
+                        or math.ceil(int(options.iterations or JOB_ITERATIONS[options.budget]) / rounds))
         device = select_device(options.device)
         trainer = MeanTeacherTrainer(segmenter.network, settings, per_round * rounds, segmenter.num_classes,
                                      self.uncertainty_aware, device)

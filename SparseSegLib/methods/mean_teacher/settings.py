@@ -3,7 +3,7 @@
 Defaults are the UA-MT reference code's (yulequan/UA-MT, ``train_LA_meanteacher_certainty_unlabel.py``) and the
 seed's where the two differ only in the network (the seed's 3D U-Net, 16-32-64-128-256, dropout 0.3 at the
 bottleneck; see :mod:`.network`) and the learning-rate schedule (the seed's poly decay). Iterations follow the
-budget: ``paper`` is the reference's 6000, ``quick`` 200 for a first look on a CPU.
+budget: ``paper`` is the reference's 6000, ``quick`` 200 for a first look on a CPU (a one-scan job: 600).
 """
 
 from __future__ import annotations
@@ -14,6 +14,10 @@ from ...errors import SparseSegError
 
 #: Iterations per budget (batch = ``labelled_batch`` + ``unlabelled_batch`` patches).
 ITERATIONS = {"quick": 200, "paper": 6000}
+#: A one-scan job's: its painted voxels are all it learns from, and the cohort's quick 200 left the student near-empty
+#: (hippocampus dev scans, one slice painted: class-mean Dice 0.020 with 200, 0.283 with 600;
+#: docs/results/interactive.md, "Thirty-third session").
+JOB_ITERATIONS = {"quick": 600, "paper": 6000}
 
 
 @dataclass(frozen=True)
