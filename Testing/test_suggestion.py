@@ -114,6 +114,20 @@ def test_faint_doubt_far_from_the_object_does_not_outweigh_its_boundary(sample_l
     assert suggest_slice(uncertainty, sample_label, annotated, 0)["index"] == 10
 
 
+def test_doubt_over_whole_slices_far_from_the_object_is_not_suggested(sample_label):
+    """A mean teacher's dropout passes doubt a large part of every slice, most at the volume's ends: a slice with
+    no object, 5 slices past its end and unsure (0.7) everywhere, must not beat the object's boundary. With no
+    object predicted at all, doubt anywhere is all there is, and it is suggested."""
+    uncertainty = np.zeros(sample_label.shape, np.float32)
+    boundary = (sample_label > 0) & ~ndimage.binary_erosion(sample_label > 0)
+    uncertainty[10][boundary[10]] = 0.6
+    uncertainty[0] = 0.7  # the object spans slices 5-29
+    assert not (sample_label[:2] > 0).any() and uncertainty[0].sum() > uncertainty[10].sum()
+    annotated = slab(sample_label.shape, 0, [17])
+    assert suggest_slice(uncertainty, sample_label, annotated, 0)["index"] == 10
+    assert suggest_slice(uncertainty, np.zeros_like(sample_label), annotated, 0)["index"] == 0
+
+
 def test_the_uncertain_slices_past_the_predicted_end_count(sample_label):
     """The prediction stops at slice 20 while the object goes on: slice 21 has no predicted foreground, but
     its object is in doubt (p = 0.45): with the predicted object's boundary fairly sure, it is the one to

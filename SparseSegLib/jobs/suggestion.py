@@ -13,9 +13,13 @@ Why this score. The user paints one *whole* slice next, so the slice is worth mo
 would be corrected: the score is the *sum*, not the mean, of the voxels' normalised entropy (0 = certain,
 1 = every class equally likely), so a slice with a long uncertain boundary beats one with a few very
 uncertain voxels. Only voxels near the object count: those within :data:`NEAR_OBJECT_VOXELS` voxels
-(in 3D, so the slices just past the predicted object's end are included) of the predicted foreground, and
-anywhere the result is at least :data:`UNCERTAIN` unsure. Without that restriction the faint entropy of
-a confident background (0.08 at p = 0.99) summed over a 240 x 240 slice outweighs any boundary.
+(in 3D, so the slices just past the predicted object's end are included) of the predicted foreground.
+Without that restriction the faint entropy of a confident background (0.08 at p = 0.99) summed over a
+240 x 240 slice outweighs any boundary. Doubt far from the predicted object counts only when the result has
+no object at all (then voxels at least :data:`UNCERTAIN` unsure): a mean teacher's dropout passes are unsure
+over a fifth to a half of every slice of a one-scan job, most at the volume's first and last slices, and
+counting that doubt everywhere sent 4 of 5 first suggestions on the hippocampus dev scans to slices with no
+object (thirty-fourth session, docs/results/interactive.md).
 Annotated voxels are ground truth and never count, and a slice annotated as a whole is never suggested.
 
 A method that knows better may say so itself: ``RoundResult.metrics["suggested_slice"]`` (a slice index
@@ -36,7 +40,8 @@ from .regions import AXIS_NAMES, resolve_slice_axis
 SUGGESTION_KEY = "suggested_slice"
 #: Voxels (Chebyshev distance, in 3D) around the predicted foreground whose uncertainty counts.
 NEAR_OBJECT_VOXELS = 3
-#: Normalised entropy from which a voxel counts wherever it lies (a two-class p of about 0.89 or less).
+#: Normalised entropy from which a voxel counts wherever it lies when nothing is predicted (a two-class p of about
+#: 0.89 or less).
 UNCERTAIN = 0.5
 
 
@@ -77,19 +82,21 @@ def near_object(label: np.ndarray, uncertainty: np.ndarray, radius: int = NEAR_O
                 uncertain: float = UNCERTAIN) -> np.ndarray:
     """Where a voxel's uncertainty counts: within ``radius`` voxels of the predicted foreground (a box
     neighbourhood, dilated only inside the foreground's bounding box, so a small object on a large scan
-    costs little), or at least ``uncertain`` unsure anywhere."""
+    costs little); with no predicted foreground, where it is at least ``uncertain`` unsure."""
     from scipy import ndimage
 
-    region = np.asarray(uncertainty) >= uncertain
     foreground = np.asarray(label) > 0
-    if foreground.any() and radius > 0:
+    if not foreground.any():
+        return np.asarray(uncertainty) >= uncertain
+    region = np.zeros(foreground.shape, bool)
+    if radius > 0:
         corners = np.argwhere(foreground)
         low = np.maximum(corners.min(axis=0) - radius, 0)
         high = np.minimum(corners.max(axis=0) + radius + 1, foreground.shape)
         crop = tuple(slice(int(a), int(b)) for a, b in zip(low, high))
         dilated = ndimage.maximum_filter(foreground[crop].astype(np.uint8), size=2 * radius + 1, mode="constant")
         region[crop] |= dilated.astype(bool)
-    elif foreground.any():
+    else:
         region |= foreground
     return region
 
