@@ -182,8 +182,8 @@ class _MeanTeacherBase:
             # behind the checkpoint's and a Continue trained 0 iterations: the corrected slices changed nothing)
             trainer.iterations = trainer.step + per_round * (rounds - done)
         first_step = trainer.step
-        # the streamed labels keep the parts holding painted object, as the other methods' jobs do: the student
-        # trained on one scan labels look-alike tissue all over it (hippocampus dev scans: 1-162 parts, merged
+        # the streamed labels keep the parts holding painted object, as self-labelling's and propagate's do: the
+        # student trained on one scan labels look-alike tissue all over it (hippocampus dev scans: 1-162 parts, merged
         # Dice 0.29-0.56 raw against 0.29-0.61 anchored on the thirty-third session's rounds); a saved model keeps
         # the student's plain argmax
         anchored = replace(segmenter, postprocess="lcc")
