@@ -17,7 +17,7 @@ uncertain voxels. Only voxels near the object count: those within :data:`NEAR_OB
 Without that restriction the faint entropy of a confident background (0.08 at p = 0.99) summed over a
 240 x 240 slice outweighs any boundary. Doubt far from the predicted object counts only when the result has
 no object at all (then voxels at least :data:`UNCERTAIN` unsure): a mean teacher's dropout passes are unsure
-over a fifth to a half of every slice of a one-scan job, most at the volume's first and last slices, and
+over 7-47 % of each slice of a one-scan job, most at the volume's first and last slices, and
 counting that doubt everywhere sent 4 of 5 first suggestions on the hippocampus dev scans to slices with no
 object (thirty-fourth session, docs/results/interactive.md).
 Annotated voxels are ground truth and never count, and a slice annotated as a whole is never suggested.
