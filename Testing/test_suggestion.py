@@ -116,7 +116,7 @@ def test_faint_doubt_far_from_the_object_does_not_outweigh_its_boundary(sample_l
 
 def test_doubt_over_whole_slices_far_from_the_object_is_not_suggested(sample_label):
     """A mean teacher's dropout passes doubt a large part of every slice, most at the volume's ends: a slice with
-    no object, 5 slices past its end and unsure (0.7) everywhere, must not beat the object's boundary. With no
+    no object, 5 slices before its start and unsure (0.7) everywhere, must not beat the object's boundary. With no
     object predicted at all, doubt anywhere is all there is, and it is suggested."""
     uncertainty = np.zeros(sample_label.shape, np.float32)
     boundary = (sample_label > 0) & ~ndimage.binary_erosion(sample_label > 0)

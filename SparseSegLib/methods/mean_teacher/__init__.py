@@ -116,8 +116,10 @@ class _MeanTeacherBase:
                      f"preprocessing {'SimpleITK' if settings.preprocessing else options.normalization}")
         return settings, volumes, segmenter
 
-    def _iterations(self, options: MethodOptions) -> int:
-        return int(options.iterations or ITERATIONS[options.budget])
+    def _iterations(self, options: MethodOptions, table: dict[str, int] = ITERATIONS) -> int:
+        """``--iterations``, else the ``table``'s for the budget (a cohort's :data:`ITERATIONS`, a job's
+        :data:`JOB_ITERATIONS`)."""
+        return int(options.iterations or table[options.budget])
 
     def train(self, cases: list[Case], options: MethodOptions, reporter: Reporter, validation: list[Case] | None = None):
         """A cohort model: the student after the whole schedule (the reference keeps the last, not the best)."""
@@ -161,8 +163,7 @@ class _MeanTeacherBase:
         if settings.labelled is not None:
             raise SparseSegError("labelled=N applies to a cohort, not to a job", "Leave out the labelled option.")
         rounds = int(options.rounds or JOB_ROUNDS)
-        per_round = int(options.iterations_per_round
-                        or math.ceil(int(options.iterations or JOB_ITERATIONS[options.budget]) / rounds))
+        per_round = int(options.iterations_per_round or math.ceil(self._iterations(options, JOB_ITERATIONS) / rounds))
         device = select_device(options.device)
         trainer = MeanTeacherTrainer(segmenter.network, settings, per_round * rounds, segmenter.num_classes,
                                      self.uncertainty_aware, device)
@@ -187,6 +188,7 @@ class _MeanTeacherBase:
         # Dice 0.29-0.56 raw against 0.29-0.61 anchored on the thirty-third session's rounds); a saved model keeps
         # the student's plain argmax
         anchored = replace(segmenter, postprocess="lcc")
+        painted = {case.case_id: case.sparse_label() > 0 for case in cases}
         for index in range(done + 1, rounds + 1):
             started = time.perf_counter()
             losses = trainer.run(source, first_step + per_round * (index - done), reporter,
@@ -194,7 +196,7 @@ class _MeanTeacherBase:
             labels, probabilities, uncertainty = {}, {}, {}
             for case in cases:
                 probabilities[case.case_id] = segmenter.probabilities(case.image, device)
-                labels[case.case_id] = anchored.labels(probabilities[case.case_id], anchor=case.sparse_label() > 0)
+                labels[case.case_id] = anchored.labels(probabilities[case.case_id], anchor=painted[case.case_id])
                 if trainer.teacher is not None:
                     uncertainty[case.case_id] = teacher_uncertainty(trainer.teacher, segmenter, case.image,
                                                                     settings.uncertainty_passes, settings.noise, device)

@@ -17,7 +17,7 @@ ITERATIONS = {"quick": 200, "paper": 6000}
 #: A one-scan job's: its painted voxels are all it learns from, and the cohort's quick 200 left the student near-empty
 #: (hippocampus dev scans, one slice painted: class-mean Dice 0.020 with 200, 0.283 with 600;
 #: docs/results/interactive.md, "Thirty-third session").
-JOB_ITERATIONS = {"quick": 600, "paper": 6000}
+JOB_ITERATIONS = {**ITERATIONS, "quick": 600}
 
 
 @dataclass(frozen=True)
