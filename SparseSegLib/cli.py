@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="segment images with a trained model",
                                   description="Write one label map per image: same file name, format and geometry.")
-    predict.add_argument("--model", required=True, type=Path, help="model folder written by `sparseseg train`")
+    predict.add_argument("--model", required=True, type=Path,
+                         help="model folder written by `sparseseg train` (or Save model), or a job folder of "
+                              "`sparseseg run` / the module: its newest complete round's model")
     predict.add_argument("--input", required=True, type=Path, help="an image file, or a folder of image files")
     predict.add_argument("--out", required=True, type=Path, help="output folder")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")

@@ -106,6 +106,20 @@ def test_unreadable_image_file(capsys, model_dir, tmp_path):
                           "cannot read")
 
 
+def test_predict_with_a_job_folder_that_has_no_round_yet(capsys, sample_dir, tmp_path):
+    """``--model JOBDIR`` applies the job's newest round; before the first round there is nothing to apply."""
+    from SparseSegLib.io import read_image
+    from SparseSegLib.jobs.client import Job
+
+    scan = sample_dir / "imagesTr" / "hippocampus_011.nii.gz"
+    image, geometry = read_image(scan)
+    painted = np.zeros(image.shape, np.uint8)
+    painted[image.shape[0] // 2, 10:20, 10:20] = 1
+    job = Job.create(tmp_path / "job", image, geometry, painted, "propagate", region={"kind": "slices", "axis": "auto"})
+    assert_one_line_error(*run_cli(capsys, "predict", "--model", job.directory, "--input", scan,
+                                   "--out", tmp_path / "o")[::2], "no complete round", "wait for a round")
+
+
 def test_2d_image(capsys, model_dir, tmp_path):
     sitk.WriteImage(sitk.Image(32, 32, sitk.sitkFloat32), str(tmp_path / "slice.nii.gz"))
     assert_one_line_error(*run_cli(capsys, "predict", "--model", model_dir, "--input", tmp_path / "slice.nii.gz",

@@ -334,6 +334,15 @@ def test_the_start_job_streams_its_rounds_and_stops_by_itself_then_a_correction_
     applied, _ = model.predict(sample_case.image)
     assert applied.shape == label.shape
     assert (applied > 0).any()
+    # the command line applies a job folder as it is: its newest round's model, as Save model writes it
+    from SparseSegLib.cli import main as sparseseg
+    from SparseSegLib.io import read_image, write_image
+
+    scan = write_image(sample_case.image, sample_case.geometry, tmp_path / "scan.nrrd")
+    assert sparseseg(["predict", "--model", str(stage.directory), "--input", str(scan), "--out", str(tmp_path / "out")]) == 0
+    predicted, geometry = read_image(tmp_path / "out" / "scan.nrrd")
+    assert geometry.matches(sample_case.geometry)
+    np.testing.assert_array_equal(predicted, applied)
 
 
 def test_a_saved_model_is_the_jobs_network_half(sample_case):
