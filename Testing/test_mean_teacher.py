@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from SparseSegLib.annotation import annotate_case
 from SparseSegLib.case import Case, Geometry
-from SparseSegLib.engine.postprocess import largest_component
+from SparseSegLib.engine.postprocess import object_count
 from SparseSegLib.engine.sitk_preprocessing import SitkPreprocessing, bounding_box, write_on_input_grid
 from SparseSegLib.errors import SparseSegError
 from SparseSegLib.io import read_image, to_sitk
@@ -184,15 +184,17 @@ def test_worker_job_streams_rounds_with_uncertainty(cases, tmp_path, dims):
     from SparseSegLib.worker.model_export import export_model
 
     model = load_segmenter(export_model(job.directory, tmp_path / "model"))
-    applied, _ = model.predict(case.image)
+    applied, probabilities = model.predict(case.image)
     streamed, _ = read_image(layout.round_dir(job.directory, 2) / layout.LABEL_FILE)
     assert applied.shape == case.image.shape
     # the job's rounds keep the parts of the student's result that hold painted object; the saved model, meant for
-    # other scans with no paint, keeps the plain argmax
+    # other scans with no paint, keeps as many of its largest parts as the last round held
     components, count = ndimage.label(streamed > 0)
     assert count and all((components == part)[painted > 0].any() for part in range(1, count + 1)), \
         "every part of a streamed result holds painted object"
-    anchored = np.where(largest_component(applied > 0, anchor=painted > 0), applied, 0)
+    assert model.postprocess == "lcc" and model.objects == object_count([streamed]) >= 1
+    assert ndimage.label(applied > 0)[1] <= model.objects
+    anchored = model.labels(probabilities, anchor=painted > 0)
     assert (anchored == streamed).mean() > 0.99, "the saved model, anchored at the paint, segments the scan as the job did"
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from ...case import Case
 from ...engine.device import select_device
+from ...engine.postprocess import object_count
 from ...engine.spacing import training_spacing
 from ...engine.trainer import seed_everything
 from ...errors import SparseSegError
@@ -150,6 +151,10 @@ class _MeanTeacherBase:
             raise SparseSegError(f"the checkpoint does not fit this job's {self.name} network ({str(error)[:160]})",
                                  "The job's options changed since the checkpoint was written; run the job again.") from None
         segmenter.network.cpu().eval()
+        if state.get("objects"):
+            # as the job's rounds, the largest parts only: on another scan there is no paint to anchor at, so as many
+            # parts as the job's last result held (a left and a right structure stay two)
+            segmenter = replace(segmenter, postprocess="lcc", objects=int(state["objects"]))
         return segmenter
 
     def planned_rounds(self, case: Case, options: MethodOptions, state: dict | None = None) -> int:
@@ -186,7 +191,7 @@ class _MeanTeacherBase:
         # the streamed labels keep the parts holding painted object, as self-labelling's and propagate's do: the
         # student trained on one scan labels look-alike tissue all over it (hippocampus dev scans: 1-162 parts, merged
         # Dice 0.29-0.56 raw against 0.29-0.61 anchored on the thirty-third session's rounds); a saved model keeps
-        # the student's plain argmax
+        # as many of the largest parts as the last round held (``objects`` in the round state)
         anchored = replace(segmenter, postprocess="lcc")
         painted = {case.case_id: case.sparse_label() > 0 for case in cases}
         for index in range(done + 1, rounds + 1):
@@ -206,7 +211,7 @@ class _MeanTeacherBase:
                        "consistency_weight": last.get("weight"), "threshold": last.get("threshold"),
                        "certain": last.get("certain"), "seconds": round(time.perf_counter() - started, 3)}
             round_state = {"format": STATE_FORMAT, "method": self.name, "round": index, "rounds": rounds,
-                           "iterations_per_round": per_round,
+                           "iterations_per_round": per_round, "objects": object_count(list(labels.values())),
                            "network": {k: v.detach().cpu().clone() for k, v in segmenter.network.state_dict().items()},
                            "trainer": trainer.state(),
                            "rng": [json.dumps(source.rng.bit_generator.state),
