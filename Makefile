@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench bench-worker-io bench-slicer bench-gradual bench-self-labelling bench-self-labelling-jobs bench-threads bench-interactive bench-boxes clean bench-mean-teacher bench-mean-teacher-2d bench-collaborative bench-distributed bench-collaborative-hippocampus
+.PHONY: venv demo test bench bench-worker-io bench-slicer bench-gradual bench-self-labelling bench-self-labelling-jobs bench-threads bench-interactive bench-saved-model bench-boxes clean bench-mean-teacher bench-mean-teacher-2d bench-collaborative bench-distributed bench-collaborative-hippocampus
 
 venv: $(STAMP)
 
@@ -67,6 +67,14 @@ bench-interactive: venv
 	OMP_NUM_THREADS=1 $(VPY) -m SparseSegLib.benchmarks.interactive --mni152 --jobs 2 --threads 1 \
 		--out bench-output/interactive --resume
 	$(VPY) -m SparseSegLib.benchmarks.start_speed --threads 2
+
+# Save model after a one-scan Start, applied to the other dev scans of its data set (docs/results/saved-model.md)
+bench-saved-model: venv
+	for data in hippocampus left_atrium; do OMP_NUM_THREADS=1 $(VPY) -m SparseSegLib.benchmarks.interactive \
+		--dataset ../shared/data/$$data --cases 5 --split dev --slices 1 --threads 1 \
+		--out bench-output/saved-model/start-$$data --resume; done
+	OMP_NUM_THREADS=1 $(VPY) -m SparseSegLib.benchmarks.saved_model bench-output/saved-model/start-hippocampus \
+		bench-output/saved-model/start-left_atrium --out bench-output/saved-model/report
 
 # Start from ROI boxes (README, "From ROI boxes"): 3 boxes and 1 box of a third of the object's extent on the same
 # 10 report scans per data set, then 2 suggested slices painted with Continue (about 3 h for the left atrium)

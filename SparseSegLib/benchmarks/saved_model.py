@@ -32,6 +32,9 @@ def played_jobs(runs: list[Path], stage: int) -> list[tuple[Scan, Path, dict]]:
     """``(scan, job folder of stage, the scan's record)`` for every scan of the runs whose stage finished."""
     found = []
     for run in runs:
+        if not (run / "results.json").is_file():
+            raise SparseSegError(f"{run} holds no results.json",
+                                 "Give the --out folder of a python -m SparseSegLib.benchmarks.interactive run.")
         results = json.loads((run / "results.json").read_text())
         for key, record in results["scans"].items():
             stages = record.get("stages") or []
