@@ -174,3 +174,25 @@ def test_mean_teacher_continue_trains_as_many_iterations_per_round_as_its_start(
     assert [e["round"] for e in rounds] == [4, 5]
     assert [e["training"]["iterations_total"] for e in rounds] == [12, 15]
     assert all(e["training"]["loss"] is not None for e in rounds)
+
+
+def test_gradual_freeze_continue_trains_on_the_corrected_slice(tmp_path, sample_case):
+    """``relabel=freeze`` keeps earlier pseudo-labels from round to round, and a Continue restores them from the
+    checkpoint: a corrected slice must still replace them as ground truth."""
+    painted, mask, k = central_paint(sample_case.label)
+    options = {"relabel": "freeze", "step": 2, "confidence": "none", "anchor": False}
+    first = Job.create(tmp_path / "stage-1", sample_case.image, sample_case.geometry, painted, "gradual",
+                       classes={1: "A", 2: "P"}, device="cpu", parameters={**TINY, "rounds": 2, "method_options": options})
+    assert run_job(first.directory, install_signals=False) == layout.EXIT_FINISHED
+    before = torch.load(layout.checkpoint_path(first.directory, 2), weights_only=True)["state"]["method_state"]
+    corrected = k + 1  # inside the region grown by round 2
+    pseudo = before["targets"][0][corrected].numpy()
+    assert (pseudo >= 0).all() and not np.array_equal(pseudo, sample_case.label[corrected]), \
+        "the slice must hold (wrong) pseudo-labels before the correction, or the test shows nothing"
+    label, mask = painted.copy(), mask.copy()
+    label[corrected], mask[corrected] = sample_case.label[corrected], True
+    second = continue_job(first.directory, tmp_path / "stage-2", label, mask)
+    assert run_job(second.directory, install_signals=False, resume=True) == layout.EXIT_FINISHED
+    after = torch.load(layout.checkpoint_path(second.directory, 4), weights_only=True)["state"]["method_state"]
+    assert np.array_equal(after["targets"][0][corrected].numpy(), sample_case.label[corrected])
+    assert np.array_equal(after["targets"][0][k].numpy(), sample_case.label[k])
