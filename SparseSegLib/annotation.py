@@ -15,6 +15,9 @@ Spec grammar (case-insensitive)::
     boxes:N:SIZE             N random non-overlapping cubes of SIZE voxels per side
     boxes:N:AxBxC            ... boxes of A x B x C voxels, in array order (k, j, i)
     full                     every voxel annotated (the fully supervised reference)
+    painted                  the label maps hold a user's own paint, not full labels: every slice holding paint
+                             is annotated whole, along the axis with the fewest painted slices, as the Slicer
+                             module's Start reads painted slices (``painted:AXIS`` names the axis)
 
 ``AXIS`` is an axis of the array in SimpleITK numpy order ``(k, j, i)``: ``0`` or ``k`` is the
 slice stack (the image's third voxel index: nibabel axis 2, SimpleITK numpy axis 0, "axial" for an
@@ -47,15 +50,19 @@ import numpy as np
 from .case import Case
 from .errors import SparseSegError
 
-KINDS = ("central-slice", "slices", "boxes", "full")
+KINDS = ("central-slice", "slices", "boxes", "full", "painted")
+
+#: ``AnnotationSpec.axis`` of ``painted`` without an axis: the axis is read from the paint (fewest painted slices).
+AUTO_AXIS = -1
 
 #: Axis names accepted in specs, mapped to array axes in ``(k, j, i)`` order.
 AXIS_NAMES = {"0": 0, "1": 1, "2": 2, "k": 0, "j": 1, "i": 2}
 
 SPEC_FORMS = (
     "Valid annotation specs: 'central-slice', 'central-slice:AXIS', 'slices:N', 'slices:N:AXIS', "
-    "'boxes:N:SIZE', 'boxes:N:AxBxC' or 'full' (AXIS = 0/k, 1/j or 2/i in array order; default 0 = k, "
-    "the slice stack). E.g. central-slice, slices:3, boxes:5:16."
+    "'boxes:N:SIZE', 'boxes:N:AxBxC', 'full' or, for label maps that hold only your own painted slices, "
+    "'painted' / 'painted:AXIS' (AXIS = 0/k, 1/j or 2/i in array order; default 0 = k, the slice stack; painted: "
+    "the axis with the fewest painted slices). E.g. central-slice, slices:3, boxes:5:16, painted."
 )
 
 #: How often box placement starts over, and how many random corners each box may try per start.
@@ -96,6 +103,8 @@ class AnnotationSpec:
         """The canonical spec string, which parses back to an equal spec."""
         if self.kind == "full":
             return "full"
+        if self.kind == "painted":
+            return "painted" if self.axis == AUTO_AXIS else f"painted:{self.axis}"
         if self.kind == "central-slice":
             return f"central-slice:{self.axis}"
         if self.kind == "slices":
@@ -115,6 +124,9 @@ def parse_annotation_spec(spec: str | AnnotationSpec) -> AnnotationSpec:
     if kind == "full":
         _expect_args(spec, args, 0, 0)
         return AnnotationSpec("full", axis=0, count=0, size=0)
+    if kind == "painted":
+        _expect_args(spec, args, 0, 1)
+        return AnnotationSpec("painted", axis=_parse_axis(spec, args[0]) if args else AUTO_AXIS, count=0)
     if kind == "central-slice":
         _expect_args(spec, args, 0, 1)
         return AnnotationSpec("central-slice", axis=_parse_axis(spec, args[0]) if args else 0, count=1)
@@ -186,6 +198,14 @@ def simulate_annotation(label: np.ndarray, spec: AnnotationSpec | str, seed: int
     if spec.kind == "full":
         annotated[...] = True
         return annotated
+    if spec.kind == "painted":  # the module's rule for painted slices (jobs.regions), so a model trained on
+        from .jobs.regions import slices_mask  # painted label maps learns from what Start would have used
+
+        try:
+            return slices_mask(label, "auto" if spec.axis == AUTO_AXIS else spec.axis)[0]
+        except SparseSegError as error:
+            raise SparseSegError(error.message, "With --annotation painted every label map needs a painted slice; "
+                                                "leave unpainted scans out (--cases).") from None
     if spec.kind in ("central-slice", "slices"):
         _check_axis(spec.axis, label.shape, spec)
         if spec.kind == "central-slice":

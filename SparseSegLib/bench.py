@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .annotation import annotate_case, check_annotation
+from .annotation import annotate_case, check_annotation, parse_annotation_spec
 from .case import Case
 from .cohort_spacing import at_common_spacing, common_in_plane_spacing
 from .dataset import Dataset, kfold_cases, load_dataset, split_cases
@@ -106,6 +106,10 @@ def run_benchmark(config: BenchConfig, reporter: TerminalReporter | None = None)
     reporter = (reporter or TerminalReporter()) if main else SilentReporter()
     for method in config.methods:
         check_method(method)
+    if parse_annotation_spec(config.annotation).kind == "painted":
+        raise SparseSegError("a benchmark scores against full reference labels, and painted label maps hold only "
+                             "painted slices", "Train on painted label maps with `sparseseg train --annotation painted`; "
+                             "benchmark with full labels and a simulated annotation (e.g. central-slice).")
     if config.evaluate not in EVALUATED_PARTS:
         raise SparseSegError(f"unknown part to evaluate {config.evaluate!r}", f"Use one of: {', '.join(EVALUATED_PARTS)}.")
     if config.evaluate == "val" and (config.folds or config.split[1] <= 0):

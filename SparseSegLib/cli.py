@@ -20,6 +20,7 @@ from .errors import SparseSegError
 EPILOG = """examples:
   sparseseg demo --out demo-output
   sparseseg train --dataset ../shared/data/hippocampus --out model   # collaborative, one central slice per scan
+  sparseseg train --dataset my_painted_scans --annotation painted --out model   # from your own painted slices
   sparseseg predict --model model --input image.nii.gz --out predictions
   sparseseg evaluate --pred predictions --ref labelsTr --json scores.json
   sparseseg bench --dataset ../shared/data/hippocampus --annotation central-slice --methods sparse-only,full --out bench
@@ -27,7 +28,8 @@ EPILOG = """examples:
   sparseseg run --resume job
   sparseseg run job --continue --annotation corrected.nrrd --out job-stage-2
 
-annotation specs: central-slice[:AXIS] | slices:N[:AXIS] | boxes:N:SIZE | full
+annotation specs: central-slice[:AXIS] | slices:N[:AXIS] | boxes:N:SIZE | full   (simulated from full labels)
+  | painted[:AXIS]   (train only: labelsTr hold your own painted slices; each slice holding paint is annotated)
   (AXIS 0 = k, the slice stack, default; 1 = j; 2 = i)
 """
 

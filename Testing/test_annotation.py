@@ -51,6 +51,8 @@ def extent_along(label: np.ndarray, axis: int) -> tuple[int, int]:
         ("boxes:2:4x6x8", AnnotationSpec("boxes", count=2, size=(4, 6, 8))),
         ("full", AnnotationSpec("full", axis=0, count=0)),
         ("  full  ", AnnotationSpec("full", axis=0, count=0)),
+        ("painted", AnnotationSpec("painted", axis=-1, count=0)),
+        ("painted:j", AnnotationSpec("painted", axis=1, count=0)),
     ],
 )
 def test_valid_specs_parse_to_their_meaning(text, expected):
@@ -58,7 +60,8 @@ def test_valid_specs_parse_to_their_meaning(text, expected):
     assert parse_annotation_spec(text) == expected
 
 
-@pytest.mark.parametrize("text", ["central-slice", "central-slice:2", "slices:3:1", "boxes:5:16", "boxes:2:4x6x8", "full"])
+@pytest.mark.parametrize("text", ["central-slice", "central-slice:2", "slices:3:1", "boxes:5:16", "boxes:2:4x6x8", "full",
+                                  "painted", "painted:2"])
 def test_spec_string_form_parses_back_to_the_same_spec(text):
     """``str(spec)`` is a canonical spec string (used in logs and result tables)."""
     spec = parse_annotation_spec(text)
@@ -326,3 +329,23 @@ def test_case_seed_is_a_stable_hash_of_seed_and_case_id():
 def test_annotate_case_names_the_case_in_errors(sample_case):
     with pytest.raises(SparseSegError, match=f"^{sample_case.case_id}: .*larger than the volume"):
         annotate_case(sample_case, "boxes:1:100", seed=0)
+
+
+def test_painted_label_maps_are_annotated_on_every_slice_that_holds_paint(sample_case):
+    """``painted``: the label map is a user's paint; each painted slice is annotated whole (its background too),
+    along the axis with the fewest painted slices, as the module reads painted slices; ``painted:AXIS`` names it."""
+    sample_label = sample_case.label
+    painted = np.zeros_like(sample_label)
+    for j in (20, 26):
+        painted[:, j] = sample_label[:, j]
+    mask = simulate_annotation(painted, "painted")
+    assert mask[:, [20, 26]].all() and mask.sum() == 2 * mask[:, 0].size
+    np.testing.assert_array_equal(annotate_case(dataclasses.replace(sample_case, label=painted), "painted").annotated, mask)
+    along_k = simulate_annotation(painted, "painted:0")
+    assert along_k.sum() == len(np.flatnonzero(painted.any(axis=(1, 2)))) * painted[0].size
+    # one painted central slice reads as the simulated one
+    central = simulate_annotation(sample_label, "slices:1")
+    np.testing.assert_array_equal(simulate_annotation(np.where(central, sample_label, 0), "painted"), central)
+    with pytest.raises(SparseSegError, match="no painted voxel") as error:
+        simulate_annotation(np.zeros_like(sample_label), "painted")
+    assert "--cases" in error.value.hint

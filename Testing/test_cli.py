@@ -315,3 +315,42 @@ def test_train_default_on_boxes_says_which_methods_learn_from_boxes(capsys, samp
     assert code == 2 and "Traceback" not in err and len(errors) == 1
     assert "no whole labelled slice" in errors[0] and "--method gradual or sparse-only" in errors[0]
     assert not (tmp_path / "m").exists()
+
+
+def test_train_on_painted_label_maps_learns_what_the_simulated_annotation_gives(capsys, sample_dir, tmp_path):
+    """``--annotation painted``: labelsTr hold only a user's painted slices (here each scan's central slice of its
+    object). Training on them gives the very model that ``slices:1`` simulates from the full labels; a benchmark,
+    which scores against full labels, refuses them."""
+    import torch
+
+    from SparseSegLib.annotation import simulate_annotation
+    from SparseSegLib.io import read_label
+
+    ids = ["hippocampus_001", "hippocampus_003", "hippocampus_004"]
+    manifest = json.loads((sample_dir / "dataset.json").read_text())
+    painted_dir = tmp_path / "painted"
+    (painted_dir / "labelsTr").mkdir(parents=True)
+    shutil.copytree(sample_dir / "imagesTr", painted_dir / "imagesTr")
+    for case_id in ids:
+        source = sample_dir / "labelsTr" / f"{case_id}.nii.gz"
+        label, image = read_label(source), sitk.ReadImage(str(source))
+        painted = np.where(simulate_annotation(label, "slices:1"), label, 0).astype(np.uint8)
+        copy = sitk.GetImageFromArray(painted)
+        copy.CopyInformation(image)
+        sitk.WriteImage(copy, str(painted_dir / "labelsTr" / f"{case_id}.nii.gz"))
+    manifest["training"] = [entry for entry in manifest["training"] if any(i in entry["label"] for i in ids)]
+    (painted_dir / "dataset.json").write_text(json.dumps(manifest))
+    common = ["--method", "sparse-only", "--iterations", "3", "--device", "cpu"]
+    code, _, err = run_cli(capsys, "train", "--dataset", painted_dir, "--annotation", "painted", *common,
+                           "--out", tmp_path / "from-paint")
+    assert code == 0, err
+    cases = tmp_path / "cases.txt"
+    cases.write_text("\n".join(ids) + "\n")
+    code, _, err = run_cli(capsys, "train", "--dataset", sample_dir, "--cases", cases, "--annotation", "slices:1",
+                           *common, "--out", tmp_path / "simulated")
+    assert code == 0, err
+    ours, theirs = (torch.load(tmp_path / name / "model.pt", weights_only=True) for name in ("from-paint", "simulated"))
+    assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
+    assert json.loads((tmp_path / "from-paint" / "config.json").read_text())["training"]["annotation"] == "painted"
+    assert_one_line_error(*run_cli(capsys, "bench", "--dataset", painted_dir, "--annotation", "painted",
+                                   "--methods", "sparse-only", "--out", tmp_path / "b")[::2], "train --annotation painted")
