@@ -49,6 +49,7 @@ import numpy as np
 
 from .case import Case
 from .errors import SparseSegError
+from .jobs.regions import slices_mask
 
 KINDS = ("central-slice", "slices", "boxes", "full", "painted")
 
@@ -198,9 +199,7 @@ def simulate_annotation(label: np.ndarray, spec: AnnotationSpec | str, seed: int
     if spec.kind == "full":
         annotated[...] = True
         return annotated
-    if spec.kind == "painted":  # the module's rule for painted slices (jobs.regions), so a model trained on
-        from .jobs.regions import slices_mask  # painted label maps learns from what Start would have used
-
+    if spec.kind == "painted":  # the module's rule: a model trained on painted label maps learns what Start uses
         try:
             return slices_mask(label, "auto" if spec.axis == AUTO_AXIS else spec.axis)[0]
         except SparseSegError as error:

@@ -33,7 +33,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .engine.spacing import prediction_spacing
     from .io import output_path_like, read_image, write_image
 
-    segmenter = load_segmenter(_model_folder(args.model))
+    segmenter = _job_segmenter(args.model) if (args.model / "job.json").is_file() else load_segmenter(args.model)
     device = select_device(args.device)
     files = _image_files(args.input)
     channel = args.channel if args.channel is not None else segmenter.training.get("channel")
@@ -49,24 +49,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_folder(path: Path) -> Path:
-    """``path`` itself, or for a job folder (``sparseseg run``'s, the module's) its newest complete round written as
-    a model folder, as the module's Save model writes it, into a temporary folder: a CLI user applies what a job
-    learnt without a second command, and a later round of the job is picked up the next time."""
-    if not (path / "job.json").is_file():
-        return path
-    import atexit
-    import shutil
-    import tempfile
+def _job_segmenter(job: Path):
+    """A job folder's (``sparseseg run``'s, the module's) newest complete round, built as Save model builds it: a
+    CLI user applies what a job learnt without a second command, and a later round is picked up the next time."""
+    from .worker.model_export import job_segmenter
 
-    from .worker.model_export import export_model
-
-    folder = Path(tempfile.mkdtemp(prefix="sparseseg-model-"))
-    atexit.register(shutil.rmtree, folder, True)
-    exported = export_model(path, folder / "model")
-    print(f"model: the newest complete round of job {path} (what Save model writes; to keep it: "
-          f"python -m SparseSegLib.worker.model_export {path} MODEL_DIR)")
-    return exported
+    segmenter = job_segmenter(job)
+    print(f"model: the newest complete round of job {job} (what Save model writes; to keep it: "
+          f"python -m SparseSegLib.worker.model_export {job} MODEL_DIR)")
+    return segmenter
 
 
 def _mm(spacing_kji) -> str:

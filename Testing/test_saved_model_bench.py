@@ -26,7 +26,6 @@ def test_each_saved_model_is_scored_on_its_own_and_the_other_scan(sample_dir, tm
     for model in result["models"]:
         own = model["case_id"]
         assert set(model["on_other_scans"]) == {record["case_id"] for record in played.values()}
-        assert model["saved_model_on_own_scan"] == model["on_other_scans"][own]
         assert all(0.0 <= figures["dice"] <= 1.0 for figures in model["on_other_scans"].values())
         # the model applied is the one Save model writes: the job's network, which gives the streamed round on its scan
         segmenter = load_segmenter(tmp_path / "saved" / "models" / model["dataset"] / own)

@@ -36,9 +36,10 @@ def played_jobs(runs: list[Path], stage: int) -> list[tuple[Scan, Path, dict]]:
             raise SparseSegError(f"{run} holds no results.json",
                                  "Give the --out folder of a python -m SparseSegLib.benchmarks.interactive run.")
         results = json.loads((run / "results.json").read_text())
-        for key, record in results["scans"].items():
+        for record in results["scans"].values():
             stages = record.get("stages") or []
-            if len(stages) < stage or stages[stage - 1].get("status") != "finished":
+            played = stages[stage - 1] if len(stages) >= stage else {}
+            if played.get("status") != "finished" or not played.get("final"):
                 continue
             scan = Scan(record["dataset"], record["case_id"], Path(record["image"]), Path(record["label"]),
                         {int(v): n for v, n in record["classes"].items()}, record.get("channel"))

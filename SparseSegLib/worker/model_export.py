@@ -19,6 +19,13 @@ from ..errors import SparseSegError
 
 
 def export_model(job_directory: str | Path, model_directory: str | Path) -> Path:
+    """Write :func:`job_segmenter` of ``job_directory`` as a model folder; returns the folder."""
+    return job_segmenter(job_directory).save(model_directory)
+
+
+def job_segmenter(job_directory: str | Path):
+    """The :class:`~SparseSegLib.engine.model.Segmenter` of a job's newest complete round, in memory (what Save
+    model writes and ``sparseseg predict --model JOBDIR`` applies)."""
     import torch
 
     from ..jobs import layout
@@ -58,7 +65,7 @@ def export_model(job_directory: str | Path, model_directory: str | Path) -> Path
                                  "This method uses its own network; apply its rounds instead of a saved model.") from None
     segmenter.training = {"job": str(job_directory), "round": done, "method": spec.method,
                           "rounds": spec.rounds, "parameters": {k: v for k, v in parameters.items() if k != "method_options"}}
-    return segmenter.save(model_directory)
+    return segmenter
 
 
 def main(argv: list[str] | None = None) -> int:
